@@ -1,0 +1,1 @@
+"""phoenix-fleet: immutable-infrastructure releases on AWS, driven by Airflow 3."""
