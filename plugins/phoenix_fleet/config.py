@@ -1,0 +1,491 @@
+"""The fleet configuration (include/fleet.yaml): models, loading and validation.
+
+Every validation error names the field (as a dotted path into the YAML) and says how to fix it,
+e.g. ``roles.web.rollout.batch_size: must be at least 1 (got 0). Fix: ...``.
+
+Kept cheap to import: DAG files import it at parse time (pydantic and yaml are already loaded by
+Airflow).  No AWS calls here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV_VAR = "PHOENIX_FLEET_CONFIG"
+
+HEALTH_SIGNALS = ("asg", "elb", "ec2_status", "alarms")
+ASG_PROCESSES = (
+    "Launch",
+    "Terminate",
+    "AddToLoadBalancer",
+    "AlarmNotification",
+    "AZRebalance",
+    "HealthCheck",
+    "InstanceRefresh",
+    "ReplaceUnhealthy",
+    "ScheduledActions",
+)
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+_ROLE_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_CRON_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@once"}
+
+
+class FleetConfigError(ValueError):
+    """The fleet config is invalid. ``problems`` holds one line per problem: ``<field>: <what>. Fix: <how>``."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid fleet config{where}:\n  " + "\n  ".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseAmiFilter(_Strict):
+    """How to find the base AMI. Never by name alone: `owners` pins who may have published it."""
+
+    name: str = Field(description="AMI name pattern (wildcards allowed), e.g. debian-12-amd64-*")
+    owners: list[str] = Field(description="account ids, or 'self'/'amazon'; never empty")
+    architecture: str = "x86_64"
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError(
+                "must name at least one owner (resolving an AMI by name alone invites name squatting). "
+                "Fix: add owners: [<account id>] or [self]"
+            )
+        for o in v:
+            if not (_ACCOUNT_RE.match(o) or o in ("self", "amazon", "aws-marketplace")):
+                raise ValueError(f"{o!r} is not an account id. Fix: use a 12-digit account id, 'self' or 'amazon'")
+        return v
+
+
+class ImageSpec(_Strict):
+    packer_template: str = Field(description="Packer template, relative to include/")
+    base_ami: BaseAmiFilter
+    instance_type: str = "t3.small"
+    instance_profile: str | None = None
+    canary_subnet_id: str | None = None
+    canary_subnet_tags: dict[str, str] = Field(default_factory=dict)
+    volume_size_gb: int = Field(default=8, ge=4, le=16384)
+
+    @model_validator(mode="after")
+    def _subnet(self) -> ImageSpec:
+        if self.canary_subnet_id and self.canary_subnet_tags:
+            raise ValueError(
+                "canary_subnet_id and canary_subnet_tags both set. Fix: keep one of them"
+            )
+        return self
+
+
+class AsgSelector(_Strict):
+    tags: dict[str, str] = Field(default_factory=dict, description="every tag must match")
+    names: list[str] = Field(default_factory=list, description="explicit ASG names (optional)")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> AsgSelector:
+        if not self.tags and not self.names:
+            raise ValueError(
+                "selects nothing. Fix: give tags: {phoenix:role: <role>} or names: [<asg name>]"
+            )
+        return self
+
+
+class RolloutPolicy(_Strict):
+    strategy: Literal["surge", "replace", "instance-refresh"] = "surge"
+    batch_size: int | None = Field(default=None, description="instances replaced per batch")
+    batch_percent: int | None = Field(default=None, description="share of desired replaced per batch")
+    min_healthy_percent: int = 100
+    max_surge: int = 1
+    warmup_seconds: int = Field(default=60, ge=0, le=3600)
+    soak_seconds: int = Field(default=0, ge=0, le=86400)
+    health_signals: list[Literal["asg", "elb", "ec2_status", "alarms"]] = Field(
+        default_factory=lambda: list(HEALTH_SIGNALS)
+    )
+    alarms: list[str] = Field(default_factory=list, description="CloudWatch alarm names that halt a rollout")
+    standby: Literal["skip", "wait", "replace"] = "skip"
+    protected: Literal["skip", "wait", "replace"] = "skip"
+    deadline_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    on_failure: Literal["rollback", "halt"] = "rollback"
+    max_concurrent_asgs: int = Field(default=1, ge=1, le=64)
+    suspend_processes: list[str] = Field(
+        default_factory=lambda: ["AZRebalance", "AlarmNotification", "ScheduledActions"]
+    )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(
+                f"must be at least 1 (got {v}). Fix: set batch_size to a positive number of instances, "
+                "or use batch_percent"
+            )
+        return v
+
+    @field_validator("batch_percent")
+    @classmethod
+    def _batch_percent(cls, v: int | None) -> int | None:
+        if v is not None and not 1 <= v <= 100:
+            raise ValueError(f"must be between 1 and 100 (got {v}). Fix: use a percentage of desired capacity")
+        return v
+
+    @field_validator("min_healthy_percent")
+    @classmethod
+    def _min_healthy(cls, v: int) -> int:
+        if not 0 <= v <= 100:
+            raise ValueError(
+                f"must be between 0 and 100 (got {v}). Fix: it is the share of desired capacity that must "
+                "stay healthy; to launch before terminating use strategy: surge with max_surge"
+            )
+        return v
+
+    @field_validator("max_surge")
+    @classmethod
+    def _max_surge(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"must be 0 or more (got {v}). Fix: extra instances allowed above desired")
+        return v
+
+    @field_validator("suspend_processes")
+    @classmethod
+    def _processes(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if p not in ASG_PROCESSES:
+                raise ValueError(f"{p!r} is not an AutoScaling process. Fix: use one of {', '.join(ASG_PROCESSES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RolloutPolicy:
+        if self.batch_size is not None and self.batch_percent is not None:
+            raise ValueError("batch_size and batch_percent both set. Fix: keep only one of them")
+        if self.strategy == "surge" and self.max_surge == 0 and self.min_healthy_percent == 100:
+            raise ValueError(
+                "strategy surge with max_surge 0 and min_healthy_percent 100 can never replace anything. "
+                "Fix: raise max_surge or lower min_healthy_percent"
+            )
+        return self
+
+    def batch_for(self, desired: int) -> int:
+        """Instances per batch for an ASG of `desired` capacity (at least 1)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        pct = self.batch_percent if self.batch_percent is not None else 25
+        return max(1, (desired * pct) // 100)
+
+
+class TerraformSpec(_Strict):
+    backend: Literal["terraform", "native"] = "terraform"
+    workdir: str | None = Field(default=None, description="Terraform root, relative to include/")
+    allow_destroy: bool = False
+
+    @model_validator(mode="after")
+    def _workdir(self) -> TerraformSpec:
+        if self.backend == "terraform" and not self.workdir:
+            raise ValueError(
+                "backend terraform needs a workdir. Fix: set workdir: terraform/envs/<env>, or backend: native"
+            )
+        return self
+
+
+class Environment(_Strict):
+    require_approval: bool = False
+    notify_sns_topic_arn: str | None = None
+    slack_conn_id: str | None = None
+
+
+class Role(_Strict):
+    env: str
+    image: ImageSpec
+    asgs: AsgSelector
+    regions: list[str] = Field(min_length=1)
+    share_with_accounts: list[str] = Field(default_factory=list)
+    schedule: str | None = Field(default=None, description="cron of the weekly release, UTC")
+    terraform: TerraformSpec = Field(default_factory=TerraformSpec)
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    max_age_days: int | None = Field(default=None, ge=1, le=365)
+    keep_versions: int = Field(default=5, ge=1, le=100)
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, v: list[str]) -> list[str]:
+        for r in v:
+            if not _REGION_RE.match(r):
+                raise ValueError(f"{r!r} is not an AWS region. Fix: use a region code such as us-east-1")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a region twice. Fix: list each region once")
+        return v
+
+    @field_validator("share_with_accounts")
+    @classmethod
+    def _accounts(cls, v: list[str]) -> list[str]:
+        for a in v:
+            if not _ACCOUNT_RE.match(a):
+                raise ValueError(f"{a!r} is not an account id. Fix: quote a 12-digit account id, e.g. \"111122223333\"")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        if v is None or v in _CRON_PRESETS:
+            return v
+        from croniter import croniter
+
+        if len(v.split()) != 5 or not croniter.is_valid(v):
+            raise ValueError(
+                f"{v!r} is not a 5-field cron expression. Fix: e.g. \"0 3 * * 1\" (Monday 03:00 UTC) or @weekly"
+            )
+        return v
+
+    @property
+    def home_region(self) -> str:
+        """Where the image is baked and verified: the first listed region."""
+        return self.regions[0]
+
+
+class FleetConfig(_Strict):
+    version: Literal[1] = 1
+    artifacts_bucket: str
+    ssm_prefix: str = "/phoenix/images"
+    max_age_days: int = Field(default=14, ge=1, le=365)
+    environments: dict[str, Environment] = Field(default_factory=dict)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    roles: dict[str, Role]
+
+    @field_validator("artifacts_bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v):
+            raise ValueError(f"{v!r} is not a valid S3 bucket name. Fix: 3-63 lowercase letters, digits, dots, hyphens")
+        return v
+
+    @field_validator("ssm_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v.startswith("/") or v.endswith("/"):
+            raise ValueError(f"{v!r} must start with / and not end with /. Fix: e.g. /phoenix/images")
+        return v
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, v: dict[str, Role]) -> dict[str, Role]:
+        if not v:
+            raise ValueError("no roles. Fix: add at least one role under roles:")
+        for name in v:
+            if not _ROLE_RE.match(name):
+                raise ValueError(
+                    f"role name {name!r} is invalid. Fix: lowercase letters, digits and '-', starting with a letter"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _envs(self) -> FleetConfig:
+        for name, role in self.roles.items():
+            if self.environments and role.env not in self.environments:
+                raise ValueError(
+                    f"roles.{name}.env: {role.env!r} is not a declared environment. "
+                    f"Fix: use one of {sorted(self.environments)} or add it under environments:"
+                )
+        return self
+
+    # -- helpers used by DAGs and operators ------------------------------------------------------
+    def role(self, name: str) -> Role:
+        try:
+            return self.roles[name]
+        except KeyError:
+            raise FleetConfigError(
+                [f"role {name!r} is not in the fleet config. Fix: use one of {sorted(self.roles)}"]
+            ) from None
+
+    def environment(self, role: str) -> Environment:
+        return self.environments.get(self.role(role).env, Environment())
+
+    def max_age_for(self, role: str) -> int:
+        r = self.role(role)
+        return r.max_age_days if r.max_age_days is not None else self.max_age_days
+
+    def latest_parameter(self, role: str) -> str:
+        """SSM parameter holding the AMI id of the role's latest published version."""
+        return f"{self.ssm_prefix}/{role}/latest"
+
+    def latest_version_parameter(self, role: str) -> str:
+        return f"{self.ssm_prefix}/{role}/latest-version"
+
+
+# -- loading ----------------------------------------------------------------------------------------
+_DEFAULTABLE = {"rollout"}
+_ALTERNATIVES = (("batch_size", "batch_percent"),)
+
+
+def _merge_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `defaults.rollout` under each role's `rollout` block (role keys win)."""
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        return raw
+    roles = raw.get("roles")
+    if not isinstance(roles, Mapping):
+        return raw
+    merged_roles: dict[str, Any] = {}
+    for name, role in roles.items():
+        if isinstance(role, Mapping):
+            role = dict(role)
+            for key in _DEFAULTABLE:
+                base = defaults.get(key)
+                if isinstance(base, Mapping):
+                    own = role.get(key) or {}
+                    if isinstance(own, Mapping):
+                        base = dict(base)
+                        # batch_size and batch_percent are alternatives: a role setting one drops the other
+                        for a, b in _ALTERNATIVES:
+                            if a in own:
+                                base.pop(b, None)
+                            if b in own:
+                                base.pop(a, None)
+                        role[key] = {**base, **own}
+        merged_roles[name] = role
+    return {**raw, "roles": merged_roles}
+
+
+def _model_for_loc(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class at a validation-error location (to list the allowed keys)."""
+    model: type[BaseModel] | None = FleetConfig
+    if loc[:2] == ("defaults", "rollout"):
+        model, loc = RolloutPolicy, loc[2:]
+    i = 0
+    while model is not None and i < len(loc) - 1:
+        field = model.model_fields.get(str(loc[i]))
+        if field is None:
+            return None
+        ann = field.annotation
+        origin = getattr(ann, "__origin__", None)
+        if origin is dict:
+            ann = ann.__args__[1]  # type: ignore[union-attr]
+            i += 1  # skip the key
+        i += 1
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return model
+
+
+def _format_error(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    path = ".".join(str(p) for p in loc) or "<top level>"
+    kind = err["type"]
+    msg = str(err["msg"])
+    if kind == "extra_forbidden":
+        parent = _model_for_loc(loc)
+        allowed = sorted(parent.model_fields) if parent else []
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        fix = f"did you mean {hint[0]!r}?" if hint else f"remove it; allowed keys here: {', '.join(allowed)}"
+        return f"{path}: unknown key. Fix: {fix}"
+    if kind == "missing":
+        return f"{path}: required but missing. Fix: add {loc[-1]}: to this block"
+    if kind == "literal_error":
+        return f"{path}: {msg}. Fix: use one of the listed values"
+    msg = msg.removeprefix("Value error, ")
+    if "Fix:" not in msg:
+        msg = f"{msg}. Fix: correct the value (got {err.get('input')!r})"
+    return f"{path}: {msg}"
+
+
+def parse_fleet_config(raw: Any, source: str | None = None) -> FleetConfig:
+    if not isinstance(raw, Mapping):
+        raise FleetConfigError(["<top level>: must be a mapping. Fix: start with version: 1 and roles:"], source)
+    merged = _merge_defaults(dict(raw))
+    defaults = merged.get("defaults") or {}
+    problems: list[str] = []
+    if isinstance(defaults, Mapping):
+        for key in defaults:
+            if key not in _DEFAULTABLE:
+                problems.append(f"defaults.{key}: unknown key. Fix: only {sorted(_DEFAULTABLE)} can have defaults")
+        if isinstance(defaults.get("rollout"), Mapping):
+            try:
+                RolloutPolicy.model_validate(defaults["rollout"])
+            except ValidationError as e:
+                problems += [
+                    _format_error({**err, "loc": ("defaults", "rollout", *err["loc"])}, merged) for err in e.errors()
+                ]
+    if problems:
+        raise FleetConfigError(problems, source)
+    try:
+        return FleetConfig.model_validate(merged)
+    except ValidationError as e:
+        # errors under roles.* that came from defaults were already reported once above
+        raise FleetConfigError(sorted({_format_error(err, merged) for err in e.errors()}), source) from None
+
+
+def default_config_path() -> Path:
+    """``$PHOENIX_FLEET_CONFIG``, else include/fleet.yaml next to dags/ (searched from here and from cwd)."""
+    env = os.environ.get(CONFIG_ENV_VAR)
+    if env:
+        return Path(env)
+    for start in (Path(__file__).resolve(), Path.cwd().resolve()):
+        for parent in (start, *start.parents):
+            candidate = parent / "include" / "fleet.yaml"
+            if candidate.is_file():
+                return candidate
+    raise FleetConfigError(
+        [f"no fleet config found. Fix: set {CONFIG_ENV_VAR}=/path/to/fleet.yaml or create include/fleet.yaml"]
+    )
+
+
+def include_dir(config_path: Path | None = None) -> Path:
+    """The include/ directory that relative paths in the config (packer templates, terraform) resolve against."""
+    return (config_path or default_config_path()).resolve().parent
+
+
+def load_fleet_config(path: str | os.PathLike[str] | None = None) -> FleetConfig:
+    p = Path(path) if path is not None else default_config_path()
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise FleetConfigError([f"cannot read {p}: {e.strerror}. Fix: check the path or {CONFIG_ENV_VAR}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise FleetConfigError([f"not valid YAML: {e}. Fix: correct the syntax"], str(p)) from None
+    return parse_fleet_config(raw, str(p))
+
+
+@lru_cache(maxsize=8)
+def _cached(path: str, mtime: float) -> FleetConfig:
+    return load_fleet_config(path)
+
+
+def cached_fleet_config(path: str | os.PathLike[str] | None = None) -> FleetConfig:
+    """Load once per file version: DAG files call this at every parse."""
+    p = Path(path) if path is not None else default_config_path()
+    return _cached(str(p), p.stat().st_mtime)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = load_fleet_config(args[0] if args else None)
+    except FleetConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    for name, role in cfg.roles.items():
+        print(
+            f"{name}: env={role.env} regions={','.join(role.regions)} schedule={role.schedule!r} "
+            f"strategy={role.rollout.strategy} backend={role.terraform.backend}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
