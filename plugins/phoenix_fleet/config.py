@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 CONFIG_ENV_VAR = "PHOENIX_FLEET_CONFIG"
 
-HEALTH_SIGNALS = ("asg", "elb", "ec2_status", "alarms")
+HealthSignal = Literal["asg", "elb", "ec2_status", "alarms"]
+HEALTH_SIGNALS: tuple[HealthSignal, ...] = ("asg", "elb", "ec2_status", "alarms")
 ASG_PROCESSES = (
     "Launch",
     "Terminate",
@@ -113,7 +114,7 @@ class RolloutPolicy(_Strict):
     max_surge: int = 1
     warmup_seconds: int = Field(default=60, ge=0, le=3600)
     soak_seconds: int = Field(default=0, ge=0, le=86400)
-    health_signals: list[Literal["asg", "elb", "ec2_status", "alarms"]] = Field(
+    health_signals: list[HealthSignal] = Field(
         default_factory=lambda: list(HEALTH_SIGNALS)
     )
     alarms: list[str] = Field(default_factory=list, description="CloudWatch alarm names that halt a rollout")
