@@ -1,0 +1,58 @@
+# phoenix-fleet: one entry point. Every target creates the environment from uv.lock first.
+#   make demo     the main job in the local sandbox (see README)
+#   make test     every test (lint, types, unit, DAG integrity, e2e incl. real Terraform)
+#   make airflow  Airflow standalone on 127.0.0.1:8080, wired to the sandbox
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+# uv from PATH, else a private copy bootstrapped into .tools/ with the machine's python3
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+RUN := $(UV) run --locked
+PYTEST_ARGS ?=
+
+export PHOENIX_SANDBOX_DIR ?= $(CURDIR)/.sandbox
+export PHOENIX_SANDBOX_PORT ?= 5055
+export PHOENIX_FLEET_CONFIG ?= $(CURDIR)/include/fleet.yaml
+
+.PHONY: help setup demo test lint sandbox-start sandbox-stop sandbox-reset airflow clean
+
+help:
+	@sed -n '2,5p' Makefile
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+.venv/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --locked
+	@touch $@
+
+setup: .venv/.synced
+
+demo: setup
+	$(RUN) python -m sandbox.demo
+
+lint: setup
+	$(RUN) ruff check .
+	$(RUN) mypy
+
+test: lint
+	mkdir -p $(PHOENIX_SANDBOX_DIR)
+	$(RUN) pytest --junitxml=$(PHOENIX_SANDBOX_DIR)/junit.xml $(PYTEST_ARGS)
+
+sandbox-start: setup
+	$(RUN) python -m sandbox start
+
+sandbox-stop: setup
+	$(RUN) python -m sandbox stop
+
+sandbox-reset: setup
+	$(RUN) python -m sandbox reset
+
+airflow: setup
+	$(RUN) python -m sandbox.airflow_standalone
+
+clean:
+	-$(RUN) python -m sandbox stop
+	rm -rf .sandbox .venv .tools
