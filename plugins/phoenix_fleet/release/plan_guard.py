@@ -1,0 +1,134 @@
+"""The Terraform plan guard: before apply, a release may only move launch templates to the new AMI.
+
+Reads the JSON of ``terraform show -json <planfile>`` and allows exactly:
+
+- ``aws_launch_template`` updates in place that touch the image and version bookkeeping only
+  (``image_id``, ``latest_version``, ``default_version``);
+- ``aws_autoscaling_group`` updates in place that touch only the launch template's ``version``;
+- data-source reads and no-ops.
+
+Anything else (a destroy, a replacement, a create, an update of another attribute, another resource
+type) is a violation naming the resource address, unless the run explicitly allows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+LT_ATTRS = frozenset({"image_id", "latest_version", "default_version"})
+ASG_LT_KEYS = frozenset({"version"})
+
+
+class PlanGuardError(RuntimeError):
+    def __init__(self, violations: list[Violation]):
+        self.violations = violations
+        lines = "\n  ".join(f"{v.address}: {v.reason}" for v in violations)
+        super().__init__(
+            f"the Terraform plan does more than move launch templates to the new AMI:\n  {lines}\n"
+            "Fix: review the plan; if these changes are intended, re-run with allow_destroy/allow_other_changes "
+            "(params.allow_unsafe_plan) set explicitly"
+        )
+
+
+@dataclass(frozen=True)
+class Violation:
+    address: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    launch_templates: tuple[str, ...]
+    asgs: tuple[str, ...]
+    violations: tuple[Violation, ...]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.launch_templates or self.asgs or self.violations)
+
+
+def _changed_keys(change: Mapping[str, Any]) -> set[str]:
+    before = change.get("before") or {}
+    after = change.get("after") or {}
+    unknown = change.get("after_unknown") or {}
+    keys = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    keys |= {k for k, v in unknown.items() if v not in (False, None, {}, [])}
+    return keys
+
+
+def _asg_lt_changed_keys(change: Mapping[str, Any]) -> set[str]:
+    def one(x: Any) -> dict[str, Any]:
+        lt = (x or {}).get("launch_template") or [{}]
+        return lt[0] if isinstance(lt, list) and lt else {}
+
+    b, a = one(change.get("before")), one(change.get("after"))
+    u = one(change.get("after_unknown")) if isinstance(change.get("after_unknown"), dict) else {}
+    keys = {k for k in set(b) | set(a) if b.get(k) != a.get(k)}
+    keys |= {k for k, v in u.items() if v not in (False, None)}
+    return keys
+
+
+def check_plan(
+    plan: Mapping[str, Any],
+    allow_destroy: bool = False,
+    allow_other_changes: bool = False,
+) -> PlanSummary:
+    """Classify every resource change of a plan; violations are returned, not raised."""
+    lts: list[str] = []
+    asgs: list[str] = []
+    bad: list[Violation] = []
+    for rc in plan.get("resource_changes") or []:
+        addr = rc.get("address", "?")
+        change = rc.get("change") or {}
+        actions = list(change.get("actions") or [])
+        if rc.get("mode") == "data" or actions in (["no-op"], ["read"]):
+            continue
+        rtype = rc.get("type", "")
+        if "delete" in actions:
+            what = "replace" if "create" in actions else "destroy"
+            reason = f"would {what} ({'/'.join(actions)})"
+            if change.get("replace_paths"):
+                reason += f", forced by {change['replace_paths']}"
+            if not allow_destroy:
+                bad.append(Violation(addr, reason))
+            continue
+        if actions == ["create"]:
+            if not allow_other_changes:
+                bad.append(Violation(addr, "would create a new resource"))
+            continue
+        if actions != ["update"]:
+            bad.append(Violation(addr, f"unexpected actions {actions}"))
+            continue
+        if rtype == "aws_launch_template":
+            extra = _changed_keys(change) - LT_ATTRS
+            if extra and not allow_other_changes:
+                bad.append(Violation(addr, f"launch template update also changes {sorted(extra)}"))
+            else:
+                lts.append(addr)
+        elif rtype == "aws_autoscaling_group":
+            extra = _changed_keys(change) - {"launch_template"}
+            lt_extra = _asg_lt_changed_keys(change) - ASG_LT_KEYS
+            if (extra or lt_extra) and not allow_other_changes:
+                bad.append(
+                    Violation(addr, f"ASG update changes more than the launch-template version: "
+                              f"{sorted(extra | {f'launch_template.{k}' for k in lt_extra})}")
+                )
+            else:
+                asgs.append(addr)
+        elif not allow_other_changes:
+            bad.append(Violation(addr, f"would update a {rtype} ({sorted(_changed_keys(change))})"))
+    return PlanSummary(tuple(lts), tuple(asgs), tuple(bad))
+
+
+def guard_plan(plan: Mapping[str, Any], allow_destroy: bool = False, allow_other_changes: bool = False) -> PlanSummary:
+    """check_plan, raising PlanGuardError (naming every offending address) on a violation."""
+    summary = check_plan(plan, allow_destroy, allow_other_changes)
+    if summary.violations:
+        raise PlanGuardError(list(summary.violations))
+    return summary
+
+
+def addresses(violations: Iterable[Violation]) -> list[str]:
+    return [v.address for v in violations]
