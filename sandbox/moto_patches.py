@@ -1,0 +1,797 @@
+"""The realism patches over moto 5.2.5 internals. Applied by :func:`sandbox.realism.install`, never imported
+for its side effects.
+
+Every patch wraps one moto method or property and, outside a sandbox request (``realism.current() is None``),
+calls straight through to moto. Each says which moto code it mirrors or corrects; re-read those places before
+moving the moto pin (``realism.install`` refuses any other version).
+
+Per-resource realism state is kept on the moto objects (attribute ``_phx``), so ``moto-api/reset`` forgets it
+with the objects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup
+from moto.autoscaling.models import InstanceState as AsgInstanceState
+from moto.core.responses import ActionResult, BaseResponse
+from moto.ec2.models import EC2Backend, ec2_backends
+from moto.ec2.models.amis import Ami
+from moto.ec2.models.instances import Instance
+from moto.ec2.models.instances import InstanceState as Ec2InstanceState
+from moto.elbv2.exceptions import TargetGroupNotFoundError, TargetNotRunning
+from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup, elbv2_backends
+from moto.ssm.exceptions import SSMException
+from moto.ssm.models import Command, SimpleSystemManagerBackend, ssm_backends
+from moto.ssm.responses import SimpleSystemManagerResponse
+
+from . import realism as R
+from .realism import Clock, RequestState, SsmOutcome, current, tick
+
+_STATE_FILTERS = ("instance-state-name", "instance-state-code")
+_SSM_RUNNING = ("Pending", "InProgress", "Delayed")
+
+
+class InvalidInstanceId(SSMException):
+    code = "InvalidInstanceId"
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(
+            "InvalidInstanceId",
+            f"Instances [[{instance_id}]] not in a valid state for account or not managed by SSM "
+            "(phoenix-sandbox: the instance must exist and be running)",
+        )
+
+
+class InvalidTarget(SSMException):
+    def __init__(self, key: str) -> None:
+        super().__init__("InvalidTarget", f"Target key {key!r} is not supported by the sandbox")
+
+
+@dataclass
+class _InstanceRecord:
+    boot: Clock | None = None  # None: never pending under realism
+    status: Clock | None = None  # instance status checks, from the moment it runs
+    target: Clock | None = None  # target health checks, from the moment it runs
+
+
+@dataclass
+class _ImageRecord:
+    clock: Clock = field(default_factory=Clock)
+
+
+@dataclass
+class _InvocationRecord:
+    outcome: SsmOutcome
+    clock: Clock = field(default_factory=Clock)
+    started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    finished: dt.datetime | None = None
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _ec2_tags(backend: Any, resource_id: str | None) -> dict[str, str]:
+    # EC2Backend.tags is a defaultdict: .get() so that reading never creates an entry.
+    if not resource_id:
+        return {}
+    return dict(backend.tags.get(resource_id, {}))
+
+
+def _wrap(owner: type, name: str, make: Callable[[Any], Any]) -> None:
+    """Replace ``owner.name`` by ``make(original)``; the original is resolved through the MRO."""
+    original = getattr(owner, name) if name not in owner.__dict__ else owner.__dict__[name]
+    setattr(owner, name, make(original))
+
+
+def _instance_record(instance: Any) -> _InstanceRecord | None:
+    return getattr(instance, "_phx", None)
+
+
+def advance_instance(instance: Any) -> None:
+    """Boot clock: move a pending instance to running when due (inside a sandbox request)."""
+    req = current()
+    rec = _instance_record(instance)
+    if req is None or rec is None or rec.boot is None or rec.boot.done:
+        return
+    if instance._state.name != "pending":  # stopped or terminated while pending: the clock is moot
+        rec.boot.done = True
+        return
+    if tick(req, rec.boot, req.config.instance_boot, ("boot", instance.id), R.BOOT_ACTIONS):
+        instance._state = Ec2InstanceState("running", 16)
+        rec.status, rec.target = Clock(), Clock()
+
+
+def _track_new_instance(req: RequestState, instance: Any) -> None:
+    rec = _InstanceRecord()
+    if req.config.instance_boot.enabled:
+        # moto creates instances "running" (models/instances.py Instance.__init__): start them pending.
+        instance._state = Ec2InstanceState("pending", 0)
+        rec.boot = Clock()
+    else:
+        rec.status, rec.target = Clock(), Clock()
+    instance._phx = rec
+
+
+def _has_pending_boot(instances: Iterable[Any]) -> bool:
+    for instance in instances:
+        rec = _instance_record(instance)
+        if rec is not None and rec.boot is not None and not rec.boot.done:
+            return True
+    return False
+
+
+def _strip_state_filters(filters: Any) -> Any:
+    if isinstance(filters, dict):
+        return {k: v for k, v in filters.items() if k not in _STATE_FILTERS}
+    if isinstance(filters, list):
+        return [f for f in filters if f.get("name") not in _STATE_FILTERS]
+    return filters
+
+
+def _image_failure(req: RequestState, ami: Any) -> str | None:
+    cfg = req.config
+    if cfg.fault_tags and _ec2_tags(ami.ec2_backend, ami.id).get(R.TAG_IMAGE_FAIL, "").lower() in R.TRUTHY:
+        return f"tag {R.TAG_IMAGE_FAIL}"
+    if R.matches_any(ami.name, cfg.fail_image_name_patterns):
+        return "config fail_image_name_patterns"
+    return None
+
+
+def advance_image(ami: Any) -> None:
+    req = current()
+    rec: _ImageRecord | None = getattr(ami, "_phx", None)
+    if req is None or rec is None or rec.clock.done:
+        return
+    if ami.state != "pending":  # disabled/deregistered meanwhile
+        rec.clock.done = True
+        return
+    if tick(req, rec.clock, req.config.image_build, ("image", ami.id), R.IMAGE_ACTIONS):
+        why = _image_failure(req, ami)
+        if why:
+            ami.state = "failed"
+            # Serialized as the Image's StateReason.
+            ami.state_reason = {
+                "Code": "Server.InternalError",
+                "Message": f"phoenix-sandbox: injected image failure ({why})",
+            }
+        else:
+            ami.state = "available"
+
+
+def _track_new_image(ami: Any) -> None:
+    req = current()
+    if req is None:
+        return
+    if req.config.image_build.enabled or _image_failure(req, ami):
+        ami.state = "pending"
+        ami._phx = _ImageRecord()
+
+
+# --------------------------------------------------------------------------------------------- dispatch
+
+
+def _patch_dispatch() -> None:
+    # BaseResponse.call_action (core/responses.py) dispatches every query/JSON action: remember the action
+    # name so that clocks know whether this call is an observation.
+    def make(original: Any) -> Any:
+        def call_action(self: Any) -> Any:
+            req = current()
+            if req is not None:
+                try:
+                    req.action = self._get_action()
+                except Exception:  # noqa: BLE001 - never break dispatch over bookkeeping
+                    req.action = None
+            return original(self)
+
+        return call_action
+
+    _wrap(BaseResponse, "call_action", make)
+
+
+# --------------------------------------------------------------------------------------------- EC2
+
+
+def _patch_ec2() -> None:
+    def make_run(original: Any) -> Any:
+        def run_instances(
+            self: Any, image_id: Any, count: Any, user_data: Any, sgs: Any, **kwargs: Any
+        ) -> Any:
+            reservation = original(self, image_id, count, user_data, sgs, **kwargs)
+            req = current()
+            if req is not None:  # also ASG launches: they call EC2Backend.run_instances
+                for instance in reservation.instances:
+                    _track_new_instance(req, instance)
+            return reservation
+
+        return run_instances
+
+    def make_start(original: Any) -> Any:
+        def start_instances(self: Any, instance_ids: list[str]) -> Any:
+            started = original(self, instance_ids)
+            req = current()
+            if req is not None and req.config.instance_boot.enabled:
+                for instance, previous in started:
+                    if previous.name != "running" and instance._state.name == "running":
+                        instance._state = Ec2InstanceState("pending", 0)
+                        instance._phx = _InstanceRecord(boot=Clock())
+            return started
+
+        return start_instances
+
+    def make_terminate(original: Any) -> Any:
+        # moto's ELBv2 deregistration of terminated instances lives in the TerminateInstances *response*
+        # (ec2/responses/instances.py), so terminations by the ASG API (terminate_instance_in_auto_scaling_group,
+        # scale-in) leave the instance registered and "healthy". Deregister at the backend level instead.
+        def terminate_instances(self: Any, instance_ids: list[str]) -> Any:
+            result = original(self, instance_ids)
+            req = current()
+            if req is not None and req.config.fix_target_registration and instance_ids:
+                elbv2_backends[self.account_id][self.region_name].notify_terminate_instances(
+                    list(instance_ids)
+                )
+            return result
+
+        return terminate_instances
+
+    def make_describe(original: Any) -> Any:
+        def describe_instances(self: Any, filters: Any = None) -> Any:
+            if current() is not None and _has_pending_boot(self.all_instances()):
+                for reservation in original(self, _strip_state_filters(filters)):
+                    for instance in reservation.instances:
+                        advance_instance(instance)
+            return original(self, filters)
+
+        return describe_instances
+
+    def make_by_ids(original: Any) -> Any:
+        def get_reservations_by_instance_ids(self: Any, instance_ids: list[str], filters: Any = None) -> Any:
+            if current() is not None and _has_pending_boot(self.all_instances()):
+                for reservation in original(self, instance_ids, _strip_state_filters(filters)):
+                    for instance in reservation.instances:
+                        advance_instance(instance)
+            return original(self, instance_ids, filters)
+
+        return get_reservations_by_instance_ids
+
+    def make_status(original: Any) -> Any:
+        def describe_instance_status(
+            self: Any, instance_ids: list[str], include_all: bool, filters: Any
+        ) -> Any:
+            if current() is not None and _has_pending_boot(self.all_instances()):
+                for instance in original(self, instance_ids, True, _strip_state_filters(filters)):
+                    advance_instance(instance)
+            return original(self, instance_ids, include_all, filters)
+
+        return describe_instance_status
+
+    _wrap(EC2Backend, "run_instances", make_run)
+    _wrap(EC2Backend, "start_instances", make_start)
+    _wrap(EC2Backend, "terminate_instances", make_terminate)
+    _wrap(EC2Backend, "describe_instances", make_describe)
+    _wrap(EC2Backend, "get_reservations_by_instance_ids", make_by_ids)
+    _wrap(EC2Backend, "describe_instance_status", make_status)
+
+    # Instance.instance_status / system_status (models/instances.py) are "ok" for every running instance.
+    def make_status_property(original: property, which: str) -> property:
+        def getter(self: Any) -> Any:
+            base = original.fget(self)  # type: ignore[misc]
+            req = current()
+            if req is None or self.state_code != 16:
+                return base
+            if req.config.fault_tags:
+                tag = _ec2_tags(self.ec2_backend, self.id).get(R.TAG_STATUS_CHECK, "").strip().lower()
+                injected = _injected_status(tag, which)
+                if injected is not None:
+                    return injected
+            rec = _instance_record(self)
+            if rec is not None and rec.status is not None and not rec.status.done:
+                if not tick(
+                    req, rec.status, req.config.instance_status_checks, ("status", self.id), R.STATUS_ACTIONS
+                ):
+                    return {
+                        "Details": [{"Name": "reachability", "Status": "initializing"}],
+                        "Status": "initializing",
+                    }
+            return base
+
+        return property(getter)
+
+    Instance.instance_status = make_status_property(Instance.__dict__["instance_status"], "instance")  # type: ignore[assignment]
+    Instance.system_status = make_status_property(Instance.__dict__["system_status"], "system")  # type: ignore[assignment]
+
+
+def _injected_status(tag: str, which: str) -> dict[str, Any] | None:
+    """The status-check tag's effect on InstanceStatus (``which="instance"``) or SystemStatus (``"system"``):
+    ``impaired`` hits the instance status, ``system-impaired`` the system status, ``initializing`` and
+    ``insufficient-data`` both."""
+    impaired = {"instance": ("impaired", "instance-impaired"), "system": ("system-impaired",)}[which]
+    if tag in impaired:
+        since = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        return {
+            "Details": [{"Name": "reachability", "Status": "failed", "ImpairedSince": since}],
+            "Status": "impaired",
+        }
+    if tag in ("initializing", "insufficient-data"):
+        return {"Details": [{"Name": "reachability", "Status": tag}], "Status": tag}
+    return None
+
+
+def _patch_amis() -> None:
+    # AmiBackend.create_image / copy_image / register_image (ec2/models/amis.py) create "available" images.
+    def make_create(original: Any) -> Any:
+        def create_image(self: Any, *args: Any, **kwargs: Any) -> Any:
+            ami = original(self, *args, **kwargs)
+            _track_new_image(ami)
+            return ami
+
+        return create_image
+
+    for name in ("create_image", "copy_image", "register_image"):
+        _wrap(EC2Backend, name, make_create)
+
+    def make_describe(original: Any) -> Any:
+        def describe_images(
+            self: Any,
+            ami_ids: list[str] | None = None,
+            filters: dict[str, Any] | None = None,
+            exec_users: list[str] | None = None,
+            owners: list[str] | None = None,
+        ) -> Any:
+            if current() is not None:
+                pending = [
+                    a for a in list(self.amis.values()) if getattr(a, "_phx", None) and not a._phx.clock.done
+                ]
+                if pending:
+                    stripped = (
+                        {k: v for k, v in (filters or {}).items() if k != "state"} if filters else filters
+                    )
+                    for ami in original(self, ami_ids, stripped, exec_users, owners):
+                        advance_image(ami)
+            return original(self, ami_ids, filters, exec_users, owners)
+
+        return describe_images
+
+    _wrap(EC2Backend, "describe_images", make_describe)
+
+
+# --------------------------------------------------------------------------------------------- AutoScaling
+
+
+def _patch_autoscaling() -> None:
+    # InstanceState.lifecycle_state (autoscaling/models.py) is "InService" from launch. Report "Pending" while
+    # the EC2 instance is pending; moto's own bookkeeping keeps reading the stored value (active_instances).
+    def get_lifecycle(self: Any) -> str:
+        stored = self.__dict__.get("lifecycle_state", "InService")
+        if stored == "InService" and current() is not None:
+            advance_instance(self.instance)
+            if self.instance._state.name == "pending":
+                return "Pending"
+        return stored
+
+    def set_lifecycle(self: Any, value: str) -> None:
+        self.__dict__["lifecycle_state"] = value
+
+    AsgInstanceState.lifecycle_state = property(get_lifecycle, set_lifecycle)  # type: ignore[assignment]
+
+    def active_instances(self: Any) -> list[Any]:
+        # Mirrors FakeAutoScalingGroup.active_instances, on the stored state: pending instances count toward
+        # capacity (as in AWS), so set_desired_capacity does not launch extra ones.
+        return [x for x in self.instance_states if x.__dict__.get("lifecycle_state") == "InService"]
+
+    FakeAutoScalingGroup.active_instances = active_instances  # type: ignore[method-assign]
+
+    def make_notify(original: Any) -> Any:
+        # AutoScalingBackend.notify_terminate_instances replaces instances terminated through EC2 but never
+        # registers the replacements in the group's target groups.
+        def notify_terminate_instances(self: Any, instance_ids: list[str]) -> None:
+            original(self, instance_ids)
+            req = current()
+            if req is None or not req.config.fix_target_registration:
+                return
+            for name, group in list(self.autoscaling_groups.items()):
+                if group.target_group_arns:
+                    try:
+                        self.update_attached_target_groups(name)
+                    except TargetGroupNotFoundError:
+                        pass
+
+        return notify_terminate_instances
+
+    _wrap(AutoScalingBackend, "notify_terminate_instances", make_notify)
+
+
+# --------------------------------------------------------------------------------------------- ELBv2
+
+_HEALTH_REASONS = {
+    "initial": ("Elb.InitialHealthChecking", "Initial health checks in progress"),
+    "healthy": (None, None),
+    "unhealthy": ("Target.FailedHealthChecks", "Health checks failed"),
+    "draining": ("Target.DeregistrationInProgress", "Target deregistration is in progress"),
+    "unused": ("Target.NotInUse", "Target group is not configured to receive traffic from the load balancer"),
+    "unavailable": ("Target.HealthCheckDisabled", "Health checks are disabled"),
+}
+_REASON_DESCRIPTIONS = {
+    "Elb.RegistrationInProgress": "Target registration is in progress",
+    "Target.ResponseCodeMismatch": "Health checks failed with these codes: [502]",
+    "Target.Timeout": "Request timed out",
+    "Target.NotRegistered": "Target is not registered to the target group",
+    "Target.InvalidState": "Target is in the stopped state",
+    "Elb.InternalError": "Health checks failed due to an internal error",
+}
+
+
+def _health(base: Any, state: str, reason: str | None = None) -> Any:
+    default_reason, description = _HEALTH_REASONS[state]
+    if reason and reason != default_reason:
+        description = _REASON_DESCRIPTIONS.get(reason, description)
+    return FakeHealthStatus(
+        base.instance_id, base.port, base.health_check_port, state, reason or default_reason, description
+    )
+
+
+def _patch_elbv2() -> None:
+    def make_register(original: Any) -> Any:
+        # Mirrors FakeTargetGroup.register (elbv2/models.py), which refuses anything but running instances;
+        # AWS (and an ASG launching with boot latency) registers pending instances too.
+        def register(self: Any, targets: list[dict[str, Any]]) -> None:
+            req = current()
+            if req is None or not (req.config.fix_target_registration or req.config.instance_boot.enabled):
+                return original(self, targets)
+            for target in targets:
+                if instance := self.ec2_backend.get_instance_by_id(target["Id"]):
+                    advance_instance(instance)
+                    if instance.state not in ("running", "pending"):
+                        raise TargetNotRunning(instance_id=target["Id"])
+                self.targets[target["Id"]] = {"Id": target["Id"], "Port": target.get("Port", self.port)}
+                self.deregistered_targets.pop(target["Id"], None)
+                self.terminated_targets.pop(target["Id"], None)
+            return None
+
+        return register
+
+    def make_health_for(original: Any) -> Any:
+        # FakeTargetGroup.health_for reports every registered running instance "healthy".
+        def health_for(self: Any, target: dict[str, Any], ec2_backend: Any) -> Any:
+            req = current()
+            target_id = str(target.get("Id", ""))
+            instance = (
+                ec2_backend.get_instance_by_id(target_id) if req and target_id.startswith("i-") else None
+            )
+            if instance is not None:
+                advance_instance(instance)
+            status = original(self, target, ec2_backend)
+            if req is None or instance is None or status.status != "healthy":
+                return status
+            if instance._state.name == "pending":
+                return _health(status, "initial", "Elb.RegistrationInProgress")
+            if instance._state.name != "running":
+                return status
+            if req.config.fault_tags:
+                raw = _ec2_tags(ec2_backend, instance.id).get(R.TAG_TARGET_HEALTH, "").strip()
+                state, _, reason = raw.partition(":")
+                if state in _HEALTH_REASONS:
+                    return _health(status, state, reason or None)
+            rec = _instance_record(instance)
+            if rec is not None and rec.target is not None and not rec.target.done:
+                latency = req.config.target_health_checks
+                if not tick(req, rec.target, latency, ("target", instance.id), R.TARGET_ACTIONS):
+                    return _health(status, "initial")
+            return status
+
+        return health_for
+
+    _wrap(FakeTargetGroup, "register", make_register)
+    _wrap(FakeTargetGroup, "health_for", make_health_for)
+    # ELBv2Backend is only referenced so that a moved class fails at import, not at runtime.
+    assert hasattr(ELBv2Backend, "notify_terminate_instances")
+
+
+# --------------------------------------------------------------------------------------------- SSM
+
+
+def _ssm_outcome(req: RequestState, command: Any, instance_id: str) -> SsmOutcome:
+    cfg = req.config
+    ec2 = ec2_backends[command.account_id][command.backend_region]
+    instance = ec2.get_instance_by_id(instance_id)
+    image_id = instance.image_id if instance is not None else None
+    image = ec2.amis.get(image_id) if image_id else None
+    if cfg.fault_tags:
+        for tags in (_ec2_tags(ec2, instance_id), _ec2_tags(ec2, image_id)):
+            if not any(key.startswith(R.TAG_PREFIX + "ssm-") for key in tags):
+                continue
+            code: int | None = None
+            if R.TAG_SSM_EXIT_CODE in tags:
+                try:
+                    code = int(tags[R.TAG_SSM_EXIT_CODE])
+                except ValueError:
+                    code = 1
+            status = tags.get(R.TAG_SSM_STATUS)
+            if status not in R.SSM_FINAL_STATUSES:
+                status = None
+            stdout = tags.get(R.TAG_SSM_OUTPUT, tags.get(R.TAG_SSM_STDOUT, ""))
+            return SsmOutcome.build(status, code, stdout, tags.get(R.TAG_SSM_STDERR))
+    for rule in cfg.ssm_rules:
+        if rule.matches(instance_id, image_id, getattr(image, "name", None), command.document_name):
+            return rule.outcome()
+    return SsmOutcome.build("Success", 0, "", "")
+
+
+def _elapsed(start: dt.datetime, end: dt.datetime) -> str:
+    return f"PT{max((end - start).total_seconds(), 0.0):.3f}S"
+
+
+def _set_in_progress(invocation: dict[str, Any]) -> None:
+    invocation.update(
+        {
+            "Status": "InProgress",
+            "StatusDetails": "InProgress",
+            "ResponseCode": -1,
+            "ExecutionElapsedTime": "PT0S",
+            "ExecutionEndDateTime": "",
+            "StandardOutputContent": "",
+            "StandardErrorContent": "",
+        }
+    )
+
+
+def _finish(invocation: dict[str, Any], rec: _InvocationRecord) -> None:
+    rec.finished = dt.datetime.now(dt.UTC)
+    out = rec.outcome
+    details = {"TimedOut": "ExecutionTimedOut"}.get(out.status, out.status)
+    invocation.update(
+        {
+            "Status": out.status,
+            "StatusDetails": details,
+            "ResponseCode": out.exit_code,
+            "ExecutionElapsedTime": _elapsed(rec.started, rec.finished),
+            "ExecutionEndDateTime": rec.finished.isoformat(),
+            "StandardOutputContent": out.stdout[:24000],
+            "StandardErrorContent": out.stderr[:8000],
+        }
+    )
+
+
+def _invocation(command: Any, instance_id: str) -> dict[str, Any] | None:
+    return next((i for i in command.invocations if i["InstanceId"] == instance_id), None)
+
+
+def advance_invocation(command: Any, instance_id: str) -> None:
+    req = current()
+    records: dict[str, _InvocationRecord] | None = getattr(command, "_phx", None)
+    if req is None or not records or instance_id not in records:
+        return
+    rec = records[instance_id]
+    if rec.clock.done:
+        return
+    if tick(req, rec.clock, req.config.ssm_command, ("ssm", command.command_id, instance_id), R.SSM_ACTIONS):
+        invocation = _invocation(command, instance_id)
+        if invocation is not None:
+            _finish(invocation, rec)
+
+
+def _advance_command(command: Any) -> None:
+    for invocation in list(command.invocations):
+        advance_invocation(command, invocation["InstanceId"])
+
+
+def _patch_ssm() -> None:
+    def make_targets(original: Any) -> Any:
+        # Command._get_instance_ids_from_targets (ssm/models.py) passes {} as EC2 filters when there are no
+        # Targets, which matches every instance in the region: send_command(InstanceIds=[one]) runs everywhere.
+        def _get_instance_ids_from_targets(self: Any) -> list[str]:
+            req = current()
+            if req is None or not req.config.fix_ssm_targeting:
+                return original(self)
+            if not self.targets:
+                return []
+            filters: dict[str, list[str]] = {}
+            for target in self.targets:
+                key, values = target["Key"], list(target.get("Values", []))
+                if key == "InstanceIds":
+                    filters["instance-id"] = values
+                elif key.startswith("tag:") or key == "tag-key":
+                    filters[key] = values
+                else:
+                    raise InvalidTarget(key)
+            ec2 = ec2_backends[self.account_id][self.backend_region]
+            ids = []
+            for reservation in ec2.all_reservations(filters=filters):
+                for instance in reservation.instances:
+                    advance_instance(instance)
+                    if instance.state == "running":
+                        ids.append(instance.id)
+            return ids
+
+        return _get_instance_ids_from_targets
+
+    def make_send(original: Any) -> Any:
+        def send_command(self: Any, **kwargs: Any) -> Any:
+            req = current()
+            if req is None:
+                return original(self, **kwargs)
+            if req.config.fix_ssm_targeting:
+                ec2 = ec2_backends[self.account_id][self.region_name]
+                for instance_id in kwargs.get("instance_ids") or []:
+                    instance = ec2.get_instance_by_id(instance_id)
+                    if instance is not None:
+                        advance_instance(instance)
+                    if instance is None or instance.state != "running":
+                        raise InvalidInstanceId(instance_id)
+            command = original(self, **kwargs)
+            if req.config.tracks_ssm:
+                records = {}
+                for invocation in command.invocations:
+                    instance_id = invocation["InstanceId"]
+                    records[instance_id] = _InvocationRecord(_ssm_outcome(req, command, instance_id))
+                    _set_in_progress(invocation)
+                command._phx = records
+                _advance_command(command)  # latency off: final at once
+            return command
+
+        return send_command
+
+    def make_get_invocation(original: Any) -> Any:
+        def get_invocation(self: Any, instance_id: str, plugin_name: str | None) -> Any:
+            advance_invocation(self, instance_id)
+            return original(self, instance_id, plugin_name)
+
+        return get_invocation
+
+    def make_response_object(original: Any) -> Any:
+        # Command.response_object reports the status fixed at creation ("Success"): aggregate the invocations.
+        def response_object(self: Any) -> dict[str, Any]:
+            if getattr(self, "_phx", None) and current() is not None:
+                _advance_command(self)
+            data = original(self)
+            if getattr(self, "_phx", None):
+                statuses = [i["Status"] for i in self.invocations]
+                done = [s for s in statuses if s not in _SSM_RUNNING]
+                if len(done) < len(statuses):
+                    status = "InProgress"
+                elif all(s == "Success" for s in statuses):
+                    status = "Success"
+                else:
+                    status = next(s for s in ("Failed", "TimedOut", "Cancelled") if s in statuses)
+                self.status = status
+                data.update(
+                    Status=status,
+                    StatusDetails=status,
+                    CompletedCount=len(done),
+                    ErrorCount=sum(1 for s in done if s != "Success"),
+                    TargetCount=len(statuses),
+                )
+            return data
+
+        return response_object
+
+    _wrap(Command, "_get_instance_ids_from_targets", make_targets)
+    _wrap(SimpleSystemManagerBackend, "send_command", make_send)
+    _wrap(Command, "get_invocation", make_get_invocation)
+    _wrap(Command, "response_object", make_response_object)
+    # moto 5.2.5 has no ListCommandInvocations at all (the Amazon provider's SSM operator, sensor and trigger
+    # call it): add it to the SSM responses.
+    SimpleSystemManagerResponse.list_command_invocations = _list_command_invocations  # type: ignore[attr-defined]
+
+
+def _plugin(command: Any, invocation: dict[str, Any], rec: _InvocationRecord | None) -> dict[str, Any]:
+    stdout = invocation.get("StandardOutputContent", "") or ""
+    stderr = invocation.get("StandardErrorContent", "") or ""
+    output = stdout + (f"\n----------ERROR-------\n{stderr}" if stderr else "")
+    start = rec.started if rec else command.requested_date_time
+    finish = rec.finished if rec else command.requested_date_time
+    plugin: dict[str, Any] = {
+        "Name": invocation.get("PluginName", "aws:runShellScript"),
+        "Status": invocation["Status"],
+        "StatusDetails": invocation.get("StatusDetails", invocation["Status"]),
+        "ResponseCode": invocation.get("ResponseCode", 0),
+        "ResponseStartDateTime": start,
+        "Output": output[:2500],
+        "StandardOutputUrl": "",
+        "StandardErrorUrl": "",
+        "OutputS3Region": command.output_s3_region or command.backend_region,
+        "OutputS3BucketName": command.output_s3_bucket_name,
+        "OutputS3KeyPrefix": command.output_s3_key_prefix,
+    }
+    if finish is not None and invocation["Status"] not in _SSM_RUNNING:
+        plugin["ResponseFinishDateTime"] = finish
+    return plugin
+
+
+def _list_command_invocations(self: Any) -> ActionResult:
+    if current() is None:
+        raise NotImplementedError("The list_command_invocations action has not been implemented")
+    backend = ssm_backends[self.current_account][self.region]
+    command_id = self._get_param("CommandId")
+    instance_id = self._get_param("InstanceId")
+    details = bool(self._get_param("Details", False))
+    max_results = int(self._get_param("MaxResults") or 50)
+    start = int(self._get_param("NextToken") or 0)
+    commands = [backend.get_command_by_id(command_id)] if command_id else list(backend._commands)
+    rows = []
+    for command in commands:
+        records = getattr(command, "_phx", None) or {}
+        for invocation in list(command.invocations):
+            if instance_id and invocation["InstanceId"] != instance_id:
+                continue
+            advance_invocation(command, invocation["InstanceId"])
+            rec = records.get(invocation["InstanceId"])
+            rows.append(
+                {
+                    "CommandId": command.command_id,
+                    "InstanceId": invocation["InstanceId"],
+                    "InstanceName": "",
+                    "Comment": command.comment,
+                    "DocumentName": command.document_name,
+                    "DocumentVersion": "$DEFAULT",
+                    "RequestedDateTime": command.requested_date_time,
+                    "Status": invocation["Status"],
+                    "StatusDetails": invocation.get("StatusDetails", invocation["Status"]),
+                    "TraceOutput": "",
+                    "StandardOutputUrl": "",
+                    "StandardErrorUrl": "",
+                    "CommandPlugins": [_plugin(command, invocation, rec)] if details else [],
+                    "ServiceRole": command.service_role_arn,
+                    "NotificationConfig": command.notification_config,
+                }
+            )
+    page = rows[start : start + max_results]
+    result: dict[str, Any] = {"CommandInvocations": page}
+    if start + max_results < len(rows):
+        result["NextToken"] = str(start + max_results)
+    return ActionResult(result)
+
+
+# --------------------------------------------------------------------------------------------- settle
+
+
+def _all_backends(backend_dict: Any) -> list[Any]:
+    out = []
+    for account_backends in list(backend_dict.values()):
+        out.extend(list(account_backends.values()))
+    return out
+
+
+def settle_all() -> dict[str, int]:
+    """Finish every clock in flight; call inside a forced request scope (``Realism.settle``)."""
+    req = current()
+    assert req is not None and req.force
+    counts = {"instances": 0, "images": 0, "invocations": 0}
+    for ec2 in _all_backends(ec2_backends):
+        for instance in ec2.all_instances():
+            rec = _instance_record(instance)
+            if rec is None:
+                continue
+            if rec.boot is not None and not rec.boot.done:
+                advance_instance(instance)
+                counts["instances"] += 1
+            for clock in (rec.status, rec.target):
+                if clock is not None:
+                    clock.done = True
+        for ami in list(ec2.amis.values()):
+            rec_i = getattr(ami, "_phx", None)
+            if rec_i is not None and not rec_i.clock.done:
+                advance_image(ami)
+                counts["images"] += 1
+    for ssm in _all_backends(ssm_backends):
+        for command in list(ssm._commands):
+            for instance_id, rec_c in (getattr(command, "_phx", None) or {}).items():
+                if not rec_c.clock.done:
+                    advance_invocation(command, instance_id)
+                    counts["invocations"] += 1
+    return counts
+
+
+def apply() -> None:
+    _patch_dispatch()
+    _patch_ec2()
+    _patch_amis()
+    _patch_autoscaling()
+    _patch_elbv2()
+    _patch_ssm()
+    # Amis are referenced to fail fast at import if moto moves them.
+    assert hasattr(Ami, "get_filter_value")
