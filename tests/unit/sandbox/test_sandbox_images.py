@@ -1,0 +1,107 @@
+"""AMI pending -> available / failed (create_image, copy_image, register_image), boto3 and aiobotocore."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sandbox.realism import TAG_IMAGE_FAIL
+
+
+def _states(ec2: Any, image_id: str, n: int, **kwargs: Any) -> list[str | None]:
+    out = []
+    for _ in range(n):
+        images = ec2.describe_images(ImageIds=[image_id], **kwargs)["Images"]
+        out.append(images[0]["State"] if images else None)
+    return out
+
+
+def _tags(**tags: str) -> list[dict[str, Any]]:
+    return [{"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+
+
+def test_create_image_pending_then_available(ec2: Any, running_instance: Any) -> None:
+    image_id = ec2.create_image(InstanceId=running_instance(), Name="web-2026.11.25-1")["ImageId"]
+    assert _states(ec2, image_id, 3) == ["pending", "pending", "available"]
+
+
+def test_waiter_image_available(ec2: Any, running_instance: Any) -> None:
+    image_id = ec2.create_image(InstanceId=running_instance(), Name="web-waiter")["ImageId"]
+    ec2.get_waiter("image_available").wait(ImageIds=[image_id], WaiterConfig={"Delay": 0, "MaxAttempts": 5})
+
+
+def test_injected_failure_by_tag(ec2: Any, running_instance: Any) -> None:
+    image_id = ec2.create_image(
+        InstanceId=running_instance(), Name="web-broken", TagSpecifications=_tags(**{TAG_IMAGE_FAIL: "true"})
+    )["ImageId"]
+    assert _states(ec2, image_id, 3) == ["pending", "pending", "failed"]
+    image = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    assert "injected image failure" in image["StateReason"]["Message"]
+    with pytest.raises(Exception, match="Failure|failed"):
+        ec2.get_waiter("image_available").wait(
+            ImageIds=[image_id], WaiterConfig={"Delay": 0, "MaxAttempts": 3}
+        )
+
+
+def test_failure_tag_added_while_pending_counts(ec2: Any, running_instance: Any) -> None:
+    image_id = ec2.copy_image(SourceImageId="ami-12c6146b", SourceRegion="us-east-1", Name="copied")[
+        "ImageId"
+    ]
+    assert _states(ec2, image_id, 1) == ["pending"]
+    ec2.create_tags(Resources=[image_id], Tags=[{"Key": TAG_IMAGE_FAIL, "Value": "true"}])
+    assert _states(ec2, image_id, 2) == ["pending", "failed"]
+
+
+def test_failure_tag_on_an_available_image_changes_nothing(ec2: Any, running_instance: Any) -> None:
+    image_id = ec2.create_image(InstanceId=running_instance(), Name="web-done")["ImageId"]
+    assert _states(ec2, image_id, 3)[-1] == "available"
+    ec2.create_tags(Resources=[image_id], Tags=[{"Key": TAG_IMAGE_FAIL, "Value": "true"}])
+    assert _states(ec2, image_id, 1) == ["available"]
+
+
+def test_failure_by_name_pattern_even_without_latency(
+    sandbox_clean: Any, ec2: Any, running_instance: Any
+) -> None:
+    sandbox_clean.update_config(image_build=None, fail_image_name_patterns=["*-broken-*"])
+    good = ec2.register_image(Name="web-fine-1", RootDeviceName="/dev/xvda")["ImageId"]
+    bad = ec2.register_image(Name="web-broken-1", RootDeviceName="/dev/xvda")["ImageId"]
+    assert _states(ec2, good, 1) == ["available"]
+    assert _states(ec2, bad, 1) == ["failed"]
+
+
+def test_state_filter_does_not_hide_a_pending_image(ec2: Any, running_instance: Any) -> None:
+    image_id = ec2.create_image(InstanceId=running_instance(), Name="web-filtered")["ImageId"]
+    available = [{"Name": "state", "Values": ["available"]}]
+    found = [ec2.describe_images(Owners=["self"], Filters=available)["Images"] for _ in range(3)]
+    assert [[i["ImageId"] for i in f] for f in found] == [[], [], [image_id]]
+
+
+def test_plain_profile_images_are_available_at_once(
+    sandbox_clean: Any, ec2: Any, running_instance: Any
+) -> None:
+    instance_id = running_instance()
+    sandbox_clean.update_config(profile="plain")
+    image_id = ec2.create_image(InstanceId=instance_id, Name="web-plain")["ImageId"]
+    assert _states(ec2, image_id, 1) == ["available"]
+
+
+def test_aiobotocore_pending_available_and_failed(aio: Any, running_instance: Any) -> None:
+    instance_id = running_instance()
+
+    async def scenario() -> tuple[list[str], str]:
+        async with aio.client("ec2") as ec2:
+            good = (await ec2.create_image(InstanceId=instance_id, Name="aio-good"))["ImageId"]
+            bad = (
+                await ec2.create_image(
+                    InstanceId=instance_id, Name="aio-bad", TagSpecifications=_tags(**{TAG_IMAGE_FAIL: "1"})
+                )
+            )["ImageId"]
+            seen = []
+            for _ in range(3):
+                seen.append((await ec2.describe_images(ImageIds=[good]))["Images"][0]["State"])
+            for _ in range(3):
+                final = (await ec2.describe_images(ImageIds=[bad]))["Images"][0]["State"]
+            return seen, final
+
+    assert aio.run(scenario()) == (["pending", "pending", "available"], "failed")
