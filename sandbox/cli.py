@@ -384,6 +384,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"sandbox: bad realism config: {exc}", file=sys.stderr)
         return 2
+    running = find_running(args.dir)
+    if running is not None and running["pid"] != os.getpid():
+        # Two servers must not share a pid file: stop would then lose track of one of them.
+        print(f"sandbox: already running (pid {running['pid']}, {running['endpoint_url']})", file=sys.stderr)
+        return 1
     return serve(config, port=args.port, state_dir=args.dir, quiet=args.quiet)
 
 
