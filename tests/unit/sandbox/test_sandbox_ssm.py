@@ -130,10 +130,12 @@ def test_aiobotocore_failed_command_and_waiter(aio: Any, running_instance: Any) 
     from botocore.exceptions import WaiterError
 
     bad = running_instance({TAG_SSM_EXIT_CODE: "1", TAG_SSM_OUTPUT: "boom"})
+    running_instance()  # a bystander: must not be targeted
 
     async def scenario() -> tuple[str, dict[str, Any], str]:
         async with aio.client("ssm") as ssm:
             sent = await ssm.send_command(InstanceIds=[bad], **SHELL)
+            assert sent["Command"]["InstanceIds"] == [bad]
             command_id = sent["Command"]["CommandId"]
             first = (await ssm.list_command_invocations(CommandId=command_id, Details=True))[
                 "CommandInvocations"
