@@ -18,11 +18,13 @@ from typing import Any
 
 from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup
 from moto.autoscaling.models import InstanceState as AsgInstanceState
+from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, BaseResponse
 from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.amis import Ami
 from moto.ec2.models.instances import Instance
 from moto.ec2.models.instances import InstanceState as Ec2InstanceState
+from moto.ec2.models.launch_templates import LaunchTemplateBackend
 from moto.elbv2.exceptions import TargetGroupNotFoundError, TargetNotRunning
 from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup, elbv2_backends
 from moto.ssm.exceptions import SSMException
@@ -746,6 +748,60 @@ def _list_command_invocations(self: Any) -> ActionResult:
     return ActionResult(result)
 
 
+# --------------------------------------------------------------------------------------------- Terraform fidelity
+
+
+def _patch_terraform_fidelity() -> None:
+    """Two moto bugs that make every Terraform plan against moto show drift. Always on inside the sandbox (they
+    only make moto store what AWS stores). The wrappers carry ``phoenix_fix = True``: the Terraform e2e test
+    applies the same fixes in-process and skips any method already so marked.
+
+    1. AutoScalingResponse.create/update_auto_scaling_group ignore ``DefaultInstanceWarmup`` (never stored, so
+       never described): keep it on the group.
+    2. EC2 CreateLaunchTemplate (ec2/responses/launch_templates.py) copies the request's TagSpecifications for
+       the template itself (resource type ``launch-template``) into version 1's LaunchTemplateData: drop them
+       there (the template keeps its tags).
+    """
+
+    def keep_warmup(original: Any) -> Any:
+        def wrapper(self: Any) -> Any:
+            result = original(self)
+            if current() is not None:
+                warmup = self._get_int_param("DefaultInstanceWarmup")
+                group = self.autoscaling_backend.autoscaling_groups.get(
+                    self._get_param("AutoScalingGroupName")
+                )
+                if warmup is not None and group is not None:
+                    group.default_instance_warmup = warmup
+            return result
+
+        wrapper.phoenix_fix = True  # type: ignore[attr-defined]
+        return wrapper
+
+    for name in ("create_auto_scaling_group", "update_auto_scaling_group"):
+        _wrap(AutoScalingResponse, name, keep_warmup)
+
+    def make_create_template(original: Any) -> Any:
+        def create_launch_template(
+            self: Any, name: str, description: str, template_data: dict[str, Any], tag_spec: dict[str, Any]
+        ) -> Any:
+            if current() is not None and "TagSpecifications" in template_data:
+                specs = [
+                    s
+                    for s in template_data["TagSpecifications"]
+                    if s.get("ResourceType") != "launch-template"
+                ]
+                template_data = {k: v for k, v in template_data.items() if k != "TagSpecifications"}
+                if specs:
+                    template_data["TagSpecifications"] = specs
+            return original(self, name, description, template_data, tag_spec)
+
+        create_launch_template.phoenix_fix = True  # type: ignore[attr-defined]
+        return create_launch_template
+
+    _wrap(LaunchTemplateBackend, "create_launch_template", make_create_template)
+
+
 # --------------------------------------------------------------------------------------------- settle
 
 
@@ -793,5 +849,6 @@ def apply() -> None:
     _patch_autoscaling()
     _patch_elbv2()
     _patch_ssm()
+    _patch_terraform_fidelity()
     # Amis are referenced to fail fast at import if moto moves them.
     assert hasattr(Ami, "get_filter_value")

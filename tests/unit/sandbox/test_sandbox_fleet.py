@@ -130,3 +130,25 @@ def test_aiobotocore_unhealthy_target_and_deregistration(
     health, registered = aio.run(scenario())
     assert health == {victim: "unhealthy", other: "healthy"}
     assert victim not in registered and other in registered and len(registered) == 2
+
+
+def test_terraform_fidelity_fixes(ec2: Any, autoscaling: Any, web_stack: Any) -> None:
+    """moto drops DefaultInstanceWarmup and copies a template's own tags into its data; the sandbox does not."""
+    stack = web_stack(desired=1)
+    autoscaling.update_auto_scaling_group(AutoScalingGroupName=stack.asg_name, DefaultInstanceWarmup=120)
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[stack.asg_name])[
+        "AutoScalingGroups"
+    ][0]
+    assert group["DefaultInstanceWarmup"] == 120
+    template = ec2.create_launch_template(
+        LaunchTemplateName="tagged",
+        LaunchTemplateData={"ImageId": "ami-12c6146b"},
+        TagSpecifications=[
+            {"ResourceType": "launch-template", "Tags": [{"Key": "phoenix:role", "Value": "web"}]}
+        ],
+    )["LaunchTemplate"]
+    assert {"Key": "phoenix:role", "Value": "web"} in template["Tags"]
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=template["LaunchTemplateId"])[
+        "LaunchTemplateVersions"
+    ]
+    assert "TagSpecifications" not in data[0]["LaunchTemplateData"]
