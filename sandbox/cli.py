@@ -255,6 +255,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             "--config",
             json.dumps(config.to_dict()),
         ]
+        if args.quiet:
+            command.append("--quiet")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(state_dir / LOG_FILE, "ab") as log:
             proc = subprocess.Popen(
@@ -420,7 +422,9 @@ def parser() -> argparse.ArgumentParser:
             "--set", action="append", metavar="KEY=VALUE", help="e.g. instance_boot.seconds=5 (repeatable)"
         )
 
-    realism_flags(add("start", "start the sandbox in the background (or reuse it); print its endpoint"))
+    p_start = add("start", "start the sandbox in the background (or reuse it); print its endpoint")
+    realism_flags(p_start)
+    p_start.add_argument("--quiet", action="store_true", help="no per-request lines in the log")
     add("stop", "stop this state dir's sandbox")
     add("status", "running or stopped")
     p_reset = add("reset", "forget all AWS state and realism clocks")
