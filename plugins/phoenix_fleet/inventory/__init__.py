@@ -1,0 +1,1 @@
+"""Fleet inventory: collectors (one paginated sweep per region) and report renderers."""

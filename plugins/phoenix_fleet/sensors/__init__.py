@@ -1,0 +1,1 @@
+"""Sensors (import-light, like operators: provider classes are imported inside methods)."""
