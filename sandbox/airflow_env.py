@@ -1,0 +1,66 @@
+"""Environment for an Airflow wired to the sandbox cloud (``make airflow``, the demo, e2e tests).
+
+Everything is environment variables, as a team would set them in compose or Helm; nothing is written
+into airflow.cfg. The AWS connection ``aws_default`` points at the sandbox through ``endpoint_url``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sandbox_dir() -> Path:
+    return Path(os.environ.get("PHOENIX_SANDBOX_DIR", REPO / ".sandbox"))
+
+
+def aws_connection_uri(endpoint_url: str, region: str = "us-east-1") -> str:
+    """``aws_default`` as the JSON form of AIRFLOW_CONN_* (the sandbox accepts any credentials)."""
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": endpoint_url, "region_name": region},
+        }
+    )
+
+
+def airflow_env(
+    endpoint_url: str,
+    home: Path | None = None,
+    api_port: int = 8080,
+    base: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """A full process environment for Airflow on SQLite, talking to the sandbox at `endpoint_url`."""
+    env = dict(os.environ if base is None else base)
+    home = home or sandbox_dir() / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            # local sandbox only: an unauthenticated UI/API. Never set this in compose or Helm.
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW_CONN_AWS_DEFAULT": aws_connection_uri(endpoint_url),
+            "PHOENIX_FLEET_CONFIG": env.get("PHOENIX_FLEET_CONFIG", str(REPO / "include" / "fleet.yaml")),
+            "AWS_ENDPOINT_URL": endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            # the Packer double (sandbox/bin/packer) stands in for the real CLI here
+            "PATH": os.pathsep.join([str(REPO / "sandbox" / "bin"), env.get("PATH", "")]),
+        }
+    )
+    env.pop("AWS_PROFILE", None)
+    return env
