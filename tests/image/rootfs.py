@@ -622,10 +622,10 @@ def run_provisioners(
 
 
 def run_suite(
-    root: Path, role: str, junit: Path, *extra: str, timeout: float = 300
+    root: Path, role: str, junit: Path, *extra: str, stage: str = "final", timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """The testinfra suite of this checkout against ``root`` (chroot backend), in a subprocess."""
-    env = {**os.environ, "PHOENIX_ROLE": role, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PHOENIX_ROLE": role, "PHOENIX_IMAGE_STAGE": stage, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTEST_ADDOPTS", None)
     cmd = [
         sys.executable,

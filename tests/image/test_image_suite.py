@@ -297,6 +297,35 @@ def test_suite_fails_exactly_the_broken_checks(images, broken_web, tmp_path):
         assert f"phoenix-check: FAILED {check}" in out.stdout
 
 
+def test_runner_contract_on_the_broken_image(images, broken_web):
+    """What the verify stage gets from `phoenix-image-test` (no arguments) through SSM: exit 1, one
+    FAILED line per failed check, and the result line last."""
+    with rootfs.chroot_session(broken_web):
+        out = rootfs.chroot_run(broken_web, "/usr/local/bin/phoenix-image-test")
+    assert out.returncode == 1, out.stdout[-4000:] + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-1].startswith("phoenix-image-test: result=fail exit=1 stage=final role=web junit=")
+    failed = {line.split(" ", 2)[2] for line in lines if line.startswith("phoenix-check: FAILED ")}
+    assert failed == set(BREAKAGES)
+    with rootfs.chroot_session(broken_web):
+        usage = rootfs.chroot_run(broken_web, "/usr/local/bin/phoenix-image-test", "--stage", "nonsense")
+    assert usage.returncode == 2 and "unknown stage" in usage.stderr
+
+
+def test_instance_stage_wants_per_instance_identity(images, tmp_path):
+    """On a booted instance (stage instance) the unbooted image's missing host keys and machine-id are
+    failures: the branch the verify stage relies on, exercised against the clean image."""
+    image = images.get("web")
+    junit = tmp_path / "instance.xml"
+    out = rootfs.run_suite(image.root, "web", junit, stage="instance")
+    assert out.returncode == 1, out.stdout[-4000:]
+    failed = {name for name, state in _checks(junit).items() if state in ("failed", "error")}
+    assert failed == {
+        "test_ssh.py::test_host_keys_per_instance",
+        "test_credentials.py::test_machine_id_per_instance",
+    }
+
+
 def test_failing_check_fails_the_build(images, broken_web):
     """60-run-tests.sh inside the broken image exits non-zero: Packer would stop the build there."""
     script = rootfs.PACKER_DIR / "provisioners" / "60-run-tests.sh"

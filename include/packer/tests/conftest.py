@@ -18,7 +18,7 @@ import os
 import shlex
 
 import pytest
-from imagecheck import ROLES, SSHD_MATCH_SPEC, SSHD_T_SCRIPT
+from imagecheck import ROLES, SSHD_MATCH_SPEC, SSHD_T_SCRIPT, STAGES
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,20 @@ def booted(host) -> bool:
     if comm.rc != 0 or comm.stdout.strip() != "systemd":
         return False
     return host.run("test / -ef /proc/1/root").rc == 0
+
+
+@pytest.fixture(scope="module")
+def stage(booted) -> str:
+    """Where the suite runs: ``build`` (before 90-cleanup.sh), ``final`` (the finished image: after cleanup
+    on the builder, or an unbooted root) or ``instance`` (an instance booted from the AMI: the verify stage).
+
+    From PHOENIX_IMAGE_STAGE (set by phoenix-image-test), else ``instance`` when booted, else ``final``.
+    The builder instance is booted too, which is why the runner always names the stage during the build.
+    """
+    value = os.environ.get("PHOENIX_IMAGE_STAGE", "").strip() or ("instance" if booted else "final")
+    if value not in STAGES:
+        pytest.fail(f"PHOENIX_IMAGE_STAGE={value!r}; expected one of {STAGES}")
+    return value
 
 
 @pytest.fixture(scope="module")

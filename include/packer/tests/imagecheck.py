@@ -32,6 +32,8 @@ ROLES = {
     "worker": {"packages": ["python3"], "services": ["phoenix-worker.service"]},
 }
 
+STAGES = ("build", "final", "instance")
+
 # The address sshd -T evaluates Match blocks for: root, connecting from an outside address.
 SSHD_MATCH_SPEC = "user=root,host=phoenix-image-test.invalid,addr=192.0.2.1"
 

@@ -66,10 +66,10 @@ def test_no_build_uploads(host):
 
 
 @pytest.mark.after_cleanup
-def test_machine_id_per_instance(host, booted):
+def test_machine_id_per_instance(host, stage):
     machine_id = host.file("/etc/machine-id")
     content = machine_id.content_string.strip() if machine_id.exists else ""
-    if booted:
-        assert content, "a booted instance has no machine-id"
+    if stage == "instance":
+        assert content, "the instance has no machine-id"
     else:
         assert content == "", "machine-id baked into the image (every instance would share it)"
