@@ -1,0 +1,691 @@
+"""Publish a verified AMI: version it, copy it to the role's regions, share it, move the "latest" pointers, announce it.
+
+Three operators, wired in the role's release DAG after verify::
+
+    release = ReleaseImageOperator(task_id="release", role="web", ami_id=<verified AMI>, version="{{ params.version }}")
+    copies = CopyImageToRegionOperator.partial(
+        task_id="copy", role="web", ami_id=release.output["ami_id"], source_region=release.output["region"],
+    ).expand(dest_region=fleet.role("web").regions)                # every region, the home region included
+    publish = PublishReleaseOperator(task_id="publish", role="web", release=release.output, copies=copies.output)
+    release >> copies >> publish
+
+* :class:`ReleaseImageOperator` -- refuses a foreign or unverified AMI; picks the version (explicit, else the one
+  bake tagged, else the next free ``YYYY.MM.DD-N``); refuses a version another AMI holds (versions are immutable;
+  the same AMI again is an idempotent re-publish); tags the AMI and its snapshots; writes the release notes (the
+  package diff against the previous version) to S3 and the task log.
+* :class:`CopyImageToRegionOperator` -- one region per task (map it): finds an existing copy (by tag, then by
+  name) or copies, waits (deferrable) for ``available``, re-tags the copy and its snapshots (copy_image drops
+  tags). For the source region itself it returns the source AMI, so mapping over *all* the role's regions works.
+* :class:`PublishReleaseOperator` -- shares every region's AMI with the role's accounts (launch permission and the
+  snapshots' createVolumePermission), moves ``<prefix>/<role>/latest`` (AMI id, data type ``aws:ec2:image``) and
+  ``.../latest-version`` in every region (each new parameter version labelled ``v<version>``: the release log),
+  tags ``phoenix:published-at`` and emits the asset event ``phoenix://images/<role>`` with the release metadata.
+
+Import-light (DAG files import this at parse time): hooks, triggers and the Amazon provider are imported inside
+methods.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, BaseOperator
+
+from phoenix_fleet.config import FleetConfig, Role, cached_fleet_config
+from phoenix_fleet.release.publish_rules import (
+    MANAGED_BY,
+    TAG_BAKE_VERSION,
+    TAG_COPY_OF,
+    TAG_MANAGED_BY,
+    TAG_PUBLISHED_AT,
+    TAG_PUBLISHED_BY,
+    TAG_RELEASE_NOTES,
+    TAG_ROLE,
+    TAG_SOURCE_REGION,
+    TAG_VERSION,
+    PublishRefusedError,
+    VersionConflictError,
+    check_not_backwards,
+    image_claims,
+    parameter_claims,
+    previous_version,
+    raise_on_conflicts,
+    refuse_unless_publishable,
+    resolve_version,
+    tag_map,
+)
+from phoenix_fleet.release.release_notes import (
+    SUMMARY_LIMIT,
+    PackageListSource,
+    build_release_notes,
+    package_list_key,
+    release_notes_keys,
+)
+from phoenix_fleet.release.versions import Version, is_version
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from phoenix_fleet.hooks.image_hook import ImageHook
+
+ASSET_EXTRA_MAX_BYTES = 16_000
+"""The asset event's extra is stored in the metadata DB and shown in the UI: keep it small."""
+
+_UNCOPIED_TAG_PREFIXES = ("aws:", "phoenix-sandbox:")
+
+
+def image_asset(role: str) -> Asset:
+    """The asset a role's publish emits (and its rollout DAG is scheduled on)."""
+    return Asset(name=f"phoenix_image_{role}", uri=f"phoenix://images/{role}")
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _push_keys(context: Context, result: Mapping[str, Any]) -> None:
+    """Push each top-level key as its own XCom, so DAGs can use ``task.output["ami_id"]``."""
+    ti = context.get("ti")
+    if ti is None:
+        return
+    for key, value in result.items():
+        ti.xcom_push(key=key, value=value)
+
+
+class _FleetMixin:
+    role: str
+    config_path: str | None
+
+    def fleet(self) -> FleetConfig:
+        return cached_fleet_config(self.config_path)
+
+    def role_config(self) -> Role:
+        return self.fleet().role(self.role)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 1. release: checks, version, tags, release notes
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ReleaseImageOperator(_FleetMixin, BaseOperator):
+    """Check a verified AMI, give it its release version, tag it and write its release notes.
+
+    :param role: fleet role (include/fleet.yaml)
+    :param ami_id: the verified AMI, in ``region_name`` (default: the role's home region, its first region)
+    :param version: explicit ``YYYY.MM.DD-N`` (template it from ``params.version``); empty: the version bake
+        tagged on the AMI (``phoenix:version``), else the next free one today (UTC)
+    :param notes_summary_limit: entries per list in the bounded summary (asset event, XCom)
+    :param config_path: fleet config (default: ``$PHOENIX_FLEET_CONFIG`` / include/fleet.yaml)
+
+    Returns (and pushes under each key) ``{"role", "version", "version_source", "label", "ami_id", "ami_name",
+    "region", "regions", "accounts", "previous_version", "already_published", "release_notes": {"markdown_uri",
+    "json_uri", "summary"}}``.
+    """
+
+    template_fields: Sequence[str] = ("role", "ami_id", "version", "aws_conn_id", "region_name")
+    ui_color = "#d9f2e6"
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        ami_id: str,
+        version: str | None = None,
+        notes_summary_limit: int = SUMMARY_LIMIT,
+        config_path: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.role = role
+        self.ami_id = ami_id
+        self.version = version
+        self.notes_summary_limit = notes_summary_limit
+        self.config_path = config_path
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+
+    def hook(self, region: str) -> ImageHook:
+        from phoenix_fleet.hooks.image_hook import ImageHook
+
+        return ImageHook(aws_conn_id=self.aws_conn_id, region_name=region)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        fleet = self.fleet()
+        role = self.role_config()
+        region = self.region_name or role.home_region
+        ami_id = str(self.ami_id or "").strip()
+        if not ami_id.startswith("ami-"):
+            raise ValueError(f"ami_id: {self.ami_id!r} is not an AMI id. Fix: pass the verified AMI (ami-...)")
+        hook = self.hook(region)
+
+        image = hook.describe_image(ami_id)
+        refuse_unless_publishable(image, hook.get_account_id(), self.role)
+        tags = tag_map(image)
+
+        pointer = fleet.latest_parameter(self.role)
+        version_param = fleet.latest_version_parameter(self.role)
+        version_history = hook.parameter_history(version_param)
+        pointer_history = hook.parameter_history(pointer)
+        role_images = hook.find_images({f"tag:{TAG_ROLE}": self.role})
+        seen_versions = [str(h["Value"]) for h in version_history] + [
+            tag_map(i).get(TAG_VERSION, "") for i in role_images
+        ]
+        resolved = resolve_version(self.version, tags.get(TAG_VERSION), seen_versions, _today())
+        version = str(resolved.version)
+        label = resolved.version.label
+        self.log.info("AMI %s (%s): version %s (%s)", ami_id, image.get("Name"), version, resolved.source)
+
+        claims = parameter_claims(pointer_history, label, pointer) + image_claims(role_images, version, ami_id)
+        raise_on_conflicts(version, ami_id, claims)
+        already_published = any(c.ami_id == ami_id and c.published for c in claims)
+        current = version_history[-1]["Value"] if version_history else None
+        check_not_backwards(current, resolved.version)
+        published_versions = [str(h["Value"]) for h in version_history]
+        previous = previous_version(published_versions, resolved.version)
+        if already_published:
+            self.log.info("%s is already published as %s: re-publishing is a no-op where nothing changed", ami_id, version)
+
+        md_key, json_key = release_notes_keys(self.role, version)
+        bucket = fleet.artifacts_bucket
+        new_tags = {
+            TAG_ROLE: self.role,
+            TAG_VERSION: version,
+            TAG_MANAGED_BY: MANAGED_BY,
+            TAG_RELEASE_NOTES: f"s3://{bucket}/{md_key}",
+        }
+        bake_version = tags.get(TAG_VERSION)
+        if bake_version and bake_version != version:
+            self.log.warning("overriding the version bake tagged (%s) with %s", bake_version, version)
+            new_tags[TAG_BAKE_VERSION] = bake_version
+        tagged = hook.tag_image_and_snapshots(image, new_tags)
+        self.log.info("tagged %s", ", ".join(tagged))
+
+        notes = self._release_notes(hook, bucket, version, previous, ami_id, bake_version)
+        md_uri = hook.write_s3_text(bucket, md_key, notes.to_markdown(), "text/markdown; charset=utf-8")
+        json_uri = hook.write_s3_text(bucket, json_key, notes.to_json(), "application/json")
+        self.log.info("release notes: %s, %s\n%s", md_uri, json_uri, notes.to_markdown())
+
+        result = {
+            "role": self.role,
+            "version": version,
+            "version_source": resolved.source,
+            "label": label,
+            "ami_id": ami_id,
+            "ami_name": image.get("Name"),
+            "region": region,
+            "regions": list(role.regions),
+            "accounts": list(role.share_with_accounts),
+            "previous_version": previous,
+            "already_published": already_published,
+            "release_notes": {
+                "markdown_uri": md_uri,
+                "json_uri": json_uri,
+                "summary": notes.summary(self.notes_summary_limit),
+            },
+        }
+        _push_keys(context, result)
+        return result
+
+    def _release_notes(
+        self, hook: ImageHook, bucket: str, version: str, previous: str | None, ami_id: str, bake_version: str | None
+    ) -> Any:
+        def fetch(v: str) -> PackageListSource:
+            key = package_list_key(self.role, v)
+            return PackageListSource(f"s3://{bucket}/{key}", hook.read_s3_text(bucket, key))
+
+        current = fetch(version)
+        if current.text is None and bake_version and bake_version != version and is_version(bake_version):
+            baked = fetch(bake_version)  # bake uploaded it under the version it was baked as
+            if baked.text is not None:
+                current = baked
+        prev = fetch(previous) if previous else None
+        return build_release_notes(self.role, version, ami_id, previous, current, prev)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 2. copy to one region (mapped per region)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class CopyImageToRegionOperator(BaseOperator):
+    """Copy ``ami_id`` from ``source_region`` to ``dest_region`` (idempotent), wait for it, tag it like the source.
+
+    An existing copy is found first: tagged ``phoenix:copy-of=<ami_id>`` in ``dest_region``, else an AMI of the
+    same name whose description names the source (a copy whose tagging was interrupted). Failed copies are
+    deregistered and copied again. With ``dest_region == source_region`` the source AMI itself is the result.
+
+    :param ami_id: the source AMI
+    :param dest_region: where the copy goes (map over the role's regions)
+    :param source_region: where ``ami_id`` lives (default ``region_name``, else the role's home region)
+    :param role: fleet role (only to default ``source_region``; optional)
+    :param kms_key_id: KMS key for the copy's snapshots in ``dest_region`` (default: the region's EBS default)
+    :param deferrable: wait in the triggerer (default) or poll in the worker
+    :param poll_interval: seconds between checks; ``timeout``: seconds before giving up
+
+    Returns ``{"region", "ami_id", "source_ami_id", "source_region", "copied", "name"}`` (``copied``: a new copy was
+    started by this task).
+    """
+
+    template_fields: Sequence[str] = (
+        "ami_id",
+        "source_region",
+        "dest_region",
+        "role",
+        "kms_key_id",
+        "aws_conn_id",
+        "region_name",
+    )
+    ui_color = "#e6f0ff"
+
+    def __init__(
+        self,
+        *,
+        ami_id: str,
+        dest_region: str,
+        source_region: str | None = None,
+        role: str | None = None,
+        kms_key_id: str | None = None,
+        config_path: str | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 15,
+        timeout: float = 3600,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ami_id = ami_id
+        self.dest_region = dest_region
+        self.source_region = source_region
+        self.role = role
+        self.kms_key_id = kms_key_id
+        self.config_path = config_path
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+
+    def hook(self) -> ImageHook:
+        from phoenix_fleet.hooks.image_hook import ImageHook
+
+        return ImageHook(aws_conn_id=self.aws_conn_id, region_name=self._source_region())
+
+    def _source_region(self) -> str:
+        if self.source_region:
+            return str(self.source_region)
+        if self.region_name:
+            return str(self.region_name)
+        if self.role:
+            return cached_fleet_config(self.config_path).role(self.role).home_region
+        raise ValueError("source_region: not given. Fix: pass source_region (or region_name, or role)")
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        src_region, dest = self._source_region(), str(self.dest_region)
+        hook = self.hook()
+        source = hook.describe_image(self.ami_id, src_region)
+        if dest == src_region:
+            self.log.info("%s is in %s already: nothing to copy", self.ami_id, dest)
+            return self._result(source["ImageId"], source, copied=False)
+        if source.get("State") != "available":
+            raise PublishRefusedError(
+                f"source AMI {self.ami_id} in {src_region} is {source.get('State')!r}. Fix: copy only available images"
+            )
+
+        copy, copied = self._find_or_copy(hook, source, src_region, dest)
+        hook.ec2(dest).create_tags(
+            Resources=[copy["ImageId"]], Tags=[{"Key": k, "Value": v} for k, v in self._copy_tags(source).items()]
+        )
+        state = copy.get("State")
+        if state == "available":
+            return self._finish(hook, copy["ImageId"], source, copied)
+        if state == "failed":
+            raise RuntimeError(self._failed_message(copy))
+
+        payload = self._result(copy["ImageId"], source, copied)
+        if not self.deferrable:
+            self.log.info("waiting for %s in %s (polling every %ss)", copy["ImageId"], dest, self.poll_interval)
+            waiter = hook.ec2(dest).get_waiter("image_available")
+            waiter.wait(
+                ImageIds=[copy["ImageId"]],
+                WaiterConfig={"Delay": max(1, int(self.poll_interval)), "MaxAttempts": self._attempts()},
+            )
+            return self._finish(hook, copy["ImageId"], source, copied)
+
+        from phoenix_fleet.triggers.publish_triggers import CopiedImageAvailableTrigger
+
+        self.log.info("deferring until %s is available in %s", copy["ImageId"], dest)
+        self.defer(
+            trigger=CopiedImageAvailableTrigger(
+                image_id=copy["ImageId"],
+                copy=payload,
+                waiter_delay=self.poll_interval,  # type: ignore[arg-type]
+                waiter_max_attempts=self._attempts(),
+                aws_conn_id=self.aws_conn_id,
+                region_name=dest,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+        raise AssertionError("unreachable: defer() raises")  # pragma: no cover
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        if not event or event.get("status") != "success":
+            message = (event or {}).get("message", "no event")
+            raise RuntimeError(f"copy of {self.ami_id} to {self.dest_region} did not become available: {message}")
+        payload = event.get("copy") or {}
+        if not payload.get("ami_id"):
+            raise RuntimeError(f"copy of {self.ami_id}: the trigger event carries no copy id: {event!r}")
+        hook = self.hook()
+        source = hook.describe_image(payload.get("source_ami_id", self.ami_id), payload.get("source_region"))
+        return self._finish(hook, payload["ami_id"], source, bool(payload.get("copied")))
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+
+    def _attempts(self) -> int:
+        return max(1, int(self.timeout // max(self.poll_interval, 0.01)) + 1)
+
+    def _marker(self, src_region: str) -> str:
+        return f"[phoenix-fleet copy of {self.ami_id} from {src_region}]"
+
+    def _copy_tags(self, source: Mapping[str, Any]) -> dict[str, str]:
+        tags = {k: v for k, v in tag_map(source).items() if not k.startswith(_UNCOPIED_TAG_PREFIXES)}
+        tags[TAG_COPY_OF] = source["ImageId"]
+        tags[TAG_SOURCE_REGION] = self._source_region()
+        return tags
+
+    def _find_or_copy(
+        self, hook: ImageHook, source: Mapping[str, Any], src_region: str, dest: str
+    ) -> tuple[dict[str, Any], bool]:
+        tagged = hook.find_images({f"tag:{TAG_COPY_OF}": source["ImageId"]}, dest)
+        for image in tagged:
+            if image.get("State") == "failed":
+                self.log.warning("deregistering failed copy %s in %s", image["ImageId"], dest)
+                hook.deregister_image(image["ImageId"], dest)
+        live = [i for i in tagged if i.get("State") in ("available", "pending")]
+        if live:
+            chosen = sorted(live, key=lambda i: (i.get("State") != "available", i.get("CreationDate", "")))[0]
+            self.log.info("found copy %s of %s in %s (%s)", chosen["ImageId"], self.ami_id, dest, chosen.get("State"))
+            return chosen, False
+        name = source.get("Name") or f"phoenix-copy-{source['ImageId']}"
+        marker = self._marker(src_region)
+        for image in hook.find_images({"name": name}, dest):
+            if image.get("State") == "failed":
+                continue
+            if marker in (image.get("Description") or ""):
+                self.log.info("found untagged copy %s of %s in %s by name", image["ImageId"], self.ami_id, dest)
+                return image, False
+            raise PublishRefusedError(
+                f"{dest} already has an AMI named {name!r} ({image['ImageId']}) that is not a copy of {self.ami_id}. "
+                "Fix: deregister or rename that image (AMI names are unique per region)"
+            )
+        description = f"{(source.get('Description') or '').strip()} {marker}".strip()
+        if len(description) > 255:
+            description = description[-255:]
+        copy_id = hook.copy_image(
+            self.ami_id,
+            src_region,
+            dest,
+            name=name,
+            description=description,
+            client_token=f"phoenix-{self.ami_id}-{dest}",
+            encrypted=True if self.kms_key_id else None,
+            kms_key_id=self.kms_key_id,
+        )
+        self.log.info("copying %s (%s) to %s: %s", self.ami_id, src_region, dest, copy_id)
+        return hook.describe_image(copy_id, dest), True
+
+    def _failed_message(self, image: Mapping[str, Any]) -> str:
+        reason = (image.get("StateReason") or {}).get("Message", "no reason given")
+        return (
+            f"copy {image['ImageId']} of {self.ami_id} in {self.dest_region} failed: {reason}. "
+            "Fix: retry the task (the failed copy is deregistered and copied again)"
+        )
+
+    def _finish(self, hook: ImageHook, copy_id: str, source: Mapping[str, Any], copied: bool) -> dict[str, Any]:
+        dest = str(self.dest_region)
+        copy = hook.describe_image(copy_id, dest)
+        if copy.get("State") != "available":
+            raise RuntimeError(
+                self._failed_message(copy)
+                if copy.get("State") == "failed"
+                else f"copy {copy_id} in {dest} is {copy.get('State')!r}, not available"
+            )
+        tagged = hook.tag_image_and_snapshots(copy, self._copy_tags(source), dest)
+        self.log.info("copy %s in %s is available; tagged %s", copy_id, dest, ", ".join(tagged))
+        return self._result(copy_id, source, copied)
+
+    def _result(self, ami_id: str, source: Mapping[str, Any], copied: bool) -> dict[str, Any]:
+        return {
+            "region": str(self.dest_region),
+            "ami_id": ami_id,
+            "source_ami_id": source["ImageId"],
+            "source_region": self._source_region(),
+            "copied": copied,
+            "name": source.get("Name"),
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 3. share, move the pointers, announce
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class PublishReleaseOperator(_FleetMixin, BaseOperator):
+    """Share every region's AMI, move the "latest" pointers, tag published-at, emit the image asset event.
+
+    :param role: fleet role
+    :param release: what :class:`ReleaseImageOperator` returned (``release.output``)
+    :param copies: what the mapped :class:`CopyImageToRegionOperator` returned (``copies.output``: one dict per
+        region); the home region may be in it or not. Every region of the role must be covered.
+    :param accounts: accounts to share with (default: the role's ``share_with_accounts``)
+    :param outlets: default ``[image_asset(role)]`` (``phoenix://images/<role>``)
+
+    The asset event's extra: ``{"role", "version", "label", "previous_version", "home_region", "ami_id", "amis":
+    {region: ami}, "release_notes": <bounded summary>, "release_notes_uri", "published_at", "already_published"}``.
+    Returns that plus ``"parameters": {region: {"latest": n, "latest-version": n}}`` and ``"shared_with"``.
+    """
+
+    template_fields: Sequence[str] = ("role", "release", "copies", "accounts", "aws_conn_id", "region_name")
+    ui_color = "#ffe6cc"
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        release: Any,
+        copies: Any = None,
+        accounts: list[str] | None = None,
+        config_path: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if "outlets" not in kwargs and isinstance(role, str) and "{{" not in role:
+            kwargs["outlets"] = [image_asset(role)]
+        super().__init__(**kwargs)
+        self.role = role
+        self.release = release
+        self.copies = copies
+        self.accounts = accounts
+        self.config_path = config_path
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+
+    def hook(self, region: str) -> ImageHook:
+        from phoenix_fleet.hooks.image_hook import ImageHook
+
+        return ImageHook(aws_conn_id=self.aws_conn_id, region_name=region)
+
+    def _amis(self, release: Mapping[str, Any], role: Role, home: str) -> dict[str, str]:
+        amis = {home: str(release["ami_id"])}
+        for c in list(self.copies or []):
+            if not isinstance(c, Mapping) or not c.get("region") or not c.get("ami_id"):
+                raise ValueError(f"copies: {c!r} is not a CopyImageToRegionOperator result. Fix: pass copies.output")
+            if c["region"] == home and c["ami_id"] != amis[home]:
+                raise ValueError(f"copies: the home region {home} maps to {c['ami_id']}, not {amis[home]}")
+            amis[str(c["region"])] = str(c["ami_id"])
+        missing = [r for r in role.regions if r not in amis]
+        if missing:
+            raise ValueError(
+                f"copies: no copy for region(s) {missing} of role {self.role}. Fix: map CopyImageToRegionOperator "
+                f"over all the role's regions {list(role.regions)}"
+            )
+        extra = [r for r in amis if r not in role.regions]
+        if extra:
+            raise ValueError(f"copies: region(s) {extra} are not regions of role {self.role} ({list(role.regions)})")
+        return {r: amis[r] for r in role.regions}
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        fleet = self.fleet()
+        role = self.role_config()
+        release = self.release
+        if isinstance(release, str):
+            release = json.loads(release)
+        if not isinstance(release, Mapping) or "version" not in release or "ami_id" not in release:
+            raise ValueError("release: not a ReleaseImageOperator result. Fix: pass release=<release task>.output")
+        if release.get("role") not in (None, self.role):
+            raise ValueError(f"release: is for role {release.get('role')!r}, not {self.role!r}")
+        version = Version.parse(str(release["version"]), field="release.version")
+        label = version.label
+        home = str(release.get("region") or self.region_name or role.home_region)
+        amis = self._amis(release, role, home)
+        accounts = list(self.accounts if self.accounts is not None else role.share_with_accounts)
+        pointer = fleet.latest_parameter(self.role)
+        version_param = fleet.latest_version_parameter(self.role)
+        hook = self.hook(home)
+        hooks = {region: hook for region in amis}  # one hook: clients per region, one session each
+        account_id = hooks[home].get_account_id()
+
+        # 1. every region's image is ours, verified, this role's, this version's, available; no rival in the log
+        images: dict[str, dict[str, Any]] = {}
+        already = True
+        for region, ami in amis.items():
+            hook = hooks[region]
+            image = hook.describe_image(ami, region)
+            refuse_unless_publishable(image, account_id, self.role)
+            tagged_version = tag_map(image).get(TAG_VERSION)
+            if tagged_version != str(version):
+                raise VersionConflictError(
+                    f"{ami} in {region} is tagged {TAG_VERSION}={tagged_version!r}, not {version}. Fix: run the "
+                    "release and copy tasks of this run first (they tag the images)"
+                )
+            history = hook.parameter_history(pointer, region)
+            raise_on_conflicts(str(version), ami, parameter_claims(history, label, f"{pointer} in {region}"))
+            current = hook.parameter_history(version_param, region)
+            check_not_backwards(current[-1]["Value"] if current else None, version)
+            latest = history[-1] if history else None
+            if not (latest and latest["Value"] == ami and label in (latest.get("Labels") or [])):
+                already = False
+            images[region] = image
+
+        # 2. share (launch permission + snapshots), in every region
+        for region, image in images.items():
+            if accounts:
+                hooks[region].share_image(image, accounts, region)
+                self.log.info("%s: shared %s and its snapshots with %s", region, image["ImageId"], ", ".join(accounts))
+
+        # 3. move the pointers, labelled with the version (the release log)
+        parameters: dict[str, dict[str, int]] = {}
+        for region, ami in amis.items():
+            parameters[region] = {
+                "latest": self._move(hooks[region], region, pointer, ami, label, "aws:ec2:image",
+                                     f"AMI id of the latest published {self.role} image (moved by publish)"),
+                "latest-version": self._move(hooks[region], region, version_param, str(version), label, "text",
+                                             f"Version of the latest published {self.role} image (moved by publish)"),
+            }
+
+        # 4. published-at (kept from the first publish on a re-run)
+        published_at = tag_map(images[home]).get(TAG_PUBLISHED_AT) or _now_iso()
+        run_id = str(context.get("run_id") or "")
+        for region, image in images.items():
+            if TAG_PUBLISHED_AT not in tag_map(image):
+                tags = {TAG_PUBLISHED_AT: published_at}
+                if run_id:
+                    tags[TAG_PUBLISHED_BY] = run_id[:255]
+                hooks[region].tag_image_and_snapshots(image, tags, region)
+
+        notes = release.get("release_notes") or {}
+        extra: dict[str, Any] = {
+            "role": self.role,
+            "version": str(version),
+            "label": label,
+            "previous_version": release.get("previous_version"),
+            "home_region": home,
+            "ami_id": amis[home],
+            "amis": amis,
+            "release_notes": notes.get("summary"),
+            "release_notes_uri": notes.get("markdown_uri"),
+            "published_at": published_at,
+            "already_published": already,
+        }
+        extra = bound_extra(extra)
+        outlet_events = context.get("outlet_events")
+        if outlet_events is not None:
+            for outlet in self.outlets or []:
+                if isinstance(outlet, Asset):
+                    outlet_events[outlet].extra = dict(extra)
+        self.log.info(
+            "published %s %s: %s%s", self.role, version, ", ".join(f"{r}={a}" for r, a in amis.items()),
+            " (already published: nothing moved)" if already else "",
+        )
+        result = {**extra, "parameters": parameters, "shared_with": accounts}
+        _push_keys(context, result)
+        return result
+
+    def _move(
+        self, hook: ImageHook, region: str, name: str, value: str, label: str, data_type: str, description: str
+    ) -> int:
+        """Put ``value`` as a new version of ``name`` (unless it already is the current one) and label it."""
+        current = hook.get_parameter(name, region)
+        history = hook.parameter_history(name, region) if current else []
+        latest = history[-1] if history else None
+        if latest and latest["Value"] == value:
+            number = int(latest["Version"])
+            if label not in (latest.get("Labels") or []):
+                hook.label_parameter_version(name, number, [label], region)
+            self.log.info("%s: %s already %s (version %s, %s)", region, name, value, number, label)
+            return number
+        number = hook.put_parameter(name, value, description, region, data_type=data_type)
+        hook.label_parameter_version(name, number, [label], region)
+        self.log.info("%s: %s = %s (version %s, label %s)", region, name, value, number, label)
+        return number
+
+
+def bound_extra(extra: dict[str, Any], limit: int = ASSET_EXTRA_MAX_BYTES) -> dict[str, Any]:
+    """Shrink the release-notes summary until the extra's JSON fits in ``limit`` bytes."""
+    out = dict(extra)
+    summary = out.get("release_notes")
+    keep = SUMMARY_LIMIT
+    while len(json.dumps(out, default=str)) > limit and isinstance(summary, dict) and keep > 0:
+        keep //= 2
+        summary = dict(summary)
+        for k in ("upgraded", "downgraded", "added", "removed"):
+            rows = summary.get(k)
+            if isinstance(rows, list) and len(rows) > keep:
+                summary[f"{k}_truncated"] = summary.get(f"{k}_truncated", 0) + len(rows) - keep
+                summary[k] = rows[:keep]
+        out["release_notes"] = summary
+    if len(json.dumps(out, default=str)) > limit and isinstance(summary, dict):
+        out["release_notes"] = {"counts": summary.get("counts"), "truncated": True}
+    return out
+
+
+
+__all__ = [
+    "CopyImageToRegionOperator",
+    "PublishReleaseOperator",
+    "ReleaseImageOperator",
+    "image_asset",
+]
