@@ -43,10 +43,19 @@ class PlanSummary:
     launch_templates: tuple[str, ...]
     asgs: tuple[str, ...]
     violations: tuple[Violation, ...]
+    allowed: tuple[Violation, ...] = ()  # changes that pass only because the run allowed them explicitly
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.launch_templates or self.asgs or self.violations)
+        return bool(self.launch_templates or self.asgs or self.violations or self.allowed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "launch_templates": list(self.launch_templates),
+            "asgs": list(self.asgs),
+            "violations": [{"address": v.address, "reason": v.reason} for v in self.violations],
+            "allowed": [{"address": v.address, "reason": v.reason} for v in self.allowed],
+        }
 
 
 def _changed_keys(change: Mapping[str, Any]) -> set[str]:
@@ -79,6 +88,7 @@ def check_plan(
     lts: list[str] = []
     asgs: list[str] = []
     bad: list[Violation] = []
+    ok: list[Violation] = []
     for rc in plan.get("resource_changes") or []:
         addr = rc.get("address", "?")
         change = rc.get("change") or {}
@@ -91,35 +101,37 @@ def check_plan(
             reason = f"would {what} ({'/'.join(actions)})"
             if change.get("replace_paths"):
                 reason += f", forced by {change['replace_paths']}"
-            if not allow_destroy:
-                bad.append(Violation(addr, reason))
+            (ok if allow_destroy else bad).append(Violation(addr, reason))
             continue
         if actions == ["create"]:
-            if not allow_other_changes:
-                bad.append(Violation(addr, "would create a new resource"))
+            (ok if allow_other_changes else bad).append(Violation(addr, "would create a new resource"))
             continue
         if actions != ["update"]:
             bad.append(Violation(addr, f"unexpected actions {actions}"))
             continue
         if rtype == "aws_launch_template":
             extra = _changed_keys(change) - LT_ATTRS
-            if extra and not allow_other_changes:
-                bad.append(Violation(addr, f"launch template update also changes {sorted(extra)}"))
-            else:
+            if extra:
+                v = Violation(addr, f"launch template update also changes {sorted(extra)}")
+                (ok if allow_other_changes else bad).append(v)
+            if not extra or allow_other_changes:
                 lts.append(addr)
         elif rtype == "aws_autoscaling_group":
             extra = _changed_keys(change) - {"launch_template"}
             lt_extra = _asg_lt_changed_keys(change) - ASG_LT_KEYS
-            if (extra or lt_extra) and not allow_other_changes:
-                bad.append(
-                    Violation(addr, f"ASG update changes more than the launch-template version: "
-                              f"{sorted(extra | {f'launch_template.{k}' for k in lt_extra})}")
+            if extra or lt_extra:
+                v = Violation(
+                    addr,
+                    "ASG update changes more than the launch-template version: "
+                    f"{sorted(extra | {f'launch_template.{k}' for k in lt_extra})}",
                 )
-            else:
+                (ok if allow_other_changes else bad).append(v)
+            if not (extra or lt_extra) or allow_other_changes:
                 asgs.append(addr)
-        elif not allow_other_changes:
-            bad.append(Violation(addr, f"would update a {rtype} ({sorted(_changed_keys(change))})"))
-    return PlanSummary(tuple(lts), tuple(asgs), tuple(bad))
+        else:
+            v = Violation(addr, f"would update a {rtype} ({sorted(_changed_keys(change))})")
+            (ok if allow_other_changes else bad).append(v)
+    return PlanSummary(tuple(lts), tuple(asgs), tuple(bad), tuple(ok))
 
 
 def guard_plan(plan: Mapping[str, Any], allow_destroy: bool = False, allow_other_changes: bool = False) -> PlanSummary:

@@ -1,0 +1,494 @@
+"""Apply a published image to a role's AutoScaling groups: Terraform (plan, guard, apply) or the native backend.
+
+* :class:`TerraformApplyOperator` -- ``init``, ``plan -detailed-exitcode -out``, ``show -json``, the plan guard
+  (only launch-template updates and ASG launch-template-version updates pass, unless the run explicitly allows
+  more), ``apply`` of *the saved plan*, ``output -json`` into XCom. No changes: a successful no-op.
+* :class:`NativeLaunchTemplateUpdateOperator` -- for roles whose groups Terraform does not manage
+  (``terraform.backend: native``): a new launch-template version from the current default with the new ImageId,
+  made the default; groups pinned to an explicit version are moved to it. Idempotent.
+* :class:`VerifyAsgLaunchTemplatesOperator` and :func:`verify_asg_images` -- after either backend: every group of
+  the role resolves (``$Default``/``$Latest``/number, mixed-instances overrides too) to a version launching the
+  new AMI, or the task fails naming the groups.
+
+The image defaults to what publish moved: the value of ``<prefix>/<role>/latest`` in the region (or, with
+``version``, that parameter's version labelled ``v<version>``).
+
+Import-light (DAG files import this at parse time): hooks and the Amazon provider are imported inside methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from phoenix_fleet.config import FleetConfig, Role, cached_fleet_config, include_dir
+from phoenix_fleet.release.launch_templates import (
+    AsgTemplateImage,
+    LaunchTemplateCheckError,
+    check_asg_images,
+    template_refs,
+)
+from phoenix_fleet.release.plan_guard import PlanGuardError, check_plan
+from phoenix_fleet.release.publish_rules import parse_bool, refuse_unless_publishable
+from phoenix_fleet.release.versions import Version
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from phoenix_fleet.hooks.image_hook import ImageHook
+    from phoenix_fleet.hooks.terraform_hook import TerraformHook
+
+
+class _RoleMixin:
+    role: str | None
+    config_path: str | None
+
+    def fleet(self) -> FleetConfig:
+        return cached_fleet_config(self.config_path)
+
+    def role_config(self) -> Role:
+        if not self.role:
+            raise ValueError("role: not given. Fix: pass role=<fleet role>")
+        return self.fleet().role(str(self.role))
+
+
+def _empty(value: Any) -> bool:
+    return value in (None, "", "None")
+
+
+def resolve_release_image(
+    hook: ImageHook, fleet: FleetConfig, role: str, region: str, image_id: str | None, version: str | None
+) -> str:
+    """The AMI to apply: ``image_id``; else the ``latest`` pointer's version labelled ``v<version>``; else its value."""
+    if not _empty(image_id):
+        return str(image_id)
+    name = fleet.latest_parameter(role)
+    if not _empty(version):
+        label = Version.parse(str(version), field="version").label
+        found = hook.get_parameter(f"{name}:{label}", region)
+        if found is None:
+            raise ValueError(
+                f"version: {version} was never published for {role} in {region} (no {name}:{label}). "
+                "Fix: publish it first, or pass image_id"
+            )
+        return str(found["Value"])
+    found = hook.get_parameter(name, region)
+    if found is None:
+        raise ValueError(f"{name} does not exist in {region}. Fix: publish an image of {role} first, or pass image_id")
+    return str(found["Value"])
+
+
+def verify_asg_images(
+    hook: ImageHook,
+    image_id: str,
+    *,
+    tags: Mapping[str, str] | None = None,
+    names: Sequence[str] = (),
+    region: str | None = None,
+    allow_empty: bool = False,
+) -> list[AsgTemplateImage]:
+    """Check every selected ASG launches ``image_id`` next; raise :class:`LaunchTemplateCheckError` naming those that don't.
+
+    Returns every launch-template reference, resolved (one per ASG, plus mixed-instances overrides).
+    """
+    asgs = hook.find_asgs(tags=tags, names=names, region=region)
+    if not asgs:
+        if allow_empty:
+            return []
+        raise LaunchTemplateCheckError(
+            image_id, [], [f"<none>: no AutoScaling group matches tags={dict(tags or {})} names={list(names)} in {region}"]
+        )
+    resolved, problems = hook.resolve_asg_images(asgs, region)
+    mismatches = check_asg_images(resolved, image_id)
+    if mismatches or problems:
+        raise LaunchTemplateCheckError(image_id, mismatches, problems)
+    return resolved
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Terraform
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class TerraformApplyOperator(_RoleMixin, BaseOperator):
+    """Plan, guard and apply a Terraform root; outputs into XCom.
+
+    :param role: fleet role: its ``terraform.workdir`` (relative to include/) and ``terraform.allow_destroy``
+    :param workdir: the Terraform root (overrides the role's; relative paths resolve against include/)
+    :param variables: ``-var`` values (e.g. ``{"endpoint": ...}`` for the sandbox); maps and lists go as JSON
+    :param var_files: ``-var-file`` paths (relative to the workdir)
+    :param env: extra environment for Terraform (``TF_VAR_*``; never logged)
+    :param allow_destroy: let destroys and replacements through the guard (default: the role's
+        ``terraform.allow_destroy``, else False). Template it from a run param to allow it for one run.
+    :param allow_other_changes: let creates and other updates through the guard
+    :param lock_timeout: ``-lock-timeout`` (how long to wait for a held state lock)
+    :param state_dir: CLI config and shared plugin cache directory (default ``~/.cache/phoenix-fleet/terraform``)
+    :param data_dir: ``TF_DATA_DIR`` (default: a temporary one per run)
+    :param terraform_timeout: seconds per Terraform command
+    :param kill_grace_seconds: how long ``on_kill`` waits for Terraform to stop after SIGINT
+    :param aws_conn_id: Airflow connection whose credentials (and region, endpoint_url) Terraform gets as ``AWS_*``
+        variables; None: Terraform finds credentials itself (instance role, environment)
+    :param region_name: exported as ``AWS_REGION``/``AWS_DEFAULT_REGION`` when set
+
+    Returns (and pushes under each key) ``{"changed", "workdir", "launch_templates", "asgs", "allowed",
+    "outputs"}``: ``outputs`` is ``{name: value}`` from ``output -json`` (sensitive values replaced).
+    """
+
+    template_fields: Sequence[str] = (
+        "role",
+        "workdir",
+        "variables",
+        "var_files",
+        "env",
+        "allow_destroy",
+        "allow_other_changes",
+        "lock_timeout",
+        "aws_conn_id",
+        "region_name",
+    )
+    template_fields_renderers = {"variables": "json", "env": "json"}
+    ui_color = "#ede0ff"
+
+    def __init__(
+        self,
+        *,
+        role: str | None = None,
+        workdir: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        var_files: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        allow_destroy: bool | str | None = None,
+        allow_other_changes: bool | str = False,
+        lock_timeout: str = "5m",
+        state_dir: str | None = None,
+        data_dir: str | None = None,
+        terraform_timeout: float = 3600,
+        kill_grace_seconds: float = 60,
+        config_path: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.role = role
+        self.workdir = workdir
+        self.variables = dict(variables or {})
+        self.var_files = list(var_files or [])
+        self.env = dict(env or {})
+        self.allow_destroy = allow_destroy
+        self.allow_other_changes = allow_other_changes
+        self.lock_timeout = lock_timeout
+        self.state_dir = state_dir
+        self.data_dir = data_dir
+        self.terraform_timeout = terraform_timeout
+        self.kill_grace_seconds = kill_grace_seconds
+        self.config_path = config_path
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self._hook: TerraformHook | None = None
+
+    def resolve_workdir(self) -> Path:
+        config_path = Path(self.config_path) if self.config_path else None
+        if not _empty(self.workdir):
+            path = Path(str(self.workdir))
+        else:
+            spec = self.role_config().terraform
+            if spec.backend != "terraform" or not spec.workdir:
+                raise ValueError(
+                    f"roles.{self.role}.terraform.backend is {spec.backend!r}: this role is not applied with "
+                    "Terraform. Fix: use NativeLaunchTemplateUpdateOperator for it, or pass workdir"
+                )
+            path = Path(spec.workdir)
+        if not path.is_absolute():
+            path = include_dir(config_path) / path
+        if not path.is_dir():
+            raise FileNotFoundError(f"workdir: {str(path)!r} does not exist. Fix: set roles.{self.role}.terraform.workdir")
+        return path
+
+    def _guard_flags(self) -> tuple[bool, bool]:
+        allow_destroy = self.allow_destroy
+        if _empty(allow_destroy):
+            allow_destroy = self.role_config().terraform.allow_destroy if self.role else False
+        return parse_bool(allow_destroy, "allow_destroy"), parse_bool(self.allow_other_changes, "allow_other_changes")
+
+    def _aws_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if self.region_name:
+            env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = str(self.region_name)
+        if not self.aws_conn_id:
+            return env
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, client_type="sts")
+        creds = hook.get_credentials(region_name=self.region_name)
+        env["AWS_ACCESS_KEY_ID"] = creds.access_key
+        env["AWS_SECRET_ACCESS_KEY"] = creds.secret_key
+        if creds.token:
+            env["AWS_SESSION_TOKEN"] = creds.token
+        region = self.region_name or hook.conn_config.region_name
+        if region:
+            env.setdefault("AWS_REGION", region)
+            env.setdefault("AWS_DEFAULT_REGION", region)
+        endpoint = hook.conn_config.endpoint_url
+        if endpoint:
+            env["AWS_ENDPOINT_URL"] = endpoint
+        return env
+
+    def make_hook(self, workdir: Path) -> TerraformHook:
+        from phoenix_fleet.hooks.terraform_hook import TerraformHook
+
+        return TerraformHook(
+            workdir,
+            variables=self.variables,
+            var_files=self.var_files,
+            env={**self._aws_env(), **{k: str(v) for k, v in self.env.items()}},
+            lock_timeout=self.lock_timeout,
+            state_dir=self.state_dir,
+            data_dir=self.data_dir,
+            timeout=self.terraform_timeout,
+            kill_grace_seconds=self.kill_grace_seconds,
+            line_logger=lambda line: self.log.info("terraform: %s", line),
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from phoenix_fleet.hooks.terraform_hook import output_values
+
+        workdir = self.resolve_workdir()
+        allow_destroy, allow_other = self._guard_flags()
+        hook = self._hook = self.make_hook(workdir)
+        try:
+            hook.init()
+            plan_file = hook.scratch_dir() / "release.tfplan"
+            changed = hook.plan(plan_file)
+            summary = None
+            if changed:
+                plan = hook.show_json(plan_file)
+                summary = check_plan(plan, allow_destroy=allow_destroy, allow_other_changes=allow_other)
+                for v in summary.allowed:
+                    self.log.warning("allowed by this run only: %s: %s", v.address, v.reason)
+                if summary.violations:
+                    raise PlanGuardError(list(summary.violations))
+                if not summary.has_changes:
+                    self.log.info("the plan changes no resources (outputs only): applying it")
+                self.log.info(
+                    "plan guard passed: launch templates %s; ASGs %s",
+                    list(summary.launch_templates) or "-",
+                    list(summary.asgs) or "-",
+                )
+                hook.apply_plan(plan_file)
+            else:
+                self.log.info("no changes: the infrastructure already matches (nothing applied)")
+            outputs = output_values(hook.output_json())
+        finally:
+            hook.cleanup()
+            self._hook = None
+        result = {
+            "changed": changed,
+            "workdir": str(workdir),
+            "launch_templates": list(summary.launch_templates) if summary else [],
+            "asgs": list(summary.asgs) if summary else [],
+            "allowed": summary.to_dict()["allowed"] if summary else [],
+            "outputs": outputs,
+        }
+        ti = context.get("ti")
+        if ti is not None:
+            for key, value in result.items():
+                ti.xcom_push(key=key, value=value)
+        return result
+
+    def on_kill(self) -> None:
+        hook = self._hook
+        if hook is not None:
+            hook.interrupt()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Native backend and the post-apply check
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _AsgImageOperator(_RoleMixin, BaseOperator):
+    template_fields: Sequence[str] = ("role", "image_id", "version", "asg_names", "aws_conn_id", "region_name")
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        image_id: str | None = None,
+        version: str | None = None,
+        asg_names: Sequence[str] | None = None,
+        asg_tags: Mapping[str, str] | None = None,
+        config_path: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.role = role
+        self.image_id = image_id
+        self.version = version
+        self.asg_names = list(asg_names) if asg_names is not None else None
+        self.asg_tags = dict(asg_tags) if asg_tags is not None else None
+        self.config_path = config_path
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+
+    def region(self) -> str:
+        return str(self.region_name or self.role_config().home_region)
+
+    def hook(self) -> ImageHook:
+        from phoenix_fleet.hooks.image_hook import ImageHook
+
+        return ImageHook(aws_conn_id=self.aws_conn_id, region_name=self.region())
+
+    def selector(self) -> tuple[dict[str, str], list[str]]:
+        """(tags, names): explicit ``asg_names``/``asg_tags`` win over the role's ``asgs`` selector."""
+        sel = self.role_config().asgs
+        if self.asg_names is not None or self.asg_tags is not None:
+            return dict(self.asg_tags or {}), list(self.asg_names or [])
+        return dict(sel.tags), list(sel.names)
+
+    def image(self, hook: ImageHook) -> str:
+        return resolve_release_image(hook, self.fleet(), str(self.role), self.region(), self.image_id, self.version)
+
+
+class VerifyAsgLaunchTemplatesOperator(_AsgImageOperator):
+    """Fail unless every ASG of the role launches the new AMI next (after Terraform or the native backend).
+
+    :param role: fleet role (its ``asgs`` selector; ``asg_names``/``asg_tags`` override it)
+    :param image_id: the AMI expected (default: the role's ``latest`` pointer in the region, or ``version``'s)
+    :param version: a published version to expect instead of the current pointer
+    :param allow_empty: pass when no ASG matches (default: fail, a rollout to nothing is suspicious)
+
+    Returns ``{"image_id", "region", "asgs": [{"asg_name", "launch_template_id", "launch_template_name", "version",
+    "resolved_version", "image_id", "where"}]}``.
+    """
+
+    ui_color = "#e0f7fa"
+
+    def __init__(self, *, allow_empty: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.allow_empty = allow_empty
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = self.hook()
+        region = self.region()
+        image_id = self.image(hook)
+        tags, names = self.selector()
+        resolved = verify_asg_images(hook, image_id, tags=tags, names=names, region=region, allow_empty=self.allow_empty)
+        for r in resolved:
+            self.log.info(
+                "%s: %s version %s -> %s launches %s", r.asg_name, r.template_name or r.template_id,
+                r.spec_version, r.resolved_version, r.image_id,
+            )
+        self.log.info("%d AutoScaling group(s) launch %s", len({r.asg_name for r in resolved}), image_id)
+        return {"image_id": image_id, "region": region, "asgs": [r.to_dict() for r in resolved]}
+
+
+class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
+    """Move the launch templates of the role's ASGs to the new AMI without Terraform.
+
+    For each launch template any selected ASG uses: unless its default version already launches the AMI, create a
+    version from the default (``SourceVersion``) with only ``ImageId`` changed and make it the default (a newest
+    version that already has the AMI, left by an interrupted run, is made the default instead of creating another).
+    Groups that pin an explicit version number are moved to the new default (``move_pinned_asgs``); ``$Default``
+    and ``$Latest`` groups follow by themselves. Then :func:`verify_asg_images` (``verify=True``).
+
+    The AMI must be ours and verified (``phoenix:verified=true``), like everything that is rolled out.
+
+    Returns ``{"image_id", "region", "launch_templates": [{"id", "name", "from_version", "version", "changed"}],
+    "moved_asgs": [...], "asgs": [verified references]}``.
+    """
+
+    ui_color = "#e0f7fa"
+
+    def __init__(self, *, move_pinned_asgs: bool = True, verify: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.move_pinned_asgs = move_pinned_asgs
+        self.verify = verify
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = self.hook()
+        region = self.region()
+        image_id = self.image(hook)
+        refuse_unless_publishable(hook.describe_image(image_id, region), hook.get_account_id(), str(self.role))
+        tags, names = self.selector()
+        asgs = hook.find_asgs(tags=tags, names=names, region=region)
+        if not asgs:
+            raise LaunchTemplateCheckError(
+                image_id, [], [f"<none>: no AutoScaling group matches tags={tags} names={names} in {region}"]
+            )
+        description = f"phoenix-fleet {self.role}: {image_id}" + (f" ({self.version})" if not _empty(self.version) else "")
+
+        templates: dict[str, dict[str, Any]] = {}
+        for asg in asgs:
+            refs, problems = template_refs(asg)
+            if problems:
+                raise LaunchTemplateCheckError(image_id, [], problems)
+            for ref in refs:
+                lt = hook.describe_launch_template(ref.template_id, ref.template_name, region)
+                templates.setdefault(lt["LaunchTemplateId"], lt)
+
+        moved_templates = []
+        new_default: dict[str, int] = {}
+        for lt_id, lt in sorted(templates.items()):
+            default_no, latest_no = int(lt["DefaultVersionNumber"]), int(lt["LatestVersionNumber"])
+            default = hook.launch_template_version(lt_id, default_no, region)
+            entry = {"id": lt_id, "name": lt.get("LaunchTemplateName"), "from_version": default_no}
+            if (default.get("LaunchTemplateData") or {}).get("ImageId") == image_id:
+                self.log.info("%s: default version %s already launches %s", lt.get("LaunchTemplateName"), default_no, image_id)
+                entry.update(version=default_no, changed=False)
+            else:
+                latest = hook.launch_template_version(lt_id, latest_no, region) if latest_no != default_no else None
+                if latest is not None and (latest.get("LaunchTemplateData") or {}).get("ImageId") == image_id:
+                    number = latest_no
+                    self.log.info("%s: newest version %s already launches %s: making it the default", lt_id, number, image_id)
+                else:
+                    number = hook.create_launch_template_version(lt_id, default_no, image_id, description, region)
+                    self.log.info("%s: version %s (from %s) launches %s", lt.get("LaunchTemplateName"), number, default_no, image_id)
+                hook.set_default_launch_template_version(lt_id, number, region)
+                entry.update(version=number, changed=True)
+            new_default[lt_id] = int(entry["version"])
+            moved_templates.append(entry)
+
+        moved_asgs = []
+        for asg in asgs:
+            spec = asg.get("LaunchTemplate") or {}
+            version = str(spec.get("Version") or "$Default")
+            if not spec or version in ("$Default", "$Latest"):
+                continue
+            lt_id = spec.get("LaunchTemplateId") or hook.describe_launch_template(
+                None, spec.get("LaunchTemplateName"), region
+            )["LaunchTemplateId"]
+            target = str(new_default[lt_id])
+            if version == target:
+                continue
+            if not self.move_pinned_asgs:
+                self.log.warning("%s pins version %s (not moved: move_pinned_asgs=False)", asg["AutoScalingGroupName"], version)
+                continue
+            hook.set_asg_launch_template_version(asg["AutoScalingGroupName"], lt_id, target, region)
+            self.log.info("%s: pinned version %s -> %s", asg["AutoScalingGroupName"], version, target)
+            moved_asgs.append(asg["AutoScalingGroupName"])
+
+        resolved: list[AsgTemplateImage] = []
+        if self.verify:
+            resolved = verify_asg_images(hook, image_id, tags=tags, names=names, region=region)
+        return {
+            "image_id": image_id,
+            "region": region,
+            "launch_templates": moved_templates,
+            "moved_asgs": moved_asgs,
+            "asgs": [r.to_dict() for r in resolved],
+        }
+
+
+__all__ = [
+    "NativeLaunchTemplateUpdateOperator",
+    "TerraformApplyOperator",
+    "VerifyAsgLaunchTemplatesOperator",
+    "resolve_release_image",
+    "verify_asg_images",
+]

@@ -1,0 +1,209 @@
+"""The native backend (launch-template versions without Terraform) and the post-apply check, against the sandbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from apply_helpers import asg, bake, fleet_config, launch_template, publish_pointer
+from phoenix_fleet.operators.apply_operators import (
+    NativeLaunchTemplateUpdateOperator,
+    VerifyAsgLaunchTemplatesOperator,
+)
+from phoenix_fleet.release.launch_templates import LaunchTemplateCheckError
+from phoenix_fleet.release.publish_rules import PublishRefusedError
+
+from tests.helpers.airflow_run import make_context, run_task
+
+OLD, NEW = "2026.11.23-1", "2026.11.30-1"
+
+
+@pytest.fixture(autouse=True)
+def moto_honours_source_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto 5.2.5 ignores CreateLaunchTemplateVersion's SourceVersion (the new version holds only the given data).
+
+    AWS starts from the source version and overrides the top-level keys given. Patched here, in this process (the
+    sandbox fixture serves from a thread of it), for these tests; reported for sandbox/moto_patches.py.
+    """
+    import copy
+
+    from moto.ec2.responses.launch_templates import LaunchTemplates
+
+    original = LaunchTemplates.create_launch_template_version
+
+    def create_launch_template_version(self: Any) -> Any:
+        source = self._get_param("SourceVersion")
+        if not source:
+            return original(self)
+        name, tmpl_id = self._get_param("LaunchTemplateName"), self._get_param("LaunchTemplateId")
+        template = (
+            self.ec2_backend.get_launch_template(tmpl_id) if tmpl_id else self.ec2_backend.get_launch_template_by_name(name)
+        )
+        base = copy.deepcopy(template.get_version(source).data)
+        plain = self._get_param
+
+        def get_param(key: str, default: Any = None) -> Any:
+            value = plain(key, default)
+            return {**base, **(value or {})} if key == "LaunchTemplateData" else value
+
+        self._get_param = get_param
+        try:
+            return original(self)
+        finally:
+            del self._get_param
+
+    monkeypatch.setattr(LaunchTemplates, "create_launch_template_version", create_launch_template_version)
+
+
+@pytest.fixture
+def fleet(sandbox_clean: Any, tmp_path: Any) -> dict[str, Any]:
+    """Two templates, four groups: $Default, $Latest, pinned to 1 (sharing template a), and one on template b."""
+    sb = sandbox_clean
+    old = bake(sb, version=OLD)
+    new = bake(sb, version=NEW)
+    publish_pointer(sb, "worker", old, OLD)
+    publish_pointer(sb, "worker", new, NEW)
+    lt_a = launch_template(sb, "sandbox-worker-a", old)
+    lt_b = launch_template(sb, "sandbox-worker-b", old)
+    groups = {
+        asg(sb, "worker-default", lt_a, "$Default"): lt_a,
+        asg(sb, "worker-latest", lt_a, "$Latest"): lt_a,
+        asg(sb, "worker-pinned", lt_a, "1"): lt_a,
+        asg(sb, "worker-b", lt_b, "$Default"): lt_b,
+    }
+    asg(sb, "web-other-role", launch_template(sb, "sandbox-web-a", old), "$Default", role="web")
+    return {"sb": sb, "old": old, "new": new, "lt_a": lt_a, "lt_b": lt_b, "groups": groups, "cfg": fleet_config(tmp_path)}
+
+
+def lt_state(sb: Any, lt_id: str) -> tuple[int, int, str]:
+    ec2 = sb.client("ec2")
+    lt = ec2.describe_launch_templates(LaunchTemplateIds=[lt_id])["LaunchTemplates"][0]
+    default = ec2.describe_launch_template_versions(LaunchTemplateId=lt_id, Versions=[str(lt["DefaultVersionNumber"])])
+    return lt["DefaultVersionNumber"], lt["LatestVersionNumber"], default["LaunchTemplateVersions"][0]["LaunchTemplateData"]["ImageId"]
+
+
+def test_native_backend_moves_the_templates_and_the_groups_follow(fleet):
+    sb, new = fleet["sb"], fleet["new"]
+    op = NativeLaunchTemplateUpdateOperator(task_id="native", role="worker", config_path=fleet["cfg"])
+    result = run_task(op, make_context()).result  # image: the role's latest pointer
+    assert result["image_id"] == new
+    assert sorted((t["name"], t["from_version"], t["version"], t["changed"]) for t in result["launch_templates"]) == [
+        ("sandbox-worker-a", 1, 2, True),
+        ("sandbox-worker-b", 1, 2, True),
+    ]
+    assert result["moved_asgs"] == ["worker-pinned"]
+    assert sorted({a["asg_name"] for a in result["asgs"]}) == sorted(fleet["groups"])
+    for lt_id in (fleet["lt_a"], fleet["lt_b"]):
+        assert lt_state(sb, lt_id) == (2, 2, new)
+    # the new version is the old one with only the image changed
+    data = sb.client("ec2").describe_launch_template_versions(LaunchTemplateId=fleet["lt_a"], Versions=["2"])[
+        "LaunchTemplateVersions"
+    ][0]["LaunchTemplateData"]
+    assert data["InstanceType"] == "t3.small" and data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["TagSpecifications"][0]["Tags"] == [{"Key": "app", "Value": "sandbox-worker-a"}]
+    # the web role's template is untouched
+    web = sb.client("ec2").describe_launch_templates(LaunchTemplateNames=["sandbox-web-a"])["LaunchTemplates"][0]
+    assert web["LatestVersionNumber"] == 1
+
+    # the groups follow: a replacement launched now runs the new image
+    autoscaling, ec2 = sb.client("autoscaling"), sb.client("ec2")
+    for name in fleet["groups"]:
+        group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
+        victim = group["Instances"][0]["InstanceId"]
+        autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=False)
+        group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
+        fresh = [i["InstanceId"] for i in group["Instances"] if i["InstanceId"] != victim]
+        images = {i["ImageId"] for r in ec2.describe_instances(InstanceIds=fresh)["Reservations"] for i in r["Instances"]}
+        assert images == {new}, name
+
+    # idempotent: a second run creates nothing
+    again = run_task(
+        NativeLaunchTemplateUpdateOperator(task_id="native", role="worker", config_path=fleet["cfg"]), make_context()
+    ).result
+    assert [t["changed"] for t in again["launch_templates"]] == [False, False] and again["moved_asgs"] == []
+    for lt_id in (fleet["lt_a"], fleet["lt_b"]):
+        assert lt_state(sb, lt_id) == (2, 2, new)
+
+    # and the check passes on its own too
+    check = run_task(
+        VerifyAsgLaunchTemplatesOperator(task_id="verify", role="worker", config_path=fleet["cfg"]), make_context()
+    ).result
+    assert {a["image_id"] for a in check["asgs"]} == {new}
+    pinned = next(a for a in check["asgs"] if a["asg_name"] == "worker-pinned")
+    assert (pinned["version"], pinned["resolved_version"]) == ("2", 2)
+
+
+def test_the_check_fails_naming_the_groups_that_stay_behind(fleet):
+    op = NativeLaunchTemplateUpdateOperator(
+        task_id="native", role="worker", config_path=fleet["cfg"], move_pinned_asgs=False
+    )
+    with pytest.raises(LaunchTemplateCheckError) as exc:
+        run_task(op, make_context())
+    msg = str(exc.value)
+    assert f"1 AutoScaling group(s) do not launch {fleet['new']}: worker-pinned" in msg
+    assert f"worker-pinned: sandbox-worker-a version 1 (-> 1) launches {fleet['old']}" in msg
+    assert "Fix:" in msg
+
+    verify = VerifyAsgLaunchTemplatesOperator(task_id="verify", role="worker", config_path=fleet["cfg"])
+    with pytest.raises(LaunchTemplateCheckError, match="worker-pinned"):
+        run_task(verify, make_context())
+    # expecting the old version instead: the $Default/$Latest groups are the ones behind now
+    verify_old = VerifyAsgLaunchTemplatesOperator(task_id="v", role="worker", version=OLD, config_path=fleet["cfg"])
+    with pytest.raises(LaunchTemplateCheckError) as exc:
+        run_task(verify_old, make_context())
+    assert "3 AutoScaling group(s)" in str(exc.value)
+    for name in ("worker-default", "worker-latest", "worker-b"):
+        assert name in str(exc.value)
+
+
+def test_an_interrupted_run_is_finished_without_a_second_version(fleet):
+    sb, new, lt_a = fleet["sb"], fleet["new"], fleet["lt_a"]
+    # a previous try created version 2 with the new image and died before making it the default
+    sb.client("ec2").create_launch_template_version(LaunchTemplateId=lt_a, SourceVersion="1", LaunchTemplateData={"ImageId": new})
+    assert lt_state(sb, lt_a) == (1, 2, fleet["old"])
+    result = run_task(
+        NativeLaunchTemplateUpdateOperator(task_id="native", role="worker", config_path=fleet["cfg"]), make_context()
+    ).result
+    entry = next(t for t in result["launch_templates"] if t["id"] == lt_a)
+    assert (entry["version"], entry["changed"]) == (2, True)
+    assert lt_state(sb, lt_a) == (2, 2, new)
+
+
+def test_a_published_version_can_be_applied_by_label(fleet):
+    op = NativeLaunchTemplateUpdateOperator(task_id="n", role="worker", version=OLD, config_path=fleet["cfg"])
+    result = run_task(op, make_context()).result
+    assert result["image_id"] == fleet["old"]
+    assert all(not t["changed"] for t in result["launch_templates"])  # they already launch it
+    with pytest.raises(ValueError, match="2020.01.01-1 was never published"):
+        run_task(
+            NativeLaunchTemplateUpdateOperator(task_id="n", role="worker", version="2020.01.01-1", config_path=fleet["cfg"]),
+            make_context(),
+        )
+
+
+def test_an_unverified_image_is_never_applied(fleet):
+    sb = fleet["sb"]
+    bad = bake(sb, version="2026.11.30-2", verified="false")
+    op = NativeLaunchTemplateUpdateOperator(task_id="n", role="worker", image_id=bad, config_path=fleet["cfg"])
+    with pytest.raises(PublishRefusedError, match="not verified"):
+        run_task(op, make_context())
+    assert lt_state(sb, fleet["lt_a"]) == (1, 1, fleet["old"])
+
+
+def test_no_matching_group_is_an_error(sandbox_clean, tmp_path):
+    ami = bake(sandbox_clean, version=NEW)
+    cfg = fleet_config(tmp_path)
+    with pytest.raises(LaunchTemplateCheckError, match="no AutoScaling group matches"):
+        run_task(VerifyAsgLaunchTemplatesOperator(task_id="v", role="worker", image_id=ami, config_path=cfg), make_context())
+    res = run_task(
+        VerifyAsgLaunchTemplatesOperator(task_id="v", role="worker", image_id=ami, config_path=cfg, allow_empty=True),
+        make_context(),
+    ).result
+    assert res["asgs"] == []
+
+
+def test_template_fields():
+    for cls in (NativeLaunchTemplateUpdateOperator, VerifyAsgLaunchTemplatesOperator):
+        assert set(cls.template_fields) >= {"role", "image_id", "version", "asg_names", "aws_conn_id", "region_name"}
+        op = cls(task_id="x", role="worker")
+        assert op.aws_conn_id == "aws_default" and op.region_name is None

@@ -1,0 +1,281 @@
+"""TerraformHook and TerraformApplyOperator with the real terraform CLI on a tiny root (built-in provider only).
+
+The sandbox fleet (AWS provider, launch templates, ASGs) is applied in tests/e2e/test_apply_terraform.py; here the
+CLI handling is checked fast: plan/show/apply/output, exit codes, the guard, the state lock, SIGINT to the
+process group, streaming and argument handling. Never skipped: without terraform these fail and say so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from phoenix_fleet.hooks.terraform_hook import (
+    TerraformError,
+    TerraformHook,
+    TerraformStateLockedError,
+    output_values,
+    var_args,
+)
+from phoenix_fleet.operators.apply_operators import TerraformApplyOperator
+from phoenix_fleet.release.plan_guard import PlanGuardError
+
+from tests.helpers.airflow_run import make_context
+
+pytestmark = pytest.mark.terraform
+
+ROOT_TF = """
+variable "image" {
+  type = string
+}
+variable "generation" {
+  type    = number
+  default = 1
+}
+variable "groups" {
+  type    = map(object({ role = string }))
+  default = {}
+}
+variable "slow" {
+  type    = bool
+  default = false
+}
+
+resource "terraform_data" "template" {
+  input = var.image
+}
+
+resource "terraform_data" "group" {
+  triggers_replace = [var.generation]
+}
+
+resource "terraform_data" "slow" {
+  count = var.slow ? 1 : 0
+  input = var.image
+  provisioner "local-exec" {
+    command = "echo phoenix-slow-started; sleep 60"
+  }
+}
+
+output "image" {
+  value = terraform_data.template.output
+}
+output "roles" {
+  value = { for k, g in var.groups : k => g.role }
+}
+output "secret" {
+  value     = "s3cr3t"
+  sensitive = true
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def terraform_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CLI config (and plugin cache) for every Terraform test of the session."""
+    if shutil.which("terraform") is None:
+        pytest.fail("terraform is not on PATH: the Terraform tests must run (never skipped).", pytrace=False)
+    return tmp_path_factory.mktemp("tf-cli")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "root"
+    path.mkdir()
+    (path / "main.tf").write_text(ROOT_TF)
+    return path
+
+
+def hook(root: Path, state_dir: Path, lines: list[str] | None = None, **kwargs: Any) -> TerraformHook:
+    kwargs.setdefault("variables", {"image": "ami-1"})
+    return TerraformHook(
+        root, state_dir=state_dir, line_logger=(lines.append if lines is not None else None), **kwargs
+    )
+
+
+def test_plan_show_apply_output_and_no_op(root, terraform_state_dir):
+    lines: list[str] = []
+    h = hook(root, terraform_state_dir, lines, variables={"image": "ami-1", "groups": {"web-a": {"role": "web"}}})
+    h.init()
+    plan = h.scratch_dir() / "p.tfplan"
+    assert h.plan(plan) is True  # exit 2
+    shown = h.show_json(plan)
+    assert sorted(rc["address"] for rc in shown["resource_changes"]) == ["terraform_data.group", "terraform_data.template"]
+    h.apply_plan(plan)
+    outputs = h.output_json()
+    assert output_values(outputs) == {"image": "ami-1", "roles": {"web-a": "web"}, "secret": "<sensitive>"}
+    assert any("Apply complete!" in line for line in lines)  # streamed into the log, line by line
+    # the same again: no changes (exit 0)
+    assert h.plan(h.scratch_dir() / "again.tfplan") is False
+    assert (root / "terraform.tfstate").exists() and not (root / ".terraform").exists()  # TF_DATA_DIR is private
+    h.cleanup()
+
+
+def test_a_stale_saved_plan_is_not_applied(root, terraform_state_dir):
+    h = hook(root, terraform_state_dir)
+    h.init()
+    plan = h.scratch_dir() / "p.tfplan"
+    h.plan(plan)
+    other = hook(root, terraform_state_dir, variables={"image": "ami-2"})
+    other.init()
+    other.plan(other.scratch_dir() / "o.tfplan")
+    other.apply_plan(other.scratch_dir() / "o.tfplan")
+    with pytest.raises(TerraformError, match="stale"):
+        h.apply_plan(plan)
+
+
+def test_a_held_state_lock_is_a_clear_error(root, terraform_state_dir):
+    h = hook(root, terraform_state_dir, lock_timeout="1s")
+    h.init()
+    h.apply_plan(_plan(h))
+    with open(root / "terraform.tfstate", "r+") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what another terraform holding the lock does
+        started = time.monotonic()
+        with pytest.raises(TerraformStateLockedError, match=r"state lock .* is held by someone else .*within 1s.*force-unlock"):
+            h.plan(h.scratch_dir() / "locked.tfplan")
+        assert time.monotonic() - started < 30
+    assert h.plan(h.scratch_dir() / "free.tfplan") is False  # released: fine again
+
+
+def _plan(h: TerraformHook) -> Path:
+    plan = h.scratch_dir() / "first.tfplan"
+    h.plan(plan)
+    return plan
+
+
+def test_interrupt_sends_sigint_to_the_process_group(root, terraform_state_dir):
+    lines: list[str] = []
+    h = hook(root, terraform_state_dir, lines, variables={"image": "ami-1", "slow": True}, kill_grace_seconds=30)
+    h.init()
+    plan = _plan(h)
+    errors: list[BaseException] = []
+
+    def apply() -> None:
+        try:
+            h.apply_plan(plan)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=apply)
+    started = time.monotonic()
+    t.start()
+    deadline = time.monotonic() + 60
+    while not any("phoenix-slow-started" in line for line in lines):
+        assert time.monotonic() < deadline, "\n".join(lines)
+        time.sleep(0.1)
+    pid = h._proc.pid if h._proc else None
+    assert pid is not None and os.getpgid(pid) == pid  # its own process group
+    assert h.interrupt() is True
+    t.join(60)
+    assert not t.is_alive()
+    assert time.monotonic() - started < 45  # the 60 s sleep (same group) was interrupted too
+    assert errors and isinstance(errors[0], TerraformError) and "interrupted" in str(errors[0])
+    assert any("Interrupt received" in line or "interrupt" in line.lower() for line in lines)
+    # Terraform stopped gracefully: the state is written and the lock released
+    assert not (root / ".terraform.tfstate.lock.info").exists()
+
+
+def test_arguments_are_lists_and_vars_are_hcl(root, terraform_state_dir):
+    h = hook(root, terraform_state_dir)
+    with pytest.raises(TypeError, match="list of arguments"):
+        h.run("plan -out x")  # type: ignore[arg-type]
+    assert var_args({"image": "ami-1", "n": 2, "m": {"a": {"role": "web"}}, "on": True}) == [
+        "-var", "image=ami-1", "-var", "n=2", "-var", 'm={"a": {"role": "web"}}', "-var", "on=true",
+    ]
+    with pytest.raises(ValueError, match="not a Terraform variable name"):
+        var_args({"bad name": 1})
+    with pytest.raises(ValueError, match="lock_timeout"):
+        hook(root, terraform_state_dir, lock_timeout="forever")
+
+
+def test_failures_carry_the_output(root, terraform_state_dir):
+    h = hook(root, terraform_state_dir, variables={"image": "ami-1", "generation": "not-a-number"})
+    h.init()
+    with pytest.raises(TerraformError, match=r"terraform plan failed \(exit 1\)") as exc:
+        h.plan(h.scratch_dir() / "p.tfplan")
+    assert "generation" in str(exc.value)
+
+
+def test_operator_applies_guards_and_no_ops(root, terraform_state_dir):
+    def op(**kwargs: Any) -> TerraformApplyOperator:
+        kwargs.setdefault("variables", {"image": "ami-1"})
+        return TerraformApplyOperator(
+            task_id="apply", workdir=str(root), state_dir=str(terraform_state_dir), aws_conn_id=None, **kwargs
+        )
+
+    # a first apply creates resources: refused unless creates are allowed
+    with pytest.raises(PlanGuardError, match=r"terraform_data.group: would create a new resource"):
+        op().execute(make_context())
+    ctx = make_context()
+    first = op(allow_other_changes="True").execute(ctx)  # templated params arrive as strings
+    assert first["changed"] is True and first["outputs"]["image"] == "ami-1"
+    assert [a["address"] for a in first["allowed"]] == ["terraform_data.group", "terraform_data.template"]
+    assert ctx["ti"].xcom["outputs"] == first["outputs"]
+
+    # nothing to do: a successful no-op
+    assert op().execute(make_context()) == {
+        "changed": False,
+        "workdir": str(root),
+        "launch_templates": [],
+        "asgs": [],
+        "allowed": [],
+        "outputs": {"image": "ami-1", "roles": {}, "secret": "<sensitive>"},
+    }
+
+    # a replacement is refused, naming the address; nothing is applied
+    with pytest.raises(PlanGuardError) as exc:
+        op(variables={"image": "ami-1", "generation": 2}).execute(make_context())
+    assert "terraform_data.group: would replace (delete/create)" in str(exc.value)
+    assert "triggers_replace" in str(exc.value)
+    # an update of something else than a launch template is refused too
+    with pytest.raises(PlanGuardError, match=r"terraform_data.template: would update a terraform_data"):
+        op(variables={"image": "ami-2"}).execute(make_context())
+    assert op().execute(make_context())["changed"] is False  # still as first applied
+
+    # explicitly allowed for one run
+    done = op(variables={"image": "ami-1", "generation": 2}, allow_destroy=True).execute(make_context())
+    assert done["changed"] is True and done["allowed"][0]["address"] == "terraform_data.group"
+
+
+def test_operator_template_fields_and_workdir_from_role(tmp_path):
+    fields = set(TerraformApplyOperator.template_fields)
+    assert fields >= {"workdir", "variables", "env", "allow_destroy", "aws_conn_id", "region_name"}
+    op = TerraformApplyOperator(task_id="a")
+    assert op.aws_conn_id == "aws_default" and op.region_name is None
+    include = tmp_path / "include"
+    (include / "terraform" / "envs" / "x").mkdir(parents=True)
+    cfg = include / "fleet.yaml"
+    import yaml
+
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "artifacts_bucket": "phoenix-fleet-artifacts",
+                "roles": {
+                    r: {
+                        "env": "sandbox",
+                        "image": {"packer_template": "p", "base_ami": {"name": "n-*", "owners": ["self"]}},
+                        "asgs": {"tags": {"phoenix:role": r}},
+                        "regions": ["us-east-1"],
+                        "terraform": t,
+                    }
+                    for r, t in {
+                        "web": {"backend": "terraform", "workdir": "terraform/envs/x", "allow_destroy": True},
+                        "worker": {"backend": "native"},
+                    }.items()
+                },
+            }
+        )
+    )
+    web = TerraformApplyOperator(task_id="a", role="web", config_path=str(cfg))
+    assert web.resolve_workdir() == include / "terraform" / "envs" / "x"
+    assert web._guard_flags() == (True, False)
+    with pytest.raises(ValueError, match="backend is 'native'"):
+        TerraformApplyOperator(task_id="a", role="worker", config_path=str(cfg)).resolve_workdir()
