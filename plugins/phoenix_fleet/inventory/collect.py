@@ -28,9 +28,11 @@ Snapshot shape (``SNAPSHOT_FORMAT``)::
      "asgs": [{"name", "desired", "min", "max", "launch_template": {"id", "name", "version"} | null,
                "tags": {...}, "instances": [{"id", "lifecycle", "health", "protected"}]}],
      "launch_templates": {"<lt id>": {"name", "default_version", "latest_version", "versions": {"<n>": ami}}},
+     "launch_configurations": {"<name>": "<ami id>"},   # only those ASGs still use
      "images": {"<ami id>": {"name", "owner_id", "ours", "state", "public", "creation_date",
                              "deprecation_time", "tags": {...}, "snapshot_ids": [...]}},
      "missing_images": ["<ami id>", ...],     # referenced, but DescribeImages does not know them (deregistered)
+     "incomplete": ["<what the sweep could not see completely>"],   # ami_retention refuses to act then
      "ssm": {"<role>": {"latest": "<ami id>" | null, "latest_version": "<version>" | null}},
      "stats": {"calls": {"ec2:DescribeInstances": n, ...}, "pages": {...}, "items": {...},
                "seconds": s, "notes": ["<degradations, e.g. an API the endpoint lacks>"]}}
@@ -185,12 +187,15 @@ def collect_region(
         "images": {},
         "missing_images": [],
         "ssm": {},
+        "incomplete": [],
         "stats": stats,
     }
     with counter.attached(ec2, autoscaling, ssm):
         snapshot["instances"] = _instances(ec2, stats, sizes["instances"])
         snapshot["asgs"] = _asgs(autoscaling, stats, sizes["asgs"])
-        snapshot["launch_templates"] = _launch_templates(ec2, snapshot["asgs"], stats, sizes["lt_versions"], lg)
+        snapshot["launch_templates"] = _launch_templates(
+            ec2, snapshot["asgs"], stats, sizes["lt_versions"], lg, snapshot["incomplete"]
+        )
         snapshot["launch_configurations"] = _launch_configurations(autoscaling, snapshot["asgs"], stats)
         snapshot["ssm"] = _pointers(ssm, ssm_prefix, stats, sizes["parameters"])
         images, missing = _images(ec2, snapshot, stats, sizes["images"], lg)
@@ -303,7 +308,7 @@ def _image_of(version: Mapping[str, Any]) -> str | None:
 
 
 def _launch_templates(
-    ec2: Any, asgs: list[dict[str, Any]], stats: dict[str, Any], page_size: int, lg: Any
+    ec2: Any, asgs: list[dict[str, Any]], stats: dict[str, Any], page_size: int, lg: Any, incomplete: list[str]
 ) -> dict[str, dict[str, Any]]:
     templates: dict[str, dict[str, Any]] = {}
     by_name: dict[str, str] = {}
@@ -324,24 +329,32 @@ def _launch_templates(
 
     # Default and latest of every template, in two id-less paginated listings.
     pages = _Pages(stats, "lt_versions")
-    for alias in ("$Default", "$Latest"):
-        seen = 0
-        truncated_suspect = False
-        for page in pages(ec2, "describe_launch_template_versions", "LaunchTemplateVersions", page_size, Versions=[alias]):
+
+    def listing(alias: str, size: int) -> bool:
+        """List ``alias`` of every template; True if the last page was full and had no NextToken."""
+        full_without_token = False
+        for page in pages(ec2, "describe_launch_template_versions", "LaunchTemplateVersions", size, Versions=[alias]):
             got = page.get("LaunchTemplateVersions", [])
-            seen += len(got)
             for v in got:
                 record(v, alias)
-            truncated_suspect = len(got) >= page_size and not page.get("NextToken")
-        if truncated_suspect:
-            # AWS returns a NextToken; an endpoint that silently truncates (moto 5.2.5 does for id-less
-            # listings) is caught below: templates the ASGs use but the listing missed are asked for by id.
-            lg.info(
-                "inventory: DescribeLaunchTemplateVersions(%s) returned a full page (%d) without NextToken: "
-                "treating it as possibly truncated; templates the ASGs use are completed by id",
-                alias,
-                seen,
-            )
+            full_without_token = len(got) >= size and not page.get("NextToken")
+        return full_without_token
+
+    for alias in ("$Default", "$Latest"):
+        if not listing(alias, page_size):
+            continue
+        # A full last page without NextToken: AWS would have said if more followed, but an endpoint that
+        # silently truncates (moto 5.2.5 does for id-less listings) looks the same. One page size smaller tells
+        # them apart: AWS then paginates; a truncating endpoint stops at the smaller size again.
+        if page_size > 1 and not listing(alias, page_size - 1):
+            continue
+        note = (
+            f"DescribeLaunchTemplateVersions({alias}) was truncated without a NextToken: templates that no ASG uses "
+            "may be missing (the ASGs' templates are completed by id; ami_retention will not act on this region)"
+        )
+        stats["notes"].append(note)
+        incomplete.append(f"launch template {alias} listing truncated")
+        lg.warning("inventory: %s", note)
 
     # What the ASGs use that the listings did not bring: pinned version numbers (and, for a template the
     # listings missed, its aliases). One call per template.

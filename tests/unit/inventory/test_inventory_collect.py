@@ -121,7 +121,18 @@ def test_a_silently_truncated_listing_is_completed_by_template_id(sandbox_clean:
     for t in names.values():
         assert t["default_version"] is not None and t["latest_version"] is not None
         assert t["versions"][str(t["default_version"])] and t["versions"][str(t["latest_version"])]
-    assert "possibly truncated" in caplog.text
+    assert "truncated without a NextToken" in caplog.text
+    assert snap["incomplete"] == ["launch template $Default listing truncated", "launch template $Latest listing truncated"]
+    # page size 2, then 1 to tell truncation from an exact fit, for each alias; then the one template missed, by id
+    assert snap["stats"]["calls"]["ec2:DescribeLaunchTemplateVersions"] == 4 + 1
+
+
+def test_an_exact_full_page_is_not_mistaken_for_truncation(sandbox_clean: Any) -> None:
+    """Three templates, page size 3: a full page without NextToken. One size smaller paginates on AWS, but moto
+    truncates again; a template count that is not a multiple avoids the doubt altogether."""
+    F.build_fleet(sandbox_clean)
+    snap = collect_region(*F.clients(sandbox_clean), F.REGION, page_sizes={"lt_versions": 4})
+    assert snap["incomplete"] == [] and snap["stats"]["calls"]["ec2:DescribeLaunchTemplateVersions"] == 2
 
 
 # ------------------------------------------------------------------------ scripted clients (no AWS at all)

@@ -1,0 +1,88 @@
+"""
+### ami_retention
+
+Weekly clean-up of superseded AMIs, per role (mapped): **keep the newest `keep_versions` versions** (the role's
+`keep_versions` in `include/fleet.yaml`, 5 by default) **and every AMI in use**, deprecate the rest, and delete
+them after a grace period.
+
+In use means: an instance in any state but terminated (in an ASG or not, in any region of the role); a
+launch-template version an ASG uses, and every template's `$Default` and `$Latest`; the SSM
+`/phoenix/images/<role>/latest` pointer's value and the version `latest-version` names. A version in use in one
+region is kept in all. Releases at or after the latest pointer (in flight) are kept.
+
+1. **deprecate**: EnableImageDeprecation where the endpoint has it (moto lacks it: a log line says so), and the
+   tag `phoenix:deprecated-at`;
+2. after `grace_days` since deprecation: sweep again, ask DescribeImageReferences, then **deregister** and delete
+   the AMI's snapshots;
+3. an AMI that is needed again (e.g. the pointer rolled back to it) is un-deprecated.
+
+**dry_run** logs what would be deprecated and deleted, and why the rest stays, and changes nothing. See
+docs/inventory.md.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from phoenix_fleet.operators.retention_operators import AmiRetentionOperator
+
+
+@dag(
+    dag_id="ami_retention",
+    schedule="0 5 * * 0",
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["phoenix-fleet", "inventory", "retention"],
+    doc_md=__doc__,
+    render_template_as_native_obj=True,
+    default_args={"owner": "platform", "retries": 1, "retry_delay": pendulum.duration(minutes=10)},
+    params={
+        "roles": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="Only these roles (empty: every role in include/fleet.yaml).",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            description="Only log what would be deprecated and deleted; change nothing.",
+        ),
+        "keep_versions": Param(
+            0,
+            type="integer",
+            minimum=0,
+            maximum=100,
+            description="Versions to keep besides those in use (0: each role's keep_versions, 5 by default).",
+        ),
+        "grace_days": Param(
+            14,
+            type="integer",
+            minimum=0,
+            maximum=365,
+            description="Days an AMI stays deprecated before it is deregistered and its snapshots deleted.",
+        ),
+    },
+)
+def ami_retention():
+    @task
+    def roles(params: dict | None = None) -> list[str]:
+        from phoenix_fleet.config import load_fleet_config
+
+        cfg = load_fleet_config()
+        wanted = [r for r in (params or {}).get("roles") or [] if r]
+        for name in wanted:
+            cfg.role(name)  # unknown role: the error names it and the fix
+        return wanted or sorted(cfg.roles)
+
+    AmiRetentionOperator.partial(
+        task_id="retention",
+        aws_conn_id="aws_default",
+        keep_versions="{{ params.keep_versions }}",
+        grace_days="{{ params.grace_days }}",
+        dry_run="{{ params.dry_run }}",
+    ).expand(role=roles())
+
+
+ami_retention()

@@ -1,0 +1,91 @@
+"""
+### fleet_inventory
+
+Nightly inventory of the fleet: **what AMI version every server runs, how old it is, and what drifted.**
+
+1. `regions` lists every region of every role in `include/fleet.yaml` (or the `regions` Param);
+2. `collect` (mapped, one task per region) makes one paginated sweep: DescribeInstances, DescribeAutoScalingGroups,
+   DescribeLaunchTemplateVersions (`$Default`/`$Latest` and pinned versions), DescribeImages (ours, including
+   deprecated and disabled, plus every referenced image) and the SSM `latest` pointers;
+3. `report` joins them into one report (rows per instance; summaries per ASG and role; drift: launch templates
+   behind the latest version, instances behind their launch template; AMIs that are not ours) and writes
+   `report.json` (schema `phoenix-inventory-report/1`), `report.csv` and a self-contained `report.html` to
+   `s3://<artifacts_bucket>/inventory/<date>/` (and `inventory/latest/`) and to `$PHOENIX_REPORT_DIR/inventory/`.
+   It emits the Asset `phoenix_fleet_inventory` (`x-phoenix://inventory/fleet`) with extra
+   `{stale, instances, behind_latest, asgs_drifted, path, s3_uri}`; fleet_max_age consumes it;
+4. `notify` sends the summary to SNS (`sns_topic_arn` Param, `$PHOENIX_INVENTORY_SNS_TOPIC_ARN`, or the config's
+   environment topic), or logs it.
+
+The latest report is also a page of the Airflow UI: **Browse → Fleet inventory** (plugin `phoenix_fleet`).
+A server is *stale* when it is older than `max_age_days` (14 by default, per role in the config). See
+docs/inventory.md.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from phoenix_fleet.operators.inventory_operators import (
+    BuildInventoryReportOperator,
+    CollectInventoryOperator,
+    InventoryNotifyOperator,
+)
+
+
+@dag(
+    dag_id="fleet_inventory",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["phoenix-fleet", "inventory"],
+    doc_md=__doc__,
+    render_template_as_native_obj=True,
+    default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(minutes=5)},
+    params={
+        "regions": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="Only these regions (empty: every region of every role in include/fleet.yaml).",
+        ),
+        "max_age_days": Param(
+            0,
+            type="integer",
+            minimum=0,
+            maximum=365,
+            description="Max age in days for this run, for every role (0: the fleet config's, 14 by default).",
+        ),
+        "write_s3": Param(
+            True,
+            type="boolean",
+            description="Also write the report to s3://<artifacts_bucket>/inventory/ (the local copy is always written).",
+        ),
+        "sns_topic_arn": Param(
+            "",
+            type="string",
+            description="SNS topic for the summary (empty: $PHOENIX_INVENTORY_SNS_TOPIC_ARN or the config's; else log only).",
+        ),
+    },
+)
+def fleet_inventory():
+    @task
+    def regions(params: dict | None = None) -> list[str]:
+        from phoenix_fleet.config import load_fleet_config
+        from phoenix_fleet.inventory.report import fleet_regions
+
+        return fleet_regions(load_fleet_config(), (params or {}).get("regions"))
+
+    collect = CollectInventoryOperator.partial(task_id="collect", aws_conn_id="aws_default").expand(
+        region_name=regions()
+    )
+    report = BuildInventoryReportOperator(
+        task_id="report",
+        snapshots=collect.output,
+        max_age_days="{{ params.max_age_days }}",
+        write_s3="{{ params.write_s3 }}",
+    )
+    InventoryNotifyOperator(task_id="notify", summary=report.output, sns_topic_arn="{{ params.sns_topic_arn }}")
+
+
+fleet_inventory()
