@@ -1,0 +1,182 @@
+"""PackerBuildOperator against the Packer double and the sandbox: build, reuse, pending, failed, on_kill."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from bake_support import REPO, make_image, tag_map
+from phoenix_fleet.operators.bake_operators import PackerBuildOperator, manifest_key, packages_key
+
+from tests.helpers.airflow_run import make_context, run_task
+
+VERSION = "2026.11.30-1"
+NAME = f"phoenix-web-{VERSION}"
+
+
+def _op(**kwargs: Any) -> PackerBuildOperator:
+    kwargs.setdefault("task_id", "bake")
+    kwargs.setdefault("role", "web")
+    kwargs.setdefault("version", VERSION)
+    kwargs.setdefault("git_sha", "abc1234")
+    kwargs.setdefault("poll_interval", 0)
+    kwargs.setdefault("tag_grace_seconds", 0)
+    return PackerBuildOperator(**kwargs)
+
+
+def _images(ec2: Any) -> list[dict[str, Any]]:
+    by_name = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [NAME]}])["Images"]
+    return sorted(by_name, key=lambda i: i["ImageId"])
+
+
+def _builds(packer_env: Any) -> int:
+    return sum(1 for argv in packer_env.invocations() if argv and argv[0] == "build")
+
+
+def test_template_fields():
+    assert set(PackerBuildOperator.template_fields) == {
+        "role", "version", "template", "git_sha", "build_run", "extra_vars", "subnet_id", "ami_name",
+        "artifacts_bucket", "aws_conn_id", "region_name",
+    }
+
+
+def test_bake_builds_tags_and_uploads(seeded, packer_env, sandbox_clean):
+    ctx = make_context(run_id="scheduled__2026-11-30T03:00:00+00:00")
+    record = run_task(_op(), ctx)
+    out = record.result
+    ec2, s3 = sandbox_clean.client("ec2"), sandbox_clean.client("s3")
+
+    (image,) = _images(ec2)
+    assert out["ami_id"] == image["ImageId"] and out["reused"] is False
+    assert out["artifacts"] == {"us-east-1": image["ImageId"]} and out["region"] == "us-east-1"
+    tags = tag_map(image)
+    assert tags["phoenix:role"] == "web" and tags["phoenix:version"] == VERSION
+    assert tags["phoenix:source-ami"] == seeded["base_ami"]["id"] == out["source_ami"]
+    assert tags["phoenix:build-run"] == "scheduled__2026-11-30T03:00:00+00:00" == out["build_run"]
+    assert tags["phoenix:git-sha"] == "abc1234" and tags["phoenix:verified"] == "false"
+    assert out["manifest"]["artifact_id"] == f"us-east-1:{image['ImageId']}"
+
+    assert out["bucket"] == "phoenix-fleet-artifacts"
+    assert out["manifest_s3_key"] == manifest_key("web", VERSION) == f"images/web/{VERSION}/manifest-web-{VERSION}.json"
+    assert out["packages_s3_key"] == packages_key("web", VERSION) == f"images/web/{VERSION}/packages-web-{VERSION}.tsv"
+    manifest = json.loads(s3.get_object(Bucket=out["bucket"], Key=out["manifest_s3_key"])["Body"].read())
+    assert manifest["builds"][-1]["artifact_id"] == out["manifest"]["artifact_id"]
+    packages = s3.get_object(Bucket=out["bucket"], Key=out["packages_s3_key"])["Body"].read().decode()
+    assert len(packages.splitlines()) == out["packages_count"] > 50
+
+    # the fleet config's variables reached Packer: owners-pinned base filter, one region, the canary subnet
+    build_argv = next(argv for argv in packer_env.invocations() if argv[0] == "build")
+    assert 'base_ami_owners=["self"]' in build_argv and "base_ami_name=phoenix-base-debian-12-*" in build_argv
+    assert 'regions=["us-east-1"]' in build_argv and "instance_type=t3.small" in build_argv
+    assert f"subnet_id={seeded['canary_subnet']['id']}" in build_argv
+
+
+def test_retry_reuses_the_available_ami(seeded, packer_env, sandbox_clean):
+    first = run_task(_op(), make_context(run_id="run-1")).result
+    second = run_task(_op(), make_context(run_id="run-1")).result
+    assert second["reused"] is True and second["ami_id"] == first["ami_id"]
+    assert second["manifest"] == first["manifest"] and second["packages_s3_key"] == first["packages_s3_key"]
+    assert second["packages_count"] == first["packages_count"]
+    assert len(_images(sandbox_clean.client("ec2"))) == 1
+    assert _builds(packer_env) == 1
+
+
+def test_reuse_without_uploaded_artifacts_rebuilds_the_manifest_from_tags(seeded, packer_env, sandbox_clean):
+    ami = make_image(
+        sandbox_clean, seeded["base_ami"]["id"], NAME,
+        {"phoenix:role": "web", "phoenix:version": VERSION, "phoenix:build-run": "run-0", "phoenix:git-sha": "f00"},
+        settle=True,
+    )
+    out = run_task(_op(), make_context()).result
+    assert out["reused"] is True and out["ami_id"] == ami
+    assert out["manifest"]["reconstructed"] is True and out["manifest"]["custom_data"]["git_sha"] == "f00"
+    assert out["packages_s3_key"] is None and out["manifest_s3_key"] is None
+    assert _builds(packer_env) == 0
+
+
+def test_pending_ami_of_an_earlier_try_is_waited_for_then_reused(seeded, packer_env, sandbox_clean):
+    sandbox_clean.update_config(image_build={"describes": 4})
+    ami = make_image(sandbox_clean, seeded["base_ami"]["id"], NAME, {"phoenix:role": "web", "phoenix:version": VERSION})
+    record = run_task(_op(), make_context())
+    assert [d["trigger"] for d in record.deferrals] == ["AmiAvailableTrigger"]
+    assert record.deferrals[0]["event"] == {"status": "success", "image_id": ami}
+    assert record.deferrals[0]["timeout"].total_seconds() == 3600
+    assert record.result["reused"] is True and record.result["ami_id"] == ami
+    assert _builds(packer_env) == 0
+
+
+def test_failed_ami_of_an_earlier_try_is_deregistered_and_rebuilt(seeded, packer_env, sandbox_clean):
+    ec2 = sandbox_clean.client("ec2")
+    bad = make_image(
+        sandbox_clean, seeded["base_ami"]["id"], NAME,
+        {"phoenix:role": "web", "phoenix:version": VERSION, "phoenix-sandbox:fail": "true"},
+    )
+    record = run_task(_op(), make_context())
+    # it was pending when the task looked: the task deferred, the trigger saw it fail
+    assert record.deferrals and record.deferrals[0]["event"]["state"] == "failed"
+    assert "injected image failure" in record.deferrals[0]["event"]["message"]
+    out = record.result
+    assert out["reused"] is False and out["ami_id"] != bad
+    assert [i["ImageId"] for i in _images(ec2)] == [out["ami_id"]]
+    assert _builds(packer_env) == 1
+
+
+def test_untagged_available_ami_is_incomplete_and_rebuilt(seeded, packer_env, sandbox_clean):
+    orphan = make_image(sandbox_clean, seeded["base_ami"]["id"], NAME, {}, settle=True)
+    out = run_task(_op(), make_context()).result
+    assert out["reused"] is False and out["ami_id"] != orphan
+    assert [i["ImageId"] for i in _images(sandbox_clean.client("ec2"))] == [out["ami_id"]]
+
+
+def test_packer_failure_fails_the_task_with_the_error_lines(seeded, packer_env, sandbox_clean, monkeypatch):
+    from phoenix_fleet.hooks.packer_hook import PackerBuildError
+
+    monkeypatch.setenv("PHOENIX_PACKER_DOUBLE_FAIL", "provision")
+    with pytest.raises(PackerBuildError, match="Script exited with non-zero exit status") as err:
+        run_task(_op(), make_context())
+    assert "phoenix-check: FAILED test_ssh.py::" in str(err.value)
+    assert _images(sandbox_clean.client("ec2")) == []
+
+
+def test_bad_version_is_refused_before_anything_runs(packer_env):
+    with pytest.raises(ValueError, match=r"version: '1; rm -rf /' is not a release version. Fix: use YYYY.MM.DD-N"):
+        _op(version="1; rm -rf /").execute(make_context())
+    assert packer_env.invocations() == []
+
+
+def test_unknown_role_names_the_fix(packer_env):
+    with pytest.raises(ValueError, match="role 'nope' is not in the fleet config. Fix: use one of"):
+        _op(role="nope").execute(make_context())
+
+
+def test_on_kill_forwards_to_the_hook():
+    op = _op()
+    op.on_kill()  # nothing running: no-op
+
+    class _Hook:
+        killed = False
+
+        def on_kill(self) -> None:
+            self.killed = True
+
+    op._hook = _Hook()
+    op.on_kill()
+    assert op._hook.killed
+
+
+def test_operator_and_sensor_modules_are_import_light():
+    code = (
+        "import sys, airflow.sdk\n"
+        "before = set(sys.modules)\n"
+        "import phoenix_fleet.operators.bake_operators, phoenix_fleet.operators.verify_operators\n"
+        "import phoenix_fleet.sensors.ami_sensors\n"
+        "heavy = sorted(m for m in set(sys.modules) - before if m.split('.')[0] in ('boto3', 'botocore', 'aiobotocore')"
+        " or m.startswith('airflow.providers.amazon') or m.startswith('phoenix_fleet.hooks')"
+        " or m.startswith('phoenix_fleet.triggers'))\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
