@@ -1,0 +1,250 @@
+"""The verify stage against the sandbox: canary launch, health, SSM image tests, verdict tags, teardown."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from phoenix_fleet.operators.verify_operators import (
+    CanaryError,
+    ImageVerificationFailed,
+    LaunchCanaryOperator,
+    MarkVerifiedOperator,
+    RunImageTestsOperator,
+    TerminateCanaryOperator,
+    WaitCanaryHealthyOperator,
+    failed_checks,
+    safe_key_part,
+    tag_value,
+)
+from verify_support import make_image, tag_map
+
+from tests.helpers.airflow_run import make_context, rebuild_trigger, run_task
+
+VERSION = "2026.11.30-1"
+RUN_ID = "manual__2026-11-30T03:00:00+00:00"
+FAILING_OUTPUT = (
+    "test_ssh.py::test_sshd_setting[permitrootlogin] FAILED\n"
+    "phoenix-check: PASSED test_role.py::test_role_file\n"
+    "phoenix-check: FAILED test_ssh.py::test_sshd_setting[permitrootlogin]\n"
+    "phoenix-check: ERROR test_role.py::test_nginx\n"
+    "phoenix-image-test: result=fail exit=1 stage=instance role=web junit=/var/log/phoenix/image-test-instance.xml\n"
+)
+
+
+@pytest.fixture
+def new_ami(seeded, sandbox_clean) -> str:
+    """A freshly baked (available, unverified) web AMI, as bake leaves it."""
+    return make_image(
+        sandbox_clean,
+        seeded["base_ami"]["id"],
+        f"phoenix-web-{VERSION}",
+        {"phoenix:role": "web", "phoenix:version": VERSION, "phoenix:verified": "false"},
+        settle=True,
+    )
+
+
+def _ctx() -> dict[str, Any]:
+    return make_context(run_id=RUN_ID, task_id="verify")
+
+
+def _ops(ami: str) -> dict[str, Any]:
+    common = {"poll_interval": 0}
+    return {
+        "launch": LaunchCanaryOperator(task_id="launch_canary", image_id=ami, role="web"),
+        "healthy": WaitCanaryHealthyOperator(task_id="wait_canary_healthy", launch_task_id="launch_canary", **common),
+        "tests": RunImageTestsOperator(task_id="run_image_tests", image_id=ami, launch_task_id="launch_canary", **common),
+        "mark": MarkVerifiedOperator(task_id="mark_verified", image_id=ami, tests_task_id="run_image_tests"),
+        "terminate": TerminateCanaryOperator(task_id="terminate_canary", launch_task_id="launch_canary", **common),
+    }
+
+
+def _run_launch(ops: dict[str, Any], ctx: dict[str, Any]) -> str:
+    instance_id = run_task(ops["launch"], ctx).result
+    ctx["ti"].xcom_push("return_value", instance_id)  # what the task runner does with a return value
+    return instance_id
+
+
+def _instance(ec2: Any, instance_id: str) -> dict[str, Any]:
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+
+
+def _snapshot_tags(ec2: Any, ami: str) -> list[dict[str, str]]:
+    image = ec2.describe_images(ImageIds=[ami])["Images"][0]
+    snaps = [b["Ebs"]["SnapshotId"] for b in image["BlockDeviceMappings"] if b.get("Ebs", {}).get("SnapshotId")]
+    return [tag_map(s) for s in ec2.describe_snapshots(SnapshotIds=snaps)["Snapshots"]]
+
+
+# ------------------------------------------------------------------------------------------- pure
+def test_failed_checks_and_tag_values():
+    assert failed_checks(FAILING_OUTPUT) == ["test_ssh.py::test_sshd_setting[permitrootlogin]", "test_role.py::test_nginx"]
+    assert failed_checks("FAILED test_x.py::test_y - AssertionError\n") == ["test_x.py::test_y"]
+    assert failed_checks("all good\n") == []
+    assert len(tag_value("x" * 1000)) == 255 and tag_value("a\nb") == "a b"
+    assert safe_key_part(RUN_ID) == "manual__2026-11-30T03_00_00_00_00"
+
+
+def test_template_fields():
+    assert set(LaunchCanaryOperator.template_fields) == {
+        "image_id", "role", "subnet_id", "instance_type", "instance_profile", "extra_tags", "aws_conn_id", "region_name",
+    }
+    assert set(WaitCanaryHealthyOperator.template_fields) == {"instance_id", "launch_task_id", "aws_conn_id", "region_name"}
+    assert set(RunImageTestsOperator.template_fields) == {
+        "image_id", "instance_id", "launch_task_id", "command", "artifacts_bucket", "aws_conn_id", "region_name",
+    }
+    assert set(MarkVerifiedOperator.template_fields) == {"image_id", "tests_task_id", "aws_conn_id", "region_name"}
+    assert set(TerminateCanaryOperator.template_fields) == {"instance_id", "launch_task_id", "aws_conn_id", "region_name"}
+    assert MarkVerifiedOperator(task_id="m", image_id="ami-1").trigger_rule == "all_done"
+
+
+def test_canary_trigger_serialize_round_trip():
+    from phoenix_fleet.triggers.verify_triggers import CanaryStatusOkTrigger
+
+    trigger = CanaryStatusOkTrigger(instance_id="i-0abc", waiter_delay=5, waiter_max_attempts=6, region_name="us-east-1")
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "phoenix_fleet.triggers.verify_triggers.CanaryStatusOkTrigger"
+    assert kwargs == {
+        "instance_id": "i-0abc", "waiter_delay": 5, "waiter_max_attempts": 6, "aws_conn_id": "aws_default",
+        "region_name": "us-east-1",
+    }
+    assert rebuild_trigger(trigger).serialize() == trigger.serialize()
+    assert rebuild_trigger(trigger).waiter_args == {"InstanceIds": ["i-0abc"], "IncludeAllInstances": True}
+
+
+# ------------------------------------------------------------------------------------- the stage
+def test_verify_success_tags_the_ami_and_terminates_the_canary(seeded, sandbox_clean, new_ami):
+    ec2, s3 = sandbox_clean.client("ec2"), sandbox_clean.client("s3")
+    ops, ctx = _ops(new_ami), _ctx()
+
+    instance_id = _run_launch(ops, ctx)
+    inst = _instance(ec2, instance_id)
+    tags = tag_map(inst)
+    assert tags["phoenix:canary"] == "true" and tags["phoenix:role"] == "web"
+    assert tags["phoenix:verify-run"] == RUN_ID and tags["phoenix:version"] == VERSION
+    assert inst["ImageId"] == new_ami and inst["SubnetId"] == seeded["canary_subnet"]["id"]
+    assert inst["MetadataOptions"]["HttpTokens"] == "required"
+    assert inst["IamInstanceProfile"]["Arn"].endswith("/phoenix-canary")
+    assert "KeyName" not in inst  # SSM only: a key pair would leave an authorized_keys behind
+
+    healthy = run_task(ops["healthy"], ctx)
+    assert [d["trigger"] for d in healthy.deferrals] == ["CanaryStatusOkTrigger"]
+    assert healthy.deferrals[0]["timeout"] == timedelta(seconds=900)
+    assert healthy.result == instance_id
+
+    tests = run_task(ops["tests"], ctx)
+    assert [d["trigger"] for d in tests.deferrals] == ["SsmRunCommandTrigger"]
+    result = tests.result
+    assert result["passed"] is True and result["status"] == "Success" and result["exit_code"] == 0
+    assert ctx["ti"].xcom["verify_result"] == result
+    key = f"images/web/{VERSION}/verify-{safe_key_part(RUN_ID)}.txt"
+    assert result["output_s3_uri"] == f"s3://phoenix-fleet-artifacts/{key}"
+    body = s3.get_object(Bucket="phoenix-fleet-artifacts", Key=key)["Body"].read().decode()
+    assert f"image: {new_ami}" in body and "status: Success" in body
+
+    mark = run_task(ops["mark"], ctx).result
+    assert mark["verified"] is True
+    image = ec2.describe_images(ImageIds=[new_ami])["Images"][0]
+    assert tag_map(image)["phoenix:verified"] == "true" and "phoenix:verified-reason" not in tag_map(image)
+    assert all(t.get("phoenix:verified") == "true" for t in _snapshot_tags(ec2, new_ami))
+
+    assert run_task(ops["terminate"], ctx).result == [instance_id]
+    assert _instance(ec2, instance_id)["State"]["Name"] == "terminated"
+
+
+def test_verify_failure_tags_false_with_reason_and_still_terminates(seeded, sandbox_clean, new_ami, capfd):
+    ec2 = sandbox_clean.client("ec2")
+    ec2.create_tags(
+        Resources=[new_ami],
+        Tags=[
+            {"Key": "phoenix-sandbox:ssm-exit-code", "Value": "1"},
+            {"Key": "phoenix-sandbox:ssm-output", "Value": FAILING_OUTPUT},
+        ],
+    )
+    ops, ctx = _ops(new_ami), _ctx()
+    instance_id = _run_launch(ops, ctx)
+    run_task(ops["healthy"], ctx)
+
+    with pytest.raises(ImageVerificationFailed) as err:
+        run_task(ops["tests"], ctx)
+    message = str(err.value)
+    assert "test_ssh.py::test_sshd_setting[permitrootlogin]" in message and "test_role.py::test_nginx" in message
+    assert "canary| phoenix-check: FAILED test_ssh.py::test_sshd_setting[permitrootlogin]" in "".join(capfd.readouterr())
+    tags = tag_map(ec2.describe_images(ImageIds=[new_ami])["Images"][0])
+    assert tags["phoenix:verified"] == "false"
+    assert tags["phoenix:verified-reason"] == (
+        "2 image check(s) failed: test_ssh.py::test_sshd_setting[permitrootlogin], test_role.py::test_nginx"
+    )
+    assert ctx["ti"].xcom["verify_result"]["passed"] is False
+
+    with pytest.raises(ImageVerificationFailed, match="is not verified: 2 image check"):
+        run_task(ops["mark"], ctx)
+    assert tag_map(ec2.describe_images(ImageIds=[new_ami])["Images"][0])["phoenix:verified"] == "false"
+    assert all(t.get("phoenix:verified") == "false" for t in _snapshot_tags(ec2, new_ami))
+
+    assert run_task(ops["terminate"], ctx).result == [instance_id]
+    assert _instance(ec2, instance_id)["State"]["Name"] == "terminated"
+    assert run_task(ops["terminate"], ctx).result == []  # idempotent
+
+
+def test_mark_without_a_test_result_tags_false(seeded, sandbox_clean, new_ami):
+    ops, ctx = _ops(new_ami), _ctx()
+    with pytest.raises(ImageVerificationFailed, match="did not complete"):
+        run_task(ops["mark"], ctx)
+    tags = tag_map(sandbox_clean.client("ec2").describe_images(ImageIds=[new_ami])["Images"][0])
+    assert tags["phoenix:verified"] == "false" and tags["phoenix:verified-reason"].startswith("verification did not complete")
+
+
+def test_launch_is_idempotent_per_run(seeded, sandbox_clean, new_ami):
+    first = run_task(_ops(new_ami)["launch"], _ctx()).result
+    again = run_task(_ops(new_ami)["launch"], _ctx()).result
+    other = run_task(_ops(new_ami)["launch"], make_context(run_id="another-run")).result
+    assert again == first and other != first
+
+
+def test_teardown_finds_the_canary_by_tag_after_a_kill_mid_launch(seeded, sandbox_clean, new_ami):
+    ec2 = sandbox_clean.client("ec2")
+    # the launch task died after RunInstances, before returning the id: only the tags know
+    orphan = ec2.run_instances(
+        ImageId=new_ami, MinCount=1, MaxCount=1, InstanceType="t3.small",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [
+            {"Key": "phoenix:canary", "Value": "true"}, {"Key": "phoenix:verify-run", "Value": RUN_ID},
+        ]}],
+    )["Instances"][0]["InstanceId"]
+    bystander = ec2.run_instances(ImageId=new_ami, MinCount=1, MaxCount=1, InstanceType="t3.small")["Instances"][0]["InstanceId"]
+    op = TerminateCanaryOperator(task_id="terminate_canary", launch_task_id="launch_canary", poll_interval=0)
+    assert run_task(op, _ctx()).result == [orphan]  # no XCom from launch: found by tag
+    assert _instance(ec2, orphan)["State"]["Name"] == "terminated"
+    assert _instance(ec2, bystander)["State"]["Name"] != "terminated"
+
+
+def test_impaired_canary_fails_the_health_wait(seeded, sandbox_clean, new_ami):
+    ec2 = sandbox_clean.client("ec2")
+    ops, ctx = _ops(new_ami), _ctx()
+    instance_id = _run_launch(ops, ctx)
+    ec2.create_tags(Resources=[instance_id], Tags=[{"Key": "phoenix-sandbox:status-check", "Value": "impaired"}])
+    with pytest.raises(CanaryError, match=f"canary {instance_id} is running .*impaired"):
+        run_task(ops["healthy"], ctx)
+
+
+def test_no_matching_canary_subnet_names_the_config_field(sandbox_clean):
+    ec2 = sandbox_clean.client("ec2")
+    source = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    from verify_support import make_image as mk
+
+    ami = mk(sandbox_clean, source, f"phoenix-web-{VERSION}", {"phoenix:role": "web"}, settle=True)
+    op = LaunchCanaryOperator(task_id="launch_canary", image_id=ami, role="web")
+    with pytest.raises(ValueError, match=r"roles\.web\.image\.canary_subnet_tags: no subnet in us-east-1 has the tags"):
+        op.execute(_ctx())
+
+
+def test_non_deferrable_stage(seeded, sandbox_clean, new_ami):
+    ops, ctx = _ops(new_ami), _ctx()
+    instance_id = _run_launch(ops, ctx)
+    healthy = WaitCanaryHealthyOperator(task_id="h", instance_id=instance_id, deferrable=False, poll_interval=0)
+    assert healthy.execute(ctx) == instance_id
+    tests = RunImageTestsOperator(
+        task_id="t", image_id=new_ami, instance_id=instance_id, deferrable=False, poll_interval=0, upload_output=False,
+    )
+    result = tests.execute(ctx)
+    assert result["passed"] is True and result["output_s3_uri"] is None
