@@ -1,12 +1,17 @@
 """The one Airflow plugin of phoenix-fleet.
 
-It registers the project's macros with Airflow. The package itself (plugins/phoenix_fleet) is excluded
-from the plugin loader by plugins/.airflowignore and imported as a normal package.
+It registers the project's macros and the fleet inventory page: a FastAPI app mounted at ``/phoenix``
+(``/phoenix/inventory`` serves the latest report of the fleet_inventory DAG) and an external view that puts it in
+the UI's navigation (Browse → Fleet inventory). The package itself (plugins/phoenix_fleet) is excluded from the
+plugin loader by plugins/.airflowignore and imported as a normal package.
 """
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
+from phoenix_fleet.ui.inventory_app import app as inventory_app
+
+INVENTORY_URL_PREFIX = "/phoenix"
 
 
 def phoenix_version_for(ds: str, n: int = 1) -> str:
@@ -17,3 +22,15 @@ def phoenix_version_for(ds: str, n: int = 1) -> str:
 class PhoenixFleetPlugin(AirflowPlugin):
     name = "phoenix_fleet"
     macros = [phoenix_version_for]
+    fastapi_apps = [
+        {"app": inventory_app, "url_prefix": INVENTORY_URL_PREFIX, "name": "phoenix-fleet inventory"},
+    ]
+    external_views = [
+        {
+            "name": "Fleet inventory",
+            "href": f"{INVENTORY_URL_PREFIX}/inventory",
+            "url_route": "fleet-inventory",
+            "destination": "nav",
+            "category": "browse",
+        },
+    ]

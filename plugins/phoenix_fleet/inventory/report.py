@@ -135,7 +135,7 @@ def _parse_time(text: str | None) -> dt.datetime | None:
 
 
 def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _version(text: str | None) -> Version | None:
