@@ -137,7 +137,7 @@ def resolve_role_subnet(ec2: Any, role_name: str, spec: Any, override: str | Non
     if not subnets:
         raise ValueError(
             f"roles.{role_name}.image.canary_subnet_tags: no subnet in {region} has the tags {tags}. "
-            "Fix: tag a subnet with them (the sandbox seed and include/terraform do), or set canary_subnet_id"
+            "Fix: tag a subnet with them (sandbox/seed.py does in the sandbox), or set canary_subnet_id"
         )
     best = sorted(subnets, key=lambda s: (-int(s.get("AvailableIpAddressCount", 0)), s["SubnetId"]))[0]
     return str(best["SubnetId"])
