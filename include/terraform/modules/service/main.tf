@@ -10,7 +10,7 @@ locals {
   }
   resource_tags = merge(var.tags, local.phoenix_tags)
 
-  # Tags Terraform owns on the ASG. Everything else on the ASG (phoenix:rollout-* written by the recycler)
+  # Tags Terraform owns on the ASG. Everything else on the ASG (phoenix:rollout:* written by the recycler)
   # is not Terraform's business: see the lifecycle block of aws_autoscaling_group.this.
   asg_tags = {
     "phoenix:role"     = { value = var.role, propagate_at_launch = true }
@@ -163,7 +163,9 @@ resource "aws_autoscaling_group" "this" {
       # Owned at run time by the rolling recycler (surge) and by scaling policies.
       desired_capacity,
       max_size,
-      # The recycler writes phoenix:rollout-* tags (rollout id, original capacity, target) on the group. A set of
+      # The recycler suspends AZRebalance, AlarmNotification, ... for the rollout and resumes them at the end.
+      suspended_processes,
+      # The recycler writes phoenix:rollout:* tags (rollout id, original capacity, target) on the group. A set of
       # tag blocks cannot ignore single keys, so the whole set is ignored here and the keys Terraform owns are
       # managed by aws_autoscaling_group_tag below, which reads and writes only its own key.
       tag,
