@@ -1,0 +1,191 @@
+"""``ami_release_<role>``: bake → AMI available → verify → publish, one DAG per role."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, TaskGroup, task
+
+from phoenix_fleet.config import FleetConfig
+
+DOC = """
+### ami_release_{role}: the weekly security-patch release of the **{role}** image
+
+**What it does**
+
+1. **plan**: validates the trigger form and resolves the version (`YYYY.MM.DD-N`, the next free one
+   today unless given); a dry run prints the plan and stops here.
+2. **bake**: Packer builds the AMI from `include/{template}` (base AMI `{base_name}` owned by
+   `{owners}`), with the testinfra image suite run during the build: a failed check fails the bake.
+   A retry reuses an AMI already built for this version.
+3. **ami_available**: waits (deferred, no worker slot) until the AMI is `available`; fails at once on `failed`.
+4. **verify**: boots a canary from the AMI, waits for its status checks, runs the image test suite on
+   it via SSM, tags the AMI `phoenix:verified=true|false`; the canary is always terminated (teardown).
+5. **publish**: versions and tags the AMI, writes the release notes (package diff against the previous
+   version), copies it to {regions}, shares it with {accounts}, moves `{prefix}/{role}/latest` and emits
+   the Asset `phoenix://images/{role}`, which starts `fleet_rollout_{role}`.
+
+**Schedule**: `{schedule}` (UTC). One run at a time; no catch-up.
+
+**Trigger form** (Trigger DAG w/ config): `version` (empty: next free), `skip_bake` + `ami_id`
+(release an existing AMI, verified first), `base_ami_name` + `base_ami_owners` (override the base
+image; owners are required), `regions` (a subset), `dry_run`, `release_notes` (operator's notes).
+
+**Where to look**: the `plan` task log for the plan; `bake` for Packer's output; `run_image_tests`
+for the checks; `release` for the release notes (also in `s3://{bucket}/images/{role}/<version>/`).
+"""
+
+
+def release_params() -> dict[str, Param]:
+    return {
+        "version": Param(
+            None, type=["null", "string"], pattern=r"^\d{4}\.\d{2}\.\d{2}-[1-9]\d*$",
+            description="Release version YYYY.MM.DD-N. Empty: the next free version today.",
+        ),
+        "skip_bake": Param(False, type="boolean", description="Release an existing AMI (ami_id) instead of baking one."),
+        "ami_id": Param(
+            None, type=["null", "string"], pattern=r"^ami-[0-9a-f]{8,17}$",
+            description="With skip_bake: the existing AMI to verify and release (owned by this account).",
+        ),
+        "base_ami_name": Param(
+            None, type=["null", "string"],
+            description="Override the base AMI name pattern (e.g. debian-12-amd64-*). Needs base_ami_owners.",
+        ),
+        "base_ami_owners": Param(
+            [], type="array", items={"type": "string"},
+            description="Owners of the base AMI override: 12-digit account ids or 'self'. Required with base_ami_name.",
+        ),
+        "regions": Param(
+            [], type="array", items={"type": "string"},
+            description="Publish only to these regions of the role (must include the home region). Empty: all.",
+        ),
+        "dry_run": Param(False, type="boolean", description="Print the release plan and change nothing."),
+        "release_notes": Param(
+            "", type="string", description="Operator's notes, added to the release notes and the asset event.",
+        ),
+    }
+
+
+def build_release_dag(fleet: FleetConfig, role_name: str) -> DAG:
+    # operator modules are import-light (no AWS library at module level)
+    from phoenix_fleet.operators.bake_operators import PackerBuildOperator
+    from phoenix_fleet.operators.publish_operators import (
+        CopyImageToRegionOperator,
+        PublishReleaseOperator,
+        ReleaseImageOperator,
+        image_asset,
+    )
+    from phoenix_fleet.operators.verify_operators import (
+        LaunchCanaryOperator,
+        MarkVerifiedOperator,
+        RunImageTestsOperator,
+        TerminateCanaryOperator,
+        WaitCanaryHealthyOperator,
+    )
+    from phoenix_fleet.sensors.ami_sensors import AmiAvailableSensor
+
+    role = fleet.role(role_name)
+    home = role.home_region
+    doc = DOC.format(
+        role=role_name, template=role.image.packer_template, base_name=role.image.base_ami.name,
+        owners=", ".join(role.image.base_ami.owners), regions=", ".join(role.regions),
+        accounts=", ".join(role.share_with_accounts) or "no other account", prefix=fleet.ssm_prefix,
+        schedule=role.schedule or "manual only", bucket=fleet.artifacts_bucket,
+    )
+    with DAG(
+        dag_id=f"ami_release_{role_name}",
+        schedule=role.schedule,
+        start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=timedelta(hours=4),
+        tags=["phoenix-fleet", "release", f"role:{role_name}"],
+        doc_md=doc,
+        params=release_params(),
+        default_args={
+            "owner": "platform",
+            "retries": 2,
+            "retry_delay": timedelta(minutes=1),
+            "retry_exponential_backoff": True,
+            "region_name": home,
+        },
+    ) as dag:
+
+        @task(multiple_outputs=True, retries=1)
+        def plan(params: dict[str, Any] | None = None) -> dict[str, Any]:
+            from phoenix_fleet.config import cached_fleet_config
+            from phoenix_fleet.hooks.image_hook import ImageHook
+            from phoenix_fleet.pipelines.release_plan import describe_plan, plan_release
+
+            result = plan_release(
+                cached_fleet_config(), role_name, params or {}, ImageHook(aws_conn_id="aws_default", region_name=home)
+            )
+            print(describe_plan(result))
+            return result
+
+        @task.branch
+        def choose_source(plan: dict[str, Any]) -> str | None:
+            if plan["dry_run"]:
+                print("dry run: nothing baked, verified or published")
+                return None
+            return "use_existing_ami" if plan["skip_bake"] else "bake"
+
+        @task(trigger_rule="none_failed_min_one_success")
+        def image_under_test(plan: dict[str, Any], ti: Any = None) -> str:
+            if plan["dry_run"]:
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                raise AirflowSkipException("dry run")
+            if plan["skip_bake"]:
+                return str(plan["ami_id"])
+            baked = ti.xcom_pull(task_ids="bake")
+            if not baked or not baked.get("ami_id"):
+                raise RuntimeError("bake returned no AMI id. Fix: see the bake task log")
+            return str(baked["ami_id"])
+
+        @task
+        def publish_regions(plan: dict[str, Any]) -> list[str]:
+            return list(plan["regions"])
+
+        the_plan = plan()
+        source = choose_source(the_plan)
+        use_existing = task(task_id="use_existing_ami")(lambda: "existing AMI: verified below before release")()
+        bake = PackerBuildOperator(
+            task_id="bake",
+            role=role_name,
+            version=the_plan["version"],
+            extra_vars=the_plan["packer_vars"],
+            region_name=home,
+            execution_timeout=timedelta(hours=2),
+        )
+        ami = image_under_test(the_plan)
+        source >> [bake, use_existing]
+        [bake, use_existing] >> ami
+
+        available = AmiAvailableSensor(task_id="ami_available", image_id=ami, region_name=home, timeout=3600)
+
+        with TaskGroup("verify", tooltip="boot a canary from the AMI and run the image test suite on it"):
+            launch = LaunchCanaryOperator(task_id="launch_canary", image_id=ami, role=role_name)
+            healthy = WaitCanaryHealthyOperator(task_id="wait_canary_healthy", launch_task_id="verify.launch_canary")
+            tests = RunImageTestsOperator(task_id="run_image_tests", image_id=ami, launch_task_id="verify.launch_canary")
+            mark = MarkVerifiedOperator(task_id="mark_verified", image_id=ami, tests_task_id="verify.run_image_tests")
+            terminate = TerminateCanaryOperator(
+                task_id="terminate_canary", launch_task_id="verify.launch_canary"
+            ).as_teardown(setups=launch)
+            launch >> healthy >> tests >> mark
+            [healthy, tests, mark] >> terminate
+
+        release = ReleaseImageOperator(task_id="release", role=role_name, ami_id=ami, version=the_plan["version"])
+        copies = CopyImageToRegionOperator.partial(
+            task_id="copy_to_region", role=role_name, ami_id=release.output["ami_id"],
+            source_region=home, max_active_tis_per_dagrun=4,
+        ).expand(dest_region=publish_regions(the_plan))
+        publish = PublishReleaseOperator(
+            task_id="publish", role=role_name, release=release.output, copies=copies.output,
+            outlets=[image_asset(role_name)],
+        )
+        available >> launch
+        mark >> release >> copies >> publish
+    return dag

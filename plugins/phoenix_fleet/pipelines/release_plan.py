@@ -1,0 +1,169 @@
+"""The first task of a release: validate the trigger form and decide what this run will do.
+
+Runs on a worker (it reads AWS); everything it decides is returned as XCom, so later tasks and the
+UI show the same plan. Bad input raises before anything changes, naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from phoenix_fleet.config import FleetConfig, Role
+
+_AMI_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
+
+
+class ReleaseParamError(ValueError):
+    """A trigger-form value is invalid; the message names ``params.<field>`` and the fix."""
+
+
+def _str(params: Mapping[str, Any], key: str) -> str:
+    value = params.get(key)
+    return "" if value is None else str(value).strip()
+
+
+def validate_release_params(params: Mapping[str, Any], role: Role, role_name: str) -> dict[str, Any]:
+    """The pure part: types, formats and subsets. Returns the normalised params."""
+    from phoenix_fleet.release.versions import Version
+
+    problems: list[str] = []
+    version = _str(params, "version")
+    if version:
+        try:
+            Version.parse(version, field="params.version")
+        except ValueError as e:
+            problems.append(str(e))
+    skip_bake = bool(params.get("skip_bake") or False)
+    ami_id = _str(params, "ami_id")
+    if skip_bake and not ami_id:
+        problems.append("params.ami_id: required when skip_bake is true. Fix: give the existing AMI id (ami-...)")
+    if ami_id and not _AMI_RE.match(ami_id):
+        problems.append(f"params.ami_id: {ami_id!r} is not an AMI id. Fix: use ami- followed by 8-17 hex digits")
+    if ami_id and not skip_bake:
+        problems.append("params.ami_id: given without skip_bake. Fix: set skip_bake true to release an existing AMI")
+    base_name = _str(params, "base_ami_name")
+    owners = params.get("base_ami_owners") or []
+    if isinstance(owners, str):
+        owners = [o.strip() for o in owners.split(",") if o.strip()]
+    if base_name and not owners:
+        problems.append(
+            "params.base_ami_owners: required with base_ami_name (an AMI name alone can be squatted). "
+            "Fix: give the owner account ids, e.g. [\"136693071363\"] or [\"self\"]"
+        )
+    if owners and not base_name:
+        problems.append("params.base_ami_name: required with base_ami_owners. Fix: give the AMI name pattern")
+    for o in owners:
+        if not (re.fullmatch(r"\d{12}", str(o)) or o in ("self", "amazon")):
+            problems.append(f"params.base_ami_owners: {o!r} is not an account id. Fix: 12 digits, 'self' or 'amazon'")
+    regions = params.get("regions") or []
+    if isinstance(regions, str):
+        regions = [r.strip() for r in regions.split(",") if r.strip()]
+    unknown = [r for r in regions if r not in role.regions]
+    if unknown:
+        problems.append(
+            f"params.regions: {unknown} are not regions of role {role_name}. "
+            f"Fix: choose a subset of {role.regions} (or leave empty for all)"
+        )
+    if regions and role.home_region not in regions:
+        problems.append(
+            f"params.regions: must include the home region {role.home_region} (the image is baked there). "
+            "Fix: add it"
+        )
+    if problems:
+        raise ReleaseParamError("invalid release parameters:\n  " + "\n  ".join(problems))
+    return {
+        "version": version or None,
+        "skip_bake": skip_bake,
+        "ami_id": ami_id or None,
+        "base_ami_name": base_name or None,
+        "base_ami_owners": list(owners),
+        "regions": list(regions) or list(role.regions),
+        "dry_run": bool(params.get("dry_run") or False),
+        "release_notes": _str(params, "release_notes"),
+    }
+
+
+def plan_release(
+    fleet: FleetConfig,
+    role_name: str,
+    params: Mapping[str, Any],
+    hook: Any,
+    today: dt.date | None = None,
+) -> dict[str, Any]:
+    """Validate params, resolve the version, check an existing AMI: the release plan (XCom)."""
+    from phoenix_fleet.release.publish_rules import resolve_version, tag_map
+    from phoenix_fleet.release.versions import Version
+
+    role = fleet.role(role_name)
+    p = validate_release_params(params, role, role_name)
+    today = today or dt.datetime.now(dt.UTC).date()
+    history = hook.parameter_history(fleet.latest_version_parameter(role_name))
+    images = hook.find_images({"tag:phoenix:role": role_name})
+    seen = [str(h["Value"]) for h in history] + [tag_map(i).get("phoenix:version", "") for i in images]
+    if p["version"]:
+        for image in images:
+            t = tag_map(image)
+            if (
+                t.get("phoenix:version") == p["version"]
+                and image["ImageId"] != p["ami_id"]
+                and t.get("phoenix:verified") == "true"
+            ):
+                raise ReleaseParamError(
+                    f"params.version: {p['version']} is already held by {image['ImageId']} (versions are "
+                    "immutable). Fix: leave version empty for the next free one, or pick another"
+                )
+    resolved = resolve_version(p["version"], None, seen, today)
+    version = str(resolved.version)
+    if p["skip_bake"]:
+        image = hook.describe_image(p["ami_id"])
+        if image.get("OwnerId") != hook.get_account_id():
+            raise ReleaseParamError(
+                f"params.ami_id: {p['ami_id']} is owned by {image.get('OwnerId')}, not this account. "
+                "Fix: release only AMIs you built (copy it into this account first)"
+            )
+        tags = tag_map(image)
+        if tags.get("phoenix:role") not in (None, role_name):
+            raise ReleaseParamError(
+                f"params.ami_id: {p['ami_id']} is a {tags.get('phoenix:role')} image, not {role_name}. Fix: pick this role's AMI"
+            )
+    packer_vars: dict[str, Any] = {}
+    if p["base_ami_name"]:
+        packer_vars = {"base_ami_name": p["base_ami_name"], "base_ami_owners": p["base_ami_owners"]}
+    plan = {
+        "role": role_name,
+        "version": version,
+        "version_source": resolved.source,
+        "label": Version.parse(version).label,
+        "skip_bake": p["skip_bake"],
+        "ami_id": p["ami_id"],
+        "regions": p["regions"],
+        "home_region": role.home_region,
+        "dry_run": p["dry_run"],
+        "packer_vars": packer_vars,
+        "operator_notes": p["release_notes"],
+        "base_ami": packer_vars or {
+            "base_ami_name": role.image.base_ami.name,
+            "base_ami_owners": role.image.base_ami.owners,
+        },
+    }
+    return plan
+
+
+def describe_plan(plan: Mapping[str, Any]) -> str:
+    steps = []
+    if plan["skip_bake"]:
+        steps.append(f"use existing AMI {plan['ami_id']} (no bake)")
+    else:
+        b = plan["base_ami"]
+        steps.append(f"bake {plan['role']} {plan['version']} with Packer from {b['base_ami_name']} (owners {b['base_ami_owners']})")
+    steps += [
+        f"wait until the AMI is available in {plan['home_region']}",
+        "verify: launch a canary, wait for status ok, run the image test suite via SSM, terminate the canary",
+        f"release as {plan['version']} ({plan['version_source']}), write the release notes (package diff)",
+        f"copy to {', '.join(plan['regions'])}, share, move /…/{plan['role']}/latest, emit phoenix://images/{plan['role']}",
+    ]
+    head = "DRY RUN, nothing will change. " if plan["dry_run"] else ""
+    return head + f"release plan for {plan['role']}:\n" + "\n".join(f"  {i}. {s}" for i, s in enumerate(steps, 1))
