@@ -24,7 +24,7 @@ from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.amis import Ami
 from moto.ec2.models.instances import Instance
 from moto.ec2.models.instances import InstanceState as Ec2InstanceState
-from moto.ec2.models.launch_templates import LaunchTemplateBackend
+from moto.ec2.models.launch_templates import LaunchTemplate, LaunchTemplateBackend
 from moto.elbv2.exceptions import TargetGroupNotFoundError, TargetNotRunning
 from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup, elbv2_backends
 from moto.ssm.exceptions import SSMException
@@ -752,7 +752,7 @@ def _list_command_invocations(self: Any) -> ActionResult:
 
 
 def _patch_terraform_fidelity() -> None:
-    """Two moto bugs that make every Terraform plan against moto show drift. Always on inside the sandbox (they
+    """Three moto bugs that break Terraform against moto (plan drift; launches from a new LT version). Always on inside the sandbox (they
     only make moto store what AWS stores). The wrappers carry ``phoenix_fix = True``: the Terraform e2e test
     applies the same fixes in-process and skips any method already so marked.
 
@@ -800,6 +800,23 @@ def _patch_terraform_fidelity() -> None:
         return create_launch_template
 
     _wrap(LaunchTemplateBackend, "create_launch_template", make_create_template)
+
+    def make_create_version(original: Any) -> Any:
+        # 3. CreateLaunchTemplateVersion stores UserData as a plain string (CreateLaunchTemplate decodes it into
+        #    Base64EncodedString): any later launch from that version (an ASG replacement) fails with an HTML 500.
+        def create_version(self: Any, data: dict[str, Any], description: str) -> Any:
+            from moto.core.types import Base64EncodedString
+            from moto.ec2.utils import parse_user_data
+
+            user_data = data.get("UserData")
+            if current() is not None and user_data is not None and not isinstance(user_data, Base64EncodedString):
+                data = {**data, "UserData": parse_user_data(user_data or None)}
+            return original(self, data, description)
+
+        create_version.phoenix_fix = True  # type: ignore[attr-defined]
+        return create_version
+
+    _wrap(LaunchTemplate, "create_version", make_create_version)
 
 
 # --------------------------------------------------------------------------------------------- settle
