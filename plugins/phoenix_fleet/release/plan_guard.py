@@ -58,24 +58,50 @@ class PlanSummary:
         }
 
 
+def _norm(value: Any) -> Any:
+    """Provider noise away: null, "", [] and {} are all "unset"; dicts lose unset keys (recursively)."""
+    if isinstance(value, dict):
+        out = {k: _norm(v) for k, v in value.items()}
+        out = {k: v for k, v in out.items() if v is not None}
+        return out or None
+    if isinstance(value, list):
+        items = [_norm(v) for v in value]
+        return None if not items or all(i is None for i in items) else items
+    if value == "":
+        return None
+    return value
+
+
+def _has_unknown(value: Any) -> bool:
+    """``after_unknown`` mirrors the attribute's structure with ``false``/``{}``/``[]`` placeholders; only a
+    ``true`` somewhere inside means a value is unknown until apply."""
+    if value is True:
+        return True
+    if isinstance(value, dict):
+        return any(_has_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_unknown(v) for v in value)
+    return False
+
+
 def _changed_keys(change: Mapping[str, Any]) -> set[str]:
     before = change.get("before") or {}
     after = change.get("after") or {}
     unknown = change.get("after_unknown") or {}
-    keys = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
-    keys |= {k for k, v in unknown.items() if v not in (False, None, {}, [])}
+    keys = {k for k in set(before) | set(after) if _norm(before.get(k)) != _norm(after.get(k))}
+    keys |= {k for k, v in unknown.items() if _has_unknown(v)}
     return keys
 
 
 def _asg_lt_changed_keys(change: Mapping[str, Any]) -> set[str]:
     def one(x: Any) -> dict[str, Any]:
         lt = (x or {}).get("launch_template") or [{}]
-        return lt[0] if isinstance(lt, list) and lt else {}
+        return lt[0] if isinstance(lt, list) and lt and isinstance(lt[0], dict) else {}
 
     b, a = one(change.get("before")), one(change.get("after"))
     u = one(change.get("after_unknown")) if isinstance(change.get("after_unknown"), dict) else {}
-    keys = {k for k in set(b) | set(a) if b.get(k) != a.get(k)}
-    keys |= {k for k, v in u.items() if v not in (False, None)}
+    keys = {k for k in set(b) | set(a) if _norm(b.get(k)) != _norm(a.get(k))}
+    keys |= {k for k, v in u.items() if _has_unknown(v)}
     return keys
 
 

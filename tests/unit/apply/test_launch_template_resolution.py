@@ -66,3 +66,34 @@ def test_check_and_error_name_the_groups():
     assert msg.startswith("3 AutoScaling group(s) do not launch ami-new: old, web-b, web-c")
     assert "web-b: web-b version 1 (-> 1) launches ami-old" in msg
     assert "web-c: lt-3 version $Latest (-> 4) launches no image" in msg
+
+
+def test_the_guard_passes_a_real_release_plan_and_still_sees_real_changes():
+    """A real `terraform show -json` of the sandbox root after publish moved the web image: Terraform marks nested
+    blocks in after_unknown with false/{}/[] placeholders and turns null into "" (capacity_reservation_preference);
+    none of that is a change. A real extra change on top still is."""
+    import copy
+    import json
+    from pathlib import Path
+
+    from phoenix_fleet.release.plan_guard import PlanGuardError, guard_plan
+
+    plan = json.loads((Path(__file__).parent / "release_plan_sandbox.json").read_text())
+    summary = guard_plan(plan)
+    assert sorted(summary.launch_templates) == [
+        'module.service["web-a"].aws_launch_template.this',
+        'module.service["web-b"].aws_launch_template.this',
+    ]
+    assert sorted(summary.asgs) == [
+        'module.service["web-a"].aws_autoscaling_group.this',
+        'module.service["web-b"].aws_autoscaling_group.this',
+    ]
+    tampered = copy.deepcopy(plan)
+    lt = next(rc for rc in tampered["resource_changes"] if rc["type"] == "aws_launch_template")
+    lt["change"]["after"]["instance_type"] = "m5.24xlarge"
+    asg = next(rc for rc in tampered["resource_changes"] if rc["type"] == "aws_autoscaling_group")
+    asg["change"]["after_unknown"]["target_group_arns"] = [True]
+    with pytest.raises(PlanGuardError) as exc:
+        guard_plan(tampered)
+    assert "also changes ['instance_type']" in str(exc.value)
+    assert "['target_group_arns']" in str(exc.value)
