@@ -175,7 +175,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         super().__init__(**kwargs)
         self.role = role
         self.workdir = workdir
-        self.variables = dict(variables or {})
+        self.variables = variables if variables is not None else {}  # a mapping, or an XComArg resolved at run time
         self.var_files = list(var_files or [])
         self.env = dict(env or {})
         self.allow_destroy = allow_destroy
@@ -242,7 +242,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
 
         return TerraformHook(
             workdir,
-            variables=self.variables,
+            variables=dict(self.variables or {}),
             var_files=self.var_files,
             env={**self._aws_env(), **{k: str(v) for k, v in self.env.items()}},
             lock_timeout=self.lock_timeout,
@@ -437,10 +437,11 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
         for lt_id, lt in sorted(templates.items()):
             default_no, latest_no = int(lt["DefaultVersionNumber"]), int(lt["LatestVersionNumber"])
             default = hook.launch_template_version(lt_id, default_no, region)
-            entry = {"id": lt_id, "name": lt.get("LaunchTemplateName"), "from_version": default_no}
+            entry: dict[str, Any] = {"id": lt_id, "name": lt.get("LaunchTemplateName"), "from_version": default_no}
+            number = default_no
             if (default.get("LaunchTemplateData") or {}).get("ImageId") == image_id:
                 self.log.info("%s: default version %s already launches %s", lt.get("LaunchTemplateName"), default_no, image_id)
-                entry.update(version=default_no, changed=False)
+                entry.update(version=number, changed=False)
             else:
                 latest = hook.launch_template_version(lt_id, latest_no, region) if latest_no != default_no else None
                 if latest is not None and (latest.get("LaunchTemplateData") or {}).get("ImageId") == image_id:
@@ -451,7 +452,7 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
                     self.log.info("%s: version %s (from %s) launches %s", lt.get("LaunchTemplateName"), number, default_no, image_id)
                 hook.set_default_launch_template_version(lt_id, number, region)
                 entry.update(version=number, changed=True)
-            new_default[lt_id] = int(entry["version"])
+            new_default[lt_id] = number
             moved_templates.append(entry)
 
         moved_asgs = []
