@@ -120,7 +120,7 @@ class TerraformHook(BaseHook):
     :param data_dir: ``TF_DATA_DIR``; None: a fresh temporary one per hook (``.terraform`` never lands in workdir,
         concurrent runs never share it)
     :param plugin_cache: set ``TF_PLUGIN_CACHE_DIR`` (shared under ``state_dir``) so re-inits are cheap
-    :param timeout: seconds per command (then SIGINT, and wait for Terraform to stop)
+    :param timeout: seconds per command (then SIGINT; SIGKILL only if it has not stopped after the grace period)
     :param kill_grace_seconds: how long :meth:`interrupt` (``on_kill``) waits for an interrupted Terraform to stop
     :param line_logger: where streamed lines go (default: this hook's logger, INFO)
     """
@@ -241,18 +241,26 @@ class TerraformHook(BaseHook):
             returncode = proc.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             self.log.error("terraform %s ran longer than %ss: interrupting it", args[0] if args else "", self.timeout)
-            self.interrupt()
+            if not self.interrupt():
+                self._kill(proc)
             returncode = proc.wait()
-            for r in readers:
-                r.join(timeout=5)
             raise TerraformTimeoutError(
                 f"terraform {args[0] if args else ''} timed out after {self.timeout}s and was interrupted",
                 returncode,
                 "\n".join(tail),
             ) from None
+        except BaseException:
+            # the task itself is being stopped (execution_timeout raises inside execute, before on_kill runs;
+            # KeyboardInterrupt): stop Terraform gracefully before letting go of it
+            if self.interrupt():
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:  # pragma: no cover - it has exited: reaping is immediate
+                    pass
+            raise
         finally:
             for r in readers:
-                r.join(timeout=30)
+                r.join(timeout=30 if proc.returncode is not None else 1)
             self._proc = None
         seconds = time.monotonic() - started
         result = TerraformResult(list(map(str, args)), returncode, "".join(captured), "\n".join(tail), seconds)
@@ -291,6 +299,18 @@ class TerraformHook(BaseHook):
         return TerraformError(
             f"terraform {command} failed (exit {result.returncode}) in {self.workdir}:\n{text}", result.returncode, text
         )
+
+    def _kill(self, proc: subprocess.Popen[str]) -> None:
+        """Last resort for our own command timeout only: SIGKILL the group (the state lock may stay behind)."""
+        self.log.error(
+            "terraform did not stop after SIGINT: SIGKILL. If the state stays locked: `terraform force-unlock <ID>` "
+            "in %s",
+            self.workdir,
+        )
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def interrupt(self, wait_seconds: float | None = None) -> bool:
         """SIGINT to the running command's process group, then wait (up to ``kill_grace_seconds``) for it to exit.

@@ -143,6 +143,23 @@ def test_a_held_state_lock_is_a_clear_error(root, terraform_state_dir):
     assert h.plan(h.scratch_dir() / "free.tfplan") is False  # released: fine again
 
 
+def live_in_group(pgid: int) -> list[str]:
+    """Processes of a process group that are not zombies (a container's pid 1 may never reap orphans)."""
+    live = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            live.append(stat.split(" ", 2)[1])
+    return live
+
+
 def _plan(h: TerraformHook) -> Path:
     plan = h.scratch_dir() / "first.tfplan"
     h.plan(plan)
@@ -175,6 +192,7 @@ def test_interrupt_sends_sigint_to_the_process_group(root, terraform_state_dir):
     t.join(60)
     assert not t.is_alive()
     assert time.monotonic() - started < 45  # the 60 s sleep (same group) was interrupted too
+    assert live_in_group(pid) == []
     assert errors and isinstance(errors[0], TerraformError) and "interrupted" in str(errors[0])
     assert any("Interrupt received" in line or "interrupt" in line.lower() for line in lines)
     # Terraform stopped gracefully: the state is written and the lock released
@@ -279,3 +297,42 @@ def test_operator_template_fields_and_workdir_from_role(tmp_path):
     assert web._guard_flags() == (True, False)
     with pytest.raises(ValueError, match="backend is 'native'"):
         TerraformApplyOperator(task_id="a", role="worker", config_path=str(cfg)).resolve_workdir()
+
+
+def test_a_task_timeout_inside_a_command_interrupts_terraform_first(root, terraform_state_dir):
+    """Airflow's execution_timeout raises inside execute (before on_kill): Terraform must be stopped, not orphaned."""
+    import signal
+
+    class TaskTimeout(Exception):
+        pass
+
+    lines: list[str] = []
+    h = hook(root, terraform_state_dir, lines, variables={"image": "ami-1", "slow": True}, kill_grace_seconds=30)
+    h.init()
+    plan = _plan(h)
+    pgid: list[int] = []
+    original_emit = h._emit
+
+    def emit(line: str) -> None:
+        if not pgid and h._proc is not None:
+            pgid.append(os.getpgid(h._proc.pid))
+        original_emit(line)
+
+    h._emit = emit  # type: ignore[method-assign]
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise TaskTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    started = time.monotonic()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 4.0)
+        with pytest.raises(TaskTimeout):
+            h.apply_plan(plan)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - started < 40
+    assert pgid, lines
+    assert live_in_group(pgid[0]) == [], "\n".join(lines[-15:])  # terraform, the shell and the sleep are gone
+    assert h._proc is None
