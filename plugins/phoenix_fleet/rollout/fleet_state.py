@@ -1,0 +1,150 @@
+"""The observed state of one AutoScalingGroup, as the rollout planner sees it.
+
+Everything here is plain data: the operator fills it from batched describes (DescribeAutoScalingGroups,
+DescribeInstances, DescribeInstanceStatus, DescribeTargetHealth, DescribeAlarms) and hands it to the
+planner together with ``now``. No I/O, no clock.
+
+Conventions:
+- times are timezone-aware ``datetime`` (UTC); ``now`` is an input, never read from a clock;
+- "outdated" is decided by the instance's EC2 ``ImageId``, never by the ASG's LaunchTemplate.Version field
+  (moto reports the template's current default for every instance, see notes/moto.md);
+- one instance is one unit of capacity (weighted capacity is not supported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+
+class Lifecycle:
+    """AutoScaling lifecycle states (the ``LifecycleState`` field of DescribeAutoScalingGroups)."""
+
+    PENDING = "Pending"
+    PENDING_WAIT = "Pending:Wait"
+    PENDING_PROCEED = "Pending:Proceed"
+    QUARANTINED = "Quarantined"
+    IN_SERVICE = "InService"
+    TERMINATING = "Terminating"
+    TERMINATING_WAIT = "Terminating:Wait"
+    TERMINATING_PROCEED = "Terminating:Proceed"
+    TERMINATED = "Terminated"
+    DETACHING = "Detaching"
+    DETACHED = "Detached"
+    ENTERING_STANDBY = "EnteringStandby"
+    STANDBY = "Standby"
+
+
+#: Launching: counts toward desired capacity, not yet in service (lifecycle hooks hold it in Pending:Wait).
+PENDING_STATES = frozenset({Lifecycle.PENDING, Lifecycle.PENDING_WAIT, Lifecycle.PENDING_PROCEED})
+#: On its way out: no longer counts toward desired capacity (hooks hold it in Terminating:Wait).
+TERMINATING_STATES = frozenset(
+    {Lifecycle.TERMINATING, Lifecycle.TERMINATING_WAIT, Lifecycle.TERMINATING_PROCEED}
+)
+#: Gone, or leaving the group: ignored entirely.
+GONE_STATES = frozenset({Lifecycle.TERMINATED, Lifecycle.DETACHED})
+#: Transitions the planner waits out before acting again (besides pending and terminating).
+OTHER_TRANSITIONS = frozenset({Lifecycle.DETACHING, Lifecycle.ENTERING_STANDBY, Lifecycle.QUARANTINED})
+
+AsgHealth = Literal["Healthy", "Unhealthy"]
+#: ELBv2 TargetHealth.State values; an instance missing from a target group's map is not registered.
+TargetState = Literal["initial", "healthy", "unhealthy", "unhealthy.draining", "draining", "unused", "unavailable"]
+#: Worst of the EC2 system and instance status checks (DescribeInstanceStatus); None = unknown.
+StatusCheck = Literal["ok", "initializing", "impaired", "insufficient-data", "not-applicable"]
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One member of the ASG.
+
+    ``target_health`` maps target group ARN -> ELBv2 target state; a target group missing from the map
+    means the instance is not registered there. ``status`` is the worse of the EC2 system and instance
+    status checks (``ok`` only when both are ok), None when unknown.
+    """
+
+    instance_id: str
+    image_id: str
+    az: str
+    lifecycle: str
+    launch_time: datetime
+    asg_health: str = "Healthy"
+    target_health: Mapping[str, str] = field(default_factory=dict)
+    status: str | None = "ok"
+    protected: bool = False
+
+    @property
+    def pending(self) -> bool:
+        return self.lifecycle in PENDING_STATES
+
+    @property
+    def in_service(self) -> bool:
+        return self.lifecycle == Lifecycle.IN_SERVICE
+
+    @property
+    def standby(self) -> bool:
+        return self.lifecycle == Lifecycle.STANDBY
+
+    @property
+    def terminating(self) -> bool:
+        return self.lifecycle in TERMINATING_STATES
+
+    @property
+    def gone(self) -> bool:
+        return self.lifecycle in GONE_STATES
+
+    @property
+    def counts_toward_desired(self) -> bool:
+        """Pending and InService instances make up the ASG's desired capacity (Standby ones do not)."""
+        return self.pending or self.in_service
+
+    @property
+    def in_transition(self) -> bool:
+        """Anything but a settled InService/Standby member (or a gone one)."""
+        return self.pending or self.terminating or self.lifecycle in OTHER_TRANSITIONS
+
+
+@dataclass(frozen=True)
+class FleetState:
+    """One observation of the ASG at ``now``.
+
+    ``alarms_in_alarm`` holds the names of the CloudWatch alarms currently in ALARM (the operator may
+    describe only the policy's alarms). ``suspended_processes`` are the ASG's suspended scaling processes.
+    ``launch_image_id`` is the AMI the ASG's launch template version resolves to right now (None when the
+    operator did not resolve it; the planner then trusts that the template points at the target).
+    """
+
+    asg_name: str
+    desired: int
+    min_size: int
+    max_size: int
+    instances: tuple[Instance, ...]
+    now: datetime
+    target_group_arns: tuple[str, ...] = ()
+    health_check_type: str = "EC2"
+    alarms_in_alarm: frozenset[str] = frozenset()
+    suspended_processes: frozenset[str] = frozenset()
+    launch_image_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.now.tzinfo is None:
+            raise ValueError("FleetState.now must be timezone-aware (UTC)")
+        if not 0 <= self.min_size <= self.max_size:
+            raise ValueError(f"min_size {self.min_size} / max_size {self.max_size} are inconsistent")
+        ids = [i.instance_id for i in self.instances]
+        if len(ids) != len(set(ids)):
+            raise ValueError("an instance id appears twice in FleetState.instances")
+
+    @property
+    def members(self) -> tuple[Instance, ...]:
+        """Instances still in the group (Terminated/Detached ones dropped)."""
+        return tuple(i for i in self.instances if not i.gone)
+
+    @property
+    def live(self) -> tuple[Instance, ...]:
+        """Instances counting toward desired capacity: Pending* and InService."""
+        return tuple(i for i in self.instances if i.counts_toward_desired)
+
+    def by_id(self) -> dict[str, Instance]:
+        return {i.instance_id: i for i in self.instances}

@@ -1,0 +1,594 @@
+"""The rollout planner: ``plan(state, record, policy) -> Action``, a pure function.
+
+The operator observes the ASG, asks for the next action, persists ``action.record`` if any, performs the
+action, and (for ``Wait``) defers until ``wait_over`` says so. Every call re-derives everything from the
+observation and the few facts in the record, so a crash anywhere is resumed by simply planning again.
+
+The rules (docs/rollout.md explains them at length):
+
+- **Baseline.** The capacity the rollout maintains is ``record.baseline`` (initially the original
+  desired). Our own writes keep desired in ``[baseline, baseline + max_surge]`` (``[baseline]`` when not
+  surging). An observed desired outside that band was set by someone else: it becomes the new baseline
+  (the returned action carries the updated record). We never fight it; at the end desired is restored to
+  the baseline and min/max to the originals (widened only to hold the baseline).
+- **Floor.** Healthy capacity must stay >= ``ceil(min_healthy_percent% x baseline)``. A Terminate never
+  takes a healthy instance out if that would leave fewer healthy instances than the floor; unhealthy
+  outdated instances go first (they cost no healthy capacity).
+- **Only outdated instances** (EC2 image != record's target) are terminated, at most one batch
+  (``policy.batch_for(baseline)``) per action, and only when nothing is in transition, the ASG is at its
+  desired capacity, every instance on the target is healthy (the batch has proven itself), and the last
+  batch's soak is over.
+- **Failure** of an instance on the target (see health.failure) or a configured alarm in ALARM (forward
+  phase) -> ``StartRollback`` (on_failure=rollback and a previous image is known) else ``Halt``. A failure
+  during the rollback -> ``Halt``: never a second rollback.
+- **Deadline** (per phase) passed while outdated instances remain -> the same as a failure; while only
+  wait-policy instances remain -> ``Halt`` (blocked). A fully replaced fleet is allowed to finish.
+- **Halting** (phase failed): terminate surplus instances that are not healthy (down to the baseline),
+  restore capacity and processes, then ``Fail``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from . import health
+from .fleet_state import FleetState, Instance
+from .rollout_actions import (
+    Action,
+    DelegateInstanceRefresh,
+    Done,
+    Fail,
+    FailKind,
+    Halt,
+    Launch,
+    PrepareInstances,
+    Restore,
+    SetLaunchTemplate,
+    StartRollback,
+    SuspendProcesses,
+    Terminate,
+    Wait,
+    WaitFor,
+)
+from .rollout_policy import Policy
+from .rollout_record import FAILED, FORWARD, ROLLBACK, RolloutRecord
+
+# ------------------------------------------------------------------------------------------------------
+# derived view of one observation
+
+
+def surges(policy: Policy) -> bool:
+    """Launch before terminate (surge; instance-refresh falls back to it for a rollback we run)."""
+    return policy.strategy in ("surge", "instance-refresh") and policy.max_surge > 0
+
+
+def adopt_baseline(state: FleetState, record: RolloutRecord, policy: Policy) -> RolloutRecord:
+    """The record with the baseline someone else set, if the observed desired left our band."""
+    band = policy.max_surge if surges(policy) else 0
+    if state.desired < record.base or state.desired > record.base + band:
+        return record.with_baseline(state.desired)
+    return record
+
+
+@dataclass(frozen=True)
+class _View:
+    state: FleetState
+    rec: RolloutRecord
+    policy: Policy
+
+    @property
+    def now(self) -> datetime:
+        return self.state.now
+
+    @property
+    def target(self) -> str:
+        return self.rec.target_image
+
+    @property
+    def base(self) -> int:
+        return self.rec.base
+
+    @property
+    def excess(self) -> int:
+        return self.state.desired - self.base
+
+    @cached_property
+    def floor(self) -> int:
+        return self.policy.floor_for(self.base)
+
+    @cached_property
+    def batch(self) -> int:
+        return self.policy.batch_for(self.base)
+
+    @cached_property
+    def deadline(self) -> datetime:
+        return self.rec.deadline(self.policy)
+
+    @property
+    def count_alarms(self) -> bool:
+        """Alarms gate health (and fail the rollout) in the forward phase only: in a rollback they may be
+        firing because of the very instances the rollback replaces."""
+        return self.rec.phase == FORWARD
+
+    @cached_property
+    def healthy(self) -> frozenset[str]:
+        return health.healthy_ids(self.state, self.policy, alarms=self.count_alarms)
+
+    @cached_property
+    def on_target_live(self) -> tuple[Instance, ...]:
+        return tuple(i for i in self.state.live if i.image_id == self.target)
+
+    @cached_property
+    def outdated(self) -> tuple[Instance, ...]:
+        """Members not on the target and not already on their way out."""
+        return tuple(
+            i for i in self.state.members if i.image_id != self.target and not i.terminating
+        )
+
+    def instance_policy(self, inst: Instance) -> str | None:
+        """skip / wait / replace for a standby or protected instance (the stricter wins), else None."""
+        rules = []
+        if inst.standby or inst.lifecycle == "EnteringStandby":
+            rules.append(self.policy.standby)
+        if inst.protected:
+            rules.append(self.policy.protected)
+        for rule in ("skip", "wait", "replace"):
+            if rule in rules:
+                return rule
+        return None
+
+    @cached_property
+    def eligible(self) -> tuple[Instance, ...]:
+        """Outdated instances we may replace now (standby/protected ones only under policy replace)."""
+        out = []
+        for i in self.outdated:
+            rule = self.instance_policy(i)
+            if rule in ("skip", "wait"):
+                continue
+            if i.in_service or (i.standby and rule == "replace"):
+                out.append(i)
+        return tuple(out)
+
+    @cached_property
+    def blocked(self) -> tuple[Instance, ...]:
+        return tuple(i for i in self.outdated if self.instance_policy(i) == "wait")
+
+    @cached_property
+    def skipped(self) -> tuple[Instance, ...]:
+        return tuple(i for i in self.outdated if self.instance_policy(i) == "skip")
+
+    @cached_property
+    def pending_outdated(self) -> tuple[Instance, ...]:
+        """Outdated instances in transition that are not yet classified (e.g. coming out of standby)."""
+        return tuple(i for i in self.outdated if i.in_transition)
+
+    def until(self, t: datetime | None = None) -> datetime:
+        """A Wait's horizon: `t`, capped by the phase deadline while that is still ahead."""
+        if t is None:
+            return self.deadline if self.deadline > self.now else self.now + timedelta(minutes=10)
+        return min(t, self.deadline) if self.deadline > self.now else t
+
+
+def _ids(instances: Sequence[Instance]) -> tuple[str, ...]:
+    return tuple(sorted(i.instance_id for i in instances))
+
+
+def _secs(delta: timedelta) -> int:
+    return max(0, math.ceil(delta.total_seconds()))
+
+
+# ------------------------------------------------------------------------------------------------------
+# the planner
+
+
+def plan(state: FleetState, record: RolloutRecord, policy: Policy) -> Action:
+    """The one next action for this ASG. Pure: same inputs, same action."""
+    if record.phase == FAILED:
+        adopted = adopt_baseline(state, record, policy)
+        action = _plan_halting(_View(state, adopted, policy))
+    elif policy.strategy == "instance-refresh" and record.phase == FORWARD:
+        return delegate_instance_refresh(state, record, policy)
+    else:
+        adopted = adopt_baseline(state, record, policy)
+        action = _plan_active(_View(state, adopted, policy))
+    if adopted != record and action.record is None:
+        action = replace(action, record=adopted)
+    return action
+
+
+def _fail_over(v: _View, reason: str) -> Action:
+    """A failure: roll back if the policy says so and we can, else halt."""
+    rec = v.rec
+    if rec.phase == FORWARD and v.policy.on_failure == "rollback" and rec.previous_image:
+        return StartRollback(reason=reason, record=rec.for_rollback(v.now, reason))
+    kind = FailKind.HALTED if rec.phase == FORWARD else FailKind.ROLLBACK_FAILED
+    return _halt(v, kind, reason)
+
+
+def _halt(v: _View, kind: FailKind, reason: str) -> Halt:
+    return Halt(reason=reason, record=v.rec.halted(v.now, f"{kind.value}: {reason}"))
+
+
+def _plan_active(v: _View) -> Action:
+    state, rec, policy = v.state, v.rec, v.policy
+
+    # 1. failures: an instance on the target failed, or (forward) an alarm fires
+    firing = health.firing_alarms(state, policy) if v.count_alarms else ()
+    if firing:
+        return _fail_over(v, f"alarm {', '.join(firing)} in ALARM")
+    for inst in sorted(v.on_target_live, key=lambda i: i.instance_id):
+        why = health.failure(inst, state, policy)
+        if why:
+            return _fail_over(v, why)
+
+    # 2. deadline
+    if v.now >= v.deadline:
+        if v.eligible or v.pending_outdated:
+            n = len(v.eligible) + len(v.pending_outdated)
+            return _fail_over(v, f"deadline passed ({policy.deadline_minutes} min) with {n} outdated left")
+        if v.blocked:
+            return _halt(v, FailKind.BLOCKED, _blocked_reason(v, "deadline passed; still "))
+        if len(state.live) < state.desired:
+            return _halt(v, FailKind.BLOCKED, "deadline passed waiting for the ASG to reach desired capacity")
+
+    # 3. the ASG must launch the target, and the rollout's processes must be suspended
+    if state.launch_image_id is not None and state.launch_image_id != rec.target_image:
+        if rec.target_lt:
+            return SetLaunchTemplate(launch_template=rec.target_lt, image_id=rec.target_image)
+        return _halt(
+            v,
+            FailKind.BLOCKED,
+            f"the ASG launches {state.launch_image_id}, not {rec.target_image}, and no launch template "
+            "version is recorded",
+        )
+    converging = not v.eligible and not v.blocked and not v.pending_outdated
+    missing = tuple(p for p in rec.suspended if p not in state.suspended_processes)
+    if missing and not converging:  # once converged, Restore resumes them: never suspend again
+        return SuspendProcesses(processes=missing)
+
+    # 4. gates: settled, at capacity, the target healthy, soak over
+    moving = [
+        i
+        for i in state.members
+        if i.in_transition
+        and not (i.pending and i.image_id == v.target)
+        and not (converging and i.terminating)
+    ]
+    if moving:
+        states = sorted({i.lifecycle for i in moving})
+        return Wait(
+            condition=WaitFor.SETTLED,
+            reason=f"{len(moving)} instance(s) in {'/'.join(states)}",
+            until=v.until(),
+            instance_ids=_ids(moving),
+        )
+    if len(state.live) != state.desired:
+        return Wait(
+            condition=WaitFor.CAPACITY,
+            reason=f"ASG at {len(state.live)} of desired {state.desired}",
+            until=v.until(),
+        )
+    unhealthy = [i for i in v.on_target_live if i.instance_id not in v.healthy]
+    if unhealthy:
+        if all(health.only_warming_up(i, state, policy, alarms=v.count_alarms) for i in unhealthy):
+            end = max(health.warmup_end(i, policy) for i in unhealthy)
+            return Wait(
+                condition=WaitFor.WARMUP,
+                reason=f"warmup {_secs(end - v.now)}s",
+                until=end,
+                instance_ids=_ids(unhealthy),
+            )
+        first = min(health.health_deadline(i, policy) for i in unhealthy)
+        sample = min(unhealthy, key=lambda i: i.instance_id)
+        problems = health.health_problems(sample, state, policy, alarms=v.count_alarms)
+        return Wait(
+            condition=WaitFor.HEALTHY,
+            reason=f"{len(unhealthy)} new instance(s) not healthy yet ({sample.instance_id}: {'; '.join(problems)})",
+            until=v.until(first),
+            instance_ids=_ids(unhealthy),
+        )
+    if rec.phase == FORWARD and policy.soak_seconds > 0 and v.on_target_live:
+        # the soak counts from when we first saw the newest batch all healthy (kept in the record, valid
+        # while later than the newest launch); a lost record update only makes the soak longer
+        newest = max(i.launch_time for i in v.on_target_live)
+        soak = timedelta(seconds=policy.soak_seconds)
+        if rec.soak_from is None or rec.soak_from <= newest:
+            return Wait(
+                condition=WaitFor.SOAK,
+                reason=f"soak {policy.soak_seconds}s",
+                until=v.now + soak,
+                record=replace(rec, soak_from=v.now),
+            )
+        if v.now < rec.soak_from + soak:
+            return Wait(
+                condition=WaitFor.SOAK,
+                reason=f"soak {_secs(rec.soak_from + soak - v.now)}s",
+                until=rec.soak_from + soak,
+            )
+
+    # 5. converged: restore, then done
+    if converging:
+        return _finish(v)
+    if not v.eligible:
+        return Wait(
+            condition=WaitFor.RELEASE,
+            reason=_blocked_reason(v, ""),
+            until=v.until(),
+            instance_ids=_ids(v.blocked),
+        )
+
+    # 6. the next batch
+    if surges(policy):
+        if v.excess > 0:
+            victims = _choose_victims(v, min(v.excess, v.batch), standby=False)
+            if victims:
+                return _terminate(v, victims, decrement=True)
+            return _stuck(v)
+        # standby instances of the next batch come back first, while no surge is in flight: only then is
+        # the baseline bump of ExitStandby unambiguous after a crash (desired below the recorded baseline)
+        returning = [i for i in _choose_victims(v, v.batch) if i.standby]
+        if returning:
+            return _terminate(v, returning, decrement=True)
+        count = min(v.batch, policy.max_surge, len(v.eligible))
+        new_desired = v.base + count
+        return Launch(count=count, new_desired=new_desired, new_max=max(state.max_size, new_desired))
+    victims = _choose_victims(v, v.batch)
+    if victims:
+        return _terminate(v, victims, decrement=False)
+    if len(state.live) - 1 < v.floor:
+        return _halt(
+            v,
+            FailKind.BLOCKED,
+            f"strategy {policy.strategy} cannot take any instance out of {len(state.live)} without dropping "
+            f"below the floor of {v.floor} (min_healthy_percent {policy.min_healthy_percent}); "
+            "use strategy surge or lower min_healthy_percent",
+        )
+    return _stuck(v)
+
+
+def _stuck(v: _View) -> Wait:
+    """Outdated instances remain but the floor allows no termination: wait for health to recover."""
+    not_healthy = [i for i in v.state.live if i.instance_id not in v.healthy]
+    return Wait(
+        condition=WaitFor.HEALTHY,
+        reason=f"healthy {len(v.healthy)} leaves no room above floor {v.floor}",
+        until=v.until(),
+        instance_ids=_ids(not_healthy),
+    )
+
+
+def _blocked_reason(v: _View, prefix: str) -> str:
+    standby = _ids([i for i in v.blocked if not i.protected])
+    protected = _ids([i for i in v.blocked if i.protected])
+    parts = []
+    if standby:
+        parts.append(f"{len(standby)} outdated in standby ({' '.join(standby[:5])})")
+    if protected:
+        parts.append(f"{len(protected)} outdated protected from scale-in ({' '.join(protected[:5])})")
+    return prefix + " and ".join(parts) + " (policy wait)"
+
+
+def _choose_victims(v: _View, limit: int, *, standby: bool = True) -> list[Instance]:
+    """Up to `limit` eligible outdated instances, never taking healthy capacity below the floor.
+
+    Not-healthy ones first (oldest first): removing them costs no healthy capacity. Then healthy ones, each
+    from the availability zone that currently has the most live instances (keeps the zones balanced),
+    oldest first."""
+    if limit <= 0:
+        return []
+    healthy = v.healthy
+    budget = len(healthy) - v.floor
+    cands = sorted((i for i in v.eligible if standby or not i.standby), key=lambda i: (i.launch_time, i.instance_id))
+    picks = [i for i in cands if i.instance_id not in healthy][:limit]
+    rest = [i for i in cands if i.instance_id in healthy]
+    per_az = Counter(i.az for i in v.state.live)
+    for p in picks:
+        per_az[p.az] -= 1
+    while len(picks) < limit and budget > 0 and rest:
+        best = min(rest, key=lambda i: (-per_az[i.az], i.az, i.launch_time, i.instance_id))
+        picks.append(best)
+        rest.remove(best)
+        per_az[best.az] -= 1
+        budget -= 1
+    return picks
+
+
+def _terminate(v: _View, victims: list[Instance], *, decrement: bool) -> Action:
+    exit_standby = _ids([i for i in victims if i.standby])
+    unprotect = _ids([i for i in victims if i.protected])
+    if exit_standby or unprotect:
+        # policy replace: bring them back / unprotect them first; the next plan terminates them. ExitStandby
+        # raises desired by one per instance (AWS), so the baseline grows with it: persisted first.
+        n = len(exit_standby)
+        new_max = v.state.desired + n if v.state.desired + n > v.state.max_size else None
+        return PrepareInstances(
+            exit_standby=exit_standby,
+            unprotect=unprotect,
+            new_max=new_max,
+            record=v.rec.with_baseline(v.base + n) if n else None,
+        )
+    return Terminate(instance_ids=_ids(victims), decrement_desired=decrement)
+
+
+def _restore_desired(v: _View) -> int:
+    """The baseline, unless lowering desired to it (the ASG picks what to remove) could cross the floor:
+    then the surplus stays (only possible when unhealthy instances are protected from scale-in)."""
+    if v.excess > 0 and len(v.healthy) - v.excess < v.floor:
+        return v.state.desired
+    return v.base
+
+
+def _restore_action(v: _View, desired: int) -> Restore | None:
+    desired, min_size, max_size = v.rec.restore_capacity(desired)
+    resume = tuple(p for p in v.rec.suspended if p in v.state.suspended_processes)
+    s = v.state
+    if (s.desired, s.min_size, s.max_size) == (desired, min_size, max_size) and not resume:
+        return None
+    return Restore(desired=desired, min_size=min_size, max_size=max_size, resume_processes=resume)
+
+
+def _finish(v: _View) -> Action:
+    if _restore_desired(v) != v.base:
+        # lowering desired lets the ASG pick what to remove: only once that cannot cross the floor
+        if v.now < v.deadline:
+            return _stuck(v)
+        return _halt(v, FailKind.BLOCKED, f"deadline passed; removing the surplus of {v.excess} would drop "
+                     f"healthy capacity below the floor of {v.floor}")
+    restore = _restore_action(v, v.base)
+    if restore is not None:
+        return restore
+    outcome = "completed" if v.rec.phase == FORWARD else "rolled_back"
+    on = sum(1 for i in v.state.live if i.image_id == v.target)
+    summary = f"{on}/{len(v.state.live)} on {_image_name(v.rec, v.target)}"
+    if v.rec.phase == ROLLBACK:
+        summary = f"rolled back: {summary} ({v.rec.reason})"
+    skipped = _ids(v.skipped)
+    if skipped:
+        summary += f"; skipped {len(skipped)} outdated by policy ({' '.join(skipped[:5])})"
+    return Done(outcome=outcome, summary=summary, skipped=skipped)
+
+
+def _plan_halting(v: _View) -> Action:
+    """Phase failed: remove surplus that is not healthy (down to the baseline), restore, then Fail."""
+    if v.excess > 0:
+        surplus = [
+            i
+            for i in v.state.live
+            if i.instance_id not in v.healthy and not i.protected
+        ]
+        surplus.sort(key=lambda i: (i.image_id != v.target, -i.launch_time.timestamp(), i.instance_id))
+        victims = surplus[: min(v.excess, v.batch)]
+        if victims:
+            return Terminate(instance_ids=_ids(victims), decrement_desired=True)
+    restore = _restore_action(v, _restore_desired(v))
+    if restore is not None:
+        return restore
+    reason = v.rec.reason or "failed"
+    kind = FailKind.HALTED
+    for k in FailKind:
+        if reason.startswith(k.value + ": "):
+            kind, reason = k, reason[len(k.value) + 2 :]
+    return Fail(reason=reason, fail_kind=kind)
+
+
+# ------------------------------------------------------------------------------------------------------
+# helpers for the operator and its triggers
+
+
+def wait_over(wait: Wait, state: FleetState, record: RolloutRecord, policy: Policy) -> bool:
+    """For a trigger polling a Wait: True once ``until`` passed or the planner would do something else."""
+    if state.now >= wait.until:
+        return True
+    if wait.condition.timer:
+        return False
+    return not wait.same_wait(plan(state, record, policy))
+
+
+def _lt_spec(ref: str) -> dict[str, str]:
+    name, _, version = ref.rpartition(":")
+    key = "LaunchTemplateId" if name.startswith("lt-") else "LaunchTemplateName"
+    return {key: name, "Version": version}
+
+
+def instance_refresh_preferences(policy: Policy, desired: int) -> dict[str, Any]:
+    """The policy as StartInstanceRefresh Preferences (pure mapping, no AWS).
+
+    MaxHealthyPercentage = 100 + surge as a share of desired (AWS: 100..200, at most min + 100)."""
+    surge_pct = math.ceil(100 * policy.max_surge / max(1, desired)) if policy.max_surge else 0
+    max_healthy = max(100, min(200, 100 + surge_pct, policy.min_healthy_percent + 100))
+    on_rule = {"skip": "Ignore", "wait": "Wait"}
+    prefs: dict[str, Any] = {
+        "MinHealthyPercentage": policy.min_healthy_percent,
+        "MaxHealthyPercentage": max_healthy,
+        "InstanceWarmup": policy.warmup_seconds,
+        "SkipMatching": True,
+        "AutoRollback": policy.on_failure == "rollback",
+        "ScaleInProtectedInstances": on_rule.get(policy.protected, "Refresh"),
+        "StandbyInstances": on_rule.get(policy.standby, "Terminate"),
+    }
+    if policy.soak_seconds:
+        prefs["BakeTime"] = policy.soak_seconds
+        if policy.batch_size is not None or policy.batch_percent is not None:
+            step = max(1, min(100, math.ceil(100 * policy.batch_for(desired) / max(1, desired))))
+            points = list(range(step, 100, step)) + [100]
+            prefs["CheckpointPercentages"] = points
+            prefs["CheckpointDelay"] = policy.soak_seconds
+    alarms = list(policy.alarms) if policy.uses("alarms") else []
+    if alarms:
+        prefs["AlarmSpecification"] = {"Alarms": alarms}
+    return prefs
+
+
+def delegate_instance_refresh(state: FleetState, record: RolloutRecord, policy: Policy) -> DelegateInstanceRefresh:
+    config = {"LaunchTemplate": _lt_spec(record.target_lt)} if record.target_lt else None
+    return DelegateInstanceRefresh(
+        preferences=instance_refresh_preferences(policy, record.base),
+        desired_configuration=config,
+    )
+
+
+def _image_name(rec: RolloutRecord, image_id: str) -> str:
+    label = rec.label_of(image_id)
+    return f"{image_id} ({label})" if label else image_id
+
+
+def describe_action(action: Action, now: datetime) -> str:
+    """A short human phrase for an action (the ``next:`` part of a progress line)."""
+    if isinstance(action, Wait):
+        if action.condition.timer:
+            return f"wait {action.reason}"
+        return f"wait {action.condition.value}: {action.reason} (up to {_secs(action.until - now)}s)"
+    if isinstance(action, Launch):
+        return f"launch {action.count} (desired -> {action.new_desired}, max {action.new_max})"
+    if isinstance(action, Terminate):
+        how = "with" if action.decrement_desired else "without"
+        return f"terminate {len(action.instance_ids)} {how} decrement: {' '.join(action.instance_ids)}"
+    if isinstance(action, PrepareInstances):
+        parts = []
+        if action.exit_standby:
+            parts.append(f"exit standby {' '.join(action.exit_standby)}")
+        if action.unprotect:
+            parts.append(f"unprotect {' '.join(action.unprotect)}")
+        return "prepare: " + ", ".join(parts)
+    if isinstance(action, SuspendProcesses):
+        return f"suspend {' '.join(action.processes)}"
+    if isinstance(action, SetLaunchTemplate):
+        return f"point the ASG at {action.launch_template} ({action.image_id})"
+    if isinstance(action, StartRollback):
+        return f"ROLL BACK: {action.reason}"
+    if isinstance(action, Halt):
+        return f"HALT: {action.reason}"
+    if isinstance(action, Restore):
+        resume = f", resume {' '.join(action.resume_processes)}" if action.resume_processes else ""
+        return f"restore desired={action.desired} min={action.min_size} max={action.max_size}{resume}"
+    if isinstance(action, DelegateInstanceRefresh):
+        return "start an AWS instance refresh"
+    if isinstance(action, Done):
+        return f"done: {action.summary}"
+    if isinstance(action, Fail):
+        return f"FAILED ({action.fail_kind.value}): {action.reason}"
+    return action.kind
+
+
+def progress_line(state: FleetState, record: RolloutRecord, policy: Policy, action: Action) -> str:
+    """One human line per step, e.g.
+    ``batch 3/8: 24/64 on ami-123 (2026.11.30-1), healthy 64 >= floor 58, next: wait warmup 90s``."""
+    rec = adopt_baseline(state, record, policy)
+    v = _View(state, rec, policy)
+    on_target = len(v.on_target_live)
+    remaining = len(v.eligible) + len(v.blocked) + len(v.pending_outdated)
+    total = max(1, math.ceil((on_target + remaining - max(0, v.excess)) / v.batch))
+    current = min(total, max(1, math.ceil(on_target / v.batch)))
+    prefix = {FORWARD: "", ROLLBACK: "rollback ", FAILED: "failed "}[rec.phase]
+    healthy = len(v.healthy)
+    cmp = ">=" if healthy >= v.floor else "<"
+    return (
+        f"{prefix}batch {current}/{total}: {on_target}/{len(state.live)} on {_image_name(rec, v.target)}, "
+        f"healthy {healthy} {cmp} floor {v.floor}, next: {describe_action(action, state.now)}"
+    )

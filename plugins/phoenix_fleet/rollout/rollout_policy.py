@@ -1,0 +1,108 @@
+"""The rollout policy as the planner uses it: a frozen mirror of ``config.RolloutPolicy``.
+
+Kept separate from the pydantic model so that the pure core (and its property tests) can build
+policies cheaply; ``Policy.from_config`` accepts the pydantic model or any object with the same
+attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+STRATEGIES = ("surge", "replace", "instance-refresh")
+HEALTH_SIGNALS = ("asg", "elb", "ec2_status", "alarms")
+INSTANCE_POLICIES = ("skip", "wait", "replace")
+ON_FAILURE = ("rollback", "halt")
+DEFAULT_SUSPEND = ("AZRebalance", "AlarmNotification", "ScheduledActions")
+#: A new instance must be healthy within warmup + this many seconds of its launch, or it has failed.
+DEFAULT_HEALTH_TIMEOUT = 600
+
+
+@dataclass(frozen=True)
+class Policy:
+    strategy: str = "surge"
+    batch_size: int | None = None
+    batch_percent: int | None = None
+    min_healthy_percent: int = 100
+    max_surge: int = 1
+    warmup_seconds: int = 60
+    soak_seconds: int = 0
+    health_signals: frozenset[str] = frozenset(HEALTH_SIGNALS)
+    alarms: tuple[str, ...] = ()
+    standby: str = "skip"
+    protected: str = "skip"
+    deadline_minutes: int = 60
+    on_failure: str = "rollback"
+    suspend_processes: tuple[str, ...] = DEFAULT_SUSPEND
+    #: not in the fleet config (yet): seconds past warmup a new instance gets to become healthy
+    health_timeout_seconds: int = DEFAULT_HEALTH_TIMEOUT
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.strategy not in STRATEGIES:
+            problems.append(f"strategy {self.strategy!r} not in {STRATEGIES}")
+        if self.batch_size is not None and self.batch_size < 1:
+            problems.append("batch_size must be >= 1")
+        if self.batch_percent is not None and not 1 <= self.batch_percent <= 100:
+            problems.append("batch_percent must be 1..100")
+        if self.batch_size is not None and self.batch_percent is not None:
+            problems.append("batch_size and batch_percent are alternatives")
+        if not 0 <= self.min_healthy_percent <= 100:
+            problems.append("min_healthy_percent must be 0..100")
+        if self.max_surge < 0:
+            problems.append("max_surge must be >= 0")
+        if self.warmup_seconds < 0 or self.soak_seconds < 0 or self.health_timeout_seconds < 0:
+            problems.append("warmup/soak/health timeout must be >= 0")
+        if self.deadline_minutes < 1:
+            problems.append("deadline_minutes must be >= 1")
+        if not set(self.health_signals) <= set(HEALTH_SIGNALS):
+            problems.append(f"health_signals must be a subset of {HEALTH_SIGNALS}")
+        if self.standby not in INSTANCE_POLICIES or self.protected not in INSTANCE_POLICIES:
+            problems.append(f"standby/protected must be one of {INSTANCE_POLICIES}")
+        if self.on_failure not in ON_FAILURE:
+            problems.append(f"on_failure must be one of {ON_FAILURE}")
+        if problems:
+            raise ValueError("invalid rollout policy: " + "; ".join(problems))
+
+    @classmethod
+    def from_config(cls, rollout_policy: Any) -> Policy:
+        """From ``config.RolloutPolicy`` (or any object with its attributes)."""
+        p = rollout_policy
+        return cls(
+            strategy=p.strategy,
+            batch_size=p.batch_size,
+            batch_percent=p.batch_percent,
+            min_healthy_percent=p.min_healthy_percent,
+            max_surge=p.max_surge,
+            warmup_seconds=p.warmup_seconds,
+            soak_seconds=p.soak_seconds,
+            health_signals=frozenset(p.health_signals),
+            alarms=tuple(p.alarms),
+            standby=p.standby,
+            protected=p.protected,
+            deadline_minutes=p.deadline_minutes,
+            on_failure=p.on_failure,
+            suspend_processes=tuple(p.suspend_processes),
+            health_timeout_seconds=getattr(p, "health_timeout_seconds", DEFAULT_HEALTH_TIMEOUT),
+        )
+
+    # -- derived numbers ---------------------------------------------------------------------------------
+    def batch_for(self, desired: int) -> int:
+        """Instances per batch for a baseline of `desired` (same rule as config.RolloutPolicy.batch_for)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        pct = self.batch_percent if self.batch_percent is not None else 25
+        return max(1, (desired * pct) // 100)
+
+    def floor_for(self, desired: int) -> int:
+        """Healthy capacity that must remain: ceil(min_healthy_percent% x desired)."""
+        return -(-self.min_healthy_percent * desired // 100)  # integer ceil, no float rounding
+
+    @property
+    def surges(self) -> bool:
+        """Launch before terminate? (surge with max_surge 0 degrades to replace)."""
+        return self.strategy == "surge" and self.max_surge > 0
+
+    def uses(self, signal: str) -> bool:
+        return signal in self.health_signals

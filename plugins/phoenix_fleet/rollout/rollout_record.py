@@ -1,0 +1,334 @@
+"""The rollout record: the few facts a rollout keeps in the ASG's own tags.
+
+Everything else is derived from observation (EC2 ImageId, lifecycle states, health). A retried task or a
+new worker reads the record back with ``RolloutRecord.from_tags`` and resumes where the last one stopped.
+
+Tags (all keys start with ``phoenix:rollout:``, one fact per tag, so they read well in the console)::
+
+    phoenix:rollout:id              the rollout id: the lock (another id = another rollout holds the ASG)
+    phoenix:rollout:schema          format version of these tags ("1")
+    phoenix:rollout:phase           forward | rollback | failed
+    phoenix:rollout:target          AMI every instance must end on (in rollback: the previous AMI)
+    phoenix:rollout:previous        AMI to roll back to (absent: nothing to roll back to)
+    phoenix:rollout:target-lt       launch template version of the target, "lt-0abc...:7" (optional)
+    phoenix:rollout:previous-lt     launch template version of the previous AMI (optional)
+    phoenix:rollout:target-label    release label of the target, e.g. 2026.11.30-1 (optional)
+    phoenix:rollout:previous-label  release label of the previous AMI (optional)
+    phoenix:rollout:original        the capacity before the rollout: "desired=4 min=2 max=8"
+    phoenix:rollout:baseline        the desired capacity the rollout maintains (original, or adopted)
+    phoenix:rollout:started         when the rollout started, ISO 8601 UTC (2026-11-30T10:00:00Z)
+    phoenix:rollout:phase-started   when the current phase started (deadlines count from here)
+    phoenix:rollout:suspended       processes the rollout suspended (space separated; resumed at the end)
+    phoenix:rollout:reason          why it rolled back / failed (optional, at most 256 characters)
+    phoenix:rollout:soak-from       when the planner first saw the newest batch all healthy (optional)
+
+Keys are at most 128 characters and values at most 256. Identifiers (rollout id, AMIs, launch template
+versions) use only the characters every AWS tagging API accepts (letters, digits, space and
+``+ - = . _ : / @``); the free-text values (labels, reason) are printable ASCII on one line, which
+AutoScaling tags accept. Set them with PropagateAtLaunch=False.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .fleet_state import FleetState
+from .rollout_policy import Policy
+
+TAG_PREFIX = "phoenix:rollout:"
+SCHEMA = "1"
+FORWARD = "forward"
+ROLLBACK = "rollback"
+FAILED = "failed"
+PHASES = (FORWARD, ROLLBACK, FAILED)
+MAX_KEY = 128
+MAX_VALUE = 256
+
+_SAFE = re.compile(r"^[A-Za-z0-9 +\-=._:/@]*$")
+_TEXT = re.compile(r"^[\x20-\x7e]*$")
+_UNPRINTABLE_RUN = re.compile(r"[^\x20-\x7e]+")
+_CAPACITY = re.compile(r"^desired=(\d+) min=(\d+) max=(\d+)$")
+_TIME_FMT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class RecordError(ValueError):
+    """The rollout tags on the ASG are malformed (someone edited them, or another tool wrote them)."""
+
+
+def tag(name: str) -> str:
+    return TAG_PREFIX + name
+
+
+def clean_text(text: str, limit: int = MAX_VALUE) -> str:
+    """Free text made safe for a tag value: printable ASCII on one line, at most `limit` characters."""
+    cleaned = " ".join(_UNPRINTABLE_RUN.sub(" ", text).split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3].rstrip() + "..."
+
+
+def _utc_seconds(t: datetime) -> datetime:
+    if t.tzinfo is None:
+        raise ValueError("rollout record times must be timezone-aware")
+    return t.astimezone(UTC).replace(microsecond=0)
+
+
+def _fmt_time(t: datetime) -> str:
+    return t.strftime(_TIME_FMT)
+
+
+def _parse_time(key: str, value: str) -> datetime:
+    try:
+        return datetime.strptime(value, _TIME_FMT).replace(tzinfo=UTC)
+    except ValueError:
+        raise RecordError(f"tag {key}={value!r} is not a UTC time like 2026-11-30T10:00:00Z") from None
+
+
+def _check_ref(name: str, value: str | None, *, required: bool = False) -> None:
+    if value is None:
+        if required:
+            raise ValueError(f"{name} is required")
+        return
+    if not value or len(value) > MAX_VALUE or not _SAFE.match(value):
+        raise ValueError(f"{name} {value!r} must be 1-{MAX_VALUE} characters of [A-Za-z0-9 +-=._:/@]")
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """What a rollout must remember across workers. Build the first one with ``RolloutRecord.begin``."""
+
+    rollout_id: str
+    target_image: str
+    previous_image: str | None
+    original_desired: int
+    original_min: int
+    original_max: int
+    started_at: datetime
+    phase: str = FORWARD
+    baseline: int | None = None  # None: the original desired
+    phase_started_at: datetime | None = None  # None: started_at
+    suspended: tuple[str, ...] = ()
+    target_lt: str | None = None
+    previous_lt: str | None = None
+    target_label: str | None = None
+    previous_label: str | None = None
+    reason: str | None = None
+    #: when the planner first observed every instance on the target healthy, after the newest of them
+    #: launched; the soak runs from here. Valid only while it is later than the newest launch.
+    soak_from: datetime | None = None
+
+    def __post_init__(self) -> None:
+        _check_ref("rollout_id", self.rollout_id, required=True)
+        if len(self.rollout_id) > MAX_VALUE:
+            raise ValueError("rollout_id too long")
+        _check_ref("target_image", self.target_image, required=True)
+        _check_ref("previous_image", self.previous_image)
+        for name in ("target_lt", "previous_lt"):
+            ref = getattr(self, name)
+            _check_ref(name, ref)
+            if ref is not None and ("$" in ref or ":" not in ref):
+                raise ValueError(
+                    f"{name} {ref!r} must name an explicit version as '<template id or name>:<number>' "
+                    "(never $Latest/$Default: a rollback must target the previous version explicitly)"
+                )
+        if self.phase not in PHASES:
+            raise ValueError(f"phase {self.phase!r} not in {PHASES}")
+        if not 0 <= self.original_min <= self.original_max or self.original_desired < 0:
+            raise ValueError("original capacity is inconsistent")
+        set_ = object.__setattr__
+        set_(self, "started_at", _utc_seconds(self.started_at))
+        set_(self, "phase_started_at", _utc_seconds(self.phase_started_at or self.started_at))
+        if self.soak_from is not None:
+            set_(self, "soak_from", _utc_seconds(self.soak_from))
+        if self.baseline is None:
+            set_(self, "baseline", self.original_desired)
+        elif self.baseline < 0:
+            raise ValueError("baseline must be >= 0")
+        procs = tuple(sorted(set(self.suspended)))
+        for p in procs:
+            if not p or not p.isalnum():
+                raise ValueError(f"suspended process {p!r} is not a process name")
+        set_(self, "suspended", procs)
+        for name in ("target_label", "previous_label", "reason"):
+            value = getattr(self, name)
+            if value is not None:
+                set_(self, name, clean_text(value) or None)
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def begin(
+        cls,
+        rollout_id: str,
+        state: FleetState,
+        policy: Policy,
+        *,
+        target_image: str,
+        previous_image: str | None,
+        target_lt: str | None = None,
+        previous_lt: str | None = None,
+        target_label: str | None = None,
+        previous_label: str | None = None,
+    ) -> RolloutRecord:
+        """The record of a new rollout: snapshot the capacity, note which processes *we* will suspend
+        (those the policy names that are not already suspended, so that we never resume a process a human
+        suspended). Persist it (the lock) before acting."""
+        return cls(
+            rollout_id=rollout_id,
+            target_image=target_image,
+            previous_image=previous_image,
+            original_desired=state.desired,
+            original_min=state.min_size,
+            original_max=state.max_size,
+            started_at=state.now,
+            suspended=tuple(p for p in policy.suspend_processes if p not in state.suspended_processes),
+            target_lt=target_lt,
+            previous_lt=previous_lt,
+            target_label=target_label,
+            previous_label=previous_label,
+        )
+
+    @property
+    def base(self) -> int:
+        """The desired capacity the rollout maintains (``baseline``, typed as int)."""
+        assert self.baseline is not None
+        return self.baseline
+
+    @property
+    def phase_start(self) -> datetime:
+        assert self.phase_started_at is not None
+        return self.phase_started_at
+
+    def with_baseline(self, baseline: int) -> RolloutRecord:
+        return replace(self, baseline=baseline)
+
+    def for_rollback(self, now: datetime, reason: str) -> RolloutRecord:
+        """The same rollout aimed back at the previous image: target and previous swap."""
+        if not self.previous_image:
+            raise ValueError("no previous image to roll back to")
+        return replace(
+            self,
+            phase=ROLLBACK,
+            target_image=self.previous_image,
+            previous_image=self.target_image,
+            target_lt=self.previous_lt,
+            previous_lt=self.target_lt,
+            target_label=self.previous_label,
+            previous_label=self.target_label,
+            phase_started_at=now,
+            reason=reason,
+        )
+
+    def halted(self, now: datetime, reason: str) -> RolloutRecord:
+        """Phase failed: the planner drains surplus, restores capacity, then returns Fail(reason)."""
+        return replace(self, phase=FAILED, phase_started_at=now, reason=reason)
+
+    # -- derived ----------------------------------------------------------------------------------------
+    def deadline(self, policy: Policy) -> datetime:
+        """Each phase (forward, rollback) gets the policy's full deadline from its own start."""
+        return self.phase_start + timedelta(minutes=policy.deadline_minutes)
+
+    def restore_capacity(self, desired: int | None = None) -> tuple[int, int, int]:
+        """(desired, min, max) to leave the ASG with: the baseline (or `desired`), inside the original
+        min/max, widened only as far as needed to hold it."""
+        d = self.base if desired is None else desired
+        return d, min(self.original_min, d), max(self.original_max, d)
+
+    def label_of(self, image_id: str) -> str | None:
+        if image_id == self.target_image:
+            return self.target_label
+        if image_id == self.previous_image:
+            return self.previous_label
+        return None
+
+    # -- tags -------------------------------------------------------------------------------------------
+    def to_tags(self) -> dict[str, str]:
+        tags = {
+            tag("id"): self.rollout_id,
+            tag("schema"): SCHEMA,
+            tag("phase"): self.phase,
+            tag("target"): self.target_image,
+            tag("original"): f"desired={self.original_desired} min={self.original_min} max={self.original_max}",
+            tag("baseline"): str(self.base),
+            tag("started"): _fmt_time(self.started_at),
+            tag("phase-started"): _fmt_time(self.phase_start),
+            tag("suspended"): " ".join(self.suspended),
+        }
+        optional = {
+            "previous": self.previous_image,
+            "target-lt": self.target_lt,
+            "previous-lt": self.previous_lt,
+            "target-label": self.target_label,
+            "previous-label": self.previous_label,
+            "reason": self.reason,
+            "soak-from": _fmt_time(self.soak_from) if self.soak_from is not None else None,
+        }
+        tags.update({tag(k): v for k, v in optional.items() if v is not None})
+        free_text = {tag("target-label"), tag("previous-label"), tag("reason")}
+        for k, v in tags.items():  # guaranteed by construction; checked so a change here cannot slip
+            if len(k) > MAX_KEY or len(v) > MAX_VALUE or not (_TEXT if k in free_text else _SAFE).match(v):
+                raise AssertionError(f"tag {k}={v!r} breaks AWS tag limits")
+        return tags
+
+    @staticmethod
+    def tag_keys() -> tuple[str, ...]:
+        """Every key a record may write: delete these when the rollout is done."""
+        names = ("id", "schema", "phase", "target", "previous", "target-lt", "previous-lt", "target-label",
+                 "previous-label", "original", "baseline", "started", "phase-started", "suspended", "reason",
+                 "soak-from")
+        return tuple(tag(n) for n in names)
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str] | Iterable[Mapping[str, Any]]) -> RolloutRecord | None:
+        """The record in an ASG's tags, or None when no rollout holds it.
+
+        Accepts a plain dict, or the ``Tags`` list of DescribeAutoScalingGroups (``[{"Key":..,"Value":..}]``).
+        Raises RecordError when the tags are present but malformed.
+        """
+        if not isinstance(tags, Mapping):
+            tags = {t["Key"]: t.get("Value", "") for t in tags}
+        if tag("id") not in tags:
+            return None
+
+        def get(name: str) -> str:
+            key = tag(name)
+            if key not in tags:
+                raise RecordError(f"rollout tags incomplete: {key} is missing")
+            return tags[key]
+
+        def opt(name: str) -> str | None:
+            value = tags.get(tag(name))
+            return value if value else None
+
+        schema = tags.get(tag("schema"), SCHEMA)
+        if schema != SCHEMA:
+            raise RecordError(f"rollout tags use schema {schema!r}; this version reads {SCHEMA!r}")
+        m = _CAPACITY.match(get("original"))
+        if not m:
+            raise RecordError(f"tag {tag('original')}={get('original')!r} is not 'desired=N min=N max=N'")
+        try:
+            baseline = int(get("baseline"))
+            return cls(
+                rollout_id=get("id"),
+                phase=get("phase"),
+                target_image=get("target"),
+                previous_image=opt("previous"),
+                target_lt=opt("target-lt"),
+                previous_lt=opt("previous-lt"),
+                target_label=opt("target-label"),
+                previous_label=opt("previous-label"),
+                original_desired=int(m.group(1)),
+                original_min=int(m.group(2)),
+                original_max=int(m.group(3)),
+                baseline=baseline,
+                started_at=_parse_time(tag("started"), get("started")),
+                phase_started_at=_parse_time(tag("phase-started"), get("phase-started")),
+                suspended=tuple(get("suspended").split()),
+                reason=opt("reason"),
+                soak_from=_parse_time(tag("soak-from"), sf) if (sf := opt("soak-from")) else None,
+            )
+        except RecordError:
+            raise
+        except ValueError as e:
+            raise RecordError(f"rollout tags are malformed: {e}") from None
