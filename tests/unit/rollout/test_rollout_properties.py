@@ -1,0 +1,223 @@
+"""Property tests: drive the planner against a simulated ASG over random fleets, policies, health outcomes,
+outside interference and crash points, and check the invariants after every step.
+
+Invariants (checked by rollout_sim.check_action / check_after / check_final on every step):
+- floor: no action of ours takes healthy capacity below ceil(min_healthy% x baseline); when outside
+  events already took it below, our actions do not lower it further. Precisely: for the state S the
+  planner saw and the state S' right after applying its action (same instant, before any outside event),
+  healthy(S') >= min(floor, healthy(S)); and for Terminate, healthy(S) - |victims ∩ healthy(S)| >= floor
+  unless no victim is healthy. Instances killed from outside are not our doing: they lower healthy(S) of
+  the next observation, and the invariant is then judged from there.
+- only outdated instances (image != the record's target) are terminated, never more than one batch per
+  action, never a protected/standby one that was not prepared, never twice; Terminate with decrement only
+  removes surplus above the baseline; Launch never surges above baseline + max_surge;
+- termination: a terminal action (Done or Fail) within a bounded number of steps;
+- Done(completed): every live non-skipped instance on the target, desired/min/max at the baseline and
+  the original min/max, the rollout's processes resumed; Done(rolled_back): the same on the previous
+  image, only under on_failure=rollback; Fail: only under halt, or for a failed rollback, or when blocked,
+  with capacity and processes restored;
+- crash-resume: dropping the operator's memory at random steps (and doing only part of an action) ends
+  in the same outcome and fleet as an uninterrupted run, with no extra terminations.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+from hypothesis import event, given, note
+from hypothesis import strategies as st
+from phoenix_fleet.rollout import Done, Fail, Policy
+from rollout_settings import rollout_settings
+from rollout_sim import ALARM, NEW, OLD, Chaos, SimAsg, World, begin, drive, make_fleet
+
+SIGNALS = ("asg", "elb", "ec2_status", "alarms")
+
+
+@st.composite
+def policies(draw: st.DrawFn, strategies: tuple[str, ...] = ("surge", "replace")) -> Policy:
+    batch = draw(st.sampled_from(["size", "percent", "default"]))
+    return Policy(
+        strategy=draw(st.sampled_from(strategies)),
+        batch_size=draw(st.integers(1, 8)) if batch == "size" else None,
+        batch_percent=draw(st.integers(1, 100)) if batch == "percent" else None,
+        min_healthy_percent=draw(st.one_of(st.sampled_from([0, 50, 75, 90, 100]), st.integers(0, 100))),
+        max_surge=draw(st.integers(0, 4)),
+        warmup_seconds=draw(st.sampled_from([0, 30, 60, 120])),
+        soak_seconds=draw(st.sampled_from([0, 0, 60, 300])),
+        health_signals=frozenset(draw(st.sets(st.sampled_from(SIGNALS)))),
+        alarms=draw(st.sampled_from([(), (ALARM,)])),
+        standby=draw(st.sampled_from(["skip", "wait", "replace"])),
+        protected=draw(st.sampled_from(["skip", "wait", "replace"])),
+        deadline_minutes=draw(st.integers(15, 120)),
+        on_failure=draw(st.sampled_from(["rollback", "halt"])),
+        suspend_processes=draw(st.sampled_from([("AZRebalance", "AlarmNotification", "ScheduledActions"), ()])),
+        health_timeout_seconds=draw(st.sampled_from([120, 300, 600, 600])),
+    )
+
+
+@st.composite
+def fleets(draw: st.DrawFn, world: World) -> SimAsg:
+    n = draw(st.integers(1, 40))
+    on_target = draw(st.integers(0, n // 4))
+    return make_fleet(
+        world,
+        n=n,
+        azs=draw(st.integers(1, 3)),
+        on_target=on_target,
+        other=draw(st.integers(0, min(2, n - on_target))),
+        protected=draw(st.integers(0, min(2, n))),
+        standby=draw(st.integers(0, 2)),
+        unhealthy_old=draw(st.integers(0, 1)),
+        min_size=draw(st.integers(0, n)),
+        max_extra=draw(st.integers(0, 3)),
+    )
+
+
+chaos_events = st.builds(
+    Chaos,
+    at=st.integers(0, 3600),
+    kind=st.sampled_from(["kill", "kill", "scale", "alarm", "sick", "no-capacity"]),
+    value=st.integers(-3, 3),
+)
+crash_points = st.dictionaries(
+    st.integers(0, 150),
+    st.tuples(st.sampled_from(["drop", "record-only", "partial"]), st.integers(0, 10)),
+    max_size=3,
+)
+
+
+@rollout_settings(max_examples=120)
+@given(data=st.data())
+def test_invariants_hold_under_chaos(data: st.DataObject) -> None:
+    """Random fleets, policies, health outcomes, outside kills/scaling/alarms and crashes: every step keeps
+    the invariants and the rollout ends (Done or Fail) with a consistent fleet."""
+    world = World(
+        seed=data.draw(st.integers(0, 2**32), label="seed"),
+        hooks=data.draw(st.booleans(), label="hooks"),
+        bad_images=data.draw(st.sampled_from([frozenset(), frozenset(), frozenset(), frozenset({NEW})]), label="bad"),
+        flake=data.draw(st.sampled_from([0.0, 0.0, 0.0, 0.02, 0.1]), label="flake"),
+        chaos=tuple(data.draw(st.lists(chaos_events, max_size=4), label="chaos")),
+        launch_delay=data.draw(st.sampled_from([0, 10, 45]), label="launch_delay"),
+    )
+    sim = data.draw(fleets(world), label="fleet")
+    policy = data.draw(policies(), label="policy")
+    previous = data.draw(st.sampled_from([OLD, OLD, OLD, None]), label="previous")
+    crashes = data.draw(crash_points, label="crashes")
+    restart = data.draw(st.sampled_from([0, 5, 120]), label="restart_delay")
+    record = begin(sim, policy, previous=previous)
+    run = drive(sim, policy, record, crashes=crashes, restart_delay=restart)
+    note(f"steps={run.steps} final={run.final} terminated={len(sim.planner_terminated)}")
+    assert isinstance(run.final, Done | Fail)
+    _events(run.final, sim, run.steps)
+
+
+def _events(final: object, sim: SimAsg, steps: int) -> None:
+    """Coverage of the generated cases (shown by --hypothesis-show-statistics)."""
+    kind = final.outcome if isinstance(final, Done) else final.fail_kind.value  # type: ignore[attr-defined]
+    event(f"outcome {kind}")
+    event(f"fleet {'1' if len(sim.observe().live) == 1 else '2-9' if len(sim.observe().live) < 10 else '10+'}")
+    event(f"steps {'<50' if steps < 50 else '<200' if steps < 200 else '200+'}")
+    event(f"terminations {'0' if not sim.planner_terminated else '1-9' if len(sim.planner_terminated) < 10 else '10+'}")
+    if sim.external_kills:
+        event("killed from outside")
+
+
+def _outcome(final: object, sim: SimAsg) -> tuple:
+    """How a run ended: Done -> the outcome and the whole fleet; Fail -> the kind and the capacity (a
+    halted fleet is mixed, and how mixed depends on where the batches were cut)."""
+    state = sim.observe()
+    capacity = (state.desired, state.min_size, state.max_size)
+    if isinstance(final, Done):
+        return "done", final.outcome, sorted(Counter(i.image_id for i in state.live).items()), capacity
+    assert isinstance(final, Fail)
+    return "fail", final.fail_kind.value, capacity
+
+
+@rollout_settings(max_examples=60)
+@given(data=st.data())
+def test_crash_resume_reaches_the_same_end(data: st.DataObject) -> None:
+    """Same seed, with and without crashes (the operator's memory dropped at random steps, some actions
+    done only in part, the record persisted without the action): the same outcome and fleet, and the
+    crashed run terminates no more instances than the uninterrupted one, never one twice."""
+    seed = data.draw(st.integers(0, 2**32), label="seed")
+    bad = data.draw(st.sampled_from([frozenset(), frozenset({NEW})]), label="bad")
+    hooks = data.draw(st.booleans(), label="hooks")
+    n = data.draw(st.integers(1, 30), label="n")
+    azs = data.draw(st.integers(1, 3), label="azs")
+    protected = data.draw(st.integers(0, min(2, n)), label="protected")
+    standby = data.draw(st.integers(0, 2), label="standby")
+    # Outcomes must not depend on timing: a generous deadline (a crash that splits a batch takes longer)
+    # and health timeout (a good instance is never "too slow"); only a bad image fails, every instance of it.
+    policy = replace(data.draw(policies(), label="policy"), deadline_minutes=24 * 60, health_timeout_seconds=600)
+    crashes = data.draw(crash_points.filter(bool), label="crashes")
+
+    def fresh() -> SimAsg:
+        world = World(seed=seed, hooks=hooks, bad_images=bad)
+        return make_fleet(world, n=n, azs=azs, protected=protected, standby=standby, max_extra=1)
+
+    clean_sim = fresh()
+    clean = drive(clean_sim, policy, begin(clean_sim, policy))
+    crash_sim = fresh()
+    crashed = drive(crash_sim, policy, begin(crash_sim, policy), crashes=crashes)
+    note(f"clean: {clean.final} after {clean.steps}; crashed: {crashed.final} after {crashed.steps}")
+    assert _outcome(crashed.final, crash_sim) == _outcome(clean.final, clean_sim)
+    crash_ids = [iid for iid, _ in crash_sim.planner_terminated]
+    assert len(crash_ids) == len(set(crash_ids)), "an instance was terminated twice"
+    assert len(crash_ids) <= len(clean_sim.planner_terminated)
+
+
+@rollout_settings(max_examples=40)
+@given(data=st.data())
+def test_crash_between_steps_replays_exactly(data: st.DataObject) -> None:
+    """A crash between whole steps (the action lost before it was done, resumed at the same instant)
+    changes nothing at all: the planner keeps no state outside AWS and the tags."""
+    seed = data.draw(st.integers(0, 2**32), label="seed")
+    world = World(seed=seed, bad_images=data.draw(st.sampled_from([frozenset(), frozenset({NEW})])))
+    n = data.draw(st.integers(1, 25), label="n")
+    policy = data.draw(policies(), label="policy")
+    drops = data.draw(st.dictionaries(st.integers(0, 100), st.just(("drop", 0)), min_size=1, max_size=4))
+    a = make_fleet(world, n=n, azs=2, max_extra=1)
+    b = make_fleet(world, n=n, azs=2, max_extra=1)
+    ra = drive(a, policy, begin(a, policy))
+    rb = drive(b, policy, begin(b, policy), crashes=drops)
+    replayed = [x for x in rb.actions]
+    for step in sorted(drops, reverse=True):  # each dropped action is planned again on resume
+        if step < len(replayed) - 1 and replayed[step] == replayed[step + 1]:
+            del replayed[step]
+    assert replayed == ra.actions
+    assert a.planner_terminated == b.planner_terminated
+
+
+@rollout_settings(max_examples=40)
+@given(data=st.data())
+def test_healthy_image_always_completes(data: st.DataObject) -> None:
+    """With a good image, nothing failing and nothing interfering, a feasible policy always completes: every
+    live instance not skipped by policy on the target, at the original capacity."""
+    world = World(seed=data.draw(st.integers(0, 2**32)), hooks=data.draw(st.booleans()),
+                  launch_delay=data.draw(st.sampled_from([0, 30])))
+    n = data.draw(st.integers(1, 40), label="n")
+    standby = data.draw(st.integers(0, 2), label="standby")
+    sim = make_fleet(world, n=n, azs=data.draw(st.integers(1, 3)), max_extra=data.draw(st.integers(0, 2)),
+                     standby=standby)
+    policy = replace(
+        data.draw(policies(), label="policy"), deadline_minutes=24 * 60, health_timeout_seconds=600,
+        standby=data.draw(st.sampled_from(["skip", "replace"])),
+    )
+    exited = standby if policy.standby == "replace" else 0
+    size = n + exited  # standby instances brought back count again (AWS raises desired on ExitStandby)
+    feasible = (policy.strategy == "surge" and policy.max_surge > 0) or policy.floor_for(size) <= size - 1
+    record = begin(sim, policy)
+    run = drive(sim, policy, record)
+    assert isinstance(run.final, Done if feasible else Fail), run.final
+    if feasible:
+        assert isinstance(run.final, Done) and run.final.outcome == "completed"
+        state = sim.observe()
+        assert all(i.image_id == NEW for i in state.live) and len(state.live) == n + exited
+        assert len(run.final.skipped) == standby - exited
+        # desired at the original plus the standby instances brought back (AWS counts them again)
+        assert state.desired == record.original_desired + exited
+        assert (state.min_size, state.max_size) == (record.original_min, max(record.original_max, n + exited))
+        # every original instance was replaced exactly once
+        replaced = n + exited
+        assert sorted(iid for iid, _ in sim.planner_terminated) == sorted(f"i-init{k:03d}" for k in range(replaced))
