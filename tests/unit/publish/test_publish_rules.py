@@ -149,3 +149,25 @@ def test_bound_extra_keeps_the_event_small():
     assert len(json.dumps(small)) <= 1000
     assert small["version"] == "2026.11.30-1" and small["release_notes"]["counts"] == {"upgraded": 900}
     assert bound_extra(extra) == extra  # fits: unchanged
+
+
+def test_copy_trigger_round_trips_through_serialize():
+    from phoenix_fleet.triggers.publish_triggers import CopiedImageAvailableTrigger
+
+    copy = {"region": "eu-west-1", "ami_id": "ami-2", "source_ami_id": "ami-1", "source_region": "us-east-1", "copied": True}
+    trigger = CopiedImageAvailableTrigger(
+        image_id="ami-2", copy=copy, waiter_delay=5, waiter_max_attempts=3, aws_conn_id="aws_x", region_name="eu-west-1"
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "phoenix_fleet.triggers.publish_triggers.CopiedImageAvailableTrigger"
+    assert kwargs == {
+        "waiter_delay": 5,
+        "waiter_max_attempts": 3,
+        "aws_conn_id": "aws_x",
+        "image_id": "ami-2",
+        "copy": copy,
+        "region_name": "eu-west-1",
+    }
+    rebuilt = CopiedImageAvailableTrigger(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert rebuilt.waiter_args == {"ImageIds": ["ami-2"]} and rebuilt.return_value == copy
