@@ -589,6 +589,6 @@ def progress_line(state: FleetState, record: RolloutRecord, policy: Policy, acti
     healthy = len(v.healthy)
     cmp = ">=" if healthy >= v.floor else "<"
     return (
-        f"{prefix}batch {current}/{total}: {on_target}/{len(state.live)} on {_image_name(rec, v.target)}, "
+        f"{prefix}batch {current}/{total}: {on_target}/{v.base} on {_image_name(rec, v.target)}, "
         f"healthy {healthy} {cmp} floor {v.floor}, next: {describe_action(action, state.now)}"
     )

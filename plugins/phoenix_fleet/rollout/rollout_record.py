@@ -127,12 +127,12 @@ class RolloutRecord:
         _check_ref("previous_image", self.previous_image)
         for name in ("target_lt", "previous_lt"):
             ref = getattr(self, name)
-            _check_ref(name, ref)
-            if ref is not None and ("$" in ref or ":" not in ref):
+            if ref is not None and ("$" in ref or not ref.rpartition(":")[2].isdigit()):
                 raise ValueError(
                     f"{name} {ref!r} must name an explicit version as '<template id or name>:<number>' "
                     "(never $Latest/$Default: a rollback must target the previous version explicitly)"
                 )
+            _check_ref(name, ref)
         if self.phase not in PHASES:
             raise ValueError(f"phase {self.phase!r} not in {PHASES}")
         if not 0 <= self.original_min <= self.original_max or self.original_desired < 0:
