@@ -1,0 +1,421 @@
+"""Example-based tests of the planner, one rule at a time (the property tests cover the combinations)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from phoenix_fleet.config import RolloutPolicy
+from phoenix_fleet.rollout import (
+    DelegateInstanceRefresh,
+    Done,
+    Fail,
+    FailKind,
+    Halt,
+    Launch,
+    Policy,
+    PrepareInstances,
+    Restore,
+    SetLaunchTemplate,
+    StartRollback,
+    SuspendProcesses,
+    Terminate,
+    Wait,
+    WaitFor,
+    instance_refresh_preferences,
+    plan,
+    progress_line,
+    wait_over,
+)
+from phoenix_fleet.rollout.rollout_preview import describe_plan, format_plan
+from rollout_builders import fleet, inst, record
+from rollout_sim import ALARM, NEW, OLD, T0, TG
+
+SUSPEND = frozenset({"AZRebalance", "AlarmNotification", "ScheduledActions"})
+SURGE = Policy(strategy="surge", batch_size=2, max_surge=2, warmup_seconds=60, soak_seconds=0, alarms=(ALARM,))
+REPLACE = Policy(strategy="replace", batch_size=3, min_healthy_percent=75, warmup_seconds=60, alarms=(ALARM,))
+
+
+def news(n: int, *, age: int = 600, prefix: str = "i-new", **kw: object) -> list:
+    return [inst(f"{prefix}{k}", NEW, az="us-east-1" + "ab"[k % 2], age=age + k, **kw)  # type: ignore[arg-type]
+            for k in range(n)]
+
+
+def olds(n: int, **kw: object) -> list:
+    return [inst(f"i-old{k:02d}", az="us-east-1" + "ab"[k % 2], age=3600 + k, **kw) for k in range(n)]  # type: ignore[arg-type]
+
+
+# -- surge and replace ------------------------------------------------------------------------------------
+
+
+def test_surge_launches_proves_soaks_then_terminates_with_decrement() -> None:
+    start = fleet(*olds(4))
+    policy = replace(SURGE, soak_seconds=120)
+    rec = record(start, policy)
+    assert plan(start, rec, policy) == Launch(count=2, new_desired=6, new_max=6)
+
+    booting = fleet(*olds(4), *news(2, age=20, lifecycle="Pending"), desired=6, max_size=6)
+    wait = plan(booting, rec, policy)
+    assert isinstance(wait, Wait) and wait.condition == WaitFor.HEALTHY
+    assert wait.instance_ids == ("i-new0", "i-new1")
+    assert wait.until == T0 - timedelta(seconds=21) + timedelta(seconds=60 + 600)  # the first failure horizon
+
+    warming = fleet(*olds(4), *news(2, age=30), desired=6, max_size=6)
+    wait = plan(warming, rec, policy)
+    assert isinstance(wait, Wait) and wait.condition == WaitFor.WARMUP
+    assert wait.until == T0 + timedelta(seconds=30) and wait.reason == "warmup 30s"
+
+    proven = fleet(*olds(4), *news(2, age=61), desired=6, max_size=6)
+    soak = plan(proven, rec, policy)
+    assert isinstance(soak, Wait) and soak.condition == WaitFor.SOAK
+    assert soak.until == T0 + timedelta(seconds=120)
+    assert soak.record == replace(rec, soak_from=T0)  # persisted: a resumed worker does not restart it
+    assert plan(replace(proven, now=T0 + timedelta(seconds=60)), soak.record, policy) == replace(
+        soak, record=None, reason="soak 60s"
+    )
+
+    done_soaking = replace(proven, now=T0 + timedelta(seconds=120))
+    # one victim per zone (the zone with most live instances first), oldest first
+    assert plan(done_soaking, soak.record, policy) == Terminate(("i-old02", "i-old03"), decrement_desired=True)
+
+
+def test_surge_never_exceeds_batch_surge_or_what_is_left() -> None:
+    state = fleet(*olds(1), *news(5))
+    policy = replace(SURGE, batch_size=3, max_surge=2)
+    assert plan(state, record(state, policy), policy) == Launch(count=1, new_desired=7, new_max=7)
+
+
+def test_replace_terminates_without_decrement_within_the_floor() -> None:
+    state = fleet(*olds(4))
+    # floor ceil(75% x 4) = 3: only one healthy instance may go, though the batch is 3 (zones tie: the
+    # first zone's oldest)
+    assert plan(state, record(state, REPLACE), REPLACE) == Terminate(("i-old02",), decrement_desired=False)
+    # an unhealthy outdated instance costs no healthy capacity: it goes first, for free
+    sick = fleet(*olds(4), inst("i-sick", az="us-east-1b", age=10, asg_health="Unhealthy"))
+    policy = replace(REPLACE, min_healthy_percent=60)  # floor 3 of 5, healthy 4: one healthy may go too
+    assert plan(sick, record(sick, policy), policy) == Terminate(("i-old02", "i-sick"), decrement_desired=False)
+
+
+def test_replace_at_100_percent_cannot_start_and_says_why() -> None:
+    state = fleet(*olds(3))
+    policy = replace(REPLACE, min_healthy_percent=100)
+    halt = plan(state, record(state, policy), policy)
+    assert isinstance(halt, Halt) and "cannot take any instance out of 3" in halt.reason
+    assert halt.record is not None and halt.record.phase == "failed"
+    # halting: restore (resume what we suspended), then fail; nothing was touched
+    restore = plan(state, halt.record, policy)
+    assert restore == Restore(desired=3, min_size=3, max_size=3, resume_processes=tuple(sorted(SUSPEND)))
+    fail = plan(replace(state, suspended_processes=frozenset()), halt.record, policy)
+    assert isinstance(fail, Fail) and fail.fail_kind == FailKind.BLOCKED and "floor of 3" in fail.reason
+
+
+def test_skip_matching_and_convergence() -> None:
+    mixed = fleet(*olds(2), *news(2))
+    launch = plan(mixed, record(mixed, SURGE), SURGE)
+    assert launch == Launch(count=2, new_desired=6, new_max=6)  # only the 2 outdated ones are replaced
+    converged = fleet(*news(4))
+    rec = record(converged, SURGE)
+    assert plan(converged, rec, SURGE) == Restore(
+        desired=4, min_size=4, max_size=4, resume_processes=("AZRebalance", "AlarmNotification", "ScheduledActions")
+    )
+    restored = replace(converged, suspended_processes=frozenset())
+    assert plan(restored, rec, SURGE) == Done(outcome="completed", summary="4/4 on ami-0new (2026.11.30-1)")
+
+
+def test_processes_are_suspended_before_anything_and_never_after_convergence() -> None:
+    state = fleet(*olds(2), suspended_processes=frozenset({"AZRebalance"}))
+    rec = record(state, SURGE)
+    assert plan(state, rec, SURGE) == SuspendProcesses(("AlarmNotification", "ScheduledActions"))
+    converged = fleet(*news(2), suspended_processes=frozenset())
+    assert isinstance(plan(converged, record(converged, SURGE), SURGE), Done)
+
+
+# -- waits: lifecycle hooks, capacity, terminations ---------------------------------------------------
+
+
+def test_lifecycle_hooks_are_not_in_service() -> None:
+    state = fleet(*olds(4), *news(2, age=90, lifecycle="Pending:Wait"), desired=6, max_size=6)
+    wait = plan(state, record(state, SURGE), SURGE)
+    assert isinstance(wait, Wait) and wait.condition == WaitFor.HEALTHY
+    assert "lifecycle Pending:Wait" in wait.reason
+    draining = fleet(*olds(3), inst("i-old09", lifecycle="Terminating:Wait"), *news(3))
+    wait = plan(draining, record(draining, REPLACE), REPLACE)
+    assert isinstance(wait, Wait) and wait.condition == WaitFor.SETTLED and wait.instance_ids == ("i-old09",)
+    assert "Terminating:Wait" in wait.reason
+
+
+def test_capacity_killed_from_outside_is_waited_for() -> None:
+    state = fleet(*olds(3), desired=4, max_size=4)  # one was killed; the ASG has not replaced it yet
+    wait = plan(state, record(state, SURGE), SURGE)
+    assert isinstance(wait, Wait) and wait.condition == WaitFor.CAPACITY and wait.reason == "ASG at 3 of desired 4"
+
+
+# -- failures, rollback, halt ---------------------------------------------------------------------------
+
+
+def test_a_failed_new_instance_starts_the_rollback() -> None:
+    state = fleet(*olds(4), *news(2, age=200, status="impaired"), desired=6, max_size=6)
+    rec = record(state, SURGE)
+    action = plan(state, rec, SURGE)
+    assert isinstance(action, StartRollback) and action.reason == "i-new0 status checks are impaired"
+    assert action.record == rec.for_rollback(T0, action.reason)
+    assert action.record.target_image == OLD and action.record.target_lt == "lt-0123456789abcdef0:7"
+
+
+def test_a_firing_alarm_starts_the_rollback_but_does_not_stop_it() -> None:
+    state = fleet(*olds(2), *news(2), alarms_in_alarm=frozenset({ALARM}))
+    rec = record(state, REPLACE)
+    action = plan(state, rec, REPLACE)
+    assert isinstance(action, StartRollback) and action.reason == "alarm web-5xx in ALARM"
+    # rolling back: the alarm may be firing because of the new instances; the rollback proceeds
+    back = replace(state, launch_image_id=OLD)
+    step = plan(back, action.record, REPLACE)  # type: ignore[arg-type]
+    assert step == Terminate(("i-new0",), decrement_desired=False)
+
+
+def test_rollback_points_the_asg_at_the_previous_version_explicitly() -> None:
+    state = fleet(*olds(2), *news(2))  # the ASG still launches NEW after StartRollback was persisted
+    back = record(state, REPLACE).for_rollback(T0, "x")
+    assert plan(state, back, REPLACE) == SetLaunchTemplate(launch_template="lt-0123456789abcdef0:7", image_id=OLD)
+    no_lt = replace(back, target_lt=None)
+    halt = plan(state, no_lt, REPLACE)
+    assert isinstance(halt, Halt) and "no launch template version is recorded" in halt.reason
+
+
+@pytest.mark.parametrize("why", ["halt", "no-previous"])
+def test_halt_instead_of_rollback(why: str) -> None:
+    state = fleet(*olds(4), *news(2, age=200, asg_health="Unhealthy"), desired=6, max_size=6)
+    policy = replace(SURGE, on_failure="halt") if why == "halt" else SURGE
+    rec = record(state, policy, previous_image=None if why == "no-previous" else OLD, original_desired=4,
+                 original_max=4, original_min=4)
+    halt = plan(state, rec, policy)
+    assert isinstance(halt, Halt) and halt.record is not None
+    assert halt.record.reason == "halted: i-new0 is Unhealthy in the ASG"
+    # halting removes the failed surplus (not healthy, with decrement), then restores, then fails
+    drain = plan(state, halt.record, policy)
+    assert drain == Terminate(("i-new0", "i-new1"), decrement_desired=True)
+    after = fleet(*olds(4), desired=4, max_size=6)
+    assert plan(after, halt.record, policy) == Restore(
+        desired=4, min_size=4, max_size=4, resume_processes=("AZRebalance", "AlarmNotification", "ScheduledActions")
+    )
+    final = plan(fleet(*olds(4), suspended_processes=frozenset()), halt.record, policy)
+    assert final == Fail(reason="i-new0 is Unhealthy in the ASG", fail_kind=FailKind.HALTED)
+
+
+def test_a_failing_rollback_fails_and_never_rolls_back_again() -> None:
+    state = fleet(*olds(2, asg_health="Unhealthy"), *news(2), launch_image_id=OLD)
+    back = record(state, SURGE).for_rollback(T0 - timedelta(minutes=5), "i-new0 unhealthy")
+    halt = plan(state, back, SURGE)
+    assert isinstance(halt, Halt) and halt.record is not None
+    assert halt.record.reason == "rollback-failed: i-old00 is Unhealthy in the ASG"
+    final = plan(replace(state, suspended_processes=frozenset()), halt.record, SURGE)
+    assert final == Fail(reason="i-old00 is Unhealthy in the ASG", fail_kind=FailKind.ROLLBACK_FAILED)
+
+
+def test_rollback_done_reports_the_reason() -> None:
+    state = fleet(*olds(3), launch_image_id=OLD, suspended_processes=frozenset())
+    back = record(state, SURGE).for_rollback(T0, "alarm web-5xx in ALARM")
+    done = plan(state, back, SURGE)
+    assert done == Done(
+        outcome="rolled_back", summary="rolled back: 3/3 on ami-0old (2026.11.23-1) (alarm web-5xx in ALARM)"
+    )
+
+
+# -- deadline -------------------------------------------------------------------------------------------
+
+
+def test_deadline_rolls_back_or_halts_while_outdated_instances_remain() -> None:
+    state = fleet(*olds(2), *news(2), now_offset=3600)
+    rec = record(state, SURGE)
+    action = plan(state, rec, SURGE)
+    assert isinstance(action, StartRollback) and action.reason == "deadline passed (60 min) with 2 outdated left"
+    halt = plan(state, rec, replace(SURGE, on_failure="halt"))
+    assert isinstance(halt, Halt) and halt.record is not None and halt.record.reason.startswith("halted: deadline")
+
+
+def test_a_fully_replaced_fleet_finishes_after_the_deadline() -> None:
+    state = fleet(*news(4, age=70), now_offset=3600)
+    policy = replace(SURGE, soak_seconds=300)
+    rec = record(state, policy, started_at=T0 - timedelta(hours=2))
+    soak = plan(state, rec, policy)
+    assert isinstance(soak, Wait) and soak.condition == WaitFor.SOAK
+
+
+# -- standby and scale-in protected instances -----------------------------------------------------------
+
+
+def test_skip_leaves_them_and_reports_them() -> None:
+    state = fleet(*news(3), inst("i-prot", protected=True), inst("i-stby", lifecycle="Standby"),
+                  suspended_processes=frozenset())
+    done = plan(state, record(state, SURGE), SURGE)
+    assert isinstance(done, Done) and done.skipped == ("i-prot", "i-stby")
+    assert done.summary == "3/4 on ami-0new (2026.11.30-1); skipped 2 outdated by policy (i-prot i-stby)"
+
+
+def test_wait_holds_until_the_deadline_then_halts_without_rollback() -> None:
+    policy = replace(SURGE, protected="wait", standby="wait")
+    state = fleet(*news(3), inst("i-prot", protected=True), now_offset=600)
+    wait = plan(state, record(state, policy), policy)
+    assert isinstance(wait, Wait) and wait.condition == WaitFor.RELEASE and wait.instance_ids == ("i-prot",)
+    assert wait.until == T0 + timedelta(minutes=60)
+    late = replace(state, now=T0 + timedelta(minutes=60))
+    halt = plan(late, record(state, policy), policy)
+    assert isinstance(halt, Halt) and halt.record is not None
+    assert halt.record.reason == "blocked: deadline passed; still 1 outdated protected from scale-in (i-prot) (policy wait)"
+
+
+def test_replace_unprotects_and_brings_standby_back_first() -> None:
+    policy = replace(REPLACE, protected="replace", standby="replace", min_healthy_percent=50)
+    state = fleet(*olds(2), inst("i-prot", az="us-east-1b", age=9000, protected=True),
+                  inst("i-stby", lifecycle="Standby"))
+    rec = record(state, policy)
+    prep = plan(state, rec, policy)
+    # ExitStandby raises desired by one (AWS): the baseline grows with it, persisted before acting
+    assert prep == PrepareInstances(exit_standby=("i-stby",), unprotect=("i-prot",), new_max=4,
+                                    record=rec.with_baseline(4))
+    # surge: standby instances come back only while no surge is in flight
+    surge = replace(SURGE, standby="replace")
+    prep = plan(state, record(state, surge), surge)
+    assert isinstance(prep, PrepareInstances) and prep.exit_standby == ("i-stby",) and prep.unprotect == ()
+    surging = fleet(*olds(2), inst("i-stby", lifecycle="Standby"), *news(2), desired=4, max_size=4)
+    assert plan(surging, record(surging, surge, baseline=2, original_desired=2), surge) == Terminate(
+        ("i-old00", "i-old01"), decrement_desired=True
+    )
+
+
+# -- desired capacity changed by someone else -----------------------------------------------------------
+
+
+def test_a_scale_in_by_someone_else_becomes_the_baseline() -> None:
+    policy = replace(REPLACE, min_healthy_percent=50)
+    state = fleet(*olds(3), max_size=6)
+    rec = record(state, policy, original_desired=5, baseline=5, original_min=3)
+    action = plan(state, rec, policy)
+    assert action == Terminate(("i-old02",), decrement_desired=False, record=rec.with_baseline(3))
+    converged = fleet(*news(3), max_size=6)
+    restore = plan(converged, action.record, policy)  # type: ignore[arg-type]
+    assert restore == Restore(desired=3, min_size=3, max_size=6,
+                              resume_processes=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+
+
+def test_a_scale_out_within_the_surge_band_is_used_as_surge_beyond_it_adopted() -> None:
+    state = fleet(*olds(4), *news(1), max_size=8)
+    rec = record(state, SURGE, original_desired=4, baseline=4)
+    # desired 5 with baseline 4 and max_surge 2: indistinguishable from our own surge, used as one
+    assert plan(state, rec, SURGE) == Terminate(("i-old02",), decrement_desired=True)
+    big = fleet(*olds(4), *news(4), max_size=8)
+    beyond = plan(big, rec, SURGE)
+    assert beyond.record is not None and beyond.record.base == 8
+    assert beyond == Launch(count=2, new_desired=10, new_max=10, record=rec.with_baseline(8))
+
+
+# -- instance refresh, progress, triggers, dry run ------------------------------------------------------
+
+
+def test_instance_refresh_preferences_map_the_policy() -> None:
+    policy = Policy(strategy="instance-refresh", min_healthy_percent=90, max_surge=3, warmup_seconds=120,
+                    soak_seconds=600, batch_percent=25, alarms=(ALARM,), protected="wait", standby="replace")
+    assert instance_refresh_preferences(policy, 20) == {
+        "MinHealthyPercentage": 90,
+        "MaxHealthyPercentage": 115,  # 100 + 3/20 surge
+        "InstanceWarmup": 120,
+        "SkipMatching": True,
+        "AutoRollback": True,
+        "ScaleInProtectedInstances": "Wait",
+        "StandbyInstances": "Terminate",
+        "BakeTime": 600,
+        "CheckpointPercentages": [25, 50, 75, 100],
+        "CheckpointDelay": 600,
+        "AlarmSpecification": {"Alarms": [ALARM]},
+    }
+    lean = Policy(strategy="instance-refresh", min_healthy_percent=50, max_surge=0, on_failure="halt",
+                  health_signals=frozenset({"asg"}), alarms=(ALARM,))
+    prefs = instance_refresh_preferences(lean, 4)
+    assert prefs["MaxHealthyPercentage"] == 100 and prefs["AutoRollback"] is False
+    assert "AlarmSpecification" not in prefs and "BakeTime" not in prefs
+    assert instance_refresh_preferences(replace(lean, max_surge=10, min_healthy_percent=0), 2)["MaxHealthyPercentage"] == 100
+    assert instance_refresh_preferences(replace(lean, max_surge=10, min_healthy_percent=90), 2)["MaxHealthyPercentage"] == 190
+
+
+def test_instance_refresh_strategy_is_delegated() -> None:
+    state = fleet(*olds(4))
+    policy = replace(SURGE, strategy="instance-refresh")
+    action = plan(state, record(state, policy), policy)
+    assert isinstance(action, DelegateInstanceRefresh)
+    assert action.desired_configuration == {
+        "LaunchTemplate": {"LaunchTemplateId": "lt-0123456789abcdef0", "Version": "8"}
+    }
+
+
+def test_progress_line_format() -> None:
+    policy = Policy(strategy="surge", batch_size=8, max_surge=8, min_healthy_percent=90, warmup_seconds=90)
+    state = fleet(
+        *[inst(f"i-n{k:02d}", "ami-123", age=900) for k in range(16)],
+        *[inst(f"i-w{k:02d}", "ami-123", age=0) for k in range(8)],
+        *[inst(f"i-o{k:02d}", OLD, age=3600) for k in range(48)],
+        desired=72, min_size=64, max_size=72, launch_image_id="ami-123",
+    )
+    rec = record(state, policy, target_image="ami-123", original_desired=64, original_min=64, original_max=64)
+    action = plan(state, rec, policy)
+    assert progress_line(state, rec, policy, action) == (
+        "batch 3/8: 24/64 on ami-123 (2026.11.30-1), healthy 64 >= floor 58, next: wait warmup 90s"
+    )
+    back = rec.for_rollback(T0, "x")
+    assert progress_line(state, back, policy, action).startswith("rollback batch ")
+
+
+def test_wait_over_for_triggers() -> None:
+    policy = replace(SURGE, soak_seconds=0)
+    booting = fleet(*olds(4), *news(2, age=20, lifecycle="Pending"), desired=6, max_size=6)
+    rec = record(booting, policy)
+    wait = plan(booting, rec, policy)
+    assert isinstance(wait, Wait)
+    assert not wait_over(wait, replace(booting, now=T0 + timedelta(seconds=5)), rec, policy)
+    ready = fleet(*olds(4), *news(2, age=61), desired=6, max_size=6)
+    assert wait_over(wait, ready, rec, policy)
+    warm = fleet(*olds(4), *news(2, age=30), desired=6, max_size=6)
+    timer = plan(warm, rec, policy)
+    assert isinstance(timer, Wait) and timer.condition.timer
+    assert not wait_over(timer, replace(warm, now=T0 + timedelta(seconds=29)), rec, policy)
+    assert wait_over(timer, replace(warm, now=T0 + timedelta(seconds=30)), rec, policy)
+
+
+def test_policy_from_the_fleet_config() -> None:
+    cfg = RolloutPolicy(strategy="replace", batch_percent=50, min_healthy_percent=75, health_signals=["asg", "elb"],
+                        alarms=["a"], protected="wait", suspend_processes=["AZRebalance"])
+    policy = Policy.from_config(cfg)
+    assert policy.strategy == "replace" and policy.batch_percent == 50 and policy.alarms == ("a",)
+    assert policy.health_signals == frozenset({"asg", "elb"}) and policy.suspend_processes == ("AZRebalance",)
+    assert policy.batch_for(10) == cfg.batch_for(10) == 5
+    assert policy.floor_for(10) == 8 and policy.floor_for(0) == 0
+    with pytest.raises(ValueError, match="batch_size and batch_percent"):
+        Policy(batch_size=1, batch_percent=1)
+
+
+def test_dry_run_prints_the_whole_plan_and_changes_nothing() -> None:
+    state = fleet(*olds(5), inst("i-stby", lifecycle="Standby"), suspended_processes=frozenset())
+    policy = replace(SURGE, soak_seconds=120)
+    rec = record(state, policy)
+    steps = describe_plan(state, rec, policy)
+    kinds = [s.action.kind for s in steps]
+    assert kinds[0] == "SuspendProcesses" and kinds[-2:] == ["Restore", "Done"]
+    assert kinds.count("Launch") == 3 and kinds.count("Terminate") == 3  # batches of 2, 2, 1
+    launched = sum(s.action.count for s in steps if isinstance(s.action, Launch))
+    assert launched == 5
+    final = steps[-1].action
+    assert isinstance(final, Done) and final.skipped == ("i-stby",)
+    # 3 batches x (warmup 60 + soak 120)
+    assert steps[-1].at - steps[0].at == timedelta(seconds=3 * 180)
+    text = format_plan(steps)
+    assert text.splitlines()[1].startswith("+     0s  batch 1/3: 0/5 on ami-0new (2026.11.30-1)")
+    assert state == fleet(*olds(5), inst("i-stby", lifecycle="Standby"), suspended_processes=frozenset())
+
+
+def test_dry_run_shows_an_honest_end() -> None:
+    policy = replace(SURGE, protected="wait")
+    state = fleet(*olds(2), inst("i-prot", protected=True))
+    steps = describe_plan(state, record(state, policy), policy)
+    assert isinstance(steps[-1].action, Fail) and steps[-1].action.fail_kind == FailKind.BLOCKED
+    assert "Wait" in [s.action.kind for s in steps]
+    assert TG  # the ideal instances are healthy in every attached target group
