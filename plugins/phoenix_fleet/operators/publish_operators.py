@@ -19,7 +19,7 @@ Three operators, wired in the role's release DAG after verify::
 * :class:`PublishReleaseOperator` -- shares every region's AMI with the role's accounts (launch permission and the
   snapshots' createVolumePermission), moves ``<prefix>/<role>/latest`` (AMI id, data type ``aws:ec2:image``) and
   ``.../latest-version`` in every region (each new parameter version labelled ``v<version>``: the release log),
-  tags ``phoenix:published-at`` and emits the asset event ``phoenix://images/<role>`` with the release metadata.
+  tags ``phoenix:published-at`` and emits the asset event ``x-phoenix://images/<role>`` with the release metadata.
 
 Import-light (DAG files import this at parse time): hooks, triggers and the Amazon provider are imported inside
 methods.
@@ -78,9 +78,15 @@ ASSET_EXTRA_MAX_BYTES = 16_000
 _UNCOPIED_TAG_PREFIXES = ("aws:", "phoenix-sandbox:")
 
 
+ASSET_SCHEME = "x-phoenix"
+"""``x-`` scheme: Airflow skips URI normalization for it. Any other unregistered scheme (``phoenix://``) works too,
+but building the Asset then makes Airflow load every provider's asset-URI handlers -- 100+ modules of the Amazon
+provider (hooks, botocore) at DAG parse time."""
+
+
 def image_asset(role: str) -> Asset:
-    """The asset a role's publish emits (and its rollout DAG is scheduled on)."""
-    return Asset(name=f"phoenix_image_{role}", uri=f"phoenix://images/{role}")
+    """The asset a role's publish emits (and its rollout DAG is scheduled on): ``x-phoenix://images/<role>``."""
+    return Asset(name=f"phoenix_image_{role}", uri=f"{ASSET_SCHEME}://images/{role}")
 
 
 def _today() -> dt.date:
@@ -490,7 +496,7 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
     :param copies: what the mapped :class:`CopyImageToRegionOperator` returned (``copies.output``: one dict per
         region); the home region may be in it or not. Every region of the role must be covered.
     :param accounts: accounts to share with (default: the role's ``share_with_accounts``)
-    :param outlets: default ``[image_asset(role)]`` (``phoenix://images/<role>``)
+    :param outlets: default ``[image_asset(role)]`` (``x-phoenix://images/<role>``)
 
     The asset event's extra: ``{"role", "version", "label", "previous_version", "home_region", "ami_id", "amis":
     {region: ami}, "release_notes": <bounded summary>, "release_notes_uri", "published_at", "already_published"}``.
@@ -687,5 +693,6 @@ __all__ = [
     "CopyImageToRegionOperator",
     "PublishReleaseOperator",
     "ReleaseImageOperator",
+    "ASSET_SCHEME",
     "image_asset",
 ]

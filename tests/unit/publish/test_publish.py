@@ -346,7 +346,7 @@ def test_template_fields_and_asset():
     assert set(PublishReleaseOperator.template_fields) >= {"release", "copies", "aws_conn_id", "region_name"}
     op = PublishReleaseOperator(task_id="p", role="web", release={})
     (asset,) = op.outlets
-    assert (asset.name, asset.uri) == ("phoenix_image_web", "phoenix://images/web")
+    assert (asset.name, asset.uri) == ("phoenix_image_web", "x-phoenix://images/web")
     for op in (
         ReleaseImageOperator(task_id="r", role="web", ami_id="ami-1"),
         CopyImageToRegionOperator(task_id="c", ami_id="ami-1", dest_region=OTHER),
