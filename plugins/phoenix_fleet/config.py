@@ -192,6 +192,10 @@ class TerraformSpec(_Strict):
     backend: Literal["terraform", "native"] = "terraform"
     workdir: str | None = Field(default=None, description="Terraform root, relative to include/")
     allow_destroy: bool = False
+    vars: dict[str, str] = Field(
+        default_factory=dict,
+        description="-var values; ${ENV_VAR} references are expanded on the worker at run time",
+    )
 
     @model_validator(mode="after")
     def _workdir(self) -> TerraformSpec:
