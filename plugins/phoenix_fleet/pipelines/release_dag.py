@@ -117,11 +117,17 @@ def build_release_dag(fleet: FleetConfig, role_name: str) -> DAG:
         def plan(params: dict[str, Any] | None = None) -> dict[str, Any]:
             from phoenix_fleet.config import cached_fleet_config
             from phoenix_fleet.hooks.image_hook import ImageHook
-            from phoenix_fleet.pipelines.release_plan import describe_plan, plan_release
+            from airflow.sdk.exceptions import AirflowFailException
 
-            result = plan_release(
-                cached_fleet_config(), role_name, params or {}, ImageHook(aws_conn_id="aws_default", region_name=home)
-            )
+            from phoenix_fleet.pipelines.release_plan import ReleaseParamError, describe_plan, plan_release
+
+            try:
+                result = plan_release(
+                    cached_fleet_config(), role_name, params or {},
+                    ImageHook(aws_conn_id="aws_default", region_name=home),
+                )
+            except ReleaseParamError as e:  # bad input: fail now, no retry, nothing changed
+                raise AirflowFailException(str(e)) from None
             print(describe_plan(result))
             return result
 
