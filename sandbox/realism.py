@@ -352,6 +352,7 @@ _FIXES = {"fault_tags": True, "fix_ssm_targeting": True, "fix_target_registratio
 
 #: Named starting points. ``plain``: moto as is. ``tests``: describe-count latencies (no sleeping), tags and
 #: fixes on. ``interactive``: wall-clock latencies for a person watching the sandbox, tags and fixes on.
+#: ``demo``: wall-clock latencies a few seconds long (``make demo``).
 PROFILES: dict[str, RealismConfig] = {
     "plain": RealismConfig(),
     "tests": RealismConfig(
@@ -368,6 +369,15 @@ PROFILES: dict[str, RealismConfig] = {
         target_health_checks=Latency(seconds=10),
         image_build=Latency(seconds=30),
         ssm_command=Latency(seconds=5),
+        **_FIXES,
+    ),
+    # ``make demo``: the same transitions, short enough for a whole release and rollout in a few minutes
+    "demo": RealismConfig(
+        instance_boot=Latency(seconds=3),
+        instance_status_checks=Latency(seconds=2),
+        target_health_checks=Latency(seconds=2),
+        image_build=Latency(seconds=5),
+        ssm_command=Latency(seconds=2),
         **_FIXES,
     ),
 }
