@@ -482,11 +482,12 @@ def _plan_halting(v: _View) -> Action:
 
 
 def wait_over(wait: Wait, state: FleetState, record: RolloutRecord, policy: Policy) -> bool:
-    """For a trigger polling a Wait: True once ``until`` passed or the planner would do something else."""
+    """For a trigger polling a Wait: True once ``until`` passed or the planner would do something else.
+
+    Timer waits (warmup, soak) end at ``until`` by themselves, but polling them still pays: a failure
+    during the soak (an alarm, an instance turning unhealthy) ends the wait at once."""
     if state.now >= wait.until:
         return True
-    if wait.condition.timer:
-        return False
     return not wait.same_wait(plan(state, record, policy))
 
 

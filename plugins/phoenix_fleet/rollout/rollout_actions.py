@@ -17,7 +17,8 @@ from .rollout_record import RolloutRecord
 
 
 class WaitFor(StrEnum):
-    """What a ``Wait`` waits for. TIME-only conditions can be slept; the others are polled."""
+    """What a ``Wait`` waits for. Timer conditions (warmup, soak) end at ``until`` by themselves; polling
+    them with ``planner.wait_over`` still catches a failure early. The others must be polled."""
 
     SETTLED = "settled"  # instances in transition (Pending*, Terminating*, EnteringStandby, Detaching)
     CAPACITY = "capacity"  # the ASG launching/removing instances until Pending+InService == desired
@@ -103,10 +104,11 @@ class Wait(Action):
     instance_ids: tuple[str, ...] = ()
 
     def same_wait(self, other: Action) -> bool:
+        """Still the same wait? (a timer by its condition; a polled wait also by the instances it is on)"""
         return (
             isinstance(other, Wait)
             and other.condition == self.condition
-            and other.instance_ids == self.instance_ids
+            and (self.condition.timer or other.instance_ids == self.instance_ids)
         )
 
 

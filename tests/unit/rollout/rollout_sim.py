@@ -415,6 +415,8 @@ def check_action(state: FleetState, record: RolloutRecord, policy: Policy, actio
                 raise InvariantError(f"decrements {len(ids)} but surplus is {state.desired - base}")
         elif rec.phase == "failed" or surging:
             raise InvariantError("terminate without decrement while surging/halting")
+    if rec.phase == "forward" and firing_alarms(state, policy) and not isinstance(action, StartRollback | Halt):
+        raise InvariantError(f"{action.kind} while {firing_alarms(state, policy)} in ALARM: must roll back or halt")
     if isinstance(action, Terminate | Launch) and rec.phase != "failed":
         # the rules before any new batch: nothing in transition (terminations complete, launches in
         # service), the ASG at its desired capacity (capacity killed from outside is replaced first),

@@ -379,6 +379,14 @@ def test_wait_over_for_triggers() -> None:
     assert isinstance(timer, Wait) and timer.condition.timer
     assert not wait_over(timer, replace(warm, now=T0 + timedelta(seconds=29)), rec, policy)
     assert wait_over(timer, replace(warm, now=T0 + timedelta(seconds=30)), rec, policy)
+    # a soak is a timer, but an alarm firing during it ends the wait at once (the next plan rolls back)
+    soak_policy = replace(policy, soak_seconds=600)
+    proven = fleet(*olds(4), *news(2, age=61), desired=6, max_size=6)
+    soak = plan(proven, rec, soak_policy)
+    assert isinstance(soak, Wait) and soak.condition == WaitFor.SOAK and soak.record is not None
+    later = replace(proven, now=T0 + timedelta(seconds=300))
+    assert not wait_over(soak, later, soak.record, soak_policy)
+    assert wait_over(soak, replace(later, alarms_in_alarm=frozenset({ALARM})), soak.record, soak_policy)
 
 
 def test_policy_from_the_fleet_config() -> None:

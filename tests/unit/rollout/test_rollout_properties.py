@@ -8,6 +8,7 @@ Invariants (checked by rollout_sim.check_action / check_after / check_final on e
   healthy(S') >= min(floor, healthy(S)); and for Terminate, healthy(S) - |victims ∩ healthy(S)| >= floor
   unless no victim is healthy. Instances killed from outside are not our doing: they lower healthy(S) of
   the next observation, and the invariant is then judged from there.
+- a configured alarm in ALARM during the forward phase is answered by StartRollback or Halt, at once;
 - only outdated instances (image != the record's target) are terminated, never more than one batch per
   action, never a protected/standby one that was not prepared, never twice; Terminate with decrement only
   removes surplus above the baseline; Launch never surges above baseline + max_surge;
