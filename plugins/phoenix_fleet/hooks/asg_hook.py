@@ -1,0 +1,715 @@
+"""AsgHook: a thin client for one AutoScaling group and what the rollout must see and do around it.
+
+Observation (``observe``, ``async_observe``) is one *batched* sweep that builds the planner's
+:class:`~phoenix_fleet.rollout.FleetState`:
+
+1. ``DescribeAutoScalingGroups`` for the group (members, lifecycle, ASG health, capacity, target groups,
+   suspended processes, protection, and the rollout record in its tags);
+2. then, concurrently in the async path:
+
+   * ``DescribeInstances`` (filter ``instance-id``, 200 ids a call) **only for members not seen before**:
+     ``ImageId`` and ``LaunchTime`` never change for an instance, so the hook keeps them (``known``);
+   * ``DescribeInstanceStatus`` (``IncludeAllInstances``, 100 ids a call, the API's limit) when the policy
+     counts EC2 status checks;
+   * ``DescribeTargetHealth`` once per attached target group when it counts ELB health;
+   * ``DescribeAlarms`` once for the policy's alarms when it counts alarms;
+   * ``DescribeLaunchTemplateVersions`` for the version the group launches (operator only; a numbered
+     version is immutable and cached, ``$Latest``/``$Default`` are resolved each time).
+
+So a steady health poll costs ``1 + ceil(N/100) + target groups`` calls (+1 with alarms), whatever the fleet
+size. The calls are written once, as a generator of call batches (:func:`observation_calls`), that a sync
+driver (boto3) and an async driver (aiobotocore, used by the triggers) both run: the same requests and the
+same pure :func:`fleet_state_from` on both paths.
+
+Actions: capacity (desired / min / max), terminate in the group (with or without decrementing desired),
+suspend / resume processes, tags (the rollout record), the group's launch template version, exit standby,
+scale-in protection, and instance refreshes.
+
+Retries: unless the connection or ``config`` sets ``retries``, every client uses botocore's ``standard``
+mode with 10 attempts (exponential backoff with jitter, for ``Throttling`` / ``RequestLimitExceeded`` and
+transient errors). Set ``{"retries": {"mode": "adaptive"}}`` in the connection's ``config_kwargs`` (or
+``botocore_config``) to add client-side rate limiting (see docs/recycle.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from botocore.parsers import ResponseParserError
+
+from phoenix_fleet.rollout import FleetState, Instance, Policy, RecordError, RolloutRecord
+from phoenix_fleet.waiters import waiter_path
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("autoscaling", "ec2", "elbv2", "cloudwatch")
+DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 10}
+INSTANCES_PER_DESCRIBE = 200  # values in one DescribeInstances instance-id filter
+IDS_PER_STATUS = 100  # DescribeInstanceStatus: at most 100 explicit instance ids
+ALARMS_PER_DESCRIBE = 100
+#: concurrent calls of one observation batch (boto3 clients are thread-safe)
+MAX_PARALLEL = 5
+#: instance refresh statuses during which another rollout must not start
+REFRESH_ACTIVE = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
+_NOT_FOUND_ID = re.compile(r"i-[0-9a-f]+")
+_STATUS_ORDER = ("impaired", "insufficient-data", "initializing", "not-applicable")
+#: custom endpoints known to lack the instance-refresh API (asked once per process)
+_NO_REFRESH_API: set[str] = set()
+
+
+class AsgNotFoundError(LookupError):
+    """The AutoScaling group does not exist (in that account and region)."""
+
+
+class InstanceRefreshUnsupported(RuntimeError):
+    """The endpoint does not implement the instance-refresh API (the sandbox: moto lacks it)."""
+
+
+def error_code(exc: BaseException) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def chunks(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[k : k + size]) for k in range(0, len(items), size)]
+
+
+# ------------------------------------------------------------------------------------------------------
+# the observation, sans I/O
+
+
+@dataclass(frozen=True)
+class Call:
+    """One AWS call of an observation: ``clients[service].<method>(**params)``. An error whose code is in
+    ``tolerate`` answers ``None`` instead of raising."""
+
+    service: str
+    method: str
+    params: Mapping[str, Any]
+    tolerate: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LaunchTemplateRef:
+    """The launch template an ASG launches from. ``version`` is what the ASG names (``$Latest``,
+    ``$Default`` or a number); ``number``/``image_id`` what it resolved to (None when not resolved)."""
+
+    template_id: str | None
+    template_name: str | None
+    version: str
+    mixed: bool = False
+    number: int | None = None
+    image_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return str(self.template_id or self.template_name)
+
+    def explicit(self, number: int | None = None) -> str | None:
+        """``lt-0abc:7``: the explicit form the rollout record keeps (never $Latest/$Default)."""
+        n = number if number is not None else self.number
+        return f"{self.key}:{n}" if n is not None else None
+
+    def spec(self) -> dict[str, str]:
+        out = {"LaunchTemplateId": self.template_id} if self.template_id else {"LaunchTemplateName": str(self.template_name)}
+        return out
+
+
+@dataclass
+class Observation:
+    """One batched look at the group: the planner's state plus what the operator needs around it."""
+
+    state: FleetState
+    group: Mapping[str, Any]
+    tags: dict[str, str]
+    record: RolloutRecord | None
+    record_error: str | None
+    launch_template: LaunchTemplateRef | None
+    calls: int
+    known: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+
+
+def launch_template_of(group: Mapping[str, Any]) -> LaunchTemplateRef | None:
+    """The group's launch template (plain, or a MixedInstancesPolicy's), or None (a launch configuration)."""
+    spec = group.get("LaunchTemplate")
+    mixed = False
+    if not spec:
+        spec = ((group.get("MixedInstancesPolicy") or {}).get("LaunchTemplate") or {}).get(
+            "LaunchTemplateSpecification"
+        )
+        mixed = bool(spec)
+    if not spec:
+        return None
+    return LaunchTemplateRef(
+        template_id=spec.get("LaunchTemplateId"),
+        template_name=spec.get("LaunchTemplateName"),
+        version=str(spec.get("Version") or "$Default"),
+        mixed=mixed,
+    )
+
+
+def worst_status(entry: Mapping[str, Any] | None) -> str | None:
+    """The worse of the system and instance status checks of a DescribeInstanceStatus entry."""
+    if not entry:
+        return None
+    values = {
+        (entry.get("InstanceStatus") or {}).get("Status"),
+        (entry.get("SystemStatus") or {}).get("Status"),
+    }
+    for status in _STATUS_ORDER:
+        if status in values:
+            return status
+    return "ok" if values == {"ok"} else None
+
+
+def fleet_state_from(
+    group: Mapping[str, Any],
+    ec2_info: Mapping[str, tuple[str, datetime]],
+    statuses: Mapping[str, str | None] | None,
+    target_health: Mapping[str, Mapping[str, str]],
+    alarms_in_alarm: Iterable[str],
+    launch_image_id: str | None,
+    now: datetime,
+) -> FleetState:
+    """The planner's FleetState from raw describe results (pure).
+
+    ``ec2_info``: instance id -> (EC2 ImageId, LaunchTime). A member EC2 does not describe (yet) is left
+    out: the planner then sees the group below desired and waits rather than act on a guess.
+    ``statuses``: instance id -> worst status check (None: status checks not observed, reported "ok"
+    only when the policy does not count them: the planner ignores the field then).
+    ``target_health``: target group ARN -> {instance id: state}.
+    """
+    instances = []
+    for member in group.get("Instances") or []:
+        iid = member["InstanceId"]
+        if iid not in ec2_info:
+            continue
+        image_id, launch_time = ec2_info[iid]
+        instances.append(
+            Instance(
+                instance_id=iid,
+                image_id=image_id,
+                az=member.get("AvailabilityZone", ""),
+                lifecycle=member.get("LifecycleState", "Pending"),
+                launch_time=launch_time,
+                asg_health=member.get("HealthStatus", "Healthy"),
+                target_health={tg: th[iid] for tg, th in target_health.items() if iid in th},
+                status=statuses.get(iid) if statuses is not None else "ok",
+                protected=bool(member.get("ProtectedFromScaleIn")),
+            )
+        )
+    return FleetState(
+        asg_name=group["AutoScalingGroupName"],
+        desired=int(group["DesiredCapacity"]),
+        min_size=int(group["MinSize"]),
+        max_size=int(group["MaxSize"]),
+        instances=tuple(instances),
+        now=now,
+        target_group_arns=tuple(group.get("TargetGroupARNs") or ()),
+        health_check_type=group.get("HealthCheckType", "EC2"),
+        alarms_in_alarm=frozenset(alarms_in_alarm),
+        suspended_processes=frozenset(p["ProcessName"] for p in group.get("SuspendedProcesses") or []),
+        launch_image_id=launch_image_id,
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def observation_calls(
+    asg_name: str,
+    policy: Policy,
+    *,
+    known: Mapping[str, tuple[str, datetime]] | None = None,
+    lt_cache: dict[tuple[str, int], str] | None = None,
+    resolve_launch_template: bool = True,
+    now: Callable[[], datetime] = utcnow,
+) -> Generator[list[Call], list[Any], Observation]:
+    """The observation as batches of calls: yields a list of calls, receives their responses (same order),
+    returns the Observation. Run by ``AsgHook.observe`` (boto3) and ``AsgHook.async_observe`` (aiobotocore)."""
+    known = dict(known or {})
+    lt_cache = lt_cache if lt_cache is not None else {}
+    calls_made = 1
+    (resp,) = yield [Call("autoscaling", "describe_auto_scaling_groups", {"AutoScalingGroupNames": [asg_name]})]
+    groups = (resp or {}).get("AutoScalingGroups") or []
+    if not groups:
+        raise AsgNotFoundError(
+            f"asg_name: AutoScaling group {asg_name!r} does not exist. Fix: check the name and the region/connection"
+        )
+    group = groups[0]
+    ids = [m["InstanceId"] for m in group.get("Instances") or []]
+    known = {i: v for i, v in known.items() if i in ids}
+
+    batch: list[Call] = []
+    unknown = [i for i in ids if i not in known]
+    for part in chunks(unknown, INSTANCES_PER_DESCRIBE):
+        batch.append(Call("ec2", "describe_instances", {"Filters": [{"Name": "instance-id", "Values": part}]}))
+    n_ec2 = len(batch)
+    if policy.uses("ec2_status"):
+        for part in chunks(ids, IDS_PER_STATUS):
+            batch.append(
+                Call(
+                    "ec2",
+                    "describe_instance_status",
+                    {"InstanceIds": part, "IncludeAllInstances": True},
+                    tolerate=("InvalidInstanceID.NotFound",),
+                )
+            )
+    n_status = len(batch) - n_ec2
+    tgs = list(group.get("TargetGroupARNs") or []) if policy.uses("elb") else []
+    for tg in tgs:
+        batch.append(Call("elbv2", "describe_target_health", {"TargetGroupArn": tg}, tolerate=("TargetGroupNotFound",)))
+    alarm_names = list(policy.alarms) if policy.uses("alarms") else []
+    alarm_parts = chunks(alarm_names, ALARMS_PER_DESCRIBE)
+    for part in alarm_parts:
+        batch.append(
+            Call("cloudwatch", "describe_alarms", {"AlarmNames": part, "AlarmTypes": ["MetricAlarm", "CompositeAlarm"]})
+        )
+    lt = launch_template_of(group)
+    lt_call = False
+    if resolve_launch_template and lt is not None:
+        if lt.version.isdigit() and (lt.key, int(lt.version)) in lt_cache:
+            lt = _replace_lt(lt, int(lt.version), lt_cache[(lt.key, int(lt.version))])
+        else:
+            batch.append(
+                Call("ec2", "describe_launch_template_versions", {**lt.spec(), "Versions": [lt.version]})
+            )
+            lt_call = True
+
+    responses: list[Any] = []
+    if batch:
+        calls_made += len(batch)
+        responses = yield batch
+
+    # EC2 instances: page on if AWS paginated (rare without MaxResults)
+    pages = [(batch[k].params, responses[k]) for k in range(n_ec2)]
+    while pages:
+        params, page = pages.pop(0)
+        for reservation in (page or {}).get("Reservations") or []:
+            for inst in reservation.get("Instances") or []:
+                known[inst["InstanceId"]] = (inst["ImageId"], inst["LaunchTime"])
+        token = (page or {}).get("NextToken")
+        if token:
+            follow = {**params, "NextToken": token}
+            (more,) = yield [Call("ec2", "describe_instances", follow)]
+            calls_made += 1
+            pages.append((follow, more))
+    pos = n_ec2
+
+    statuses: dict[str, str | None] | None = None
+    if policy.uses("ec2_status"):
+        statuses = {}
+        for resp_ in responses[pos : pos + n_status]:
+            for entry in (resp_ or {}).get("InstanceStatuses") or []:
+                statuses[entry["InstanceId"]] = worst_status(entry)
+    pos += n_status
+
+    target_health: dict[str, dict[str, str]] = {}
+    for tg, resp_ in zip(tgs, responses[pos : pos + len(tgs)], strict=True):
+        target_health[tg] = {
+            d["Target"]["Id"]: d["TargetHealth"]["State"] for d in (resp_ or {}).get("TargetHealthDescriptions") or []
+        }
+    pos += len(tgs)
+
+    firing: set[str] = set()
+    for resp_ in responses[pos : pos + len(alarm_parts)]:
+        for kind in ("MetricAlarms", "CompositeAlarms"):
+            firing |= {a["AlarmName"] for a in (resp_ or {}).get(kind) or [] if a.get("StateValue") == "ALARM"}
+    pos += len(alarm_parts)
+
+    if lt_call and lt is not None:
+        versions = (responses[pos] or {}).get("LaunchTemplateVersions") or []
+        if versions:
+            v = versions[0]
+            image = (v.get("LaunchTemplateData") or {}).get("ImageId")
+            number = int(v["VersionNumber"])
+            lt = _replace_lt(lt, number, image)
+            if image:
+                lt_cache[(lt.key, number)] = image
+        pos += 1
+
+    tags = {t["Key"]: t.get("Value", "") for t in group.get("Tags") or []}
+    record: RolloutRecord | None = None
+    record_error: str | None = None
+    try:
+        record = RolloutRecord.from_tags(tags)
+    except RecordError as exc:
+        record_error = str(exc)
+    launch_image = lt.image_id if (lt is not None and resolve_launch_template) else None
+    if launch_image is not None and launch_image.startswith("resolve:ssm:"):
+        launch_image = None  # an SSM-parameter AMI: trusted, not resolved here
+    state = fleet_state_from(group, known, statuses, target_health, firing, launch_image, now())
+    return Observation(
+        state=state,
+        group=group,
+        tags=tags,
+        record=record,
+        record_error=record_error,
+        launch_template=lt,
+        calls=calls_made,
+        known=known,
+    )
+
+
+def _replace_lt(lt: LaunchTemplateRef, number: int, image: str | None) -> LaunchTemplateRef:
+    return LaunchTemplateRef(lt.template_id, lt.template_name, lt.version, lt.mixed, number, image)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the hook
+
+
+class AsgHook(AwsBaseHook):
+    """AutoScaling (the hook's own client) plus EC2, ELBv2 and CloudWatch clients from the same connection.
+
+    ``known`` caches each member's (ImageId, LaunchTime) across observations; ``lt_cache`` the image of
+    numbered launch-template versions. ``calls`` counts the observation calls this hook made.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["client_type"] = "autoscaling"
+        super().__init__(*args, **kwargs)
+        self._clients: dict[str, Any] = {}
+        self.known: dict[str, tuple[str, datetime]] = {}
+        self.lt_cache: dict[tuple[str, int], str] = {}
+        self.calls = 0
+        self._refresh_unsupported_logged = False
+
+    # ------------------------------------------------------------------ clients
+
+    @cached_property
+    def waiter_path(self) -> Any:  # type: ignore[override]
+        return waiter_path("autoscaling")
+
+    def _get_config(self, config: Config | None = None) -> Config:
+        cfg = super()._get_config(config)
+        if not getattr(cfg, "retries", None):
+            cfg = cfg.merge(Config(retries=dict(DEFAULT_RETRIES)))
+        return cfg
+
+    @cached_property
+    def session(self) -> Any:
+        from phoenix_fleet.hooks.image_hook import _share_model_loader
+
+        # one botocore loader per process: service models are big JSON (~0.3 s each to load)
+        return _share_model_loader(self.get_session(region_name=self.region_name))
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of ``service`` (same connection, region, endpoint, retries), cached."""
+        if service not in self._clients:
+            self._clients[service] = self.session.client(
+                service_name=service,
+                endpoint_url=self.conn_config.get_service_endpoint_url(service_name=service),
+                config=self._get_config(),
+                verify=self.verify,
+            )
+        return self._clients[service]
+
+    @property
+    def autoscaling(self) -> Any:
+        return self.client("autoscaling")
+
+    @property
+    def ec2(self) -> Any:
+        return self.client("ec2")
+
+    @asynccontextmanager
+    async def async_clients(self, services: Iterable[str] = SERVICES) -> Any:
+        """aiobotocore clients for ``services`` (a dict), closed on exit. For triggers."""
+        from asgiref.sync import sync_to_async
+
+        session = await sync_to_async(self.get_session)(region_name=self.region_name, deferrable=True)
+        config = await sync_to_async(self._get_config)()
+        async with AsyncExitStack() as stack:
+            clients = {}
+            for service in services:
+                clients[service] = await stack.enter_async_context(
+                    session.create_client(
+                        service_name=service,
+                        endpoint_url=self.conn_config.get_service_endpoint_url(service_name=service),
+                        config=config,
+                        verify=self.verify,
+                    )
+                )
+            yield clients
+
+    # ------------------------------------------------------------------ observation
+
+    def _invoke(self, call: Call, clients: Mapping[str, Any] | None = None) -> Any:
+        client = clients[call.service] if clients is not None else self.client(call.service)
+        try:
+            return getattr(client, call.method)(**call.params)
+        except ClientError as exc:
+            if error_code(exc) in call.tolerate:
+                return self._tolerated(call, exc, clients)
+            raise
+
+    def _tolerated(self, call: Call, exc: ClientError, clients: Mapping[str, Any] | None) -> Any:
+        """An instance id vanished between the two describes: describe the rest (once)."""
+        if call.method == "describe_instance_status":
+            gone = set(_NOT_FOUND_ID.findall(str(exc)))
+            rest = [i for i in call.params["InstanceIds"] if i not in gone]
+            if rest and gone:
+                client = clients[call.service] if clients is not None else self.client(call.service)
+                try:
+                    return client.describe_instance_status(**{**call.params, "InstanceIds": rest})
+                except ClientError:
+                    return None
+        return None
+
+    def _invoke_all(self, calls: Sequence[Call]) -> list[Any]:
+        """The calls of one batch, concurrently in threads when there are several (answers in order)."""
+        if len(calls) <= 1:
+            return [self._invoke(c) for c in calls]
+        for c in calls:  # create the clients here, not racing in the threads
+            self.client(c.service)
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(calls))) as pool:
+            return list(pool.map(self._invoke, calls))
+
+    async def _ainvoke(self, call: Call, clients: Mapping[str, Any]) -> Any:
+        client = clients[call.service]
+        try:
+            return await getattr(client, call.method)(**call.params)
+        except ClientError as exc:
+            if error_code(exc) not in call.tolerate:
+                raise
+            if call.method == "describe_instance_status":
+                gone = set(_NOT_FOUND_ID.findall(str(exc)))
+                rest = [i for i in call.params["InstanceIds"] if i not in gone]
+                if rest and gone:
+                    try:
+                        return await client.describe_instance_status(**{**call.params, "InstanceIds": rest})
+                    except ClientError:
+                        return None
+            return None
+
+    def observe(
+        self, asg_name: str, policy: Policy, *, resolve_launch_template: bool = True, now: Callable[[], datetime] = utcnow
+    ) -> Observation:
+        """One batched observation through boto3 (calls of a batch run one after the other)."""
+        gen = observation_calls(
+            asg_name, policy, known=self.known, lt_cache=self.lt_cache,
+            resolve_launch_template=resolve_launch_template, now=now,
+        )
+        try:
+            batch = next(gen)
+            while True:
+                batch = gen.send(self._invoke_all(batch))
+        except StopIteration as stop:
+            obs: Observation = stop.value
+        self.known = obs.known
+        self.calls += obs.calls
+        return obs
+
+    async def async_observe(
+        self,
+        clients: Mapping[str, Any],
+        asg_name: str,
+        policy: Policy,
+        *,
+        resolve_launch_template: bool = False,
+        now: Callable[[], datetime] = utcnow,
+    ) -> Observation:
+        """The same observation through aiobotocore ``clients``; the calls of a batch run concurrently."""
+        gen = observation_calls(
+            asg_name, policy, known=self.known, lt_cache=self.lt_cache,
+            resolve_launch_template=resolve_launch_template, now=now,
+        )
+        try:
+            batch = next(gen)
+            while True:
+                results = await asyncio.gather(*(self._ainvoke(c, clients) for c in batch))
+                batch = gen.send(list(results))
+        except StopIteration as stop:
+            obs: Observation = stop.value
+        self.known = obs.known
+        self.calls += obs.calls
+        return obs
+
+    def record_of(self, asg_name: str) -> RolloutRecord | None:
+        """The rollout record in the group's tags (one DescribeAutoScalingGroups); RecordError when malformed."""
+        groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg_name])["AutoScalingGroups"]
+        if not groups:
+            raise AsgNotFoundError(f"asg_name: AutoScaling group {asg_name!r} does not exist")
+        return RolloutRecord.from_tags(groups[0].get("Tags") or [])
+
+    # ------------------------------------------------------------------ launch templates and images
+
+    def launch_template_versions(self, lt: LaunchTemplateRef, versions: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Versions of the template (all of them when ``versions`` is None), newest first."""
+        params: dict[str, Any] = dict(lt.spec())
+        if versions is not None:
+            params["Versions"] = list(versions)
+        out: list[dict[str, Any]] = []
+        while True:
+            resp = self.ec2.describe_launch_template_versions(**params)
+            out += resp.get("LaunchTemplateVersions") or []
+            token = resp.get("NextToken")
+            if not token or versions is not None:
+                break
+            params["NextToken"] = token
+        for v in out:
+            image = (v.get("LaunchTemplateData") or {}).get("ImageId")
+            if image:
+                self.lt_cache[(lt.key, int(v["VersionNumber"]))] = image
+        return sorted(out, key=lambda v: -int(v["VersionNumber"]))
+
+    def image_labels(self, image_ids: Iterable[str]) -> dict[str, str]:
+        """AMI id -> its ``phoenix:version`` tag (best effort: missing or unreadable images are left out)."""
+        ids = sorted({i for i in image_ids if i})
+        if not ids:
+            return {}
+        try:
+            images = self.ec2.describe_images(ImageIds=ids)["Images"]
+        except ClientError as exc:
+            log.info("Could not read image labels of %s: %s", ", ".join(ids), error_code(exc) or exc)
+            return {}
+        out = {}
+        for image in images:
+            tags = {t["Key"]: t["Value"] for t in image.get("Tags") or []}
+            if tags.get("phoenix:version"):
+                out[image["ImageId"]] = tags["phoenix:version"]
+        return out
+
+    # ------------------------------------------------------------------ actions
+
+    def set_capacity(
+        self, asg_name: str, *, desired: int | None = None, min_size: int | None = None, max_size: int | None = None
+    ) -> None:
+        """UpdateAutoScalingGroup with only the given sizes (one call)."""
+        params: dict[str, Any] = {"AutoScalingGroupName": asg_name}
+        if min_size is not None:
+            params["MinSize"] = int(min_size)
+        if max_size is not None:
+            params["MaxSize"] = int(max_size)
+        if desired is not None:
+            params["DesiredCapacity"] = int(desired)
+        if len(params) > 1:
+            self.autoscaling.update_auto_scaling_group(**params)
+
+    def set_desired_capacity(self, asg_name: str, desired: int) -> None:
+        self.autoscaling.set_desired_capacity(
+            AutoScalingGroupName=asg_name, DesiredCapacity=int(desired), HonorCooldown=False
+        )
+
+    def terminate_instance(self, instance_id: str, *, decrement_desired: bool) -> bool:
+        """TerminateInstanceInAutoScalingGroup; False when the instance is already gone or terminating."""
+        try:
+            self.autoscaling.terminate_instance_in_auto_scaling_group(
+                InstanceId=instance_id, ShouldDecrementDesiredCapacity=bool(decrement_desired)
+            )
+            return True
+        except ClientError as exc:
+            text = str(exc).lower()
+            if error_code(exc) == "ValidationError" and ("not found" in text or "terminat" in text):
+                log.info("%s is already gone or terminating: %s", instance_id, exc)
+                return False
+            raise
+
+    def terminate_instances(self, instance_ids: Sequence[str], *, decrement_desired: bool) -> list[str]:
+        """``terminate_instance`` for each id, one after the other (there is no batch API, and concurrent
+        terminations in one group race inside moto: the sandbox answers InvalidTarget); the ids terminated."""
+        return [i for i in instance_ids if self.terminate_instance(i, decrement_desired=decrement_desired)]
+
+    def suspend_processes(self, asg_name: str, processes: Sequence[str]) -> None:
+        if processes:
+            self.autoscaling.suspend_processes(AutoScalingGroupName=asg_name, ScalingProcesses=list(processes))
+
+    def resume_processes(self, asg_name: str, processes: Sequence[str]) -> None:
+        if processes:
+            self.autoscaling.resume_processes(AutoScalingGroupName=asg_name, ScalingProcesses=list(processes))
+
+    def put_tags(self, asg_name: str, tags: Mapping[str, str]) -> None:
+        """CreateOrUpdateTags on the group, PropagateAtLaunch=False (the record is not for instances)."""
+        if tags:
+            self.autoscaling.create_or_update_tags(
+                Tags=[
+                    {"ResourceId": asg_name, "ResourceType": "auto-scaling-group", "Key": k, "Value": v,
+                     "PropagateAtLaunch": False}
+                    for k, v in tags.items()
+                ]
+            )
+
+    def delete_tags(self, asg_name: str, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if keys:
+            self.autoscaling.delete_tags(
+                Tags=[{"ResourceId": asg_name, "ResourceType": "auto-scaling-group", "Key": k} for k in keys]
+            )
+
+    def set_launch_template(self, asg_name: str, lt: LaunchTemplateRef, version: int) -> None:
+        """Point the group at an explicit version of its template (plain or in its MixedInstancesPolicy)."""
+        spec = {**lt.spec(), "Version": str(int(version))}
+        if lt.mixed:
+            self.autoscaling.update_auto_scaling_group(
+                AutoScalingGroupName=asg_name,
+                MixedInstancesPolicy={"LaunchTemplate": {"LaunchTemplateSpecification": spec}},
+            )
+        else:
+            self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg_name, LaunchTemplate=spec)
+
+    def exit_standby(self, asg_name: str, instance_ids: Sequence[str]) -> None:
+        if instance_ids:
+            self.autoscaling.exit_standby(AutoScalingGroupName=asg_name, InstanceIds=list(instance_ids))
+
+    def set_instance_protection(self, asg_name: str, instance_ids: Sequence[str], protected: bool) -> None:
+        if instance_ids:
+            self.autoscaling.set_instance_protection(
+                AutoScalingGroupName=asg_name, InstanceIds=list(instance_ids), ProtectedFromScaleIn=bool(protected)
+            )
+
+    # ------------------------------------------------------------------ instance refresh
+
+    def instance_refreshes(self, asg_name: str) -> list[dict[str, Any]]:
+        """DescribeInstanceRefreshes (newest first). Raises InstanceRefreshUnsupported where the endpoint
+        lacks the API: the sandbox (moto answers an HTML 500, botocore a parse error). Only a custom endpoint
+        can answer that way; against AWS the error is raised as is."""
+        endpoint = self.conn_config.get_service_endpoint_url(service_name="autoscaling")
+        if endpoint and endpoint in _NO_REFRESH_API:
+            raise InstanceRefreshUnsupported(f"{endpoint} does not implement DescribeInstanceRefreshes")
+        try:
+            resp = self.autoscaling.describe_instance_refreshes(AutoScalingGroupName=asg_name)
+        except ResponseParserError as exc:
+            if endpoint and "<html" in str(exc).lower():
+                _NO_REFRESH_API.add(endpoint)
+                raise InstanceRefreshUnsupported(f"{endpoint} does not implement DescribeInstanceRefreshes") from None
+            raise
+        return list(resp.get("InstanceRefreshes") or [])
+
+    def active_instance_refresh(self, asg_name: str) -> dict[str, Any] | None:
+        """The instance refresh in progress on the group, or None (also where the API is missing: logged once)."""
+        try:
+            refreshes = self.instance_refreshes(asg_name)
+        except InstanceRefreshUnsupported as exc:
+            if not self._refresh_unsupported_logged:
+                self.log.info("%s: treating it as no instance refresh in progress (the sandbox lacks the API)", exc)
+                self._refresh_unsupported_logged = True
+            return None
+        for refresh in refreshes:
+            if refresh.get("Status") in REFRESH_ACTIVE:
+                return refresh
+        return None
+
+    def start_instance_refresh(
+        self, asg_name: str, preferences: Mapping[str, Any], desired_configuration: Mapping[str, Any] | None = None
+    ) -> str:
+        params: dict[str, Any] = {
+            "AutoScalingGroupName": asg_name,
+            "Strategy": "Rolling",
+            "Preferences": dict(preferences),
+        }
+        if desired_configuration:
+            params["DesiredConfiguration"] = dict(desired_configuration)
+        return str(self.autoscaling.start_instance_refresh(**params)["InstanceRefreshId"])

@@ -1,0 +1,832 @@
+"""AsgRecycleOperator: roll one AutoScaling group onto a new image, safely, resumably. See docs/recycle.md.
+
+The reconcile loop, every step::
+
+    observe (batched describes) -> plan (pure: phoenix_fleet.rollout.plan) -> persist the record -> act
+    -> (Wait) poll inline when short, else defer on AsgRolloutWaitTrigger -> observe ...
+
+State lives in AWS: each instance's EC2 ``ImageId`` and lifecycle, plus the rollout record in the group's
+``phoenix:rollout:*`` tags (rollout id = the lock, phase, target/previous image and launch-template version,
+original capacity, suspended processes). Nothing is kept in the worker: a retried task, a new worker or the
+resume after a deferral re-observes and re-plans, so it never double-acts.
+
+Import-light: only ``airflow.sdk``, the stdlib and our pure modules at module level; the hook (boto3, the
+Amazon provider) and the triggers are imported inside the methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from phoenix_fleet.rollout import (
+    FAILED,
+    FORWARD,
+    ROLLBACK,
+    Action,
+    DelegateInstanceRefresh,
+    Done,
+    Fail,
+    Halt,
+    Launch,
+    Policy,
+    PrepareInstances,
+    Restore,
+    RolloutRecord,
+    SetLaunchTemplate,
+    StartRollback,
+    SuspendProcesses,
+    Terminate,
+    Wait,
+    plan,
+    progress_line,
+    wait_over,
+)
+from phoenix_fleet.sensors.asg_sensors import resolve_policy
+
+SUMMARY_XCOM_KEY = "recycle_summary"
+MAX_STEPS = 5000
+#: extra time the task may stay deferred past a wait's own horizon before Airflow times it out
+DEFER_GRACE = timedelta(minutes=10)
+#: after an unexpected error on the last try: how long the safe halt may run inline
+SAFE_HALT_SECONDS = 300
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
+_ID_TAG = "phoenix:rollout:id"
+
+
+class RolloutLockedError(AirflowFailException):
+    """Another rollout (another rollout id, or an AWS instance refresh) holds the group."""
+
+
+class RolloutFailed(AirflowFailException):
+    """The rollout ended without reaching the target: rolled back, halted or blocked (capacity restored)."""
+
+
+class _WorkerStop(Exception):
+    """Internal: stop the loop here (canary done)."""
+
+
+def derive_rollout_id(dag_id: str, run_id: str) -> str:
+    """``<dag_id>/<run_id>`` in tag-safe characters (mapped and canary tasks of one run share it)."""
+    raw = f"{dag_id}/{run_id}"
+    safe = _ID_UNSAFE.sub("-", raw)
+    if len(safe) > 200:
+        safe = safe[:180] + "-" + hashlib.sha1(raw.encode()).hexdigest()[:12]
+    return safe
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _as_int(value: Any, name: str) -> int | None:
+    if value is None or value == "" or value == "None":
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {value!r} is not a whole number") from None
+    if n < 1:
+        raise ValueError(f"{name}: must be at least 1 (got {n}). Fix: leave it unset to replace every batch")
+    return n
+
+
+def _lt_parts(ref: str) -> tuple[str, str]:
+    key, _, version = str(ref).rpartition(":")
+    return key, version
+
+
+class AsgRecycleOperator(BaseOperator):
+    """Replace every instance of ``asg_name`` that is not on the target image, batch by batch, behind the
+    health gate; roll back to the previous launch-template version when the new instances fail.
+
+    :param asg_name: the AutoScaling group.
+    :param target_image_id: the AMI every instance must end on. The group's launch template must have a
+        version that launches it (apply first); the newest such version is used.
+    :param target_launch_template_version: or the launch-template version to roll to: ``7``,
+        ``"lt-0abc:7"``, ``"web-lt:7"`` (``$Latest``/``$Default`` are resolved to their number once).
+    :param target_label: the release label shown in progress lines (default: the AMI's ``phoenix:version``).
+    :param role: take the rollout policy from this role in the fleet config (else the defaults).
+    :param policy: overrides of the rollout policy (dict or JSON): ``strategy`` (surge | replace |
+        instance-refresh), ``batch_size``/``batch_percent``, ``min_healthy_percent``, ``max_surge``,
+        ``warmup_seconds``, ``soak_seconds``, ``health_signals``, ``alarms``, ``standby``, ``protected``,
+        ``deadline_minutes``, ``on_failure`` (rollback | halt), ``suspend_processes``, ``health_timeout_seconds``.
+    :param rollout_id: the lock and resume key (default ``<dag_id>/<run_id>``: a retry, and the mapped task
+        after a canary in the same run, resume the same rollout).
+    :param dry_run: print the whole plan and change nothing.
+    :param max_batches: canary mode: replace this many batches, then stop healthy and leave the rollout
+        (lock, suspended processes) for the next task with the same rollout id to resume.
+    :param deferrable: wait in the triggerer for long waits (else poll in the worker).
+    :param inline_wait_seconds: waits expected to end within this are polled in the worker: a deferral
+        costs ~2.4 s in a real Airflow (defer, trigger, resume).
+    :param poll_interval: the longest pause between two looks while waiting (the pause grows with the
+        time waited, from ``min_poll_interval``).
+    """
+
+    template_fields: Sequence[str] = (
+        "asg_name",
+        "target_image_id",
+        "target_launch_template_version",
+        "target_label",
+        "role",
+        "policy",
+        "rollout_id",
+        "dry_run",
+        "max_batches",
+        "aws_conn_id",
+        "region_name",
+    )
+    template_fields_renderers = {"policy": "json"}
+    ui_color = "#ffe9d6"
+
+    def __init__(
+        self,
+        *,
+        asg_name: str,
+        target_image_id: str | None = None,
+        target_launch_template_version: str | int | None = None,
+        target_label: str | None = None,
+        role: str | None = None,
+        policy: Mapping[str, Any] | str | None = None,
+        fleet_config_path: str | None = None,
+        rollout_id: str | None = None,
+        dry_run: bool | str = False,
+        max_batches: int | str | None = None,
+        deferrable: bool = True,
+        inline_wait_seconds: float = 20.0,
+        poll_interval: float = 15.0,
+        min_poll_interval: float = 2.0,
+        poll_backoff: float = 0.1,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if target_image_id in (None, "") and target_launch_template_version in (None, ""):
+            raise ValueError(
+                "target_image_id / target_launch_template_version: neither is set. Fix: pass the AMI to roll to "
+                "(target_image_id='ami-...') or the launch template version (target_launch_template_version=7)"
+            )
+        self.asg_name = asg_name
+        self.target_image_id = target_image_id
+        self.target_launch_template_version = target_launch_template_version
+        self.target_label = target_label
+        self.role = role
+        self.policy = policy
+        self.fleet_config_path = fleet_config_path
+        self.rollout_id = rollout_id
+        self.dry_run = dry_run
+        self.max_batches = max_batches
+        self.deferrable = deferrable
+        self.inline_wait_seconds = float(inline_wait_seconds)
+        self.poll_interval = float(poll_interval)
+        self.min_poll_interval = float(min_poll_interval)
+        self.poll_backoff = float(poll_backoff)
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = botocore_config
+
+    # ------------------------------------------------------------------ plumbing
+
+    @cached_property
+    def hook(self) -> Any:
+        from phoenix_fleet.hooks.asg_hook import AsgHook
+
+        return AsgHook(
+            aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=self.botocore_config
+        )
+
+    @cached_property
+    def resolved_policy(self) -> Policy:
+        return resolve_policy(self.role, self.policy, self.fleet_config_path)
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def _rid(self, context: Context) -> str:
+        if self.rollout_id:
+            rid = str(self.rollout_id)
+            if _ID_UNSAFE.search(rid) or len(rid) > 256:
+                raise ValueError(
+                    f"rollout_id: {rid!r} must be at most 256 characters of letters, digits and ' +-=._:/@'"
+                )
+            return rid
+        ti = context.get("ti")
+        dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", None) or self.dag_id
+        run_id = context.get("run_id") or getattr(context.get("dag_run"), "run_id", None) or "manual"
+        return derive_rollout_id(str(dag_id), str(run_id))
+
+    def _observe(self, *, resolve: bool = True) -> Any:
+        return self.hook.observe(self.asg_name, self.resolved_policy, resolve_launch_template=resolve)
+
+    # ------------------------------------------------------------------ entry points
+
+    def execute(self, context: Context) -> Any:
+        policy = self.resolved_policy
+        rid = self._rid(context)
+        dry_run = _as_bool(self.dry_run)
+        _as_int(self.max_batches, "max_batches")
+        obs = self._observe()
+        if obs.record_error:
+            raise AirflowFailException(
+                f"{self.asg_name}: the rollout tags are malformed ({obs.record_error}). Fix: look at the group's "
+                "phoenix:rollout:* tags; delete them all once no rollout runs on it"
+            )
+        record = obs.record
+        if record is not None and record.rollout_id != rid:
+            raise RolloutLockedError(self._locked_message(record, rid))
+        refresh = self.hook.active_instance_refresh(self.asg_name)
+        ours = record is not None and policy.strategy == "instance-refresh" and record.phase == FORWARD
+        if refresh is not None and not ours:
+            raise RolloutLockedError(
+                f"{self.asg_name}: an AWS instance refresh ({refresh.get('InstanceRefreshId')}, "
+                f"{refresh.get('Status')}, {refresh.get('PercentageComplete', 0)}% done) is in progress; refusing to "
+                "start a second rollout on the same group. Fix: wait for it to end, or cancel it "
+                f"(aws autoscaling cancel-instance-refresh --auto-scaling-group-name {self.asg_name})"
+            )
+        target_image, target_lt = self._resolve_target(obs)
+        carry: dict[str, Any] = {
+            "batches": 0, "terminated": 0, "launched": 0, "steps": 0, "defers": 0, "inline_polls": 0,
+            "trigger_polls": 0, "trigger_calls": 0, "resumed": record is not None, "to_image": target_image,
+        }
+        if record is None:
+            record = self._begin(obs, policy, rid, target_image, target_lt)
+            carry["from_image"] = self._from_image
+            if dry_run:
+                return self._dry_run(context, obs, record, policy, carry)
+            self._persist(obs.tags, record)
+            holder = self.hook.record_of(self.asg_name)  # read the lock back: did another writer win?
+            if holder is None or holder.rollout_id != rid:
+                raise RolloutLockedError(
+                    self._locked_message(holder, rid) if holder else
+                    f"{self.asg_name}: the rollout record vanished right after it was written; another tool is "
+                    "editing the group's tags. Fix: find it, then retry"
+                )
+            self.log.info(
+                "Rollout %s of %s started: %s -> %s (%s), strategy %s, baseline %d (min %d max %d)",
+                rid, self.asg_name, record.previous_image or "?", record.target_image, target_lt or "no LT version",
+                policy.strategy, record.original_desired, record.original_min, record.original_max,
+            )
+        else:
+            self._check_same_target(record, target_image)
+            carry["from_image"] = record.target_image if record.target_image != target_image else record.previous_image
+            if dry_run:
+                return self._dry_run(context, obs, record, policy, carry)
+            self.log.info(
+                "Resuming rollout %s of %s: phase %s, target %s, started %s",
+                rid, self.asg_name, record.phase, record.target_image, record.started_at.isoformat(),
+            )
+        if refresh is not None and ours:
+            return self._defer_refresh(context, str(refresh["InstanceRefreshId"]), record, policy, carry)
+        return self._run(context, rid, carry)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after a wait: validate the event, then the same loop (everything re-observed)."""
+        if not event:
+            raise AirflowException(f"{self.asg_name}: resumed without a trigger event")
+        carry = dict(event.get("carry") or {})
+        carry["trigger_polls"] = int(carry.get("trigger_polls", 0)) + int(event.get("polls", 0))
+        carry["trigger_calls"] = int(carry.get("trigger_calls", 0)) + int(event.get("calls", 0))
+        rid = self._rid(context)
+        if event.get("status") != "success":
+            exc = AirflowException(f"{self.asg_name}: waiting failed: {event.get('message')}")
+            self._after_error(context, rid, exc, carry)
+            raise exc
+        self.log.info(
+            "Wait ended (%s) after %.1fs, %d poll(s), %d call(s)",
+            event.get("outcome"), float(event.get("waited_seconds", 0)), int(event.get("polls", 0)),
+            int(event.get("calls", 0)),
+        )
+        return self._run(context, rid, carry)
+
+    def execute_refresh_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after an AWS instance refresh ended (strategy instance-refresh)."""
+        if not event:
+            raise AirflowException(f"{self.asg_name}: resumed without a trigger event")
+        rid = self._rid(context)
+        carry = dict(event.get("carry") or {})
+        obs = self._observe()
+        record = obs.record
+        if record is None or record.rollout_id != rid:
+            raise AirflowFailException(f"{self.asg_name}: the rollout record of {rid} is gone after the instance refresh")
+        carry.setdefault("to_image", record.target_image)
+        carry.setdefault("from_image", record.previous_image)
+        refresh_id = event.get("instance_refresh_id")
+        if event.get("status") == "success":
+            on = sum(1 for i in obs.state.live if i.image_id == record.target_image)
+            self._clear_tags(obs.tags)
+            summary = self._summary(context, obs, record, carry, "forward",
+                                    f"instance refresh {refresh_id} Successful: {on}/{len(obs.state.live)} on {record.target_image}")
+            self.log.info("%s", summary["message"])
+            return summary
+        status = event.get("refresh_status")
+        message = str(event.get("message"))
+        if status == "RollbackSuccessful":
+            self._clear_tags(obs.tags)
+            summary = self._summary(context, obs, record, carry, "rolled_back", message)
+            raise RolloutFailed(f"{self.asg_name}: rolled back by AWS: {message}")
+        self.log.warning("%s", message)
+        self._persist(obs.tags, record.halted(obs.state.now, f"halted: {message}"))
+        return self._run(context, rid, carry)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self, context: Context, rid: str, carry: dict[str, Any]) -> Any:
+        from airflow.sdk.exceptions import TaskDeferred
+
+        try:
+            return self._loop(context, rid, carry)
+        except (TaskDeferred, AirflowFailException):
+            raise
+        except _WorkerStop as stop:
+            return stop.args[0]
+        except Exception as exc:
+            self._after_error(context, rid, exc, carry)
+            raise
+
+    def _loop(self, context: Context, rid: str, carry: dict[str, Any], *, safe_halt: bool = False) -> Any:
+        policy = self.resolved_policy
+        max_batches = _as_int(self.max_batches, "max_batches")
+        started = time.monotonic()
+        for _ in range(MAX_STEPS):
+            obs = self._observe()
+            record = self._own_record(obs, rid)
+            action = plan(obs.state, record, policy)
+            carry["steps"] = int(carry.get("steps", 0)) + 1
+            self.log.info("%s: %s", self.asg_name, progress_line(obs.state, record, policy, action))
+            if max_batches and not safe_halt and self._canary_done(obs, record, policy, action, max_batches):
+                summary = self._summary(context, obs, record, carry, "canary",
+                                        f"canary: {max_batches} batch(es) replaced and healthy; the rollout stays "
+                                        f"locked by {rid} for the next task to resume")
+                self.log.info("%s", summary["message"])
+                raise _WorkerStop(summary)
+            if action.record is not None and action.record != record:
+                self._persist(obs.tags, action.record)
+                record = action.record
+            result = self._act(context, rid, action, obs, record, policy, carry, safe_halt=safe_halt)
+            if result is not None:
+                return result
+            if safe_halt and time.monotonic() - started > SAFE_HALT_SECONDS:
+                raise AirflowException(f"{self.asg_name}: the safe halt did not finish within {SAFE_HALT_SECONDS}s")
+        raise AirflowException(f"{self.asg_name}: no end after {MAX_STEPS} steps")
+
+    def _own_record(self, obs: Any, rid: str) -> RolloutRecord:
+        record = obs.record
+        if obs.record_error:
+            raise AirflowFailException(f"{self.asg_name}: the rollout tags became malformed: {obs.record_error}")
+        if record is None:
+            raise AirflowException(
+                f"{self.asg_name}: the record of rollout {rid} vanished from the group's tags (someone removed the "
+                "phoenix:rollout:* tags). Fix: check the group; a retry starts over from what it observes"
+            )
+        if record.rollout_id != rid:
+            raise RolloutLockedError(self._locked_message(record, rid))
+        return record
+
+    def _act(
+        self,
+        context: Context,
+        rid: str,
+        action: Action,
+        obs: Any,
+        record: RolloutRecord,
+        policy: Policy,
+        carry: dict[str, Any],
+        *,
+        safe_halt: bool = False,
+    ) -> Any:
+        hook, asg, state = self.hook, self.asg_name, obs.state
+        if isinstance(action, SuspendProcesses):
+            hook.suspend_processes(asg, action.processes)
+        elif isinstance(action, Launch):
+            hook.set_capacity(asg, max_size=action.new_max if action.new_max > state.max_size else None,
+                              desired=action.new_desired)
+            carry["batches"] = int(carry.get("batches", 0)) + 1
+            carry["launched"] = int(carry.get("launched", 0)) + action.count
+        elif isinstance(action, Terminate):
+            done = hook.terminate_instances(action.instance_ids, decrement_desired=action.decrement_desired)
+            carry["terminated"] = int(carry.get("terminated", 0)) + len(done)
+            if not action.decrement_desired:
+                carry["batches"] = int(carry.get("batches", 0)) + 1
+        elif isinstance(action, PrepareInstances):
+            if action.new_max is not None and action.new_max > state.max_size:
+                hook.set_capacity(asg, max_size=action.new_max)
+            if action.exit_standby:
+                hook.exit_standby(asg, action.exit_standby)
+            if action.unprotect:
+                hook.set_instance_protection(asg, action.unprotect, False)
+        elif isinstance(action, SetLaunchTemplate):
+            self._point_at(obs, action.launch_template)
+        elif isinstance(action, StartRollback):
+            self.log.warning("%s: ROLLING BACK rollout %s: %s", asg, rid, action.reason)
+            carry["rollback_reason"] = action.reason
+            if record.target_lt:
+                self._point_at(obs, record.target_lt)
+        elif isinstance(action, Halt):
+            self.log.warning("%s: HALTING rollout %s: %s (restoring capacity and processes)", asg, rid, action.reason)
+        elif isinstance(action, Restore):
+            if (state.desired, state.min_size, state.max_size) != (action.desired, action.min_size, action.max_size):
+                hook.set_capacity(asg, min_size=action.min_size, max_size=action.max_size, desired=action.desired)
+            if action.resume_processes:
+                hook.resume_processes(asg, action.resume_processes)
+        elif isinstance(action, Done):
+            self._clear_tags(obs.tags)
+            outcome = "forward" if action.outcome == "completed" else "rolled_back"
+            summary = self._summary(context, obs, record, carry, outcome, action.summary, skipped=action.skipped)
+            self.log.info("%s: %s", asg, summary["message"])
+            if outcome == "rolled_back":
+                raise RolloutFailed(f"{asg}: {action.summary}")
+            return summary
+        elif isinstance(action, Fail):
+            summary = self._summary(context, obs, record, carry, "failed", action.reason)
+            raise RolloutFailed(
+                f"{asg}: rollout {rid} failed ({action.fail_kind.value}): {action.reason}. Capacity and processes "
+                "are restored; the group stays locked (tags phoenix:rollout:*, phase failed) until a human looks. "
+                f"Fix: investigate, then delete the tags (aws autoscaling delete-tags ...) and run again"
+            )
+        elif isinstance(action, DelegateInstanceRefresh):
+            if safe_halt:
+                raise AirflowException("instance refresh during a safe halt")
+            refresh = hook.active_instance_refresh(asg)
+            if refresh is None:
+                refresh_id = hook.start_instance_refresh(asg, action.preferences, action.desired_configuration)
+                self.log.info("%s: started instance refresh %s with %s", asg, refresh_id, dict(action.preferences))
+            else:
+                refresh_id = str(refresh["InstanceRefreshId"])
+            return self._defer_refresh(context, refresh_id, record, policy, carry)
+        elif isinstance(action, Wait):
+            self._wait(rid, action, obs, record, policy, carry, inline_only=safe_halt)
+        else:  # pragma: no cover - a new action kind
+            raise AirflowException(f"unknown action {action.kind}")
+        return None
+
+    # ------------------------------------------------------------------ waits
+
+    def _wait(
+        self, rid: str, wait: Wait, obs: Any, record: RolloutRecord, policy: Policy, carry: dict[str, Any],
+        *, inline_only: bool = False,
+    ) -> None:
+        now = obs.state.now
+        left = (wait.until - now).total_seconds()
+        key = f"{wait.condition.value}:{','.join(wait.instance_ids)}"
+        if wait.condition.timer:
+            if not self.deferrable or inline_only or left <= self.inline_wait_seconds:
+                self._sleep(left)
+                return
+            self._defer_wait(rid, wait, policy, carry)
+            return
+        if not self.deferrable or inline_only:
+            self._poll_inline(rid, wait, policy, carry, budget=None if not inline_only else SAFE_HALT_SECONDS)
+            return
+        if carry.get("inline_key") != key and self.inline_wait_seconds > 0:
+            carry["inline_key"] = key
+            if self._poll_inline(rid, wait, policy, carry, budget=min(self.inline_wait_seconds, max(0.0, left))):
+                return
+        carry["inline_key"] = key
+        self._defer_wait(rid, wait, policy, carry)
+
+    def _poll_inline(self, rid: str, wait: Wait, policy: Policy, carry: dict[str, Any], budget: float | None) -> bool:
+        """Poll the wait's condition in the worker for up to ``budget`` seconds; True once it is over."""
+        from phoenix_fleet.triggers.rollout_triggers import next_interval
+
+        start = time.monotonic()
+        while True:
+            waited = time.monotonic() - start
+            left = None if budget is None else budget - waited
+            if left is not None and left <= 0:
+                return False
+            self._sleep(next_interval(waited, min_interval=self.min_poll_interval, max_interval=self.poll_interval,
+                                      backoff=self.poll_backoff, left=left))
+            obs = self._observe(resolve=False)
+            carry["inline_polls"] = int(carry.get("inline_polls", 0)) + 1
+            if obs.record is None or obs.record.rollout_id != rid:
+                return True
+            if wait_over(wait, obs.state, obs.record, policy):
+                return True
+
+    def _defer_wait(self, rid: str, wait: Wait, policy: Policy, carry: dict[str, Any]) -> None:
+        from phoenix_fleet.triggers.rollout_triggers import (
+            AsgRolloutWaitTrigger,
+            known_to_json,
+            policy_to_json,
+            wait_to_json,
+        )
+
+        carry["defers"] = int(carry.get("defers", 0)) + 1
+        left = max(0.0, (wait.until - datetime.now(UTC)).total_seconds())
+        self.log.info("%s: deferring: %s (up to %ds)", self.asg_name, wait.reason, int(left))
+        self.defer(
+            trigger=AsgRolloutWaitTrigger(
+                asg_name=self.asg_name,
+                rollout_id=rid,
+                wait=wait_to_json(wait),
+                policy=policy_to_json(policy),
+                poll_interval=self.poll_interval,
+                min_poll_interval=self.min_poll_interval,
+                poll_backoff=self.poll_backoff,
+                known=known_to_json(self.hook.known),
+                carry=carry,
+                aws_conn_id=self.aws_conn_id,
+                region_name=self.region_name,
+                verify=self.verify,
+                botocore_config=self.botocore_config,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=left) + DEFER_GRACE,
+        )
+
+    def _defer_refresh(self, context: Context, refresh_id: str, record: RolloutRecord, policy: Policy, carry: dict[str, Any]) -> Any:
+        from phoenix_fleet.triggers.rollout_triggers import InstanceRefreshTrigger
+
+        left = max(60.0, (record.deadline(policy) - datetime.now(UTC)).total_seconds())
+        delay = max(0, round(self.poll_interval))
+        if not self.deferrable:
+            waiter = self.hook.get_waiter("InstanceRefreshComplete")
+            from botocore.exceptions import WaiterError
+
+            try:
+                waiter.wait(
+                    AutoScalingGroupName=self.asg_name,
+                    InstanceRefreshIds=[refresh_id],
+                    WaiterConfig={"Delay": delay, "MaxAttempts": int(left // max(1, delay)) + 1},
+                )
+                event: dict[str, Any] = {"status": "success", "instance_refresh_id": refresh_id}
+            except WaiterError as exc:
+                last = exc.last_response or {}
+                refreshes = last.get("InstanceRefreshes") or [{}]
+                event = {
+                    "status": "error", "instance_refresh_id": refresh_id, "message": str(exc),
+                    "refresh_status": refreshes[0].get("Status"), "status_reason": refreshes[0].get("StatusReason"),
+                }
+            event["carry"] = carry
+            return self.execute_refresh_complete(context, event)
+        self.defer(
+            trigger=InstanceRefreshTrigger(
+                asg_name=self.asg_name,
+                instance_refresh_id=refresh_id,
+                waiter_delay=delay,
+                waiter_max_attempts=int(left // max(1, delay)) + 1,
+                aws_conn_id=self.aws_conn_id,
+                region_name=self.region_name,
+                verify=self.verify,
+                botocore_config=self.botocore_config,
+            ),
+            method_name="execute_refresh_complete",
+            timeout=timedelta(seconds=left) + DEFER_GRACE,
+        )
+
+    # ------------------------------------------------------------------ starting: target, previous, record
+
+    def _resolve_target(self, obs: Any) -> tuple[str, str | None]:
+        """(target AMI, explicit launch template version ``lt-...:N``) from the task's arguments."""
+        lt = obs.launch_template
+        if lt is None:
+            raise ValueError(
+                f"asg_name: {self.asg_name} launches from a launch configuration, not a launch template. "
+                "Fix: move the group to a launch template (phoenix-fleet rolls launch-template versions only)"
+            )
+        from phoenix_fleet.hooks.asg_hook import LaunchTemplateRef
+
+        wanted_image = str(self.target_image_id) if self.target_image_id not in (None, "", "None") else None
+        version = self.target_launch_template_version
+        if version not in (None, "", "None"):
+            text = str(version)
+            key, number = _lt_parts(text) if ":" in text else ("", text)
+            ref = lt if not key else LaunchTemplateRef(
+                template_id=key if key.startswith("lt-") else None,
+                template_name=None if key.startswith("lt-") else key,
+                version=number,
+            )
+            try:
+                versions = self.hook.launch_template_versions(ref, [number])
+            except Exception as exc:
+                raise ValueError(
+                    f"target_launch_template_version: {text!r} not found in launch template {ref.key} ({exc}). "
+                    "Fix: pass an existing version number of the group's launch template"
+                ) from None
+            if not versions:
+                raise ValueError(f"target_launch_template_version: {text!r} not found in launch template {ref.key}")
+            v = versions[0]
+            image = (v.get("LaunchTemplateData") or {}).get("ImageId")
+            if not image:
+                raise ValueError(f"target_launch_template_version: version {text} of {ref.key} names no ImageId")
+            if wanted_image and image != wanted_image:
+                raise ValueError(
+                    f"target_image_id / target_launch_template_version disagree: version {v['VersionNumber']} of "
+                    f"{ref.key} launches {image}, not {wanted_image}. Fix: pass only one of them"
+                )
+            return str(image), f"{v.get('LaunchTemplateId') or ref.key}:{int(v['VersionNumber'])}"
+        assert wanted_image is not None
+        if lt.image_id == wanted_image and lt.number is not None:
+            return wanted_image, lt.explicit()
+        for v in self.hook.launch_template_versions(lt):
+            if (v.get("LaunchTemplateData") or {}).get("ImageId") == wanted_image:
+                return wanted_image, f"{v.get('LaunchTemplateId') or lt.key}:{int(v['VersionNumber'])}"
+        raise ValueError(
+            f"target_image_id: no version of launch template {lt.template_name or lt.key} (used by {self.asg_name}) "
+            f"launches {wanted_image}. Fix: apply first (Terraform or the native backend create the version), or "
+            "pass target_launch_template_version"
+        )
+
+    def _begin(self, obs: Any, policy: Policy, rid: str, target_image: str, target_lt: str | None) -> RolloutRecord:
+        state, lt = obs.state, obs.launch_template
+        counts = Counter(i.image_id for i in state.live if i.image_id != target_image)
+        previous = counts.most_common(1)[0][0] if counts else None
+        if previous is None and lt is not None and lt.image_id and lt.image_id != target_image:
+            previous = lt.image_id
+        self._from_image = previous
+        previous_lt: str | None = None
+        if previous is not None and lt is not None:
+            if lt.image_id == previous and lt.number is not None:
+                previous_lt = lt.explicit()
+            else:
+                target_no = int(_lt_parts(target_lt)[1]) if target_lt else None
+                for v in self.hook.launch_template_versions(lt):
+                    if (v.get("LaunchTemplateData") or {}).get("ImageId") == previous and int(v["VersionNumber"]) != target_no:
+                        previous_lt = f"{v.get('LaunchTemplateId') or lt.key}:{int(v['VersionNumber'])}"
+                        break
+        rollback_image = previous
+        if previous is not None and previous_lt is None:
+            self.log.warning(
+                "%s: no version of its launch template launches the previous image %s: a failure will HALT "
+                "(restore capacity), not roll back", self.asg_name, previous,
+            )
+            rollback_image = None
+        labels = self.hook.image_labels([target_image] + ([previous] if previous else []))
+        return RolloutRecord.begin(
+            rid,
+            state,
+            policy,
+            target_image=target_image,
+            previous_image=rollback_image,
+            target_lt=target_lt,
+            previous_lt=previous_lt if rollback_image else None,
+            target_label=str(self.target_label) if self.target_label else labels.get(target_image),
+            previous_label=labels.get(previous) if previous else None,
+        )
+
+    def _check_same_target(self, record: RolloutRecord, target_image: str) -> None:
+        if target_image in (record.target_image, record.previous_image):
+            return
+        raise RolloutLockedError(
+            f"{self.asg_name}: rollout {record.rollout_id} on this group targets {record.target_image} (phase "
+            f"{record.phase}), but this task asks for {target_image}. Fix: let it finish (or clear its tags) and "
+            "start a new rollout with a new rollout id (a new DAG run)"
+        )
+
+    def _locked_message(self, record: RolloutRecord, rid: str) -> str:
+        return (
+            f"{self.asg_name} is locked by rollout {record.rollout_id} (phase {record.phase}, target "
+            f"{record.target_image}, started {record.started_at.isoformat()}); refusing to start rollout {rid}. "
+            "Fix: wait for it to finish; if it is dead, resume it by running again with "
+            f"rollout_id={record.rollout_id!r}; if it failed, look at the group, then delete its phoenix:rollout:* tags"
+        )
+
+    # ------------------------------------------------------------------ AWS writes that the planner asks for
+
+    def _persist(self, current: Mapping[str, str], record: RolloutRecord) -> None:
+        """Write the record to the group's tags before acting (only changed keys; stale keys deleted)."""
+        tags = record.to_tags()
+        changed = {k: v for k, v in tags.items() if current.get(k) != v}
+        stale = [k for k in RolloutRecord.tag_keys() if k in current and k not in tags]
+        if changed:
+            self.hook.put_tags(self.asg_name, changed)
+        if stale:
+            self.hook.delete_tags(self.asg_name, stale)
+
+    def _clear_tags(self, current: Mapping[str, str]) -> None:
+        """Delete the record: the id (the lock) first, so that a crash in between leaves no half record (a
+        later rollout's first write deletes the leftovers)."""
+        keys = [k for k in RolloutRecord.tag_keys() if k in current]
+        lock = [k for k in keys if k == _ID_TAG]
+        if lock:
+            self.hook.delete_tags(self.asg_name, lock)
+        rest = [k for k in keys if k != _ID_TAG]
+        if rest:
+            self.hook.delete_tags(self.asg_name, rest)
+
+    def _point_at(self, obs: Any, ref: str) -> None:
+        from phoenix_fleet.hooks.asg_hook import LaunchTemplateRef
+
+        key, number = _lt_parts(ref)
+        if not number.isdigit():
+            raise AirflowFailException(f"{self.asg_name}: refusing to point the group at {ref!r}: not an explicit version")
+        current = obs.launch_template
+        target = LaunchTemplateRef(
+            template_id=key if key.startswith("lt-") else None,
+            template_name=None if key.startswith("lt-") else key,
+            version=number,
+            mixed=bool(current and current.mixed),
+        )
+        self.log.info("%s: pointing the group at launch template %s version %s", self.asg_name, key, number)
+        self.hook.set_launch_template(self.asg_name, target, int(number))
+
+    # ------------------------------------------------------------------ canary, summary, errors
+
+    def _canary_done(self, obs: Any, record: RolloutRecord, policy: Policy, action: Action, max_batches: int) -> bool:
+        """Canary mode: the next action starts a new batch and ``max_batches`` batches are on the target."""
+        if record.phase != FORWARD:
+            return False
+        starts = isinstance(action, Launch | PrepareInstances) or (
+            isinstance(action, Terminate) and not action.decrement_desired
+        )
+        if not starts:
+            return False
+        batch = policy.batch_for(record.base)
+        surging = policy.strategy in ("surge", "instance-refresh") and policy.max_surge > 0
+        step = min(batch, policy.max_surge) if surging else batch
+        on_target = sum(1 for i in obs.state.live if i.image_id == record.target_image)
+        return on_target >= max_batches * max(1, step)
+
+    def _summary(
+        self, context: Context, obs: Any, record: RolloutRecord, carry: Mapping[str, Any], outcome: str, message: str,
+        *, skipped: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        state = obs.state
+        images = Counter(i.image_id for i in state.live)
+        summary = {
+            "asg": self.asg_name,
+            "rollout_id": record.rollout_id,
+            "strategy": self.resolved_policy.strategy,
+            "outcome": outcome,
+            "from_image": carry.get("from_image"),
+            "to_image": carry.get("to_image", record.target_image),
+            "final_images": dict(images),
+            "replaced": int(carry.get("terminated", 0)),
+            "launched": int(carry.get("launched", 0)),
+            "batches": int(carry.get("batches", 0)),
+            "duration_seconds": round((state.now - record.started_at).total_seconds(), 1),
+            "capacity": {"desired": state.desired, "min": state.min_size, "max": state.max_size},
+            "skipped": list(skipped),
+            "reason": carry.get("rollback_reason") or (record.reason if record.phase in (ROLLBACK, FAILED) else None),
+            "resumed": bool(carry.get("resumed")),
+            "steps": int(carry.get("steps", 0)),
+            "defers": int(carry.get("defers", 0)),
+            "message": message,
+        }
+        ti = context.get("ti") if context else None
+        if ti is not None:
+            ti.xcom_push(key=SUMMARY_XCOM_KEY, value=summary)
+        return summary
+
+    def _dry_run(self, context: Context, obs: Any, record: RolloutRecord, policy: Policy, carry: dict[str, Any]) -> Any:
+        from phoenix_fleet.rollout.rollout_preview import describe_plan, format_plan
+
+        steps = describe_plan(obs.state, record, policy)
+        text = format_plan(steps)
+        self.log.info("DRY RUN of %s (nothing changes):\n%s", self.asg_name, text)
+        batches = sum(
+            1 for s in steps
+            if isinstance(s.action, Launch) or (isinstance(s.action, Terminate) and not s.action.decrement_desired)
+        )
+        carry = {**carry, "batches": batches}
+        summary = self._summary(context, obs, record, carry, "dry_run", f"dry run: {len(steps)} step(s), {batches} batch(es)")
+        summary["plan"] = [s.line for s in steps]
+        return summary
+
+    def _retries_left(self, context: Context) -> bool:
+        ti = context.get("ti") if context else None
+        try_number = int(getattr(ti, "try_number", 1) or 1)
+        max_tries = getattr(ti, "max_tries", None)
+        if max_tries is None:
+            max_tries = int(self.retries or 0)
+        return try_number <= int(max_tries)
+
+    def _after_error(self, context: Context, rid: str, exc: BaseException, carry: dict[str, Any]) -> None:
+        """An unexpected error mid-rollout. With retries left: leave everything for the retry to resume. On the
+        last try: halt safely (phase failed -> drain unhealthy surplus, restore capacity and processes)."""
+        if self._retries_left(context):
+            self.log.warning("%s: %s; the retry resumes rollout %s from what it observes", self.asg_name, exc, rid)
+            return
+        self.log.error("%s: %s on the last try: halting rollout %s safely", self.asg_name, exc, rid)
+        try:
+            obs = self._observe()
+            record = obs.record
+            if record is None or record.rollout_id != rid:
+                return
+            if record.phase != FAILED:
+                self._persist(obs.tags, record.halted(obs.state.now, f"halted: error: {exc}"))
+            self._loop(context, rid, carry, safe_halt=True)
+        except RolloutFailed as done:
+            self.log.error("%s", done)
+        except Exception as again:
+            self.log.error(
+                "%s: the safe halt failed too (%s). The group may be left with rollout %s's tags, suspended "
+                "processes and raised capacity: run the task again with rollout_id=%r to resume, or restore it by hand",
+                self.asg_name, again, rid, rid,
+            )

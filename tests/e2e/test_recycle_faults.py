@@ -1,0 +1,166 @@
+"""Fault injection for the rolling recycle, against the sandbox (describe-count mode: nothing sleeps).
+
+Each fault ends with the group entirely on one image, at full capacity, with its processes resumed, its rollout
+tags gone and its sizes restored; healthy capacity is sampled after every write the operator makes.
+"""
+
+from __future__ import annotations
+
+import botocore.endpoint
+import pytest
+from phoenix_fleet.operators.recycle_operators import SUMMARY_XCOM_KEY, RolloutFailed, RolloutLockedError
+
+from tests.helpers.airflow_run import make_context, run_task
+from tests.unit.recycle import recycle_fleet as F
+
+pytestmark = pytest.mark.e2e
+
+
+def sampled_hook(sandbox, f, **kwargs):
+    samples: list[int] = []
+    hook = F.scripted_hook(monitor=lambda: samples.append(F.healthy_in_service(sandbox, f)), **kwargs)
+    return hook, samples
+
+
+def test_new_instances_unhealthy_roll_back_to_the_previous_version(sandbox_clean):
+    f = F.build_fleet(sandbox_clean, bad_new=True)  # v2's instances are unhealthy in the target group
+    op = F.operator(f)
+    op.hook, samples = sampled_hook(sandbox_clean, f)
+    ctx = make_context()
+    with pytest.raises(RolloutFailed, match="rolled back"):
+        run_task(op, ctx)
+    g = F.assert_converged(sandbox_clean, f, f.old_ami, 4)
+    # pointed back at the previous version explicitly, never $Latest/$Default
+    assert g["LaunchTemplate"]["Version"] == "1"
+    versions = [args[2] for n, args, _ in op.hook.actions if n == "set_launch_template"]
+    assert versions == [2, 1]
+    summary = ctx["ti"].xcom[SUMMARY_XCOM_KEY]
+    assert summary["outcome"] == "rolled_back" and "unhealthy in target group web-tg" in summary["reason"]
+    assert summary["final_images"] == {f.old_ami: 4}
+    assert min(samples) >= 4  # the old instances kept serving throughout
+
+
+def test_instance_killed_from_outside_mid_roll(sandbox_clean):
+    f = F.build_fleet(sandbox_clean)
+    ec2 = sandbox_clean.client("ec2")
+    killed: list[str] = []
+
+    def kill_one_old_and_one_new() -> None:
+        images = F.fleet_images(sandbox_clean)
+        old = sorted(i for i, a in images.items() if a == f.old_ami)
+        new = sorted(i for i, a in images.items() if a == f.new_ami)
+        killed.extend([old[0], new[0]])
+        ec2.terminate_instances(InstanceIds=killed)
+
+    op = F.operator(f)
+    # write 4 is the first launch (record, LT version, suspend, launch): kill right after it
+    op.hook, samples = sampled_hook(sandbox_clean, f, on_action={4: kill_one_old_and_one_new})
+    result = run_task(op, make_context()).result
+    assert op.hook.actions[3][0] == "set_capacity" and len(killed) == 2
+    assert result["outcome"] == "forward"
+    F.assert_converged(sandbox_clean, f, f.new_ami, 4)
+    assert not set(killed) & set(F.fleet_images(sandbox_clean))
+    assert not set(killed) & set(F.terminations(op.hook))  # never asked to terminate what was already gone
+
+
+@pytest.mark.parametrize("new_desired", [8, 3])
+def test_desired_capacity_changed_mid_roll(sandbox_clean, new_desired):
+    f = F.build_fleet(sandbox_clean)
+    autoscaling = sandbox_clean.client("autoscaling")
+
+    def autoscaler() -> None:  # a scaling policy moves desired (and max, to make room) mid-roll
+        autoscaling.update_auto_scaling_group(
+            AutoScalingGroupName=f.asg, DesiredCapacity=new_desired, MaxSize=max(6, new_desired)
+        )
+
+    op = F.operator(f)
+    op.hook, samples = sampled_hook(sandbox_clean, f, on_action={4: autoscaler})
+    result = run_task(op, make_context()).result
+    assert result["outcome"] == "forward"
+    # the new desired is adopted as the baseline, never fought; min/max back to the originals, widened to hold it
+    F.assert_converged(sandbox_clean, f, f.new_ami, new_desired, max_size=max(5, new_desired))
+    assert result["capacity"]["desired"] == new_desired
+
+
+def test_throttling_is_retried_with_backoff(sandbox_clean, monkeypatch):
+    f = F.build_fleet(sandbox_clean)
+    recorder = F.SleepRecorder()
+    monkeypatch.setattr(botocore.endpoint, "time", recorder)  # botocore's retry sleeps, recorded not slept
+    op = F.operator(f, deferrable=False)
+    op.hook = F.scripted_hook()
+    throttled = F.inject_throttling(
+        op.hook,
+        {
+            ("autoscaling", "DescribeAutoScalingGroups"): 3,
+            ("ec2", "DescribeInstanceStatus"): 2,
+            ("elbv2", "DescribeTargetHealth"): 2,
+            ("autoscaling", "TerminateInstanceInAutoScalingGroup"): 2,
+            ("autoscaling", "UpdateAutoScalingGroup"): 1,
+        },
+    )
+    result = run_task(op, make_context()).result
+    assert result["outcome"] == "forward"
+    F.assert_converged(sandbox_clean, f, f.new_ami, 4)
+    assert len(throttled) == 10
+    # each throttled call was retried after a backoff (standard mode: random * 2**attempt, capped at 20 s)
+    assert len(recorder.sleeps) == 10 and all(0 <= s <= 20 for s in recorder.sleeps)
+    assert sum(recorder.sleeps) > 0
+    assert len(F.terminations(op.hook)) == 4  # a throttled terminate is retried by botocore, not replanned
+
+
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        ("terminate_instance", 1),  # between the two terminations of a batch
+        ("set_capacity", 1),  # just before the second launch
+        ("set_launch_template", 0),  # right after the record (the lock) was written
+        ("resume_processes", 0),  # during the final restore
+        ("delete_tags", 0),  # fleet converged, tags still there
+    ],
+)
+def test_worker_killed_then_retried_completes_without_extra_terminations(sandbox_clean, kill_at):
+    f = F.build_fleet(sandbox_clean)
+    name, nth = kill_at
+    first = F.operator(f, rollout_id="rel/run-7")
+    first.hook = F.scripted_hook(kill_before=lambda n, actions: n == name and F.count_of(actions, n) == nth)
+    with pytest.raises(F.WorkerKilled):
+        run_task(first, make_context())
+    # a new worker: a fresh operator (and hook) with the same rollout id, e.g. the task's retry
+    retry = F.operator(f, rollout_id="rel/run-7")
+    retry.hook = F.scripted_hook()
+    result = run_task(retry, make_context()).result
+    assert result["outcome"] == "forward" and result["resumed"] is True
+    F.assert_converged(sandbox_clean, f, f.new_ami, 4)
+    done = F.terminations(first.hook) + F.terminations(retry.hook)
+    assert len(done) == len(set(done)) == 4, done  # each old instance terminated once, nothing else
+
+
+def test_second_rollout_on_the_same_group_is_refused(sandbox_clean):
+    f = F.build_fleet(sandbox_clean)
+    first = F.operator(f, rollout_id="rel/run-1")
+    first.hook = F.scripted_hook(kill_before=lambda n, actions: n == "terminate_instance")
+    with pytest.raises(F.WorkerKilled):
+        run_task(first, make_context())  # dies mid-roll, holding the lock
+    before = F.group(sandbox_clean)
+    second = F.operator(f, target_launch_template_version=1, rollout_id="rel/run-2")
+    second.hook = F.scripted_hook()
+    with pytest.raises(RolloutLockedError, match=r"web is locked by rollout rel/run-1 \(phase forward"):
+        run_task(second, make_context())
+    assert second.hook.actions == [] and F.group(sandbox_clean) == before
+    resumed = F.operator(f, rollout_id="rel/run-1")
+    assert run_task(resumed, make_context()).result["outcome"] == "forward"
+    F.assert_converged(sandbox_clean, f, f.new_ami, 4)
+
+
+def test_on_failure_halt_restores_capacity_and_keeps_the_lock(sandbox_clean):
+    f = F.build_fleet(sandbox_clean, bad_new=True)
+    op = F.operator(f, policy={"on_failure": "halt"})
+    op.hook = F.scripted_hook()
+    with pytest.raises(RolloutFailed, match=r"failed \(halted\).*unhealthy in target group web-tg"):
+        run_task(op, make_context())
+    g = F.group(sandbox_clean)
+    # the unhealthy surplus is drained, capacity and processes restored; the tags stay (phase failed)
+    assert g["DesiredCapacity"] == 4 and g["MaxSize"] == 5 and g["SuspendedProcesses"] == []
+    tags = {t["Key"]: t["Value"] for t in g["Tags"]}
+    assert tags["phoenix:rollout:phase"] == "failed"
+    assert sorted(F.fleet_images(sandbox_clean).values()) == [f.old_ami] * 4

@@ -1,0 +1,214 @@
+"""AsgHook: the batched observation (call budget, lifecycle states, status checks), retries, and the sync and
+async (aiobotocore) paths agreeing on the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import UTC, datetime, timedelta
+
+import recycle_fleet as F
+from botocore.exceptions import ClientError
+from phoenix_fleet.hooks.asg_hook import (
+    AsgHook,
+    Call,
+    fleet_state_from,
+    observation_calls,
+    worst_status,
+)
+from phoenix_fleet.rollout import (
+    Lifecycle,
+    Policy,
+    RolloutRecord,
+    Wait,
+    WaitFor,
+    health_problems,
+    is_healthy,
+    plan,
+)
+
+NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+TG1 = "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/web/1"
+TG2 = "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/web-admin/2"
+
+
+def group(members, desired=None, tgs=(TG1,), tags=()):
+    return {
+        "AutoScalingGroupName": "web",
+        "DesiredCapacity": desired if desired is not None else len(members),
+        "MinSize": 1,
+        "MaxSize": 10,
+        "Instances": [
+            {"InstanceId": iid, "AvailabilityZone": "us-east-1a", "LifecycleState": life, "HealthStatus": "Healthy",
+             "ProtectedFromScaleIn": False}
+            for iid, life in members
+        ],
+        "TargetGroupARNs": list(tgs),
+        "HealthCheckType": "ELB",
+        "SuspendedProcesses": [],
+        "LaunchTemplate": {"LaunchTemplateId": "lt-0abc", "Version": "7"},
+        "Tags": list(tags),
+    }
+
+
+def ok_status(iid, state="running", inst="ok", system="ok"):
+    return {"InstanceId": iid, "InstanceState": {"Name": state}, "InstanceStatus": {"Status": inst},
+            "SystemStatus": {"Status": system}}
+
+
+def drive(gen, answer):
+    """Run an observation generator, answering each call with ``answer(call)``; returns (obs, calls)."""
+    seen: list[Call] = []
+    try:
+        batch = next(gen)
+        while True:
+            seen += batch
+            batch = gen.send([answer(c) for c in batch])
+    except StopIteration as stop:
+        return stop.value, seen
+
+
+def test_pending_wait_and_terminating_wait_are_not_in_service():
+    members = [("i-1", "InService"), ("i-2", "Pending:Wait"), ("i-3", "Terminating:Wait"), ("i-4", "Pending")]
+    g = group(members, desired=3)
+    ec2 = {iid: ("ami-new", NOW - timedelta(hours=1)) for iid, _ in members}
+    statuses = {iid: "ok" for iid, _ in members}
+    th = {TG1: {iid: "healthy" for iid, _ in members}}  # even a healthy target does not make it InService
+    state = fleet_state_from(g, ec2, statuses, th, (), "ami-new", NOW)
+    by_id = state.by_id()
+    assert by_id["i-1"].in_service and not by_id["i-2"].in_service and not by_id["i-4"].in_service
+    assert by_id["i-2"].pending and by_id["i-3"].terminating
+    policy = Policy(warmup_seconds=0)
+    assert is_healthy(by_id["i-1"], state, policy)
+    assert health_problems(by_id["i-2"], state, policy) == ["lifecycle Pending:Wait"]
+    assert [i.instance_id for i in state.live] == ["i-1", "i-2", "i-4"]
+
+
+def test_a_lifecycle_hook_holds_the_rollout():
+    """Observed through a stubbed DescribeAutoScalingGroups: an instance in Pending:Wait is waited for."""
+    g = group([("i-1", "InService"), ("i-2", "InService"), ("i-3", "Pending:Wait")], desired=3)
+    g["SuspendedProcesses"] = [{"ProcessName": p} for p in ("AZRebalance", "AlarmNotification", "ScheduledActions")]
+    launched = NOW - timedelta(minutes=5)
+
+    def answer(call):
+        if call.method == "describe_auto_scaling_groups":
+            return {"AutoScalingGroups": [g]}
+        if call.method == "describe_instances":
+            images = {"i-1": "ami-old", "i-2": "ami-old", "i-3": "ami-new"}
+            return {"Reservations": [{"Instances": [
+                {"InstanceId": i, "ImageId": images[i], "LaunchTime": launched}
+                for i in call.params["Filters"][0]["Values"]]}]}
+        if call.method == "describe_instance_status":
+            return {"InstanceStatuses": [ok_status(i) for i in call.params["InstanceIds"]]}
+        if call.method == "describe_target_health":
+            return {"TargetHealthDescriptions": [{"Target": {"Id": i}, "TargetHealth": {"State": "healthy"}}
+                                                 for i in ("i-1", "i-2", "i-3")]}
+        if call.method == "describe_launch_template_versions":
+            return {"LaunchTemplateVersions": [{"VersionNumber": 7, "LaunchTemplateData": {"ImageId": "ami-new"}}]}
+        raise AssertionError(call)
+
+    policy = Policy(warmup_seconds=0, batch_size=1)
+    obs, _ = drive(observation_calls("web", policy, now=lambda: NOW), answer)
+    assert obs.launch_template.number == 7 and obs.state.launch_image_id == "ami-new"
+    record = RolloutRecord.begin("r", obs.state, policy, target_image="ami-new", previous_image="ami-old")
+    action = plan(obs.state, record, policy)
+    assert isinstance(action, Wait) and action.condition == WaitFor.HEALTHY
+    assert "lifecycle Pending:Wait" in action.reason and action.instance_ids == ("i-3",)
+
+
+def test_a_health_poll_costs_one_plus_n_over_100_plus_target_groups():
+    n = 250
+    ids = [f"i-{k:05x}" for k in range(n)]
+    g = group([(i, "InService") for i in ids], tgs=(TG1, TG2))
+    known = {i: ("ami-new", NOW) for i in ids}
+    policy = Policy(warmup_seconds=0)
+
+    def answer(call):
+        if call.method == "describe_auto_scaling_groups":
+            return {"AutoScalingGroups": [g]}
+        if call.method == "describe_instance_status":
+            assert len(call.params["InstanceIds"]) <= 100
+            return {"InstanceStatuses": [ok_status(i) for i in call.params["InstanceIds"]]}
+        if call.method == "describe_target_health":
+            return {"TargetHealthDescriptions": [{"Target": {"Id": i}, "TargetHealth": {"State": "healthy"}} for i in ids]}
+        if call.method == "describe_alarms":
+            return {"MetricAlarms": [{"AlarmName": "web-5xx", "StateValue": "ALARM"}], "CompositeAlarms": []}
+        if call.method == "describe_instances":
+            return {"Reservations": [{"Instances": [
+                {"InstanceId": i, "ImageId": "ami-new", "LaunchTime": NOW} for i in call.params["Filters"][0]["Values"]]}]}
+        raise AssertionError(call)
+
+    obs, calls = drive(observation_calls("web", policy, known=known, resolve_launch_template=False, now=lambda: NOW), answer)
+    assert obs.calls == len(calls) == 1 + math.ceil(n / 100) + 2
+    assert len(obs.state.instances) == n and all(i.status == "ok" for i in obs.state.instances)
+    # alarms add one call; instances never seen before add ceil(N/200) DescribeInstances, once
+    alarmed = Policy(warmup_seconds=0, alarms=("web-5xx",))
+    obs, calls = drive(observation_calls("web", alarmed, resolve_launch_template=False, now=lambda: NOW), answer)
+    assert obs.calls == 1 + math.ceil(n / 200) + math.ceil(n / 100) + 2 + 1
+    assert obs.state.alarms_in_alarm == {"web-5xx"}
+    # signals the policy does not count are not observed
+    lean = Policy(warmup_seconds=0, health_signals=frozenset({"asg"}))
+    obs, calls = drive(observation_calls("web", lean, known=known, resolve_launch_template=False, now=lambda: NOW), answer)
+    assert [c.method for c in calls] == ["describe_auto_scaling_groups"]
+
+
+def test_worst_status_check():
+    assert worst_status(ok_status("i")) == "ok"
+    assert worst_status(ok_status("i", inst="initializing")) == "initializing"
+    assert worst_status(ok_status("i", system="impaired", inst="initializing")) == "impaired"
+    assert worst_status(ok_status("i", inst="insufficient-data")) == "insufficient-data"
+    assert worst_status(None) is None
+
+
+def test_a_member_ec2_does_not_describe_is_left_out():
+    g = group([("i-1", "InService"), ("i-2", "InService")])
+    state = fleet_state_from(g, {"i-1": ("ami", NOW)}, None, {}, (), None, NOW)
+    assert [i.instance_id for i in state.instances] == ["i-1"] and state.desired == 2  # -> the planner waits
+
+
+def test_retries_default_to_standard_and_respect_the_connection(sandbox_clean):
+    cfg = AsgHook(aws_conn_id="aws_default")._get_config()
+    assert cfg.retries == {"mode": "standard", "max_attempts": 10}
+    cfg = AsgHook(aws_conn_id="aws_default", config={"retries": {"mode": "adaptive", "max_attempts": 5}})._get_config()
+    assert cfg.retries == {"mode": "adaptive", "max_attempts": 5}
+
+
+def test_status_of_a_vanished_instance_is_dropped_not_fatal():
+    class FakeEc2:
+        def describe_instance_status(self, **params):
+            if "i-0dead00000000beef" in params["InstanceIds"]:
+                raise ClientError(
+                    {"Error": {"Code": "InvalidInstanceID.NotFound", "Message": "The instance ID 'i-0dead00000000beef' does not exist"}},
+                    "DescribeInstanceStatus",
+                )
+            return {"InstanceStatuses": [ok_status(i) for i in params["InstanceIds"]]}
+
+    hook = AsgHook(aws_conn_id=None)
+    call = Call("ec2", "describe_instance_status", {"InstanceIds": ["i-1", "i-0dead00000000beef"], "IncludeAllInstances": True},
+                tolerate=("InvalidInstanceID.NotFound",))
+    resp = hook._invoke(call, {"ec2": FakeEc2()})
+    assert [s["InstanceId"] for s in resp["InstanceStatuses"]] == ["i-1"]
+
+
+def test_sync_and_async_observations_agree(sandbox_clean):
+    f = F.build_fleet(sandbox_clean)
+    policy = Policy(warmup_seconds=0)
+    sync = AsgHook(aws_conn_id="aws_default", region_name=F.REGION)
+    obs = sync.observe(f.asg, policy)
+    assert obs.calls == 5  # ASG, instances (first time), status, target health, launch template version
+    again = sync.observe(f.asg, policy)
+    assert again.calls == 3  # instances known, version 1 cached
+    assert obs.state.launch_image_id == f.old_ami and obs.launch_template.explicit() == f"{f.lt_id}:1"
+
+    async def observe_async():
+        hook = AsgHook(aws_conn_id="aws_default", region_name=F.REGION)
+        async with hook.async_clients() as clients:
+            return await hook.async_observe(clients, f.asg, policy, resolve_launch_template=True)
+
+    aobs = asyncio.run(observe_async())
+    assert aobs.state.instances == obs.state.instances
+    assert (aobs.state.desired, aobs.state.target_group_arns, aobs.state.launch_image_id) == (
+        obs.state.desired, obs.state.target_group_arns, obs.state.launch_image_id)
+    assert {i.image_id for i in aobs.state.instances} == {f.old_ami}
+    assert all(i.target_health == {f.tg_arn: "healthy"} and i.status == "ok" for i in aobs.state.instances)
+    assert Lifecycle.IN_SERVICE == aobs.state.instances[0].lifecycle
