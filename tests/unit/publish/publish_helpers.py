@@ -14,7 +14,9 @@ ACCOUNTS = ["111122223333", "444455556666"]
 BUCKET = "phoenix-fleet-artifacts"
 
 
-def fleet_config(tmp_path: Path, regions: tuple[str, ...] = (HOME, OTHER), accounts: list[str] | None = None) -> str:
+def fleet_config(
+    tmp_path: Path, regions: tuple[str, ...] = (HOME, OTHER), accounts: list[str] | None = None, role: str = "web"
+) -> str:
     base = {
         "packer_template": "packer/phoenix.pkr.hcl",
         "base_ami": {"name": "phoenix-base-debian-12-*", "owners": ["self"]},
@@ -23,10 +25,10 @@ def fleet_config(tmp_path: Path, regions: tuple[str, ...] = (HOME, OTHER), accou
         "version": 1,
         "artifacts_bucket": BUCKET,
         "roles": {
-            "web": {
+            role: {
                 "env": "sandbox",
                 "image": base,
-                "asgs": {"tags": {"phoenix:role": "web", "phoenix:env": "sandbox"}},
+                "asgs": {"tags": {"phoenix:role": role, "phoenix:env": "sandbox"}},
                 "regions": list(regions),
                 "share_with_accounts": ACCOUNTS if accounts is None else accounts,
                 "terraform": {"backend": "native"},
