@@ -32,6 +32,7 @@ from .rollout_actions import (
     WaitFor,
 )
 from .rollout_policy import Policy
+from .rollout_preview import PlanStep, describe_plan, format_plan
 from .rollout_record import FAILED, FORWARD, ROLLBACK, TAG_PREFIX, RecordError, RolloutRecord
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Instance",
     "Launch",
     "Lifecycle",
+    "PlanStep",
     "Policy",
     "PrepareInstances",
     "RecordError",
@@ -62,8 +64,10 @@ __all__ = [
     "WaitFor",
     "adopt_baseline",
     "describe_action",
+    "describe_plan",
     "failure",
     "firing_alarms",
+    "format_plan",
     "health_problems",
     "healthy_ids",
     "instance_refresh_preferences",
