@@ -200,13 +200,18 @@ def test_inventory_page_in_chromium(served_app: str, inventory_run: dict[str, An
 
 
 def test_no_report_yet_says_how_to_make_one(tmp_path: Path) -> None:
+    from fastapi import FastAPI
     from fastapi.testclient import TestClient
     from phoenix_fleet.ui.inventory_app import create_app
 
-    client = TestClient(create_app(tmp_path, auth=False))
-    r = client.get("/inventory")
+    root = FastAPI()
+    root.mount("/phoenix", create_app(tmp_path, auth=False))
+    client = TestClient(root)
+    r = client.get("/phoenix/inventory")
     assert r.status_code == 404 and "fleet_inventory" in r.text and 'id="no-report"' in r.text
-    assert client.get("/healthz").json()["latest"] is False
+    assert client.get("/phoenix/healthz").json()["latest"] is False
+    r = client.get("/phoenix/", follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == "/phoenix/inventory"
 
 
 def test_the_page_requires_an_airflow_user(tmp_path: Path) -> None:

@@ -256,7 +256,8 @@ def build_report(
             running = _version(img_tags.get("phoenix:version")) if ours else None
             latest = latest_for(region, role)
             launch = _parse_time(inst.get("launch_time"))
-            age = round((now - launch).total_seconds() / 86400, 2) if launch else None
+            # a launch time ahead of `now` (clock skew) counts as age 0
+            age = max(0.0, round((now - launch).total_seconds() / 86400, 2)) if launch else None
             max_age = settings.max_age_for(role)
             lt_image = asg_lt.get(asg_name or "", (None, None))[1] if asg_name else None
             lifecycle = member.get("lifecycle") if member else None

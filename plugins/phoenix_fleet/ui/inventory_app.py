@@ -100,7 +100,8 @@ def create_app(report_dir: str | Path | None = None, *, auth: bool = True) -> Fa
 
     @app.get("/", include_in_schema=False)
     def root(request: Request) -> RedirectResponse:
-        return RedirectResponse(str(request.url_for("inventory_page")), status_code=307)
+        # a path, not an absolute URL: right behind any proxy; root_path is the mount point (/phoenix)
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/inventory", status_code=307)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

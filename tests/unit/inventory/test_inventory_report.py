@@ -125,13 +125,12 @@ def test_injectable_now_and_max_age_override(fleet_report: Any) -> None:
     assert lenient["totals"]["stale"] == 0
 
 
-def test_a_role_max_age_from_the_config(fleet_report: Any, tmp_path: Any) -> None:
+def test_a_role_max_age_from_the_config(fleet_report: Any) -> None:
     _, snap, _ = fleet_report
-    text = open(F.__file__.replace("inventory_fleet.py", "../../../include/fleet.yaml")).read()
-    text = text.replace("  worker:\n    env: sandbox\n", "  worker:\n    env: sandbox\n    max_age_days: 1\n")
-    path = tmp_path / "fleet.yaml"
-    path.write_text(text)
-    report = build_report([snap], load_fleet_config(path), now=F.NOW)
+    cfg = load_fleet_config()
+    worker = cfg.roles["worker"].model_copy(update={"max_age_days": 1})
+    cfg = cfg.model_copy(update={"roles": {**cfg.roles, "worker": worker}})
+    report = build_report([snap], cfg, now=F.NOW)
     roles = {r["role"]: r for r in report["roles"]}
     assert roles["worker"]["max_age_days"] == 1 and roles["worker"]["stale"] == 2
     assert roles["web"]["max_age_days"] == 14 and roles["web"]["stale"] == 1
