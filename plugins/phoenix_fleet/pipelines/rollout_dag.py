@@ -1,0 +1,218 @@
+"""``fleet_rollout_<role>``: apply → canary → (approval) → mapped recycle → health gate → summary."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from phoenix_fleet.config import FleetConfig
+
+DOC = """
+### fleet_rollout_{role}: move every **{role}** instance to the new image
+
+**Starts** when `ami_release_{role}` publishes the Asset `phoenix://images/{role}` (the event carries the
+version), or by hand from the trigger form.
+
+**What it does**
+
+1. **plan**: resolves the target version to an AMI per region (`{prefix}/{role}/latest` or the SSM
+   release log), lists the role's ASGs ({asg_tags}), validates the form. Bad input fails here, before
+   anything changes, naming the field.
+2. **apply**: {apply_doc}; then checks every ASG resolves to a launch-template version with the new AMI.
+3. **canary**: replaces the first batch of `{{first ASG}}` and holds it healthy.
+4. **approval** ({approval_doc}): a human approves in the UI (or REST API) after reading what will change.
+5. **recycle**: every ASG in every region, batch by batch ({strategy}; at most {concurrency} ASGs at a
+   time), never below the healthy floor; on failure it **rolls back** to the previous version ({on_failure}).
+6. **health_gate**: every ASG at desired capacity, all instances healthy on the new image.
+7. **summary**: what changed, which version, how long it took; notifications go out on success and failure.
+
+One rollout per role at a time (max_active_runs=1), and an ASG lock (tags) against concurrent rollouts.
+
+**Trigger form**: `target_version` (`latest` or `YYYY.MM.DD-N`), `asgs` (a subset), `strategy`,
+`batch_size`, `min_healthy_percent`, `require_approval`, `dry_run`.
+"""
+
+
+def rollout_params() -> dict[str, Param]:
+    return {
+        "target_version": Param(
+            "latest", type="string", pattern=r"^(latest|\d{4}\.\d{2}\.\d{2}-[1-9]\d*)$",
+            description="'latest' (what publish announced) or a published version YYYY.MM.DD-N (e.g. to roll back).",
+        ),
+        "asgs": Param([], type="array", items={"type": "string"},
+                      description="Only these ASGs of the role (names). Empty: every ASG of the role."),
+        "strategy": Param(None, type=["null", "string"], enum=[None, "surge", "replace", "instance-refresh"],
+                          description="Override the rollout strategy: surge (launch first), replace, or instance-refresh."),
+        "batch_size": Param(None, type=["null", "integer"], minimum=1,
+                            description="Override: instances replaced per batch (at least 1)."),
+        "min_healthy_percent": Param(None, type=["null", "integer"], minimum=0, maximum=100,
+                                     description="Override: share of desired capacity that must stay healthy (0-100)."),
+        "require_approval": Param(None, type=["null", "boolean"],
+                                  description="Ask a human before recycling. Empty: the environment's setting."),
+        "dry_run": Param(False, type="boolean", description="Print the whole plan and change nothing."),
+    }
+
+
+def build_rollout_dag(fleet: FleetConfig, role_name: str) -> DAG:
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    from phoenix_fleet.operators.apply_operators import (
+        NativeLaunchTemplateUpdateOperator,
+        TerraformApplyOperator,
+        VerifyAsgLaunchTemplatesOperator,
+    )
+    from phoenix_fleet.operators.publish_operators import image_asset
+    from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
+    from phoenix_fleet.pipelines.notify import rollout_callbacks
+    from phoenix_fleet.sensors.asg_sensors import AsgHealthySensor
+
+    role = fleet.role(role_name)
+    env = fleet.environment(role_name)
+    asset = image_asset(role_name)
+    backend = role.terraform.backend
+    doc = DOC.format(
+        role=role_name, prefix=fleet.ssm_prefix, asg_tags=role.asgs.tags,
+        apply_doc=(f"Terraform in `include/{role.terraform.workdir}` (plan, guard: only launch-template moves, "
+                   "apply the saved plan)") if backend == "terraform" else "a new launch-template version (native backend)",
+        approval_doc="required in this environment" if env.require_approval else "off unless the form asks",
+        strategy=role.rollout.strategy, concurrency=role.rollout.max_concurrent_asgs, on_failure=role.rollout.on_failure,
+    )
+    on_success, on_failure = rollout_callbacks(fleet, role_name)
+    with DAG(
+        dag_id=f"fleet_rollout_{role_name}",
+        schedule=[asset],
+        start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=timedelta(minutes=role.rollout.deadline_minutes * 3),
+        tags=["phoenix-fleet", "rollout", f"role:{role_name}"],
+        doc_md=doc,
+        params=rollout_params(),
+        on_success_callback=on_success,
+        on_failure_callback=on_failure,
+        default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    ) as dag:
+
+        @task(multiple_outputs=True, retries=1)
+        def plan(params: dict[str, Any] | None = None, triggering_asset_events: Any = None) -> dict[str, Any]:
+            import os
+
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from phoenix_fleet.config import cached_fleet_config
+            from phoenix_fleet.hooks.image_hook import ImageHook
+            from phoenix_fleet.pipelines.rollout_plan import (
+                RolloutParamError,
+                describe_rollout,
+                plan_rollout,
+                version_from_events,
+            )
+
+            cfg = cached_fleet_config()
+            hook = ImageHook(aws_conn_id="aws_default", region_name=role.home_region)
+            try:
+                result = plan_rollout(
+                    cfg, role_name, params or {}, hook,
+                    event_version=version_from_events(triggering_asset_events, asset.uri),
+                )
+            except RolloutParamError as e:  # bad input: fail now, no retry, nothing changed
+                raise AirflowFailException(str(e)) from None
+            result["tf_vars"] = {k: os.path.expandvars(v) for k, v in cfg.role(role_name).terraform.vars.items()}
+            print(describe_rollout(result))
+            return result
+
+        @task
+        def targets(plan: dict[str, Any]) -> list[dict[str, Any]]:
+            return list(plan["targets"])
+
+        @task.branch
+        def apply_or_preview(plan: dict[str, Any]) -> str:
+            return "preview" if plan["dry_run"] else "apply"
+
+        @task.branch(trigger_rule="none_failed_min_one_success")
+        def approval_needed(plan: dict[str, Any]) -> str:
+            return "approval" if plan["require_approval"] and not plan["dry_run"] else "no_approval"
+
+        p = plan()
+        route = apply_or_preview(p)
+        preview = EmptyOperator(task_id="preview")
+        if backend == "terraform":
+            apply = TerraformApplyOperator(
+                task_id="apply", role=role_name, variables=p["tf_vars"], region_name=role.home_region,
+                execution_timeout=timedelta(minutes=30),
+            )
+        else:
+            apply = NativeLaunchTemplateUpdateOperator(
+                task_id="apply", role=role_name, image_id=p["home_ami"], region_name=role.home_region,
+            )
+        check = VerifyAsgLaunchTemplatesOperator(
+            task_id="check_launch_templates", role=role_name, image_id=p["home_ami"],
+            region_name=role.home_region,
+        )
+        rollout_id = "{{ dag.dag_id }}:{{ run_id }}"
+        canary = AsgRecycleOperator(
+            task_id="canary", asg_name=p["canary_asg"], region_name=p["canary_region"],
+            target_image_id=p["canary_ami"], target_label=p["version"], role=role_name,
+            policy=p["policy"], rollout_id=rollout_id, dry_run=p["dry_run"], max_batches=1,
+            trigger_rule="none_failed_min_one_success",
+        )
+        gate = approval_needed(p)
+        approval = ApprovalOperator(
+            task_id="approval",
+            subject=f"Roll {role_name} to the new image?",
+            body=(
+                "Version **{{ ti.xcom_pull(task_ids='plan', key='version') }}** passed its canary on "
+                "`{{ ti.xcom_pull(task_ids='plan', key='canary')['asg_name'] }}`.\n\nASGs to recycle: "
+                "{{ ti.xcom_pull(task_ids='plan', key='targets') | map(attribute='asg_name') | join(', ') }}"
+            ),
+            response_timeout=timedelta(hours=8),
+            fail_on_reject=True,
+        )
+        no_approval = EmptyOperator(task_id="no_approval")
+        recycle = AsgRecycleOperator.partial(
+            task_id="recycle", role=role_name, target_label=p["version"], policy=p["policy"],
+            rollout_id=rollout_id, dry_run=p["dry_run"],
+            max_active_tis_per_dagrun=role.rollout.max_concurrent_asgs,
+            trigger_rule="none_failed_min_one_success",
+            execution_timeout=timedelta(minutes=role.rollout.deadline_minutes + 10),
+        ).expand_kwargs(targets(p))
+
+        @task(trigger_rule="none_failed_min_one_success")
+        def gate_targets(plan: dict[str, Any]) -> list[dict[str, Any]]:
+            if plan["dry_run"]:
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                raise AirflowSkipException("dry run: nothing was recycled")
+            return [
+                {"asg_name": t["asg_name"], "region_name": t["region_name"], "image_id": t["target_image_id"]}
+                for t in plan["targets"]
+            ]
+
+        health = AsgHealthySensor.partial(task_id="health_gate", timeout=1800).expand_kwargs(gate_targets(p))
+
+        @task(trigger_rule="none_failed_min_one_success")
+        def summary(plan: dict[str, Any], ti: Any = None, dag_run: Any = None) -> dict[str, Any]:
+            pulled = ti.xcom_pull(task_ids="recycle")  # one mapped instance comes back bare, several as a list
+            results = [r for r in (pulled if isinstance(pulled, list) else [pulled]) if isinstance(r, dict)]
+            out = {
+                "role": role_name,
+                "version": plan["version"],
+                "amis": plan["amis"],
+                "dry_run": plan["dry_run"],
+                "asgs": results,
+            }
+            for r in results:
+                print(f"{r.get('asg')}: {r.get('outcome')} {r.get('from_image')} -> {r.get('to_image')} "
+                      f"({r.get('replaced')} replaced in {r.get('duration_s')}s)")
+            return out
+
+        route >> [apply, preview]
+        apply >> check >> canary
+        preview >> canary
+        canary >> gate >> [approval, no_approval]
+        [approval, no_approval] >> recycle >> health >> summary(p)
+    return dag

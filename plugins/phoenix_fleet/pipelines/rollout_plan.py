@@ -1,0 +1,162 @@
+"""The first task of a rollout: validate the trigger, resolve the target version and the ASGs.
+
+Runs on a worker. A bad trigger conf (wrong types, an unknown ASG, a negative batch, a version that
+does not exist) raises here, before anything changes, with a message naming ``params.<field>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from phoenix_fleet.config import FleetConfig, RolloutPolicy
+
+POLICY_PARAMS = ("strategy", "batch_size", "min_healthy_percent")
+
+
+class RolloutParamError(ValueError):
+    """A trigger value is invalid; the message names ``params.<field>`` and the fix."""
+
+
+def policy_overrides(params: Mapping[str, Any], base: RolloutPolicy) -> dict[str, Any]:
+    """The policy keys the trigger form overrides, validated against the full RolloutPolicy model."""
+    from pydantic import ValidationError
+
+    overrides: dict[str, Any] = {}
+    problems: list[str] = []
+    for key in POLICY_PARAMS:
+        value = params.get(key)
+        if value in (None, ""):
+            continue
+        if key in ("batch_size", "min_healthy_percent"):
+            if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).lstrip("-").isdigit():
+                problems.append(f"params.{key}: {value!r} is not a whole number. Fix: e.g. 2")
+                continue
+            value = int(value)
+        overrides[key] = value
+    if "batch_size" in overrides:
+        overrides["batch_percent"] = None
+    if not problems:
+        try:
+            RolloutPolicy.model_validate({**base.model_dump(), **overrides})
+        except ValidationError as e:
+            for err in e.errors():
+                field = ".".join(str(p) for p in err["loc"]) or "policy"
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                problems.append(f"params.{field}: {msg}")
+    if problems:
+        raise RolloutParamError("invalid rollout parameters:\n  " + "\n  ".join(problems))
+    return overrides
+
+
+def version_from_events(events: Any, asset_uri: str) -> str | None:
+    """The version a publish announced, from ``triggering_asset_events`` (newest event wins)."""
+    if not events:
+        return None
+    found = None
+    for key, evs in dict(events).items():
+        uri = getattr(key, "uri", str(key))
+        if uri != asset_uri:
+            continue
+        for ev in evs:
+            extra = getattr(ev, "extra", None) or {}
+            if extra.get("version"):
+                found = str(extra["version"])
+    return found
+
+
+def plan_rollout(
+    fleet: FleetConfig,
+    role_name: str,
+    params: Mapping[str, Any],
+    hook: Any,
+    event_version: str | None = None,
+    regions: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Resolve version → AMI per region and the ASGs to roll; raise RolloutParamError on bad input."""
+    from phoenix_fleet.release.versions import Version
+
+    role = fleet.role(role_name)
+    overrides = policy_overrides(params, role.rollout)
+    wanted = params.get("target_version") or "latest"
+    if not isinstance(wanted, str):
+        raise RolloutParamError(f"params.target_version: {wanted!r} is not a string. Fix: 'latest' or YYYY.MM.DD-N")
+    if wanted == "latest" and event_version:
+        wanted = event_version
+    pointer = fleet.latest_parameter(role_name)
+    version_param = fleet.latest_version_parameter(role_name)
+    amis: dict[str, str] = {}
+    version = None
+    for region in regions or role.regions:
+        if wanted == "latest":
+            ami = (hook.get_parameter(pointer, region=region) or {}).get("Value")
+            version = (hook.get_parameter(version_param, region=region) or {}).get("Value") or version
+        else:
+            label = Version.parse(wanted, field="params.target_version").label
+            ami = None
+            for entry in hook.parameter_history(pointer, region=region):
+                if label in (entry.get("Labels") or []):
+                    ami = entry["Value"]
+            version = wanted
+        if not ami:
+            raise RolloutParamError(
+                f"params.target_version: {wanted} has no published AMI for {role_name} in {region} "
+                f"({pointer}). Fix: publish it first (ami_release_{role_name}) or choose a published version"
+            )
+        amis[region] = ami
+
+    asked = params.get("asgs") or []
+    if isinstance(asked, str):
+        asked = [a.strip() for a in asked.split(",") if a.strip()]
+    if not isinstance(asked, list):
+        raise RolloutParamError(f"params.asgs: {asked!r} is not a list. Fix: a list of ASG names, or empty for all")
+    targets: list[dict[str, Any]] = []
+    found_names: set[str] = set()
+    for region in amis:
+        for g in hook.find_asgs(tags=role.asgs.tags, names=role.asgs.names, region=region):
+            name = g["AutoScalingGroupName"]
+            found_names.add(name)
+            if asked and name not in asked:
+                continue
+            targets.append({"asg_name": name, "region_name": region, "target_image_id": amis[region]})
+    unknown = sorted(set(asked) - found_names)
+    if unknown:
+        raise RolloutParamError(
+            f"params.asgs: {unknown} are not ASGs of role {role_name}. Fix: choose from {sorted(found_names)}"
+        )
+    if not targets:
+        raise RolloutParamError(
+            f"params.asgs: role {role_name} has no ASG matching {role.asgs.tags} in {list(amis)}. "
+            "Fix: check roles.<role>.asgs in include/fleet.yaml"
+        )
+    env = fleet.environment(role_name)
+    approval = params.get("require_approval")
+    if approval is None:
+        approval = env.require_approval
+    return {
+        "role": role_name,
+        "version": version,
+        "amis": amis,
+        "targets": targets,
+        "canary": targets[0],
+        # flat keys: DAG wiring reads them as XComArgs (nested keys are not resolvable there)
+        "canary_asg": targets[0]["asg_name"],
+        "canary_region": targets[0]["region_name"],
+        "canary_ami": targets[0]["target_image_id"],
+        "home_ami": amis.get(role.home_region) or targets[0]["target_image_id"],
+        "policy": overrides,
+        "require_approval": bool(approval),
+        "dry_run": bool(params.get("dry_run") or False),
+    }
+
+
+def describe_rollout(plan: Mapping[str, Any]) -> str:
+    lines = [
+        f"{'DRY RUN, nothing will change. ' if plan['dry_run'] else ''}rollout of {plan['role']} to "
+        f"{plan['version']} ({', '.join(f'{r}: {a}' for r, a in plan['amis'].items())})",
+        f"  ASGs: {', '.join(t['asg_name'] + '@' + t['region_name'] for t in plan['targets'])}",
+        f"  canary: first batch of {plan['canary']['asg_name']}",
+        f"  approval: {'required' if plan['require_approval'] else 'not required'}",
+        f"  policy overrides: {plan['policy'] or 'none (fleet config)'}",
+    ]
+    return "\n".join(lines)
