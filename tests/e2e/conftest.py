@@ -23,12 +23,36 @@ def airflow_db() -> str:
 
 
 @pytest.fixture
-def seeded(sandbox_clean, monkeypatch):
+def fast_fleet_config(tmp_path, monkeypatch) -> Path:
+    """include/fleet.yaml with no warmup, so whole-DAG runs spend no wall-clock time waiting on timers."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "include" / "fleet.yaml").read_text())
+    raw["defaults"]["rollout"]["warmup_seconds"] = 0
+    include = tmp_path / "include"
+    include.mkdir()
+    for sub in ("packer", "terraform"):  # paths in the config are relative to its directory
+        (include / sub).symlink_to(REPO / "include" / sub)
+    path = include / "fleet.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("PHOENIX_FLEET_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture
+def seeded(sandbox_clean, fast_fleet_config, monkeypatch):
     """The sandbox after a reset and the seed (base AMI, releases, SSM pointers, bucket, canary subnet),
-    with the Packer double first on PATH."""
+    with the Packer double first on PATH.
+
+    Whole-DAG runs here check the wiring, so AWS transitions are instant (realism fixes stay on); the
+    pending/failed paths are exercised per operator in tests/unit with describe-count latencies.
+    """
     from sandbox.seed import seed
 
     monkeypatch.setenv("PATH", os.pathsep.join([str(REPO / "sandbox" / "bin"), os.environ["PATH"]]))
+    sandbox_clean.update_config(
+        instance_boot=None, instance_status_checks=None, target_health_checks=None, image_build=None, ssm_command=None
+    )
     info = seed(sandbox_clean.endpoint_url)
     info["handle"] = sandbox_clean
     return info
