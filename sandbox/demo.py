@@ -1,0 +1,196 @@
+"""``make demo``: the main job in the local sandbox.
+
+1. start the sandbox cloud (or reuse the running one), reset it and switch it to the ``demo`` realism
+   profile (instances take seconds to boot, AMIs pend, SSM commands run);
+2. seed it (base AMI, each role's current release, the SSM "latest" pointers, the artifacts bucket);
+3. build the fleet with real Terraform (include/terraform/envs/sandbox: the network root, then the fleet);
+4. print the fleet: roles, ASGs, instances, AMI and version;
+5. run the weekly release of one role (``ami_release_<role>``), then its rollout (``fleet_rollout_<role>``)
+   and the inventory report (``fleet_inventory``) with ``airflow dags test``, when those DAGs exist;
+6. print the fleet again, a summary, and where the report and logs are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TF_FLEET = REPO / "include" / "terraform" / "envs" / "sandbox"
+TF_NETWORK = TF_FLEET / "network"
+DEMO_ROLE = os.environ.get("PHOENIX_DEMO_ROLE", "web")
+
+
+def _step(msg: str) -> None:
+    print(f"\n==> {msg}", flush=True)
+
+
+def _sandbox(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "sandbox", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"python -m sandbox {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+    return proc.stdout.strip()
+
+
+def start_sandbox() -> str:
+    out = _sandbox("start", "--quiet")
+    endpoint = out.splitlines()[-1].split()[-1]
+    if not endpoint.startswith("http"):
+        raise SystemExit(f"sandbox start printed no endpoint: {out!r}")
+    return endpoint
+
+
+def terraform_apply(root: Path, state_dir: Path, endpoint: str) -> float:
+    from phoenix_fleet.terraform_env import run_terraform, terraform_env
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    env = terraform_env()
+    env["TF_DATA_DIR"] = str(state_dir / ".terraform")
+    t0 = time.monotonic()
+    for args in (
+        ["init", "-input=false", "-no-color"],
+        [
+            "apply", "-input=false", "-no-color", "-auto-approve",
+            f"-state={state_dir / 'terraform.tfstate'}", f"-var=endpoint={endpoint}",
+        ],
+    ):
+        proc = run_terraform(args, cwd=root, env=env)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+            raise SystemExit(f"terraform {args[0]} in {root.relative_to(REPO)} failed (exit {proc.returncode})")
+    return time.monotonic() - t0
+
+
+def fleet_rows(endpoint: str, region: str = "us-east-1") -> list[dict[str, str]]:
+    import boto3
+    from phoenix_fleet.config import load_fleet_config
+
+    cfg = load_fleet_config()
+    kw = {"endpoint_url": endpoint, "region_name": region}
+    asg, ec2 = boto3.client("autoscaling", **kw), boto3.client("ec2", **kw)
+    groups = [g for p in asg.get_paginator("describe_auto_scaling_groups").paginate() for g in p["AutoScalingGroups"]]
+    image_of: dict[str, str] = {}
+    ids = [i["InstanceId"] for g in groups for i in g["Instances"]]
+    if ids:
+        for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=ids):
+            for r in page["Reservations"]:
+                for inst in r["Instances"]:
+                    image_of[inst["InstanceId"]] = inst["ImageId"]
+    versions: dict[str, str] = {}
+    if image_of:
+        for img in ec2.describe_images(ImageIds=sorted(set(image_of.values())))["Images"]:
+            tags = {t["Key"]: t["Value"] for t in img.get("Tags", [])}
+            versions[img["ImageId"]] = tags.get("phoenix:version", "unversioned")
+    rows = []
+    for role_name, role in cfg.roles.items():
+        for g in groups:
+            tags = {t["Key"]: t["Value"] for t in g.get("Tags", [])}
+            if any(tags.get(k) != v for k, v in role.asgs.tags.items()):
+                continue
+            for i in sorted(g["Instances"], key=lambda x: x["InstanceId"]):
+                ami = image_of.get(i["InstanceId"], "?")
+                rows.append({
+                    "role": role_name, "asg": g["AutoScalingGroupName"], "desired": str(g["DesiredCapacity"]),
+                    "instance": i["InstanceId"], "az": i["AvailabilityZone"], "state": i["LifecycleState"],
+                    "health": i["HealthStatus"], "ami": ami, "version": versions.get(ami, "?"),
+                })
+    return rows
+
+
+def print_fleet(rows: list[dict[str, str]]) -> None:
+    role = asg = None
+    for r in rows:
+        if r["role"] != role:
+            role = r["role"]
+            print(f"  role {role}")
+        if r["asg"] != asg:
+            asg = r["asg"]
+            print(f"    asg {asg} (desired {r['desired']})")
+        print(f"      {r['instance']}  {r['az']:<11} {r['state']:<10} {r['health']:<9} {r['ami']:<14} {r['version']}")
+
+
+def airflow_dags_test(env: dict[str, str], dag_id: str, conf: dict, log_dir: Path) -> bool:
+    log = log_dir / f"{dag_id}.log"
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    t0 = time.monotonic()
+    with log.open("w") as fh:
+        proc = subprocess.run([airflow, "dags", "test", dag_id, "-c", json.dumps(conf)], env=env, stdout=fh,
+                              stderr=subprocess.STDOUT)
+    ok = proc.returncode == 0 and "state=failed" not in log.read_text()[-4000:]
+    print(f"    {dag_id}: {'success' if ok else 'FAILED'} in {time.monotonic() - t0:.0f}s (log: {log})")
+    return ok
+
+
+def main() -> int:
+    t_start = time.monotonic()
+    sandbox_dir = Path(os.environ.get("PHOENIX_SANDBOX_DIR", REPO / ".sandbox"))
+    _step("starting the sandbox cloud (moto + realism extensions; see docs/sandbox.md)")
+    endpoint = start_sandbox()
+    _sandbox("reset")
+    _sandbox("config", "--profile", "demo")
+    print(f"    {endpoint} (profile demo: instances boot in seconds, AMIs pend, targets report health)")
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+
+    _step("seeding: base AMI, current releases, SSM latest pointers, artifacts bucket")
+    from sandbox.seed import seed
+
+    seeded = seed(endpoint)
+    for role, info in sorted(seeded["roles"].items()):
+        print(f"    {role}: {info['ami_id']} version {info['version']}")
+
+    _step("building the fleet with real Terraform (network root, then fleet root)")
+    tf_dir = sandbox_dir / "terraform"
+    for name in ("network", "fleet"):  # the sandbox was reset: old state describes nothing that exists
+        (tf_dir / name / "terraform.tfstate").unlink(missing_ok=True)
+    print(f"    network applied in {terraform_apply(TF_NETWORK, tf_dir / 'network', endpoint):.0f}s")
+    print(f"    fleet applied in {terraform_apply(TF_FLEET, tf_dir / 'fleet', endpoint):.0f}s")
+
+    _step("the fleet")
+    before = fleet_rows(endpoint)
+    print_fleet(before)
+
+    dags = {p.stem for p in (REPO / "dags").glob("*.py")}
+    if "ami_release" not in dags:
+        return 0
+    from sandbox.airflow_env import airflow_env
+
+    env = airflow_env(endpoint, home=sandbox_dir / "airflow")
+    env["PHOENIX_TF_STATE_DIR"] = str(tf_dir / "fleet")
+    log_dir = sandbox_dir / "demo-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    _step("preparing Airflow's metadata DB (SQLite)")
+    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, check=True,
+                   capture_output=True)
+
+    _step(f"weekly security release of role {DEMO_ROLE}: bake → verify → publish")
+    results = {"release": airflow_dags_test(env, f"ami_release_{DEMO_ROLE}", {}, log_dir)}
+    if results["release"] and "fleet_rollout" in dags:
+        _step(f"rollout of the new image over every {DEMO_ROLE} ASG: apply → canary → recycle → health gate")
+        results["rollout"] = airflow_dags_test(env, f"fleet_rollout_{DEMO_ROLE}", {}, log_dir)
+    if "fleet_inventory" in dags:
+        _step("nightly inventory report")
+        results["inventory"] = airflow_dags_test(env, "fleet_inventory", {}, log_dir)
+
+    _step("the fleet after the release")
+    after = fleet_rows(endpoint)
+    print_fleet(after)
+    reports = Path(os.environ.get("PHOENIX_REPORT_DIR", sandbox_dir / "reports"))
+    versions = sorted({r["version"] for r in after if r["role"] == DEMO_ROLE})
+    _step("summary")
+    print(f"    {DEMO_ROLE} now runs {', '.join(versions)} on {sum(r['role'] == DEMO_ROLE for r in after)} instances")
+    for name, ok in results.items():
+        print(f"    {name}: {'ok' if ok else 'FAILED'}")
+    print(f"    reports: {reports}   logs: {log_dir}")
+    print(f"    took {time.monotonic() - t_start:.0f}s; sandbox still running at {endpoint} (make sandbox-stop)")
+    return 0 if all(results.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
