@@ -40,6 +40,36 @@ def test_new_instances_unhealthy_roll_back_to_the_previous_version(sandbox_clean
     assert min(samples) >= 4  # the old instances kept serving throughout
 
 
+def test_replace_strategy_rolls_back_too(sandbox_clean):
+    f = F.build_fleet(sandbox_clean, bad_new=True)
+    op = F.operator(f, policy={"strategy": "replace", "batch_size": 1, "min_healthy_percent": 75})
+    op.hook, samples = sampled_hook(sandbox_clean, f)
+    with pytest.raises(RolloutFailed, match="rolled back"):
+        run_task(op, make_context())
+    F.assert_converged(sandbox_clean, f, f.old_ami, 4)
+    assert min(samples) >= 3  # the floor: 75 % of 4
+
+
+def test_an_alarm_firing_mid_roll_rolls_back(sandbox_clean):
+    f = F.build_fleet(sandbox_clean)
+    cw = sandbox_clean.client("cloudwatch")
+    cw.put_metric_alarm(
+        AlarmName="web-5xx", MetricName="HTTPCode_Target_5XX_Count", Namespace="AWS/ApplicationELB", Statistic="Sum",
+        Period=60, EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold",
+    )
+    cw.set_alarm_state(AlarmName="web-5xx", StateValue="OK", StateReason="quiet")
+
+    def fire() -> None:
+        cw.set_alarm_state(AlarmName="web-5xx", StateValue="ALARM", StateReason="5xx after the new image")
+
+    op = F.operator(f, policy={"alarms": ["web-5xx"]})
+    op.hook = F.scripted_hook(on_action={4: fire})  # right after the first launch
+    ctx = make_context()
+    with pytest.raises(RolloutFailed, match=r"rolled back: .*\(alarm web-5xx in ALARM\)"):
+        run_task(op, ctx)
+    F.assert_converged(sandbox_clean, f, f.old_ami, 4)  # the rollback ignores the alarm its own image caused
+
+
 def test_instance_killed_from_outside_mid_roll(sandbox_clean):
     f = F.build_fleet(sandbox_clean)
     ec2 = sandbox_clean.client("ec2")
@@ -164,3 +194,120 @@ def test_on_failure_halt_restores_capacity_and_keeps_the_lock(sandbox_clean):
     tags = {t["Key"]: t["Value"] for t in g["Tags"]}
     assert tags["phoenix:rollout:phase"] == "failed"
     assert sorted(F.fleet_images(sandbox_clean).values()) == [f.old_ami] * 4
+
+
+def _aws_error():
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": "InternalFailure", "Message": "AWS had a bad day"}},
+                       "TerminateInstanceInAutoScalingGroup")
+
+
+def test_an_error_on_the_last_try_halts_safely(sandbox_clean):
+    f = F.build_fleet(sandbox_clean)
+    op = F.operator(f, retries=0)  # this try is the last one
+    op.hook = F.scripted_hook(
+        kill_before=lambda n, actions: _aws_error() if n == "terminate_instance" and F.count_of(actions, n) == 1 else None
+    )
+    with pytest.raises(Exception, match="AWS had a bad day"):
+        run_task(op, make_context())
+    g = F.group(sandbox_clean)
+    # unhealthy surplus drained, capacity and processes restored, the lock kept (phase failed) for a human
+    assert g["DesiredCapacity"] == 4 and g["MaxSize"] == 5 and g["MinSize"] == 1 and g["SuspendedProcesses"] == []
+    tags = {t["Key"]: t["Value"] for t in g["Tags"]}
+    assert tags["phoenix:rollout:phase"] == "failed" and "AWS had a bad day" in tags["phoenix:rollout:reason"]
+    assert len(F.fleet_images(sandbox_clean)) == 4
+
+
+def test_an_error_with_retries_left_leaves_the_rollout_to_the_retry(sandbox_clean):
+    f = F.build_fleet(sandbox_clean)
+    op = F.operator(f, retries=2, rollout_id="rel/run-9")
+    op.hook = F.scripted_hook(
+        kill_before=lambda n, actions: _aws_error() if n == "terminate_instance" and F.count_of(actions, n) == 1 else None
+    )
+    with pytest.raises(Exception, match="AWS had a bad day"):
+        run_task(op, make_context())
+    tags = {t["Key"]: t["Value"] for t in F.group(sandbox_clean)["Tags"]}
+    assert tags["phoenix:rollout:phase"] == "forward"  # untouched: the retry resumes
+    retry = F.operator(f, rollout_id="rel/run-9")
+    retry.hook = F.scripted_hook()
+    assert run_task(retry, make_context()).result["outcome"] == "forward"
+    F.assert_converged(sandbox_clean, f, f.new_ami, 4)
+    done = F.terminations(op.hook) + F.terminations(retry.hook)
+    assert len(done) == len(set(done)) == 4
+
+
+WIRING_DAG = """
+import datetime as dt
+
+from airflow.sdk import DAG
+from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
+from phoenix_fleet.sensors.asg_sensors import AsgHealthySensor
+
+FAST = {{"min_poll_interval": 0.01, "poll_interval": 0.05, "region_name": "{region}"}}
+POLICY = {{"warmup_seconds": 0, "batch_size": 2, "max_surge": 2}}
+
+with DAG("{dag_id}", schedule=None, start_date=dt.datetime(2026, 11, 1), catchup=False) as dag:
+    canary = AsgRecycleOperator(
+        task_id="canary", asg_name="web", target_launch_template_version=2, max_batches=1, policy=POLICY,
+        inline_wait_seconds=0, **FAST,
+    )
+    recycle = AsgRecycleOperator.partial(
+        task_id="recycle", target_label="{{{{ dag_run.conf.get('version', 'unknown') }}}}", policy=POLICY,
+        inline_wait_seconds=0, max_active_tis_per_dagrun=2, **FAST,
+    ).expand_kwargs([
+        {{"asg_name": "web", "target_image_id": "{web_ami}"}},
+        {{"asg_name": "api", "target_launch_template_version": "2"}},
+    ])
+    gate = AsgHealthySensor.partial(task_id="gate", policy={{"warmup_seconds": 0}}, timeout=60, **FAST).expand_kwargs(
+        [{{"asg_name": "web", "image_id": "{web_ami}"}}, {{"asg_name": "api", "image_id": "{api_ami}"}}]
+    )
+    canary >> recycle >> gate
+"""
+
+
+def test_canary_then_mapped_recycle_then_health_gate_with_dag_test(airflow_db, sandbox_clean, tmp_path, monkeypatch):
+    """The wiring a DAG author uses, run by Airflow itself (dag.test: real templating, XComs, deferrals and
+    resumes with the event payload): a canary batch on the first group, the mapped recycle of every group
+    (resuming the canary's rollout through the shared rollout id), then the mapped health gate."""
+    import importlib.util
+    import json
+    import uuid
+
+    web = F.build_fleet(sandbox_clean, asg="web")
+    api = F.build_fleet(sandbox_clean, asg="api")
+    dag_id = f"recycle_wiring_{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    path = folder / f"{dag_id}.py"
+    path.write_text(WIRING_DAG.format(dag_id=dag_id, region=F.REGION, web_ami=web.new_ami, api_ami=api.new_ami))
+    monkeypatch.setenv(  # dag.test() serializes the DAG from a bundle: give this file one of its own
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
+        json.dumps([{"name": "phoenix-recycle-test", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                     "kwargs": {"path": str(folder), "refresh_interval": 0}}]),
+    )
+    spec = importlib.util.spec_from_file_location(dag_id, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        run = module.dag.test(run_conf={"version": "2026.11.30-1"})
+        tis = {(ti.task_id, ti.map_index): ti for ti in run.get_task_instances()}
+        assert run.state == "success", {k: ti.state for k, ti in tis.items()}
+        canary = tis[("canary", -1)].xcom_pull(task_ids="canary")
+        assert canary["outcome"] == "canary" and canary["replaced"] == 2
+        results = tis[("recycle", 0)].xcom_pull(task_ids="recycle")
+        by_asg = {r["asg"]: r for r in results}
+        assert by_asg["web"]["resumed"] is True and by_asg["web"]["replaced"] == 2  # the canary did the first 2
+        assert by_asg["api"]["resumed"] is False and by_asg["api"]["replaced"] == 4
+        assert by_asg["web"]["rollout_id"] == by_asg["api"]["rollout_id"] == f"{dag_id}/{run.run_id}"
+        assert by_asg["web"]["defers"] >= 1  # resumed from the trigger's event payload, as Airflow does it
+        F.assert_converged(sandbox_clean, web, web.new_ami, 4)
+        F.assert_converged(sandbox_clean, api, api.new_ami, 4)
+    finally:
+        from airflow.api.common.delete_dag import delete_dag
+        from airflow.exceptions import DagNotFound
+
+        try:
+            delete_dag(dag_id)
+        except DagNotFound:
+            pass

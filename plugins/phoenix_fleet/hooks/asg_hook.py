@@ -425,22 +425,26 @@ class AsgHook(AwsBaseHook):
     def ec2(self) -> Any:
         return self.client("ec2")
 
+    def _async_setup(self, services: Sequence[str]) -> tuple[Any, Config, dict[str, str | None], Any]:
+        """Everything sync the async clients need (the connection lookup included), for a worker thread."""
+        session = self.get_session(region_name=self.region_name, deferrable=True)
+        endpoints = {s: self.conn_config.get_service_endpoint_url(service_name=s) for s in services}
+        return session, self._get_config(), endpoints, self.verify
+
     @asynccontextmanager
     async def async_clients(self, services: Iterable[str] = SERVICES) -> Any:
-        """aiobotocore clients for ``services`` (a dict), closed on exit. For triggers."""
+        """aiobotocore clients for ``services`` (a dict), closed on exit. For triggers: the connection lookup
+        and the session are built in a thread (``sync_to_async``), never on the triggerer's event loop."""
         from asgiref.sync import sync_to_async
 
-        session = await sync_to_async(self.get_session)(region_name=self.region_name, deferrable=True)
-        config = await sync_to_async(self._get_config)()
+        wanted = list(services)
+        session, config, endpoints, verify = await sync_to_async(self._async_setup)(wanted)
         async with AsyncExitStack() as stack:
             clients = {}
-            for service in services:
+            for service in wanted:
                 clients[service] = await stack.enter_async_context(
                     session.create_client(
-                        service_name=service,
-                        endpoint_url=self.conn_config.get_service_endpoint_url(service_name=service),
-                        config=config,
-                        verify=self.verify,
+                        service_name=service, endpoint_url=endpoints[service], config=config, verify=verify
                     )
                 )
             yield clients

@@ -481,21 +481,21 @@ class AsgRecycleOperator(BaseOperator):
         self, rid: str, wait: Wait, obs: Any, record: RolloutRecord, policy: Policy, carry: dict[str, Any],
         *, inline_only: bool = False,
     ) -> None:
-        now = obs.state.now
-        left = (wait.until - now).total_seconds()
-        key = f"{wait.condition.value}:{','.join(wait.instance_ids)}"
-        if wait.condition.timer:
-            if not self.deferrable or inline_only or left <= self.inline_wait_seconds:
-                self._sleep(left)
-                return
-            self._defer_wait(rid, wait, policy, carry)
-            return
+        """Poll the wait in the worker when it is expected to be short, else defer on AsgRolloutWaitTrigger.
+
+        A timer wait (warmup, soak) is short when its ``until`` is within ``inline_wait_seconds``; any other
+        wait gets that budget once (the first time the planner asks for it): most end within it (a launch
+        already in service, a batch that was nearly healthy); the rest defer."""
+        left = (wait.until - obs.state.now).total_seconds()
         if not self.deferrable or inline_only:
             self._poll_inline(rid, wait, policy, carry, budget=None if not inline_only else SAFE_HALT_SECONDS)
             return
-        if carry.get("inline_key") != key and self.inline_wait_seconds > 0:
+        key = f"{wait.condition.value}:{','.join(wait.instance_ids)}"
+        short_timer = wait.condition.timer and left <= self.inline_wait_seconds
+        if short_timer or (carry.get("inline_key") != key and self.inline_wait_seconds > 0):
             carry["inline_key"] = key
-            if self._poll_inline(rid, wait, policy, carry, budget=min(self.inline_wait_seconds, max(0.0, left))):
+            budget = left + 1.0 if short_timer else min(self.inline_wait_seconds, max(0.0, left))
+            if self._poll_inline(rid, wait, policy, carry, budget=budget):
                 return
         carry["inline_key"] = key
         self._defer_wait(rid, wait, policy, carry)

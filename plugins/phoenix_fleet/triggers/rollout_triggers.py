@@ -2,9 +2,9 @@
 
 ``AsgRolloutWaitTrigger``
     Polls one AutoScaling group for the ``Wait`` the planner returned and yields as soon as the pure
-    predicate ``phoenix_fleet.rollout.wait_over(wait, state, record, policy)`` holds (the wait's condition
-    is over, or its ``until`` passed), or when the rollout record in the group's tags is no longer ours.
-    Timer waits (warmup, soak) are slept, not polled.
+    predicate ``phoenix_fleet.rollout.wait_over(wait, state, record, policy)`` holds (the planner would now do
+    something else, or the wait's ``until`` passed), or when the rollout record in the group's tags is no
+    longer ours. Timer waits (warmup, soak) are polled too: a failure during a soak ends the wait at once.
 ``AsgHealthyTrigger``
     Polls the group until the pure ``phoenix_fleet.sensors.asg_sensors.fleet_healthy`` says it is at desired
     capacity with every instance healthy (on the image, when given), or its deadline passes.
@@ -237,7 +237,7 @@ class _AsgPollTrigger(BaseTrigger):
 class AsgRolloutWaitTrigger(_AsgPollTrigger):
     """Yield when the planner's ``Wait`` is over (``wait_over``) or the record is no longer ``rollout_id``'s.
 
-    Events: ``{"status": "success", "outcome": "over" | "deadline" | "record-changed" | "timer", "polls",
+    Events: ``{"status": "success", "outcome": "over" | "deadline" | "record-changed", "polls",
     "calls", "waited_seconds", "carry"}`` or ``{"status": "error", "message", ...}``.
 
     :param wait: the planner's Wait as JSON (``wait_to_json``); its ``until`` is the deadline.
@@ -260,17 +260,6 @@ class AsgRolloutWaitTrigger(_AsgPollTrigger):
         if wait_over(wait_from_json(self.wait), obs.state, record, policy):
             return {"status": "success", "outcome": "over"}
         return None
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        wait = wait_from_json(self.wait)
-        if not wait.condition.timer:
-            async for event in super().run():
-                yield event
-            return
-        # warmup / soak: time only, nothing to observe until it is over
-        start = time.monotonic()
-        await asyncio.sleep(max(0.0, (wait.until - datetime.now(UTC)).total_seconds()))
-        yield self._event({"status": "success", "outcome": "timer"}, 0, 0, start)
 
 
 class AsgHealthyTrigger(_AsgPollTrigger):

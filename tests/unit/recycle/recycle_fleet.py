@@ -163,7 +163,8 @@ def scripted_hook(
     """An ``AsgHook`` that records each write in ``.actions`` as ``(method, args, kwargs)``.
 
     ``on_action[n]()`` runs right after the n-th write (something happening between two steps);
-    ``kill_before(name, actions)`` returning True raises :class:`WorkerKilled` instead of that write;
+    ``kill_before(name, actions)`` returning True raises :class:`WorkerKilled` instead of that write (an
+    exception instance: raises that);
     ``monitor()`` runs after every write (e.g. to sample healthy capacity)."""
     from phoenix_fleet.hooks.asg_hook import AsgHook
 
@@ -174,7 +175,10 @@ def scripted_hook(
         base = getattr(AsgHook, name)
 
         def method(self: Any, *args: Any, **kw: Any) -> Any:
-            if self.kill_before is not None and self.kill_before(name, self.actions):
+            verdict = self.kill_before(name, self.actions) if self.kill_before is not None else None
+            if isinstance(verdict, BaseException):
+                raise verdict
+            if verdict:
                 raise WorkerKilled(f"killed before {name}{args}")
             self.actions.append((name, args, kw))
             result = base(self, *args, **kw)

@@ -103,12 +103,13 @@ def test_wait_trigger_notices_a_lost_record(sandbox_clean):
     assert event["outcome"] == "record-changed"
 
 
-def test_wait_trigger_sleeps_timer_waits_without_calls():
-    wait = Wait(condition=WaitFor.WARMUP, reason="warmup 0s", until=datetime.now(UTC) + timedelta(seconds=0.05))
-    trigger = AsgRolloutWaitTrigger(asg_name="web", rollout_id="d/r", wait=wait_to_json(wait),
-                                    policy=policy_to_json(POLICY))
-    event = asyncio.run(first_event(trigger, 10)).payload
-    assert event["outcome"] == "timer" and event["calls"] == 0
+def test_timer_waits_are_polled_and_end_early_when_the_plan_changes(sandbox_clean):
+    f, hook, obs = _rollout_in_flight(sandbox_clean)
+    soak = Wait(condition=WaitFor.SOAK, reason="soak 600s", until=datetime.now(UTC) + timedelta(minutes=10))
+    trigger = AsgRolloutWaitTrigger(asg_name=f.asg, rollout_id="d/r", wait=wait_to_json(soak),
+                                    policy=policy_to_json(POLICY), min_poll_interval=0.01, region_name=F.REGION)
+    event = asyncio.run(first_event(trigger, 60)).payload
+    assert event["outcome"] == "over" and event["polls"] >= 1 and event["waited_seconds"] < 60
 
 
 def test_wait_trigger_reports_a_missing_group(sandbox_clean):
