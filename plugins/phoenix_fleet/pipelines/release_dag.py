@@ -25,7 +25,7 @@ DOC = """
    it via SSM, tags the AMI `phoenix:verified=true|false`; the canary is always terminated (teardown).
 5. **publish**: versions and tags the AMI, writes the release notes (package diff against the previous
    version), copies it to {regions}, shares it with {accounts}, moves `{prefix}/{role}/latest` and emits
-   the Asset `phoenix://images/{role}`, which starts `fleet_rollout_{role}`.
+   the Asset `x-phoenix://images/{role}`, which starts `fleet_rollout_{role}`.
 
 **Schedule**: `{schedule}` (UTC). One run at a time; no catch-up.
 
@@ -115,10 +115,10 @@ def build_release_dag(fleet: FleetConfig, role_name: str) -> DAG:
 
         @task(multiple_outputs=True, retries=1)
         def plan(params: dict[str, Any] | None = None) -> dict[str, Any]:
-            from phoenix_fleet.config import cached_fleet_config
-            from phoenix_fleet.hooks.image_hook import ImageHook
             from airflow.sdk.exceptions import AirflowFailException
 
+            from phoenix_fleet.config import cached_fleet_config
+            from phoenix_fleet.hooks.image_hook import ImageHook
             from phoenix_fleet.pipelines.release_plan import ReleaseParamError, describe_plan, plan_release
 
             try:

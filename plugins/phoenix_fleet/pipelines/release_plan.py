@@ -163,7 +163,7 @@ def describe_plan(plan: Mapping[str, Any]) -> str:
         f"wait until the AMI is available in {plan['home_region']}",
         "verify: launch a canary, wait for status ok, run the image test suite via SSM, terminate the canary",
         f"release as {plan['version']} ({plan['version_source']}), write the release notes (package diff)",
-        f"copy to {', '.join(plan['regions'])}, share, move /…/{plan['role']}/latest, emit phoenix://images/{plan['role']}",
+        f"copy to {', '.join(plan['regions'])}, share, move /…/{plan['role']}/latest, emit x-phoenix://images/{plan['role']}",
     ]
     head = "DRY RUN, nothing will change. " if plan["dry_run"] else ""
     return head + f"release plan for {plan['role']}:\n" + "\n".join(f"  {i}. {s}" for i, s in enumerate(steps, 1))

@@ -13,7 +13,7 @@ from phoenix_fleet.config import FleetConfig
 DOC = """
 ### fleet_rollout_{role}: move every **{role}** instance to the new image
 
-**Starts** when `ami_release_{role}` publishes the Asset `phoenix://images/{role}` (the event carries the
+**Starts** when `ami_release_{role}` publishes the Asset `x-phoenix://images/{role}` (the event carries the
 version), or by hand from the trigger form.
 
 **What it does**

@@ -1,0 +1,81 @@
+"""The plan tasks' pure parts: trigger-form validation names the field; asset events carry the version."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from phoenix_fleet.config import load_fleet_config
+from phoenix_fleet.pipelines.release_plan import ReleaseParamError, validate_release_params
+from phoenix_fleet.pipelines.rollout_plan import RolloutParamError, policy_overrides, version_from_events
+
+FLEET = load_fleet_config()
+WEB = FLEET.role("web")
+
+
+def test_release_defaults():
+    p = validate_release_params({}, WEB, "web")
+    assert p["version"] is None and p["regions"] == WEB.regions and not p["dry_run"] and not p["skip_bake"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"version": "2026-11-30"}, "params.version"),
+        ({"skip_bake": True}, "params.ami_id"),
+        ({"skip_bake": True, "ami_id": "i-123"}, "params.ami_id"),
+        ({"ami_id": "ami-0123456789abcdef0"}, "params.ami_id"),
+        ({"base_ami_name": "debian-12-*"}, "params.base_ami_owners"),
+        ({"base_ami_owners": ["self"]}, "params.base_ami_name"),
+        ({"base_ami_name": "x", "base_ami_owners": ["evil"]}, "params.base_ami_owners"),
+        ({"regions": ["ap-south-1"]}, "params.regions"),
+        ({"regions": ["eu-west-1"]}, "params.regions"),  # the home region is required
+    ],
+)
+def test_release_bad_params_name_the_field(params, field):
+    with pytest.raises(ReleaseParamError) as e:
+        validate_release_params(params, WEB, "web")
+    assert field in str(e.value) and "Fix:" in str(e.value)
+
+
+def test_release_subset_and_override():
+    p = validate_release_params(
+        {"regions": "us-east-1", "base_ami_name": "debian-12-*", "base_ami_owners": "136693071363"}, WEB, "web"
+    )
+    assert p["regions"] == ["us-east-1"] and p["base_ami_owners"] == ["136693071363"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"batch_size": -1}, "params.batch_size"),
+        ({"batch_size": 0}, "params.batch_size"),
+        ({"batch_size": "two"}, "params.batch_size"),
+        ({"batch_size": True}, "params.batch_size"),
+        ({"min_healthy_percent": 150}, "params.min_healthy_percent"),
+        ({"strategy": "yolo"}, "params.strategy"),
+    ],
+)
+def test_rollout_policy_overrides_are_validated(params, field):
+    with pytest.raises(RolloutParamError) as e:
+        policy_overrides(params, WEB.rollout)
+    assert field in str(e.value)
+
+
+def test_rollout_overrides_replace_batch_percent():
+    assert policy_overrides({"batch_size": "2", "strategy": "replace"}, WEB.rollout) == {
+        "batch_size": 2, "batch_percent": None, "strategy": "replace",
+    }
+    assert policy_overrides({}, WEB.rollout) == {}
+
+
+def test_version_from_asset_events_newest_wins():
+    from airflow.sdk import Asset
+
+    asset = Asset(name="phoenix_image_web", uri="x-phoenix://images/web")
+    other = Asset(name="phoenix_image_worker", uri="x-phoenix://images/worker")
+    events = {
+        asset: [SimpleNamespace(extra={"version": "2026.11.23-1"}), SimpleNamespace(extra={"version": "2026.11.30-1"})],
+        other: [SimpleNamespace(extra={"version": "2026.12.01-1"})],
+    }
+    assert version_from_events(events, "x-phoenix://images/web") == "2026.11.30-1"
+    assert version_from_events({}, "x-phoenix://images/web") is None
