@@ -3,7 +3,6 @@
 from types import SimpleNamespace
 
 import pytest
-
 from phoenix_fleet.config import load_fleet_config
 from phoenix_fleet.pipelines.release_plan import ReleaseParamError, validate_release_params
 from phoenix_fleet.pipelines.rollout_plan import RolloutParamError, policy_overrides, version_from_events
