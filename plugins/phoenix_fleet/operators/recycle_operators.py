@@ -59,6 +59,8 @@ MAX_STEPS = 5000
 DEFER_GRACE = timedelta(minutes=10)
 #: after an unexpected error on the last try: how long the safe halt may run inline
 SAFE_HALT_SECONDS = 300
+#: instances whose (image, launch time) travel in the trigger's kwargs (~80 bytes each, stored in the DB)
+KNOWN_MAX = 1000
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
 _ID_TAG = "phoenix:rollout:id"
 
@@ -259,7 +261,15 @@ class AsgRecycleOperator(BaseOperator):
                 "start a second rollout on the same group. Fix: wait for it to end, or cancel it "
                 f"(aws autoscaling cancel-instance-refresh --auto-scaling-group-name {self.asg_name})"
             )
-        target_image, target_lt = self._resolve_target(obs)
+        if record is None:
+            target_image, target_lt = self._resolve_target(obs)
+        else:
+            try:
+                target_image, target_lt = self._resolve_target(obs)
+            except ValueError as exc:  # e.g. the version was deleted since: the record alone can resume
+                self.log.warning("%s: %s; resuming rollout %s from its record", self.asg_name, exc, rid)
+                target_image = record.previous_image if record.phase == ROLLBACK else record.target_image
+                target_image, target_lt = target_image or record.target_image, record.target_lt
         carry: dict[str, Any] = {
             "batches": 0, "terminated": 0, "launched": 0, "steps": 0, "defers": 0, "inline_polls": 0,
             "trigger_polls": 0, "trigger_calls": 0, "resumed": record is not None, "to_image": target_image,
@@ -490,7 +500,7 @@ class AsgRecycleOperator(BaseOperator):
         if not self.deferrable or inline_only:
             self._poll_inline(rid, wait, policy, carry, budget=None if not inline_only else SAFE_HALT_SECONDS)
             return
-        key = f"{wait.condition.value}:{','.join(wait.instance_ids)}"
+        key = f"{wait.condition.value}:" + hashlib.sha1(",".join(wait.instance_ids).encode()).hexdigest()[:12]
         short_timer = wait.condition.timer and left <= self.inline_wait_seconds
         if short_timer or (carry.get("inline_key") != key and self.inline_wait_seconds > 0):
             carry["inline_key"] = key
@@ -539,7 +549,8 @@ class AsgRecycleOperator(BaseOperator):
                 poll_interval=self.poll_interval,
                 min_poll_interval=self.min_poll_interval,
                 poll_backoff=self.poll_backoff,
-                known=known_to_json(self.hook.known),
+                # what the trigger need not describe again; past KNOWN_MAX it describes them once itself
+                known=known_to_json(self.hook.known) if len(self.hook.known) <= KNOWN_MAX else {},
                 carry=carry,
                 aws_conn_id=self.aws_conn_id,
                 region_name=self.region_name,
