@@ -81,7 +81,7 @@ def ami_retention():
         aws_conn_id="aws_default",
         keep_versions="{{ params.keep_versions }}",
         grace_days="{{ params.grace_days }}",
-        dry_run="{{ params.dry_run }}",
+        dry_run_only="{{ params.dry_run }}",
     ).expand(role=roles())
 
 

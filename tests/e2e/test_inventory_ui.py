@@ -31,7 +31,10 @@ sys.path.insert(0, str(REPO / "tests" / "unit" / "inventory"))  # the shared san
 
 import inventory_fleet as F  # noqa: E402
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated"),
+]
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -137,6 +140,26 @@ def test_the_dag_run_wrote_everything(inventory_run: dict[str, Any]) -> None:
     assert {f"inventory/latest/report.{x}" for x in ("json", "csv", "html")} <= inventory_run["s3_keys"]
     extra = inventory_run["asset_extra"]
     assert extra["stale"] == 1 and extra["instances"] == 8 and extra["path"].endswith("report.json")
+
+
+def test_ami_retention_dag_dry_run_changes_nothing(inventory_run: dict[str, Any], sandbox: Any) -> None:
+    """ami_retention end to end (dag.test, mapped over both roles), as a dry run against the same fleet."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    ec2 = sandbox.client("ec2")
+    before = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"])
+    sys.path.insert(0, str(REPO / "dags"))
+    try:
+        dag = DagBag(dag_folder=str(REPO / "dags" / "ami_retention.py")).dags["ami_retention"]
+    finally:
+        sys.path.remove(str(REPO / "dags"))
+    run = dag.test(run_conf={"dry_run": True, "keep_versions": 1})
+    states = {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances()}
+    assert str(run.state) == "success", states
+    assert states[("retention", 0)] == states[("retention", 1)] == "success"  # web, worker
+    assert sorted(i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]) == before
+    tags = [t for i in ec2.describe_images(Owners=["self"])["Images"] for t in i.get("Tags", [])]
+    assert not [t for t in tags if t["Key"] == "phoenix:deprecated-at"]
 
 
 @pytest.fixture

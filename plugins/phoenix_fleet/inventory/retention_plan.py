@@ -155,7 +155,7 @@ def plan_retention(
         v for _, ami, img in mine if ami in in_use and (v := _version(img["tags"].get("phoenix:version"))) is not None
     }
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for region, ami, img in mine:
         v = _version(img["tags"].get("phoenix:version"))
         reasons: list[str] = []

@@ -13,7 +13,7 @@ every region of the role), acts, and guards the irreversible step:
    parameters, ...) where the endpoint has it: any reference keeps the AMI;
 4. deregister, then delete the AMI's snapshots unless another image uses them.
 
-``dry_run=True`` sweeps and plans, logs what would go (and why everything else stays), and changes nothing.
+``dry_run_only=True`` sweeps and plans, logs what would go (and why everything else stays), and changes nothing.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class AmiRetentionOperator(BaseOperator):
     :param role: the fleet role (``include/fleet.yaml``).
     :param keep_versions: versions to keep besides those in use (None/0: the role's ``keep_versions``, default 5).
     :param grace_days: days between deprecation and deletion.
-    :param dry_run: only log what would be deprecated and deleted.
+    :param dry_run_only: only log what would be deprecated and deleted (the DAG's ``dry_run`` Param).
     :param check_image_references: ask ``DescribeImageReferences`` before each deletion (where available).
     :param aws_conn_id: Airflow AWS connection.
     :param region_name: act only in this region of the role (in-use is still judged across all of them);
@@ -69,7 +69,7 @@ class AmiRetentionOperator(BaseOperator):
         "role",
         "keep_versions",
         "grace_days",
-        "dry_run",
+        "dry_run_only",
         "check_image_references",
         "aws_conn_id",
         "region_name",
@@ -82,7 +82,7 @@ class AmiRetentionOperator(BaseOperator):
         role: str,
         keep_versions: int | str | None = None,
         grace_days: int | str = 14,
-        dry_run: bool | str = False,
+        dry_run_only: bool | str = False,
         check_image_references: bool | str = True,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
@@ -93,7 +93,7 @@ class AmiRetentionOperator(BaseOperator):
         self.role = role
         self.keep_versions = keep_versions
         self.grace_days = grace_days
-        self.dry_run = dry_run
+        self.dry_run_only = dry_run_only  # not "dry_run": BaseOperator has a method of that name
         self.check_image_references = check_image_references
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
@@ -144,7 +144,7 @@ class AmiRetentionOperator(BaseOperator):
         role = cfg.role(self.role)
         keep = int(self.keep_versions or 0) or role.keep_versions
         grace = int(self.grace_days)
-        dry_run = _as_bool(self.dry_run)
+        dry_run = _as_bool(self.dry_run_only)
         regions = list(role.regions)
         if self.region_name and self.region_name not in regions:
             raise ValueError(

@@ -230,7 +230,7 @@ SMALL_PAGES = {"instances": 5, "asgs": 1, "images": 1, "parameters": 1}
 def test_dry_run_prints_and_changes_nothing(adversarial: dict[str, Any], capsys: Any) -> None:
     ec2, ami, versions = adversarial["ec2"], adversarial["ami"], adversarial["versions"]
     before = {a: _tags(_image_state(ec2, a)) for a in ami.values()}
-    result = run_task(_op(keep_versions=2, dry_run=True), make_context()).result
+    result = run_task(_op(keep_versions=2, dry_run_only=True), make_context()).result
     log = capsys.readouterr().out  # task logs go through structlog to stdout
     assert result["dry_run"] is True and result["deleted"] == [] and result["deprecated"] == []
     assert {a: _tags(_image_state(ec2, a)) for a in ami.values()} == before
@@ -326,5 +326,5 @@ def test_template_fields() -> None:
         "role",
         "keep_versions",
         "grace_days",
-        "dry_run",
+        "dry_run_only",
     }
