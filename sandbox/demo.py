@@ -165,7 +165,8 @@ def main() -> int:
     env["PHOENIX_TF_STATE_DIR"] = str(tf_dir / "fleet")
     log_dir = sandbox_dir / "demo-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    _step("preparing Airflow's metadata DB (SQLite)")
+    _step("preparing Airflow's metadata DB (SQLite, fresh: the sandbox was reset too)")
+    (sandbox_dir / "airflow" / "airflow.db").unlink(missing_ok=True)
     subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, check=True,
                    capture_output=True)
 
