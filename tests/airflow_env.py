@@ -28,3 +28,7 @@ for _k, _v in _DEFAULTS.items():
     os.environ.setdefault(_k, _v)
 os.environ.pop("AWS_PROFILE", None)
 Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+if os.environ["AIRFLOW_HOME"] == _DEFAULTS["AIRFLOW_HOME"]:
+    # a new metadata DB every session, before anything opens it: DAGs and assets registered by an
+    # earlier session (e.g. under an older asset URI) must not leak into this one
+    (Path(os.environ["AIRFLOW_HOME"]) / "airflow.db").unlink(missing_ok=True)

@@ -14,9 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def airflow_db() -> str:
-    """A fresh metadata DB once per session (``airflow db migrate`` on a new SQLite file, ~7 s): DAGs and
-    assets left by an earlier session must not leak into this one."""
-    (Path(os.environ["AIRFLOW_HOME"]) / "airflow.db").unlink(missing_ok=True)
+    """``airflow db migrate`` once per session (the SQLite file is new each session: tests/airflow_env.py)."""
     proc = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, timeout=600
     )
