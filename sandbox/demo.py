@@ -44,19 +44,15 @@ def start_sandbox() -> str:
     return endpoint
 
 
-def terraform_apply(root: Path, state_dir: Path, endpoint: str) -> float:
+def terraform_apply(root: Path, endpoint: str) -> float:
+    """init + apply with the root's default local state, which is what TerraformApplyOperator uses later."""
     from phoenix_fleet.terraform_env import run_terraform, terraform_env
 
-    state_dir.mkdir(parents=True, exist_ok=True)
     env = terraform_env()
-    env["TF_DATA_DIR"] = str(state_dir / ".terraform")
     t0 = time.monotonic()
     for args in (
         ["init", "-input=false", "-no-color"],
-        [
-            "apply", "-input=false", "-no-color", "-auto-approve",
-            f"-state={state_dir / 'terraform.tfstate'}", f"-var=endpoint={endpoint}",
-        ],
+        ["apply", "-input=false", "-no-color", "-auto-approve", f"-var=endpoint={endpoint}"],
     ):
         proc = run_terraform(args, cwd=root, env=env)
         if proc.returncode != 0:
@@ -146,11 +142,11 @@ def main() -> int:
         print(f"    {role}: {info['ami_id']} version {info['version']}")
 
     _step("building the fleet with real Terraform (network root, then fleet root)")
-    tf_dir = sandbox_dir / "terraform"
-    for name in ("network", "fleet"):  # the sandbox was reset: old state describes nothing that exists
-        (tf_dir / name / "terraform.tfstate").unlink(missing_ok=True)
-    print(f"    network applied in {terraform_apply(TF_NETWORK, tf_dir / 'network', endpoint):.0f}s")
-    print(f"    fleet applied in {terraform_apply(TF_FLEET, tf_dir / 'fleet', endpoint):.0f}s")
+    for root in (TF_NETWORK, TF_FLEET):  # the sandbox was reset: old local state describes nothing that exists
+        for name in ("terraform.tfstate", "terraform.tfstate.backup"):
+            (root / name).unlink(missing_ok=True)
+    print(f"    network applied in {terraform_apply(TF_NETWORK, endpoint):.0f}s")
+    print(f"    fleet applied in {terraform_apply(TF_FLEET, endpoint):.0f}s")
 
     _step("the fleet")
     before = fleet_rows(endpoint)
@@ -162,7 +158,6 @@ def main() -> int:
     from sandbox.airflow_env import airflow_env
 
     env = airflow_env(endpoint, home=sandbox_dir / "airflow")
-    env["PHOENIX_TF_STATE_DIR"] = str(tf_dir / "fleet")
     log_dir = sandbox_dir / "demo-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     _step("preparing Airflow's metadata DB (SQLite, fresh: the sandbox was reset too)")

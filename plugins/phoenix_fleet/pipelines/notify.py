@@ -70,6 +70,9 @@ class RolloutNotifier(BaseNotifier):
         self.region_name = region_name
         self.sent: list[str] = []
 
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Nothing to render (and DAG-level callbacks may run where the DAG has no template environment)."""
+
     def notify(self, context: Any) -> None:
         subject, body = rollout_message(self.role, self.outcome, context)
         log.info("%s\n%s", subject, body)
