@@ -192,7 +192,7 @@ def build_rollout_dag(fleet: FleetConfig, role_name: str) -> DAG:
                 for t in plan["targets"]
             ]
 
-        health = AsgHealthySensor.partial(task_id="health_gate", timeout=1800).expand_kwargs(gate_targets(p))
+        health = AsgHealthySensor.partial(task_id="health_gate", role=role_name, timeout=1800).expand_kwargs(gate_targets(p))
 
         @task(trigger_rule="none_failed_min_one_success")
         def summary(plan: dict[str, Any], ti: Any = None, dag_run: Any = None) -> dict[str, Any]:
