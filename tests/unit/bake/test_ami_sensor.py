@@ -6,10 +6,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from bake_support import make_image
 from phoenix_fleet.sensors.ami_sensors import AmiAvailableSensor, AmiNotAvailableError
 
 from tests.helpers.airflow_run import make_context, rebuild_trigger, run_task
+from tests.helpers.image_support import make_image
 
 
 def _sensor(image_id: str, **kwargs: Any) -> AmiAvailableSensor:

@@ -8,10 +8,10 @@ import sys
 from typing import Any
 
 import pytest
-from bake_support import REPO, make_image, tag_map
 from phoenix_fleet.operators.bake_operators import PackerBuildOperator, manifest_key, packages_key
 
 from tests.helpers.airflow_run import make_context, run_task
+from tests.helpers.image_support import REPO, make_image, tag_map
 
 VERSION = "2026.11.30-1"
 NAME = f"phoenix-web-{VERSION}"

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bake_support import DOUBLE, TEMPLATE
 from phoenix_fleet.release.package_diff import diff_packages, parse_package_list
 
 from sandbox.packer_double import HclContext, HclError, human_duration, package_list
+from tests.helpers.image_support import DOUBLE, TEMPLATE
 
 VARS = ["-var", "role=web", "-var", "version=2026.11.30-1"]
 

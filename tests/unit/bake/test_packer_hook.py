@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bake_support import TEMPLATE, poll, tag_map
 from phoenix_fleet.hooks.packer_hook import (
     PackerBuildError,
     PackerError,
@@ -17,6 +16,8 @@ from phoenix_fleet.hooks.packer_hook import (
     parse_machine_line,
     var_args,
 )
+
+from tests.helpers.image_support import TEMPLATE, poll, tag_map
 
 VERSION = "2026.11.30-1"
 

@@ -18,9 +18,9 @@ from phoenix_fleet.operators.verify_operators import (
     safe_key_part,
     tag_value,
 )
-from verify_support import make_image, tag_map
 
 from tests.helpers.airflow_run import make_context, rebuild_trigger, run_task
+from tests.helpers.image_support import make_image, tag_map
 
 VERSION = "2026.11.30-1"
 RUN_ID = "manual__2026-11-30T03:00:00+00:00"
@@ -230,7 +230,7 @@ def test_impaired_canary_fails_the_health_wait(seeded, sandbox_clean, new_ami):
 def test_no_matching_canary_subnet_names_the_config_field(sandbox_clean):
     ec2 = sandbox_clean.client("ec2")
     source = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    from verify_support import make_image as mk
+    from tests.helpers.image_support import make_image as mk
 
     ami = mk(sandbox_clean, source, f"phoenix-web-{VERSION}", {"phoenix:role": "web"}, settle=True)
     op = LaunchCanaryOperator(task_id="launch_canary", image_id=ami, role="web")

@@ -1,4 +1,4 @@
-"""Helpers of the bake tests: tags, trivial polling, AMIs in any state (pending by default)."""
+"""Helpers of the bake and verify tests: tags, trivial polling, AMIs in any state (pending by default)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "include" / "packer" / "phoenix.pkr.hcl"
 DOUBLE = REPO / "sandbox" / "bin" / "packer"
 
