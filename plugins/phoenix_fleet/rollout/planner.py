@@ -14,7 +14,8 @@ The rules (docs/rollout.md explains them at length):
 - **Floor.** Healthy capacity must stay >= ``ceil(min_healthy_percent% x baseline)``. A Terminate never
   takes a healthy instance out if that would leave fewer healthy instances than the floor; unhealthy
   outdated instances go first (they cost no healthy capacity).
-- **Only outdated instances** (EC2 image != record's target) are terminated, at most one batch
+- **Only outdated instances** (EC2 image != record's target; in a renewal, also those on the target
+  launched before ``record.replace_before``) are terminated, at most one batch
   (``policy.batch_for(baseline)``) per action, and only when nothing is in transition, the ASG is at its
   desired capacity, every instance on the target is healthy (the batch has proven itself), and the last
   batch's soak is over.
@@ -120,16 +121,19 @@ class _View:
     def healthy(self) -> frozenset[str]:
         return health.healthy_ids(self.state, self.policy, alarms=self.count_alarms)
 
+    def current(self, inst: Instance) -> bool:
+        """On the target (and, in a renewal, launched after ``replace_before``): needs no replacing."""
+        return self.rec.is_current(inst.image_id, inst.launch_time)
+
     @cached_property
     def on_target_live(self) -> tuple[Instance, ...]:
-        return tuple(i for i in self.state.live if i.image_id == self.target)
+        """Live instances that need no replacing: the ones whose health the rollout judges."""
+        return tuple(i for i in self.state.live if self.current(i))
 
     @cached_property
     def outdated(self) -> tuple[Instance, ...]:
-        """Members not on the target and not already on their way out."""
-        return tuple(
-            i for i in self.state.members if i.image_id != self.target and not i.terminating
-        )
+        """Members to replace (another image, or too old in a renewal), not already on their way out."""
+        return tuple(i for i in self.state.members if not self.current(i) and not i.terminating)
 
     def instance_policy(self, inst: Instance) -> str | None:
         """skip / wait / replace for a standby or protected instance (the stricter wins), else None."""
@@ -257,7 +261,7 @@ def _plan_active(v: _View) -> Action:
         i
         for i in state.members
         if i.in_transition
-        and not (i.pending and i.image_id == v.target)
+        and not (i.pending and v.current(i))
         and not (converging and i.terminating)
     ]
     if moving:
@@ -444,8 +448,10 @@ def _finish(v: _View) -> Action:
     if restore is not None:
         return restore
     outcome = "completed" if v.rec.phase == FORWARD else "rolled_back"
-    on = sum(1 for i in v.state.live if i.image_id == v.target)
+    on = len(v.on_target_live)
     summary = f"{on}/{len(v.state.live)} on {_image_name(v.rec, v.target)}"
+    if v.rec.replace_before is not None and v.rec.phase == FORWARD:
+        summary += f" launched since {v.rec.replace_before:%Y-%m-%d %H:%M}Z"
     if v.rec.phase == ROLLBACK:
         summary = f"rolled back: {summary} ({v.rec.reason})"
     skipped = _ids(v.skipped)
@@ -462,7 +468,7 @@ def _plan_halting(v: _View) -> Action:
             for i in v.state.live
             if i.instance_id not in v.healthy and not i.protected
         ]
-        surplus.sort(key=lambda i: (i.image_id != v.target, -i.launch_time.timestamp(), i.instance_id))
+        surplus.sort(key=lambda i: (not v.current(i), -i.launch_time.timestamp(), i.instance_id))
         victims = surplus[: min(v.excess, v.batch)]
         if victims:
             return Terminate(instance_ids=_ids(victims), decrement_desired=True)

@@ -21,6 +21,8 @@ Tags (all keys start with ``phoenix:rollout:``, one fact per tag, so they read w
     phoenix:rollout:suspended       processes the rollout suspended (space separated; resumed at the end)
     phoenix:rollout:reason          why it rolled back / failed (optional, at most 256 characters)
     phoenix:rollout:soak-from       when the planner first saw the newest batch all healthy (optional)
+    phoenix:rollout:replace-before  renewal (fleet_max_age): instances on the target launched before this
+                                    time are replaced too (optional; absent: only other images are)
 
 Keys are at most 128 characters and values at most 256. Identifiers (rollout id, AMIs, launch template
 versions) use only the characters every AWS tagging API accepts (letters, digits, space and
@@ -118,6 +120,9 @@ class RolloutRecord:
     #: when the planner first observed every instance on the target healthy, after the newest of them
     #: launched; the soak runs from here. Valid only while it is later than the newest launch.
     soak_from: datetime | None = None
+    #: renewal: an instance on the target launched before this time counts as outdated (max-age recycling
+    #: renews instances without changing the image). Fixed at the start, so new launches are never outdated.
+    replace_before: datetime | None = None
 
     def __post_init__(self) -> None:
         _check_ref("rollout_id", self.rollout_id, required=True)
@@ -140,8 +145,11 @@ class RolloutRecord:
         set_ = object.__setattr__
         set_(self, "started_at", _utc_seconds(self.started_at))
         set_(self, "phase_started_at", _utc_seconds(self.phase_started_at or self.started_at))
-        if self.soak_from is not None:
-            set_(self, "soak_from", _utc_seconds(self.soak_from))
+        for name in ("soak_from", "replace_before"):
+            if getattr(self, name) is not None:
+                set_(self, name, _utc_seconds(getattr(self, name)))
+        if self.replace_before is not None and self.replace_before > self.started_at:
+            raise ValueError("replace_before must not be later than started_at (new launches would be outdated)")
         if self.baseline is None:
             set_(self, "baseline", self.original_desired)
         elif self.baseline < 0:
@@ -170,10 +178,12 @@ class RolloutRecord:
         previous_lt: str | None = None,
         target_label: str | None = None,
         previous_label: str | None = None,
+        replace_before: datetime | None = None,
     ) -> RolloutRecord:
         """The record of a new rollout: snapshot the capacity, note which processes *we* will suspend
         (those the policy names that are not already suspended, so that we never resume a process a human
-        suspended). Persist it (the lock) before acting."""
+        suspended). Persist it (the lock) before acting. ``replace_before`` makes it a renewal: instances on
+        the target launched before that time are replaced too."""
         return cls(
             rollout_id=rollout_id,
             target_image=target_image,
@@ -187,6 +197,7 @@ class RolloutRecord:
             previous_lt=previous_lt,
             target_label=target_label,
             previous_label=previous_label,
+            replace_before=replace_before,
         )
 
     @property
@@ -218,6 +229,7 @@ class RolloutRecord:
             previous_label=self.target_label,
             phase_started_at=now,
             reason=reason,
+            replace_before=None,  # back on the previous image, however old: the rollback only undoes
         )
 
     def halted(self, now: datetime, reason: str) -> RolloutRecord:
@@ -234,6 +246,13 @@ class RolloutRecord:
         min/max, widened only as far as needed to hold it."""
         d = self.base if desired is None else desired
         return d, min(self.original_min, d), max(self.original_max, d)
+
+    def is_current(self, image_id: str, launch_time: datetime) -> bool:
+        """An instance with this image and launch time needs no replacing: on the target and, in a renewal,
+        launched at or after ``replace_before``."""
+        if image_id != self.target_image:
+            return False
+        return self.replace_before is None or launch_time >= self.replace_before
 
     def label_of(self, image_id: str) -> str | None:
         if image_id == self.target_image:
@@ -263,6 +282,7 @@ class RolloutRecord:
             "previous-label": self.previous_label,
             "reason": self.reason,
             "soak-from": _fmt_time(self.soak_from) if self.soak_from is not None else None,
+            "replace-before": _fmt_time(self.replace_before) if self.replace_before is not None else None,
         }
         tags.update({tag(k): v for k, v in optional.items() if v is not None})
         free_text = {tag("target-label"), tag("previous-label"), tag("reason")}
@@ -276,7 +296,7 @@ class RolloutRecord:
         """Every key a record may write: delete these when the rollout is done."""
         names = ("id", "schema", "phase", "target", "previous", "target-lt", "previous-lt", "target-label",
                  "previous-label", "original", "baseline", "started", "phase-started", "suspended", "reason",
-                 "soak-from")
+                 "soak-from", "replace-before")
         return tuple(tag(n) for n in names)
 
     @classmethod
@@ -327,6 +347,7 @@ class RolloutRecord:
                 suspended=tuple(get("suspended").split()),
                 reason=opt("reason"),
                 soak_from=_parse_time(tag("soak-from"), sf) if (sf := opt("soak-from")) else None,
+                replace_before=_parse_time(tag("replace-before"), rb) if (rb := opt("replace-before")) else None,
             )
         except RecordError:
             raise

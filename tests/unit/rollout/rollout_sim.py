@@ -405,8 +405,9 @@ def check_action(state: FleetState, record: RolloutRecord, policy: Policy, actio
             if rec.phase == "failed":
                 if iid in healthy:
                     raise InvariantError(f"halting terminates healthy {iid}")
-            elif inst.image_id == rec.target_image:
-                raise InvariantError(f"terminates {iid} which is already on the target {rec.target_image}")
+            elif rec.is_current(inst.image_id, inst.launch_time):
+                raise InvariantError(f"terminates {iid} which is already on the target {rec.target_image}"
+                                     f" (launched {inst.launch_time}, replace_before {rec.replace_before})")
         lost = len(set(ids) & healthy)
         if lost and len(healthy) - lost < floor:
             raise InvariantError(f"healthy {len(healthy)} - {lost} < floor {floor}")
@@ -431,10 +432,11 @@ def check_action(state: FleetState, record: RolloutRecord, policy: Policy, actio
             raise InvariantError(f"{action.kind} while {moving} are in transition")
         if len(state.live) != state.desired:
             raise InvariantError(f"{action.kind} with {len(state.live)} live for desired {state.desired}")
-        sick = [i.instance_id for i in state.live if i.image_id == rec.target_image and i.instance_id not in healthy]
+        current = [i for i in state.live if rec.is_current(i.image_id, i.launch_time)]
+        sick = [i.instance_id for i in current if i.instance_id not in healthy]
         if sick:
             raise InvariantError(f"{action.kind} while new instances {sick} are not healthy")
-        on_target = [i.launch_time for i in state.live if i.image_id == rec.target_image]
+        on_target = [i.launch_time for i in current]
         if isinstance(action, Terminate) and rec.phase == "forward" and policy.soak_seconds and on_target:
             soaked = rec.soak_from is not None and rec.soak_from > max(on_target)
             if not soaked or state.now < rec.soak_from + timedelta(seconds=policy.soak_seconds):  # type: ignore[operator]
@@ -474,9 +476,10 @@ def check_final(sim: SimAsg, first: RolloutRecord, last: RolloutRecord, policy: 
     if isinstance(final, Done):
         target = last.target_image
         skipped = set(final.skipped)
-        mixed = [i.instance_id for i in live if i.image_id != target and i.instance_id not in skipped]
+        mixed = [i.instance_id for i in live
+                 if not last.is_current(i.image_id, i.launch_time) and i.instance_id not in skipped]
         if mixed:
-            raise InvariantError(f"Done but {mixed} not on {target}")
+            raise InvariantError(f"Done but {mixed} not on {target} (or launched before {last.replace_before})")
         if final.outcome == "completed":
             assert last.phase == "forward" and target == first.target_image
         else:
@@ -488,12 +491,12 @@ def check_final(sim: SimAsg, first: RolloutRecord, last: RolloutRecord, policy: 
         if len(live) != desired:
             raise InvariantError(f"Done with {len(live)} live for desired {desired}")
         healthy = _healthy(state, last, policy)
-        sick = [i.instance_id for i in live if i.image_id == target and i.instance_id not in healthy]
+        sick = [i.instance_id for i in live if last.is_current(i.image_id, i.launch_time) and i.instance_id not in healthy]
         if sick:
             raise InvariantError(f"Done while {sick} are not healthy")
         for iid in skipped:
             inst = state.by_id()[iid]
-            assert inst.image_id != target and (inst.protected or inst.standby)
+            assert not last.is_current(inst.image_id, inst.launch_time) and (inst.protected or inst.standby)
     elif isinstance(final, Fail):
         if final.fail_kind.value == "halted":
             assert policy.on_failure == "halt" or not first.previous_image, final
@@ -580,9 +583,10 @@ def make_fleet(world: World, *, n: int, azs: int, on_target: int = 0, other: int
     return SimAsg(world, desired=n, min_size=lo, max_size=n + max_extra, lt_image=lt_image, instances=insts)
 
 
-def begin(sim: SimAsg, policy: Policy, *, previous: str | None = OLD, rollout_id: str = "r-test") -> RolloutRecord:
+def begin(sim: SimAsg, policy: Policy, *, previous: str | None = OLD, rollout_id: str = "r-test",
+          replace_before: datetime | None = None) -> RolloutRecord:
     return RolloutRecord.begin(
         rollout_id, sim.observe(), policy, target_image=NEW, previous_image=previous,
         target_lt="lt-0123456789abcdef0:8", previous_lt="lt-0123456789abcdef0:7",
-        target_label="2026.11.30-1", previous_label="2026.11.23-1",
+        target_label="2026.11.30-1", previous_label="2026.11.23-1", replace_before=replace_before,
     )

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from datetime import timedelta
 
 from hypothesis import event, given, note
 from hypothesis import strategies as st
 from phoenix_fleet.rollout import Done, Fail, Policy
 from rollout_settings import rollout_settings
-from rollout_sim import ALARM, NEW, OLD, Chaos, SimAsg, World, begin, drive, make_fleet
+from rollout_sim import ALARM, NEW, OLD, T0, Chaos, SimAsg, World, begin, drive, make_fleet
 
 SIGNALS = ("asg", "elb", "ec2_status", "alarms")
 
@@ -106,7 +107,10 @@ def test_invariants_hold_under_chaos(data: st.DataObject) -> None:
     previous = data.draw(st.sampled_from([OLD, OLD, OLD, None]), label="previous")
     crashes = data.draw(crash_points, label="crashes")
     restart = data.draw(st.sampled_from([0, 5, 120]), label="restart_delay")
-    record = begin(sim, policy, previous=previous)
+    # a renewal (fleet_max_age) on some runs: instances launched before the cutoff are replaced even on NEW
+    renew = data.draw(st.one_of(st.none(), st.integers(0, 45)), label="renew_cutoff_k")
+    cutoff = None if renew is None else T0 - timedelta(hours=1, seconds=renew)
+    record = begin(sim, policy, previous=previous, replace_before=cutoff)
     run = drive(sim, policy, record, crashes=crashes, restart_delay=restart)
     note(f"steps={run.steps} final={run.final} terminated={len(sim.planner_terminated)}")
     assert isinstance(run.final, Done | Fail)
@@ -242,3 +246,32 @@ def test_regression_standby_exit_persisted_but_not_done_while_surging() -> None:
         crash_sim = fresh()
         crashed = drive(crash_sim, policy, begin(crash_sim, policy), crashes={prepare: (mode, 0)})
         assert _outcome(crashed.final, crash_sim) == _outcome(clean.final, clean_sim), mode
+
+
+@rollout_settings(max_examples=100)
+@given(data=st.data())
+def test_renewal_replaces_exactly_the_old_instances(data: st.DataObject) -> None:
+    """fleet_max_age's renewal: every instance is already on the target; those launched before the cutoff
+    (and only those) are replaced, batch by batch above the floor, and the fleet ends on the same image, all
+    launched after the cutoff, at its original capacity. Nothing rolls back (there is no other image)."""
+    world = World(seed=data.draw(st.integers(0, 2**32)), hooks=data.draw(st.booleans()))
+    n = data.draw(st.integers(1, 30), label="n")
+    sim = make_fleet(world, n=n, azs=data.draw(st.integers(1, 3)), on_target=n, max_extra=1)
+    # instance k launched at T0 - 1h - k s: a cutoff at k_cut makes k > k_cut too old
+    k_cut = data.draw(st.integers(-1, n), label="k_cut")
+    cutoff = T0 - timedelta(hours=1, seconds=k_cut)
+    old = sorted(f"i-init{k:03d}" for k in range(n) if k > k_cut)
+    policy = replace(data.draw(policies(), label="policy"), deadline_minutes=24 * 60, health_timeout_seconds=600,
+                     alarms=(), on_failure="halt")
+    feasible = (policy.strategy == "surge" and policy.max_surge > 0) or policy.floor_for(n) <= n - 1 or not old
+    record = begin(sim, policy, previous=None, replace_before=cutoff)
+    run = drive(sim, policy, record)
+    assert isinstance(run.final, Done if feasible else Fail), run.final
+    assert all(iid in old for iid, _ in sim.planner_terminated), "replaced an instance launched after the cutoff"
+    if feasible:
+        assert isinstance(run.final, Done) and run.final.outcome == "completed"
+        state = sim.observe()
+        assert sorted(iid for iid, _ in sim.planner_terminated) == old
+        assert all(i.image_id == NEW and i.launch_time >= cutoff for i in state.live)
+        assert (state.desired, state.min_size, state.max_size) == (
+            record.original_desired, record.original_min, record.original_max)

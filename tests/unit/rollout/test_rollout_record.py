@@ -122,6 +122,23 @@ def test_rollback_swaps_target_and_previous_and_restarts_the_deadline() -> None:
     assert halted.phase == FAILED and halted.reason == "rollback-failed: i-2 impaired"
 
 
+def test_renewal_cutoff_round_trips_and_judges_instances() -> None:
+    cutoff = T0 - timedelta(days=14)
+    rec = _rec(previous_image=None, previous_lt=None, replace_before=cutoff)
+    tags = rec.to_tags()
+    assert tags["phoenix:rollout:replace-before"] == "2026-11-16T10:00:00Z"
+    assert RolloutRecord.from_tags(tags) == rec
+    assert not rec.is_current(NEW, cutoff - timedelta(seconds=1))  # on the target but too old
+    assert rec.is_current(NEW, cutoff) and rec.is_current(NEW, T0)
+    assert not rec.is_current(OLD, T0)  # another image is never current
+    assert _rec().is_current(NEW, cutoff - timedelta(days=300))  # no cutoff: the image alone decides
+    # a cutoff after the start would make the rollout's own launches outdated: it could never end
+    with pytest.raises(ValueError, match="replace_before must not be later than started_at"):
+        _rec(replace_before=T0 + timedelta(seconds=1))
+    # the rollback undoes the image change only: back on the previous image, however old
+    assert _rec(replace_before=cutoff).for_rollback(T0, "x").replace_before is None
+
+
 def test_restore_capacity_widens_only_to_hold_the_baseline() -> None:
     rec = _rec(original_desired=4, original_min=2, original_max=6)
     assert rec.restore_capacity() == (4, 2, 6)
