@@ -378,6 +378,14 @@ def cmd_settle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_age(args: argparse.Namespace) -> int:
+    running = _require_running(args.dir)
+    body = {"region": args.region, "instance_ids": args.instance or [], "asg": args.asg, "days": args.days}
+    aged = http_json(running["port"], "age", body, timeout=30)["aged"]
+    print(f"aged {len(aged)} instance(s) by {args.days:g} days: {' '.join(aged)}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
@@ -439,6 +447,11 @@ def parser() -> argparse.ArgumentParser:
     p_config.add_argument("--json", help="partial config as JSON")
     p_config.add_argument("--set", action="append", metavar="KEY=VALUE")
     add("settle", "finish every pending transition now")
+    p_age = add("age", "move instances' launch times into the past (to try fleet_max_age)")
+    p_age.add_argument("--region", default="us-east-1")
+    p_age.add_argument("--asg", help="every member of this AutoScaling group")
+    p_age.add_argument("--instance", action="append", metavar="ID", help="an instance id (repeatable)")
+    p_age.add_argument("--days", type=float, required=True, help="how many days older they become")
     return top
 
 
@@ -450,6 +463,7 @@ COMMANDS = {
     "serve": cmd_serve,
     "config": cmd_config,
     "settle": cmd_settle,
+    "age": cmd_age,
 }
 
 

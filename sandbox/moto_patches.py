@@ -12,7 +12,7 @@ with the objects.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -857,6 +857,42 @@ def settle_all() -> dict[str, int]:
                     advance_invocation(command, instance_id)
                     counts["invocations"] += 1
     return counts
+
+
+def age_instances(region: str, *, instance_ids: Sequence[str] = (), asg: str | None = None,
+                  days: float) -> list[str]:
+    """Move the launch time of instances ``days`` into the past (AWS has no API for it; the sandbox needs one
+    so that max-age enforcement can be tried). ``asg`` adds that group's members. Returns the ids aged."""
+    from moto.autoscaling.models import autoscaling_backends
+
+    if not 0 < days <= 3650:
+        raise ValueError(f"days: must be more than 0 and at most 3650 (got {days})")
+    ids = list(instance_ids)
+    for backend in _all_backends(autoscaling_backends):
+        if backend.region_name != region or asg is None:
+            continue
+        group = backend.autoscaling_groups.get(asg)
+        if group is None:
+            raise ValueError(f"asg: no AutoScaling group {asg!r} in {region}")
+        ids += [state.instance.id for state in group.instance_states]
+    if not ids:
+        raise ValueError("instance_ids / asg: name the instances to age")
+    aged = []
+    for ec2 in _all_backends(ec2_backends):
+        if ec2.region_name != region:
+            continue
+        for iid in dict.fromkeys(ids):
+            instance = ec2.get_instance_by_id(iid)
+            if instance is None:
+                raise ValueError(f"instance_ids: no instance {iid} in {region}")
+            launched = instance.launch_time
+            if isinstance(launched, str):  # moto keeps an ISO string on some versions
+                launched = dt.datetime.fromisoformat(launched.replace("Z", "+00:00"))
+            if launched.tzinfo is not None:
+                launched = launched.astimezone(dt.UTC).replace(tzinfo=None)
+            instance.launch_time = launched - dt.timedelta(days=days)
+            aged.append(iid)
+    return aged
 
 
 def apply() -> None:

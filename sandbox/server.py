@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,8 @@ class SandboxApp:
     ``/phoenix-sandbox/config``   PUT   replace: fields not given fall back to plain moto (or ``"profile"``)
     ``/phoenix-sandbox/reset``    POST  forget all AWS state; ``{"config": true}`` also restores the start config
     ``/phoenix-sandbox/settle``   POST  finish every transition in flight now
+    ``/phoenix-sandbox/age``      POST  ``{"region", "instance_ids": [..], "asg", "days"}``: move launch times
+                                        ``days`` into the past (try max-age enforcement); returns ``{"aged"}``
     =======================  ====  ===========================================================================
     """
 
@@ -119,6 +121,8 @@ class SandboxApp:
                 payload = {"status": "ok", "config": self.realism.config.to_dict()}
             elif name == "settle" and method == "POST":
                 payload = {"status": "ok", "settled": self.realism.settle()}
+            elif name == "age" and method == "POST":
+                payload = {"status": "ok", "aged": age_instances(**body)}
             else:
                 status, payload = "404 Not Found", {"error": f"no {method} /phoenix-sandbox/{name}"}
         except ValueError as exc:  # bad JSON or a bad config field
@@ -126,6 +130,22 @@ class SandboxApp:
         data = json.dumps(payload, indent=1, default=str).encode()
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
+
+
+def age_instances(region: Any = None, *, instance_ids: Sequence[str] = (), asg: str | None = None,
+                  days: Any = None, **unknown: Any) -> list[str]:
+    """Backdate launch times (validated here: the control endpoint passes its JSON body straight in)."""
+    from .moto_patches import age_instances as backdate
+
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}; use region, instance_ids, asg, days")
+    if not isinstance(region, str) or not region:
+        raise ValueError("region: required, e.g. us-east-1")
+    if isinstance(days, bool) or not isinstance(days, int | float):
+        raise ValueError(f"days: a number of days is required (got {days!r})")
+    if isinstance(instance_ids, str) or not all(isinstance(i, str) for i in instance_ids):
+        raise ValueError("instance_ids: a list of instance ids")
+    return backdate(region, instance_ids=list(instance_ids), asg=asg, days=float(days))
 
 
 def _read_json(environ: dict[str, Any]) -> dict[str, Any]:
@@ -234,6 +254,11 @@ class SandboxHandle:
 
     def settle(self) -> dict[str, int]:
         return self.realism.settle()
+
+    def age_instances(self, region: str | None = None, *, instance_ids: Sequence[str] = (), asg: str | None = None,
+                      days: float) -> list[str]:
+        """Move instances' launch times ``days`` into the past (see ``moto_patches.age_instances``)."""
+        return age_instances(region or self.region_name, instance_ids=instance_ids, asg=asg, days=days)
 
     def env(self) -> dict[str, str]:
         """Environment variables pointing AWS SDKs (and subprocesses) at this sandbox with dummy credentials."""

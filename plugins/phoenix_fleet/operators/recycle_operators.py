@@ -26,7 +26,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from phoenix_fleet.rollout import (
     FAILED,
@@ -104,6 +104,18 @@ def _as_int(value: Any, name: str) -> int | None:
     return n
 
 
+def _as_days(value: Any, name: str) -> float | None:
+    if value is None or value == "" or value == "None":
+        return None
+    try:
+        days = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {value!r} is not a number of days") from None
+    if not 0 < days <= 365:
+        raise ValueError(f"{name}: must be more than 0 and at most 365 days (got {days:g}). Fix: e.g. 14")
+    return days
+
+
 def _lt_parts(ref: str) -> tuple[str, str]:
     key, _, version = str(ref).rpartition(":")
     return key, version
@@ -129,6 +141,13 @@ class AsgRecycleOperator(BaseOperator):
     :param dry_run: print the whole plan and change nothing.
     :param max_batches: canary mode: replace this many batches, then stop healthy and leave the rollout
         (lock, suspended processes) for the next task with the same rollout id to resume.
+    :param max_age_days: renewal (fleet_max_age): also replace instances *on the target* launched more than
+        this many days before the rollout starts. Without a target, the target is the group's current launch
+        template version; with ``target_image_id``, the group's launch template must still launch it (else
+        the task skips: a rollout of a newer image is due, not a renewal). A renewal never rolls back (there
+        is no other image to go back to): on failure it halts and restores capacity.
+    :param if_locked: ``fail`` (default) or ``skip`` when another rollout or an AWS instance refresh holds
+        the group at the start (fleet_max_age skips, the next night tries again).
     :param deferrable: wait in the triggerer for long waits (else poll in the worker).
     :param inline_wait_seconds: waits expected to end within this are polled in the worker: a deferral
         costs ~2.4 s in a real Airflow (defer, trigger, resume).
@@ -146,6 +165,7 @@ class AsgRecycleOperator(BaseOperator):
         "rollout_id",
         "dry_run",
         "max_batches",
+        "max_age_days",
         "aws_conn_id",
         "region_name",
     )
@@ -165,6 +185,8 @@ class AsgRecycleOperator(BaseOperator):
         rollout_id: str | None = None,
         dry_run: bool | str = False,
         max_batches: int | str | None = None,
+        max_age_days: float | str | None = None,
+        if_locked: str = "fail",
         deferrable: bool = True,
         inline_wait_seconds: float = 20.0,
         poll_interval: float = 15.0,
@@ -177,11 +199,14 @@ class AsgRecycleOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if target_image_id in (None, "") and target_launch_template_version in (None, ""):
+        if target_image_id in (None, "") and target_launch_template_version in (None, "") and max_age_days in (None, ""):
             raise ValueError(
                 "target_image_id / target_launch_template_version: neither is set. Fix: pass the AMI to roll to "
-                "(target_image_id='ami-...') or the launch template version (target_launch_template_version=7)"
+                "(target_image_id='ami-...') or the launch template version (target_launch_template_version=7), "
+                "or max_age_days to renew the group on its current launch template"
             )
+        if if_locked not in ("fail", "skip"):
+            raise ValueError(f"if_locked: {if_locked!r} is not fail or skip. Fix: if_locked='fail' or 'skip'")
         self.asg_name = asg_name
         self.target_image_id = target_image_id
         self.target_launch_template_version = target_launch_template_version
@@ -192,6 +217,8 @@ class AsgRecycleOperator(BaseOperator):
         self.rollout_id = rollout_id
         self.dry_run = dry_run
         self.max_batches = max_batches
+        self.max_age_days = max_age_days
+        self.if_locked = if_locked
         self.deferrable = deferrable
         self.inline_wait_seconds = float(inline_wait_seconds)
         self.poll_interval = float(poll_interval)
@@ -243,6 +270,7 @@ class AsgRecycleOperator(BaseOperator):
         rid = self._rid(context)
         dry_run = _as_bool(self.dry_run)
         _as_int(self.max_batches, "max_batches")
+        renew_days = _as_days(self.max_age_days, "max_age_days")
         obs = self._observe()
         if obs.record_error:
             raise AirflowFailException(
@@ -251,11 +279,11 @@ class AsgRecycleOperator(BaseOperator):
             )
         record = obs.record
         if record is not None and record.rollout_id != rid:
-            raise RolloutLockedError(self._locked_message(record, rid))
+            self._locked(self._locked_message(record, rid))
         refresh = self.hook.active_instance_refresh(self.asg_name)
         ours = record is not None and policy.strategy == "instance-refresh" and record.phase == FORWARD
         if refresh is not None and not ours:
-            raise RolloutLockedError(
+            self._locked(
                 f"{self.asg_name}: an AWS instance refresh ({refresh.get('InstanceRefreshId')}, "
                 f"{refresh.get('Status')}, {refresh.get('PercentageComplete', 0)}% done) is in progress; refusing to "
                 "start a second rollout on the same group. Fix: wait for it to end, or cancel it "
@@ -266,7 +294,8 @@ class AsgRecycleOperator(BaseOperator):
         else:
             try:
                 target_image, target_lt = self._resolve_target(obs)
-            except ValueError as exc:  # e.g. the version was deleted since: the record alone can resume
+            except (ValueError, AirflowSkipException) as exc:  # e.g. the version was deleted (or, in a renewal,
+                # the template moved) since: the record alone resumes it; never leave a group half-done
                 self.log.warning("%s: %s; resuming rollout %s from its record", self.asg_name, exc, rid)
                 target_image = record.previous_image if record.phase == ROLLBACK else record.target_image
                 target_image, target_lt = target_image or record.target_image, record.target_lt
@@ -275,7 +304,8 @@ class AsgRecycleOperator(BaseOperator):
             "trigger_polls": 0, "trigger_calls": 0, "resumed": record is not None, "to_image": target_image,
         }
         if record is None:
-            record = self._begin(obs, policy, rid, target_image, target_lt)
+            replace_before = obs.state.now - timedelta(days=renew_days) if renew_days else None
+            record = self._begin(obs, policy, rid, target_image, target_lt, replace_before)
             carry["from_image"] = self._from_image
             if dry_run:
                 return self._dry_run(context, obs, record, policy, carry)
@@ -615,6 +645,8 @@ class AsgRecycleOperator(BaseOperator):
 
         wanted_image = str(self.target_image_id) if self.target_image_id not in (None, "", "None") else None
         version = self.target_launch_template_version
+        if self.max_age_days not in (None, "", "None") and version in (None, "", "None"):
+            return self._renewal_target(lt, wanted_image)
         if version not in (None, "", "None"):
             text = str(version)
             key, number = _lt_parts(text) if ":" in text else ("", text)
@@ -654,7 +686,25 @@ class AsgRecycleOperator(BaseOperator):
             "pass target_launch_template_version"
         )
 
-    def _begin(self, obs: Any, policy: Policy, rid: str, target_image: str, target_lt: str | None) -> RolloutRecord:
+    def _renewal_target(self, lt: Any, wanted_image: str | None) -> tuple[str, str | None]:
+        """A renewal stays on the group's current launch template version (never an older one)."""
+        if not lt.image_id or lt.number is None:
+            raise ValueError(
+                f"max_age_days: the launch template of {self.asg_name} ({lt.key} {lt.version}) names no ImageId. "
+                "Fix: give the launch template version an AMI"
+            )
+        if wanted_image and lt.image_id != wanted_image:
+            raise AirflowSkipException(
+                f"{self.asg_name}: its launch template ({lt.key} version {lt.number}) launches {lt.image_id} now, "
+                f"not {wanted_image}: a rollout of the new image is due (it renews these instances too), not a "
+                "renewal. Skipping"
+            )
+        return str(lt.image_id), lt.explicit()
+
+    def _begin(
+        self, obs: Any, policy: Policy, rid: str, target_image: str, target_lt: str | None,
+        replace_before: datetime | None = None,
+    ) -> RolloutRecord:
         state, lt = obs.state, obs.launch_template
         counts = Counter(i.image_id for i in state.live if i.image_id != target_image)
         previous = counts.most_common(1)[0][0] if counts else None
@@ -689,6 +739,7 @@ class AsgRecycleOperator(BaseOperator):
             previous_lt=previous_lt if rollback_image else None,
             target_label=str(self.target_label) if self.target_label else labels.get(target_image),
             previous_label=labels.get(previous) if previous else None,
+            replace_before=replace_before,
         )
 
     def _check_same_target(self, record: RolloutRecord, target_image: str) -> None:
@@ -699,6 +750,12 @@ class AsgRecycleOperator(BaseOperator):
             f"{record.phase}), but this task asks for {target_image}. Fix: let it finish (or clear its tags) and "
             "start a new rollout with a new rollout id (a new DAG run)"
         )
+
+    def _locked(self, message: str) -> None:
+        """Another rollout holds the group at the start: fail, or skip (``if_locked='skip'``)."""
+        if self.if_locked == "skip":
+            raise AirflowSkipException(f"{message} (if_locked=skip: skipping this group)")
+        raise RolloutLockedError(message)
 
     def _locked_message(self, record: RolloutRecord, rid: str) -> str:
         return (

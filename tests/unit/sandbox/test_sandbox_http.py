@@ -118,6 +118,43 @@ def test_settle_finishes_everything_in_flight(
     assert ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)["Status"] == "Success"
 
 
+def test_age_moves_launch_times_into_the_past(
+    sandbox_clean: Any, ec2: Any, autoscaling: Any, run_instance: Any
+) -> None:
+    """fleet_max_age needs old instances to act on; AWS has no API to age one, the sandbox has."""
+    lt = ec2.create_launch_template(LaunchTemplateName="age-lt", LaunchTemplateData={"ImageId": "ami-0b5a5e0000000b45e"})
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="age-asg", LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplate"]["LaunchTemplateId"]},
+        MinSize=2, MaxSize=2, DesiredCapacity=2, AvailabilityZones=["us-east-1a"],
+    )
+    lone, untouched = run_instance(), run_instance()
+
+    def launched() -> dict[str, Any]:
+        return {
+            i["InstanceId"]: i["LaunchTime"]
+            for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+        }
+
+    before = launched()
+    status, body = call(sandbox_clean, "age", "POST",
+                        {"region": "us-east-1", "asg": "age-asg", "instance_ids": [lone], "days": 20})
+    assert status == 200 and len(body["aged"]) == 3 and lone in body["aged"] and untouched not in body["aged"]
+    after = launched()
+    for iid in body["aged"]:
+        assert round((before[iid] - after[iid]).total_seconds()) == 20 * 86400
+    assert after[untouched] == before[untouched]
+    assert sandbox_clean.age_instances(instance_ids=[untouched], days=1.5) == [untouched]
+    # bad input names the field
+    for bad, field in (({"region": "us-east-1", "days": 3}, "instance_ids / asg"),
+                       ({"region": "us-east-1", "asg": "nope", "days": 3}, "asg"),
+                       ({"region": "us-east-1", "instance_ids": [lone], "days": "x"}, "days"),
+                       ({"region": "us-east-1", "instance_ids": [lone], "days": 3, "hours": 1}, "unknown field"),
+                       ({"instance_ids": [lone], "days": 3}, "region"),
+                       ({"region": "us-east-1", "instance_ids": ["i-0000000000000dead"], "days": 3}, "instance_ids")):
+        status, body = call(sandbox_clean, "age", "POST", bad)
+        assert status == 400 and body["error"].startswith(field), (bad, body)
+
+
 def test_unknown_control_path_is_404(sandbox_clean: Any) -> None:
     assert call(sandbox_clean, "nope")[0] == 404
     assert call(sandbox_clean, "info", "POST", {})[0] == 404
