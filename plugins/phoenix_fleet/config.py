@@ -266,6 +266,7 @@ class FleetConfig(_Strict):
     artifacts_bucket: str
     ssm_prefix: str = "/phoenix/images"
     max_age_days: int = Field(default=14, ge=1, le=365)
+    max_age_asgs_per_run: int = Field(default=4, ge=1, le=500, description="ASGs fleet_max_age renews per run")
     environments: dict[str, Environment] = Field(default_factory=dict)
     defaults: dict[str, Any] = Field(default_factory=dict)
     roles: dict[str, Role]

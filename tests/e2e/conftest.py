@@ -56,3 +56,25 @@ def seeded(sandbox_clean, fast_fleet_config, monkeypatch):
     info = seed(sandbox_clean.endpoint_url)
     info["handle"] = sandbox_clean
     return info
+
+
+@pytest.fixture
+def worker_fleet(seeded):
+    """The seeded worker release running in one ASG (2 instances) tagged like the Terraform fleet."""
+    h = seeded["handle"]
+    ec2, asg = h.client("ec2"), h.client("autoscaling")
+    ami = seeded["roles"]["worker"]["ami_id"]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:2]
+    lt = ec2.create_launch_template(
+        LaunchTemplateName="sandbox-worker-a",
+        LaunchTemplateData={"ImageId": ami, "InstanceType": "t3.small", "MetadataOptions": {"HttpTokens": "required"}},
+    )["LaunchTemplate"]
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName="sandbox-worker-a", MinSize=1, MaxSize=4, DesiredCapacity=2,
+        VPCZoneIdentifier=",".join(subnets),
+        LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplateId"], "Version": "$Default"},
+        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in
+              {"phoenix:role": "worker", "phoenix:env": "sandbox"}.items()],
+    )
+    h.settle()
+    return {"asg": "sandbox-worker-a", "old_ami": ami, "lt": lt["LaunchTemplateId"]}

@@ -207,7 +207,7 @@ def build_rollout_dag(fleet: FleetConfig, role_name: str) -> DAG:
             }
             for r in results:
                 print(f"{r.get('asg')}: {r.get('outcome')} {r.get('from_image')} -> {r.get('to_image')} "
-                      f"({r.get('replaced')} replaced in {r.get('duration_s')}s)")
+                      f"({r.get('replaced')} replaced in {r.get('duration_seconds')}s)")
             return out
 
         route >> [apply, preview]

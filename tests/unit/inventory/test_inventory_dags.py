@@ -1,4 +1,4 @@
-"""fleet_inventory and ami_retention parse, and are wired as documented (the generic checks are in tests/dags)."""
+"""fleet_inventory, fleet_max_age and ami_retention parse, and are wired as documented (the generic checks are in tests/dags)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def dagbag():
         bag = DagBag(dag_folder=str(DAGS), safe_mode=False)
     finally:
         sys.path.remove(str(DAGS))
-    assert not {k: v for k, v in bag.import_errors.items() if "fleet_inventory" in k or "ami_retention" in k}
+    assert not {k: v for k, v in bag.import_errors.items() if any(n in k for n in ("fleet_inventory", "ami_retention", "fleet_max_age"))}
     return bag
 
 
@@ -42,3 +42,15 @@ def test_ami_retention_shape(dagbag) -> None:
     assert dag.task_dict["retention"].upstream_task_ids == {"roles"}
     assert set(dag.params) == {"roles", "dry_run", "keep_versions", "grace_days"}
     assert dag.params["dry_run"] is False and dag.params["grace_days"] == 14
+
+
+def test_fleet_max_age_runs_on_the_inventory_asset(dagbag) -> None:
+    dag = dagbag.dags["fleet_max_age"]
+    assert [a.uri for a in dag.timetable.asset_condition.objects] == ["x-phoenix://inventory/fleet"]
+    assert set(dag.task_dict) == {"select", "renew", "summary"}
+    assert dag.task_dict["renew"].upstream_task_ids == {"select"}
+    assert dag.task_dict["summary"].trigger_rule == "none_failed"
+    renew = dag.task_dict["renew"]
+    assert renew.partial_kwargs["if_locked"] == "skip" and renew.partial_kwargs["max_active_tis_per_dagrun"] == 2
+    assert set(dag.params) == {"dry_run", "max_asgs", "lead_days", "report"}
+    assert dag.max_active_runs == 1

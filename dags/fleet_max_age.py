@@ -1,0 +1,116 @@
+"""
+### fleet_max_age
+
+**No server lives past its max age** (14 days by default, per role in `include/fleet.yaml`). After every
+nightly `fleet_inventory` (its Asset `phoenix_fleet_inventory` schedules this DAG), the ASGs with instances past
+max age are **renewed**: those instances are replaced by the same rollout engine as a release (batches, the
+health floor, warmup, the health gate, the per-ASG lock), **on the image the ASG already runs** (its current
+launch template version). Renewing never upgrades: when the template moved to a newer image since the report,
+the ASG is skipped (the rollout of that image replaces its instances anyway).
+
+1. `select` reads the report the inventory announced (its S3 copy, else its local path; the `report` Param
+   overrides) and picks at most `max_asgs` ASGs, most overdue first (the rest wait for the next run). ASGs of no
+   role, or whose launch template runs an AMI that is not ours, are never touched (listed in the log);
+2. `renew` (mapped, 2 ASGs at a time) replaces the instances older than *max age - `lead_days`*: one that would
+   pass the age before the next inventory is renewed now. An ASG another rollout holds is skipped. A failure
+   halts that ASG with its capacity restored (there is no other image to roll back to);
+3. `summary` lists what each ASG did; a failed renewal fails the run (the summary does not run).
+
+**Trigger form:** `dry_run` (print each plan, change nothing), `max_asgs` (0: the config's
+`max_age_asgs_per_run`), `lead_days`, `report` (a `report.json` path or `s3://` URI; empty: the triggering
+report, else `s3://<artifacts_bucket>/inventory/latest/report.json`). See docs/inventory.md.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from phoenix_fleet.inventory.inventory_assets import INVENTORY_ASSET
+from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
+
+
+@dag(
+    dag_id="fleet_max_age",
+    schedule=[INVENTORY_ASSET],
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["phoenix-fleet", "inventory", "rollout"],
+    doc_md=__doc__,
+    render_template_as_native_obj=True,
+    default_args={"owner": "platform", "retries": 1, "retry_delay": pendulum.duration(minutes=5)},
+    params={
+        "dry_run": Param(False, type="boolean", description="Print each ASG's renewal plan; change nothing."),
+        "max_asgs": Param(
+            0,
+            type="integer",
+            minimum=0,
+            maximum=500,
+            description="ASGs to renew this run, most overdue first (0: max_age_asgs_per_run in include/fleet.yaml).",
+        ),
+        "lead_days": Param(
+            1,
+            type="number",
+            minimum=0,
+            maximum=30,
+            description="Also renew instances that pass max age within this many days (the time to the next run).",
+        ),
+        "report": Param(
+            "",
+            type="string",
+            description="A report.json path or s3:// URI (empty: the report that triggered this run, else the latest).",
+        ),
+    },
+)
+def fleet_max_age():
+    @task
+    def select(params: dict | None = None, triggering_asset_events=None) -> list[dict]:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+        from airflow.sdk.exceptions import AirflowFailException
+        from phoenix_fleet.config import cached_fleet_config
+        from phoenix_fleet.inventory.max_age import (
+            MaxAgeParamError,
+            describe,
+            limits,
+            read_report,
+            renewals,
+            report_ref,
+        )
+
+        cfg = cached_fleet_config()
+        params = params or {}
+        try:
+            limit, lead = limits(params, cfg.max_age_asgs_per_run)
+            ref = report_ref(params.get("report"), triggering_asset_events, cfg.artifacts_bucket)
+            report = read_report(ref, lambda: AwsBaseHook(aws_conn_id="aws_default", client_type="s3").conn)
+            kwargs, plan = renewals(report, limit, lead)
+        except MaxAgeParamError as exc:  # bad input: fail now, no retry, nothing changed
+            raise AirflowFailException(str(exc)) from None
+        print(describe(plan, report, ref, lead))
+        return kwargs
+
+    renew = AsgRecycleOperator.partial(
+        task_id="renew",
+        rollout_id="{{ dag.dag_id }}:{{ run_id }}",
+        dry_run="{{ params.dry_run }}",
+        if_locked="skip",
+        max_active_tis_per_dagrun=2,
+        execution_timeout=pendulum.duration(hours=3),
+    ).expand_kwargs(select())
+
+    @task(trigger_rule="none_failed")  # skipped groups (locked, template moved, none due) are not failures
+    def summary(ti=None) -> dict:
+        from phoenix_fleet.operators.recycle_operators import SUMMARY_XCOM_KEY
+
+        pulled = ti.xcom_pull(task_ids="renew", key=SUMMARY_XCOM_KEY)
+        results = [r for r in (pulled if isinstance(pulled, list) else [pulled]) if isinstance(r, dict)]
+        for r in results:
+            print(f"{r['asg']}: {r['outcome']}, {r['replaced']} replaced in {r['duration_seconds']}s: {r['message']}")
+        if not results:
+            print("nothing renewed (no ASG due, or every one skipped: see select and renew)")
+        return {"renewed": [r["asg"] for r in results if r["outcome"] == "forward"], "results": results}
+
+    renew >> summary()
+
+
+fleet_max_age()
