@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from phoenix_fleet.config import cached_fleet_config
+from phoenix_fleet import fleet_config as cached_fleet_config
 from phoenix_fleet.inventory.inventory_assets import INVENTORY_ASSET
 
 SNS_TOPIC_ENV = "PHOENIX_INVENTORY_SNS_TOPIC_ARN"
@@ -33,6 +33,7 @@ _CONTENT_TYPES = {
     "report.csv": "text/csv; charset=utf-8",
     "report.html": "text/html; charset=utf-8",
 }
+
 
 
 def _as_int(value: Any, field: str) -> int | None:

@@ -10,7 +10,7 @@ State lives in AWS: each instance's EC2 ``ImageId`` and lifecycle, plus the roll
 original capacity, suspended processes). Nothing is kept in the worker: a retried task, a new worker or the
 resume after a deferral re-observes and re-plans, so it never double-acts.
 
-Import-light: only ``airflow.sdk``, the stdlib and our pure modules at module level; the hook (boto3, the
+Import-light: only ``airflow.sdk`` and the stdlib at module level; the rollout core (``_rollout()``), the hook (boto3, the
 Amazon provider) and the triggers are imported inside the methods.
 """
 
@@ -23,35 +23,24 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from phoenix_fleet.rollout import (
-    FAILED,
-    FORWARD,
-    ROLLBACK,
-    Action,
-    DelegateInstanceRefresh,
-    Done,
-    Fail,
-    Halt,
-    Launch,
-    Policy,
-    PrepareInstances,
-    Restore,
-    RolloutRecord,
-    SetLaunchTemplate,
-    StartRollback,
-    SuspendProcesses,
-    Terminate,
-    Wait,
-    plan,
-    progress_line,
-    wait_over,
-)
-from phoenix_fleet.sensors.asg_sensors import resolve_policy
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from phoenix_fleet.rollout import Action, Policy, RolloutRecord, Wait
+
+
+def _rollout() -> ModuleType:
+    """The pure rollout core, imported on first use: DAG files import this module at every parse, and the
+    planner's modules cost more than the rest of the operator."""
+    import phoenix_fleet.rollout
+
+    return phoenix_fleet.rollout
+
 
 SUMMARY_XCOM_KEY = "recycle_summary"
 MAX_STEPS = 5000
@@ -241,6 +230,8 @@ class AsgRecycleOperator(BaseOperator):
 
     @cached_property
     def resolved_policy(self) -> Policy:
+        from phoenix_fleet.sensors.asg_sensors import resolve_policy
+
         return resolve_policy(self.role, self.policy, self.fleet_config_path)
 
     def _sleep(self, seconds: float) -> None:
@@ -266,6 +257,7 @@ class AsgRecycleOperator(BaseOperator):
     # ------------------------------------------------------------------ entry points
 
     def execute(self, context: Context) -> Any:
+        R = _rollout()
         policy = self.resolved_policy
         rid = self._rid(context)
         dry_run = _as_bool(self.dry_run)
@@ -281,7 +273,7 @@ class AsgRecycleOperator(BaseOperator):
         if record is not None and record.rollout_id != rid:
             self._locked(self._locked_message(record, rid))
         refresh = self.hook.active_instance_refresh(self.asg_name)
-        ours = record is not None and policy.strategy == "instance-refresh" and record.phase == FORWARD
+        ours = record is not None and policy.strategy == "instance-refresh" and record.phase == R.FORWARD
         if refresh is not None and not ours:
             self._locked(
                 f"{self.asg_name}: an AWS instance refresh ({refresh.get('InstanceRefreshId')}, "
@@ -297,7 +289,7 @@ class AsgRecycleOperator(BaseOperator):
             except (ValueError, AirflowSkipException) as exc:  # e.g. the version was deleted (or, in a renewal,
                 # the template moved) since: the record alone resumes it; never leave a group half-done
                 self.log.warning("%s: %s; resuming rollout %s from its record", self.asg_name, exc, rid)
-                target_image = record.previous_image if record.phase == ROLLBACK else record.target_image
+                target_image = record.previous_image if record.phase == R.ROLLBACK else record.target_image
                 target_image, target_lt = target_image or record.target_image, record.target_lt
         carry: dict[str, Any] = {
             "batches": 0, "terminated": 0, "launched": 0, "steps": 0, "defers": 0, "inline_polls": 0,
@@ -400,15 +392,16 @@ class AsgRecycleOperator(BaseOperator):
             raise
 
     def _loop(self, context: Context, rid: str, carry: dict[str, Any], *, safe_halt: bool = False) -> Any:
+        R = _rollout()
         policy = self.resolved_policy
         max_batches = _as_int(self.max_batches, "max_batches")
         started = time.monotonic()
         for _ in range(MAX_STEPS):
             obs = self._observe()
             record = self._own_record(obs, rid)
-            action = plan(obs.state, record, policy)
+            action = R.plan(obs.state, record, policy)
             carry["steps"] = int(carry.get("steps", 0)) + 1
-            self.log.info("%s: %s", self.asg_name, progress_line(obs.state, record, policy, action))
+            self.log.info("%s: %s", self.asg_name, R.progress_line(obs.state, record, policy, action))
             if max_batches and not safe_halt and self._canary_done(obs, record, policy, action, max_batches):
                 summary = self._summary(context, obs, record, carry, "canary",
                                         f"canary: {max_batches} batch(es) replaced and healthy; the rollout stays "
@@ -450,41 +443,42 @@ class AsgRecycleOperator(BaseOperator):
         *,
         safe_halt: bool = False,
     ) -> Any:
+        R = _rollout()
         hook, asg, state = self.hook, self.asg_name, obs.state
-        if isinstance(action, SuspendProcesses):
+        if isinstance(action, R.SuspendProcesses):
             hook.suspend_processes(asg, action.processes)
-        elif isinstance(action, Launch):
+        elif isinstance(action, R.Launch):
             hook.set_capacity(asg, max_size=action.new_max if action.new_max > state.max_size else None,
                               desired=action.new_desired)
             carry["batches"] = int(carry.get("batches", 0)) + 1
             carry["launched"] = int(carry.get("launched", 0)) + action.count
-        elif isinstance(action, Terminate):
+        elif isinstance(action, R.Terminate):
             done = hook.terminate_instances(action.instance_ids, decrement_desired=action.decrement_desired)
             carry["terminated"] = int(carry.get("terminated", 0)) + len(done)
             if not action.decrement_desired:
                 carry["batches"] = int(carry.get("batches", 0)) + 1
-        elif isinstance(action, PrepareInstances):
+        elif isinstance(action, R.PrepareInstances):
             if action.new_max is not None and action.new_max > state.max_size:
                 hook.set_capacity(asg, max_size=action.new_max)
             if action.exit_standby:
                 hook.exit_standby(asg, action.exit_standby)
             if action.unprotect:
                 hook.set_instance_protection(asg, action.unprotect, False)
-        elif isinstance(action, SetLaunchTemplate):
+        elif isinstance(action, R.SetLaunchTemplate):
             self._point_at(obs, action.launch_template)
-        elif isinstance(action, StartRollback):
+        elif isinstance(action, R.StartRollback):
             self.log.warning("%s: ROLLING BACK rollout %s: %s", asg, rid, action.reason)
             carry["rollback_reason"] = action.reason
             if record.target_lt:
                 self._point_at(obs, record.target_lt)
-        elif isinstance(action, Halt):
+        elif isinstance(action, R.Halt):
             self.log.warning("%s: HALTING rollout %s: %s (restoring capacity and processes)", asg, rid, action.reason)
-        elif isinstance(action, Restore):
+        elif isinstance(action, R.Restore):
             if (state.desired, state.min_size, state.max_size) != (action.desired, action.min_size, action.max_size):
                 hook.set_capacity(asg, min_size=action.min_size, max_size=action.max_size, desired=action.desired)
             if action.resume_processes:
                 hook.resume_processes(asg, action.resume_processes)
-        elif isinstance(action, Done):
+        elif isinstance(action, R.Done):
             self._clear_tags(obs.tags)
             outcome = "forward" if action.outcome == "completed" else "rolled_back"
             summary = self._summary(context, obs, record, carry, outcome, action.summary, skipped=action.skipped)
@@ -492,14 +486,14 @@ class AsgRecycleOperator(BaseOperator):
             if outcome == "rolled_back":
                 raise RolloutFailed(f"{asg}: {action.summary}")
             return summary
-        elif isinstance(action, Fail):
+        elif isinstance(action, R.Fail):
             summary = self._summary(context, obs, record, carry, "failed", action.reason)
             raise RolloutFailed(
                 f"{asg}: rollout {rid} failed ({action.fail_kind.value}): {action.reason}. Capacity and processes "
                 "are restored; the group stays locked (tags phoenix:rollout:*, phase failed) until a human looks. "
                 f"Fix: investigate, then delete the tags (aws autoscaling delete-tags ...) and run again"
             )
-        elif isinstance(action, DelegateInstanceRefresh):
+        elif isinstance(action, R.DelegateInstanceRefresh):
             if safe_halt:
                 raise AirflowException("instance refresh during a safe halt")
             refresh = hook.active_instance_refresh(asg)
@@ -509,7 +503,7 @@ class AsgRecycleOperator(BaseOperator):
             else:
                 refresh_id = str(refresh["InstanceRefreshId"])
             return self._defer_refresh(context, refresh_id, record, policy, carry)
-        elif isinstance(action, Wait):
+        elif isinstance(action, R.Wait):
             self._wait(rid, action, obs, record, policy, carry, inline_only=safe_halt)
         else:  # pragma: no cover - a new action kind
             raise AirflowException(f"unknown action {action.kind}")
@@ -542,6 +536,7 @@ class AsgRecycleOperator(BaseOperator):
 
     def _poll_inline(self, rid: str, wait: Wait, policy: Policy, carry: dict[str, Any], budget: float | None) -> bool:
         """Poll the wait's condition in the worker for up to ``budget`` seconds; True once it is over."""
+        R = _rollout()
         from phoenix_fleet.triggers.rollout_triggers import next_interval
 
         start = time.monotonic()
@@ -556,7 +551,7 @@ class AsgRecycleOperator(BaseOperator):
             carry["inline_polls"] = int(carry.get("inline_polls", 0)) + 1
             if obs.record is None or obs.record.rollout_id != rid:
                 return True
-            if wait_over(wait, obs.state, obs.record, policy):
+            if R.wait_over(wait, obs.state, obs.record, policy):
                 return True
 
     def _defer_wait(self, rid: str, wait: Wait, policy: Policy, carry: dict[str, Any]) -> None:
@@ -705,6 +700,7 @@ class AsgRecycleOperator(BaseOperator):
         self, obs: Any, policy: Policy, rid: str, target_image: str, target_lt: str | None,
         replace_before: datetime | None = None,
     ) -> RolloutRecord:
+        R = _rollout()
         state, lt = obs.state, obs.launch_template
         counts = Counter(i.image_id for i in state.live if i.image_id != target_image)
         previous = counts.most_common(1)[0][0] if counts else None
@@ -729,7 +725,7 @@ class AsgRecycleOperator(BaseOperator):
             )
             rollback_image = None
         labels = self.hook.image_labels([target_image] + ([previous] if previous else []))
-        return RolloutRecord.begin(
+        return R.RolloutRecord.begin(
             rid,
             state,
             policy,
@@ -769,9 +765,10 @@ class AsgRecycleOperator(BaseOperator):
 
     def _persist(self, current: Mapping[str, str], record: RolloutRecord) -> None:
         """Write the record to the group's tags before acting (only changed keys; stale keys deleted)."""
+        R = _rollout()
         tags = record.to_tags()
         changed = {k: v for k, v in tags.items() if current.get(k) != v}
-        stale = [k for k in RolloutRecord.tag_keys() if k in current and k not in tags]
+        stale = [k for k in R.RolloutRecord.tag_keys() if k in current and k not in tags]
         if changed:
             self.hook.put_tags(self.asg_name, changed)
         if stale:
@@ -780,7 +777,8 @@ class AsgRecycleOperator(BaseOperator):
     def _clear_tags(self, current: Mapping[str, str]) -> None:
         """Delete the record: the id (the lock) first, so that a crash in between leaves no half record (a
         later rollout's first write deletes the leftovers)."""
-        keys = [k for k in RolloutRecord.tag_keys() if k in current]
+        R = _rollout()
+        keys = [k for k in R.RolloutRecord.tag_keys() if k in current]
         lock = [k for k in keys if k == _ID_TAG]
         if lock:
             self.hook.delete_tags(self.asg_name, lock)
@@ -808,10 +806,11 @@ class AsgRecycleOperator(BaseOperator):
 
     def _canary_done(self, obs: Any, record: RolloutRecord, policy: Policy, action: Action, max_batches: int) -> bool:
         """Canary mode: the next action starts a new batch and ``max_batches`` batches are on the target."""
-        if record.phase != FORWARD:
+        R = _rollout()
+        if record.phase != R.FORWARD:
             return False
-        starts = isinstance(action, Launch | PrepareInstances) or (
-            isinstance(action, Terminate) and not action.decrement_desired
+        starts = isinstance(action, R.Launch | R.PrepareInstances) or (
+            isinstance(action, R.Terminate) and not action.decrement_desired
         )
         if not starts:
             return False
@@ -825,6 +824,7 @@ class AsgRecycleOperator(BaseOperator):
         self, context: Context, obs: Any, record: RolloutRecord, carry: Mapping[str, Any], outcome: str, message: str,
         *, skipped: Sequence[str] = (),
     ) -> dict[str, Any]:
+        R = _rollout()
         state = obs.state
         images = Counter(i.image_id for i in state.live)
         summary = {
@@ -841,7 +841,7 @@ class AsgRecycleOperator(BaseOperator):
             "duration_seconds": round((state.now - record.started_at).total_seconds(), 1),
             "capacity": {"desired": state.desired, "min": state.min_size, "max": state.max_size},
             "skipped": list(skipped),
-            "reason": carry.get("rollback_reason") or (record.reason if record.phase in (ROLLBACK, FAILED) else None),
+            "reason": carry.get("rollback_reason") or (record.reason if record.phase in (R.ROLLBACK, R.FAILED) else None),
             "resumed": bool(carry.get("resumed")),
             "steps": int(carry.get("steps", 0)),
             "defers": int(carry.get("defers", 0)),
@@ -853,6 +853,7 @@ class AsgRecycleOperator(BaseOperator):
         return summary
 
     def _dry_run(self, context: Context, obs: Any, record: RolloutRecord, policy: Policy, carry: dict[str, Any]) -> Any:
+        R = _rollout()
         from phoenix_fleet.rollout.rollout_preview import describe_plan, format_plan
 
         steps = describe_plan(obs.state, record, policy)
@@ -860,7 +861,7 @@ class AsgRecycleOperator(BaseOperator):
         self.log.info("DRY RUN of %s (nothing changes):\n%s", self.asg_name, text)
         batches = sum(
             1 for s in steps
-            if isinstance(s.action, Launch) or (isinstance(s.action, Terminate) and not s.action.decrement_desired)
+            if isinstance(s.action, R.Launch) or (isinstance(s.action, R.Terminate) and not s.action.decrement_desired)
         )
         carry = {**carry, "batches": batches}
         summary = self._summary(context, obs, record, carry, "dry_run", f"dry run: {len(steps)} step(s), {batches} batch(es)")
@@ -878,6 +879,7 @@ class AsgRecycleOperator(BaseOperator):
     def _after_error(self, context: Context, rid: str, exc: BaseException, carry: dict[str, Any]) -> None:
         """An unexpected error mid-rollout. With retries left: leave everything for the retry to resume. On the
         last try: halt safely (phase failed -> drain unhealthy surplus, restore capacity and processes)."""
+        R = _rollout()
         if self._retries_left(context):
             self.log.warning("%s: %s; the retry resumes rollout %s from what it observes", self.asg_name, exc, rid)
             return
@@ -887,7 +889,7 @@ class AsgRecycleOperator(BaseOperator):
             record = obs.record
             if record is None or record.rollout_id != rid:
                 return
-            if record.phase != FAILED:
+            if record.phase != R.FAILED:
                 self._persist(obs.tags, record.halted(obs.state.now, f"halted: error: {exc}"))
             self._loop(context, rid, carry, safe_halt=True)
         except RolloutFailed as done:

@@ -24,7 +24,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from phoenix_fleet.config import cached_fleet_config
+from phoenix_fleet import fleet_config as cached_fleet_config
 from phoenix_fleet.inventory.retention_plan import DEPRECATED_AT_TAG, iso, plan_lines, plan_retention
 
 #: Error codes an endpoint answers for an API it does not implement (moto answers an HTML 500, which botocore
@@ -33,6 +33,7 @@ UNSUPPORTED_CODES = frozenset(
     {"InvalidAction", "UnsupportedOperation", "NotImplemented", "UnknownOperationException", "InvalidRequest"}
 )
 DEPRECATE_LEAD = dt.timedelta(minutes=2)  # DeprecateAt must lie in the future
+
 
 
 def _error_code(exc: BaseException) -> str:

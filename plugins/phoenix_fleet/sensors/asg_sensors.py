@@ -10,7 +10,7 @@ Use it as the final gate after the mapped recycles, or on its own::
     AsgHealthySensor(task_id="fleet_healthy", asg_name="web", image_id="{{ params.ami }}", role="web",
                      timeout=1800)
 
-Import-light: only ``airflow.sdk``, the stdlib and our pure modules at module level.
+Import-light: only ``airflow.sdk`` and the stdlib at module level (the rollout core on first use).
 """
 
 from __future__ import annotations
@@ -19,17 +19,20 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
-from phoenix_fleet.rollout import FleetState, Policy, health_problems, is_healthy
+if TYPE_CHECKING:  # the rollout core is imported on first use: DAG files import this module at every parse
+    from phoenix_fleet.rollout import FleetState, Policy
 
 
 def fleet_healthy(state: FleetState, policy: Policy, image_id: str | None = None) -> tuple[bool, str]:
     """(healthy?, why): the group at desired capacity, nothing in transition, every instance healthy and,
     when ``image_id`` is given, on it. Pure: the sensor and ``AsgHealthyTrigger`` both call it."""
+    from phoenix_fleet.rollout import health_problems, is_healthy
+
     live = state.live
     moving = [i for i in state.members if i.in_transition]
     if len(live) != state.desired:
@@ -51,6 +54,8 @@ def fleet_healthy(state: FleetState, policy: Policy, image_id: str | None = None
 
 def policy_with(base: Policy, overrides: Mapping[str, Any] | str | None, field_name: str = "policy") -> Policy:
     """``base`` with the overrides applied; unknown keys and bad values raise ValueError naming the field."""
+    from phoenix_fleet.rollout import Policy
+
     if overrides is None or overrides == "":
         return base
     if isinstance(overrides, str):
@@ -92,6 +97,8 @@ def _as_list(value: Any) -> list[Any]:
 
 def resolve_policy(role: str | None, overrides: Mapping[str, Any] | str | None, fleet_config_path: str | None) -> Policy:
     """The role's rollout policy from the fleet config (the defaults without a role), with overrides."""
+    from phoenix_fleet.rollout import Policy
+
     base = Policy()
     if role:
         from phoenix_fleet.config import cached_fleet_config

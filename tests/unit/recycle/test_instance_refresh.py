@@ -101,7 +101,7 @@ class StubbedWorld:
 
     def _record_tags(self, ids: list[str]) -> dict[str, str]:
         from phoenix_fleet.hooks.asg_hook import fleet_state_from
-        from phoenix_fleet.operators.recycle_operators import resolve_policy
+        from phoenix_fleet.sensors.asg_sensors import resolve_policy
 
         state = fleet_state_from(group(ids, "1"), {i: (OLD, LAUNCHED) for i in ids}, None, {}, (), OLD,
                                  datetime.now(UTC))
