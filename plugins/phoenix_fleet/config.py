@@ -222,6 +222,9 @@ class Role(_Strict):
     regions: list[str] = Field(min_length=1)
     share_with_accounts: list[str] = Field(default_factory=list)
     schedule: str | None = Field(default=None, description="cron of the weekly release, UTC")
+    schedule_grace_hours: float = Field(
+        default=6, gt=0, le=168, description="a scheduled release run created later than this after its slot skips"
+    )
     terraform: TerraformSpec = Field(default_factory=TerraformSpec)
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     max_age_days: int | None = Field(default=None, ge=1, le=365)

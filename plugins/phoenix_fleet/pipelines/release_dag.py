@@ -27,7 +27,9 @@ DOC = """
    version), copies it to {regions}, shares it with {accounts}, moves `{prefix}/{role}/latest` and emits
    the Asset `x-phoenix://images/{role}`, which starts `fleet_rollout_{role}`.
 
-**Schedule**: `{schedule}` (UTC). One run at a time; no catch-up.
+**Schedule**: `{schedule}` (UTC). One run at a time; no catch-up. A scheduled run that starts more than
+`schedule_grace_hours` ({grace:g} h) after its slot (created by unpausing the DAG, or after a scheduler outage)
+releases nothing: `plan` skips it and says so. Trigger by hand to release at another time.
 
 **Trigger form** (Trigger DAG w/ config): `version` (empty: next free), `skip_bake` + `ami_id`
 (release an existing AMI, verified first), `base_ami_name` + `base_ami_owners` (override the base
@@ -92,7 +94,7 @@ def build_release_dag(fleet: FleetConfig, role_name: str) -> DAG:
         role=role_name, template=role.image.packer_template, base_name=role.image.base_ami.name,
         owners=", ".join(role.image.base_ami.owners), regions=", ".join(role.regions),
         accounts=", ".join(role.share_with_accounts) or "no other account", prefix=fleet.ssm_prefix,
-        schedule=role.schedule or "manual only", bucket=fleet.artifacts_bucket,
+        schedule=role.schedule or "manual only", bucket=fleet.artifacts_bucket, grace=role.schedule_grace_hours,
     )
     with DAG(
         dag_id=f"ami_release_{role_name}",
@@ -114,13 +116,25 @@ def build_release_dag(fleet: FleetConfig, role_name: str) -> DAG:
     ) as dag:
 
         @task(multiple_outputs=True, retries=1)
-        def plan(params: dict[str, Any] | None = None) -> dict[str, Any]:
-            from airflow.sdk.exceptions import AirflowFailException
+        def plan(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, Any]:
+            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
             from phoenix_fleet.config import cached_fleet_config
             from phoenix_fleet.hooks.image_hook import ImageHook
-            from phoenix_fleet.pipelines.release_plan import ReleaseParamError, describe_plan, plan_release
+            from phoenix_fleet.pipelines.release_plan import (
+                ReleaseParamError,
+                describe_plan,
+                late_scheduled_run,
+                plan_release,
+            )
 
+            slot = getattr(dag_run, "run_after", None) or getattr(dag_run, "data_interval_end", None)
+            late = late_scheduled_run(
+                getattr(dag_run, "run_type", None), slot, pendulum.now("UTC"),
+                cached_fleet_config().role(role_name).schedule_grace_hours,
+            )
+            if late:
+                raise AirflowSkipException(late)
             try:
                 result = plan_release(
                     cached_fleet_config(), role_name, params or {},

@@ -152,6 +152,25 @@ def plan_release(
     return plan
 
 
+def late_scheduled_run(run_type: Any, slot: dt.datetime | None, now: dt.datetime, grace_hours: float) -> str | None:
+    """Why a *scheduled* run should not release, or None. With catchup off, Airflow still creates a run for the
+    latest missed slot when a DAG is unpaused (or the scheduler was down): a weekly release would then start at
+    whatever hour someone unpaused it. Past ``grace_hours`` after its slot, such a run skips; a manual run never
+    does."""
+    kind = str(getattr(run_type, "value", run_type) or "")
+    if kind != "scheduled" or slot is None:
+        return None
+    late = now - slot
+    if late <= dt.timedelta(hours=grace_hours):
+        return None
+    return (
+        f"this scheduled run is for the slot at {slot:%Y-%m-%d %H:%M} UTC, {late.total_seconds() / 3600:.1f} h ago "
+        f"(more than schedule_grace_hours={grace_hours:g}): it was created late, by unpausing the DAG or after a "
+        "scheduler outage, so it releases nothing. Fix: trigger the DAG by hand to release now; the next slot "
+        "runs as scheduled"
+    )
+
+
 def describe_plan(plan: Mapping[str, Any]) -> str:
     steps = []
     if plan["skip_bake"]:

@@ -78,3 +78,45 @@ def test_version_from_asset_events_newest_wins():
     }
     assert version_from_events(events, "x-phoenix://images/web") == "2026.11.30-1"
     assert version_from_events({}, "x-phoenix://images/web") is None
+
+
+def test_a_scheduled_release_created_late_skips_and_a_manual_one_never_does():
+    import datetime as dt
+
+    from airflow.utils.types import DagRunType
+    from phoenix_fleet.pipelines.release_plan import late_scheduled_run
+
+    slot = dt.datetime(2026, 11, 23, 3, 0, tzinfo=dt.UTC)  # Monday 03:00
+    on_time = slot + dt.timedelta(minutes=2)
+    unpaused = dt.datetime(2026, 11, 25, 16, 0, tzinfo=dt.UTC)  # Wednesday afternoon
+    assert late_scheduled_run(DagRunType.SCHEDULED, slot, on_time, 6) is None
+    assert late_scheduled_run("scheduled", slot, slot + dt.timedelta(hours=5, minutes=59), 6) is None
+    why = late_scheduled_run(DagRunType.SCHEDULED, slot, unpaused, 6)
+    assert why and "slot at 2026-11-23 03:00 UTC, 61.0 h ago" in why and "schedule_grace_hours=6" in why
+    assert "Fix: trigger the DAG by hand" in why
+    assert late_scheduled_run(DagRunType.MANUAL, slot, unpaused, 6) is None
+    assert late_scheduled_run(DagRunType.ASSET_TRIGGERED, slot, unpaused, 6) is None
+    assert late_scheduled_run("scheduled", None, unpaused, 6) is None
+
+
+def test_the_release_plan_task_skips_a_late_scheduled_run_before_any_aws_call(monkeypatch):
+    """The plan task of ami_release_web, called as Airflow calls it: a late scheduled run skips (so every
+    downstream task skips), before it builds a hook or reads AWS."""
+    import datetime as dt
+
+    import phoenix_fleet.hooks.image_hook as image_hook
+    from airflow.sdk.exceptions import AirflowSkipException
+    from phoenix_fleet.pipelines.release_dag import build_release_dag
+
+    def no_aws(*a, **k):
+        raise AssertionError("the plan task touched AWS")
+
+    monkeypatch.setattr(image_hook, "ImageHook", no_aws)
+    dag = build_release_dag(FLEET, "web")
+    callable_ = dag.task_dict["plan"].python_callable
+    late = SimpleNamespace(run_type="scheduled", run_after=dt.datetime(2026, 11, 2, 3, 0, tzinfo=dt.UTC))
+    with pytest.raises(AirflowSkipException, match="this scheduled run is for the slot at 2026-11-02 03:00 UTC"):
+        callable_(params={}, dag_run=late)
+    manual = SimpleNamespace(run_type="manual", run_after=late.run_after)
+    with pytest.raises(AssertionError, match="touched AWS"):  # a manual run goes on to plan (and reads AWS)
+        callable_(params={}, dag_run=manual)
