@@ -104,12 +104,15 @@ class Wait(Action):
     instance_ids: tuple[str, ...] = ()
 
     def same_wait(self, other: Action) -> bool:
-        """Still the same wait? (a timer by its condition; a polled wait also by the instances it is on)"""
-        return (
-            isinstance(other, Wait)
-            and other.condition == self.condition
-            and (self.condition.timer or other.instance_ids == self.instance_ids)
-        )
+        """Is ``other`` (the next plan) still this wait, with nothing new to do?
+
+        A timer by its condition. A polled wait also while it is on no instance it was not on before: some of
+        them getting there (one of a batch turning healthy) is progress, not a reason to wake the task; a new
+        instance in the wait (a replacement launched) is. A plan that carries a record update is never the same
+        wait: the task must wake to persist it."""
+        if not isinstance(other, Wait) or other.condition != self.condition or other.record is not None:
+            return False
+        return self.condition.timer or set(other.instance_ids) <= set(self.instance_ids)
 
 
 @dataclass(frozen=True)

@@ -374,6 +374,18 @@ def test_wait_over_for_triggers() -> None:
     assert not wait_over(wait, replace(booting, now=T0 + timedelta(seconds=5)), rec, policy)
     ready = fleet(*olds(4), *news(2, age=61), desired=6, max_size=6)
     assert wait_over(wait, ready, rec, policy)
+    # a polled wait is over when the planner would act, not at every bit of progress: one of the two new
+    # instances turning healthy leaves the same wait on the other (no wake-up); a new instance joining it does
+    assert wait.instance_ids == ("i-new0", "i-new1")
+    half = fleet(*olds(4), inst("i-new0", NEW, az="us-east-1a", age=61),
+                 inst("i-new1", NEW, az="us-east-1b", lifecycle="Pending", age=21), desired=6, max_size=6)
+    assert plan(half, rec, policy).instance_ids == ("i-new1",)
+    assert not wait_over(wait, half, rec, policy)
+    joined = fleet(*olds(3), inst("i-new0", NEW, az="us-east-1a", age=61),
+                   inst("i-new1", NEW, az="us-east-1b", lifecycle="Pending", age=21),
+                   inst("i-new2", NEW, az="us-east-1a", lifecycle="Pending", age=1), desired=6, max_size=6)
+    assert "i-new2" in plan(joined, rec, policy).instance_ids
+    assert wait_over(wait, joined, rec, policy)
     warm = fleet(*olds(4), *news(2, age=30), desired=6, max_size=6)
     timer = plan(warm, rec, policy)
     assert isinstance(timer, Wait) and timer.condition.timer
