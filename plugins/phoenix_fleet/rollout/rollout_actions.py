@@ -108,9 +108,8 @@ class Wait(Action):
 
         A timer by its condition. A polled wait also while it is on no instance it was not on before: some of
         them getting there (one of a batch turning healthy) is progress, not a reason to wake the task; a new
-        instance in the wait (a replacement launched) is. A plan that carries a record update is never the same
-        wait: the task must wake to persist it."""
-        if not isinstance(other, Wait) or other.condition != self.condition or other.record is not None:
+        instance in the wait (a replacement launched) is."""
+        if not isinstance(other, Wait) or other.condition != self.condition:
             return False
         return self.condition.timer or set(other.instance_ids) <= set(self.instance_ids)
 
