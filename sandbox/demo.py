@@ -6,7 +6,10 @@
 3. build the fleet with real Terraform (include/terraform/envs/sandbox: the network root, then the fleet);
 4. print the fleet: roles, ASGs, instances, AMI and version;
 5. run the weekly release of one role (``ami_release_<role>``), then its rollout (``fleet_rollout_<role>``)
-   and the inventory report (``fleet_inventory``) with ``airflow dags test``, when those DAGs exist;
+   and the inventory report (``fleet_inventory``) with ``airflow dags test``, when those DAGs exist. The DAGs
+   read include/fleet.yaml with one change, printed: a warmup of ``DEMO_WARMUP_SECONDS`` instead of the
+   sample's 30 s (the sandbox's instances serve at once; ``airflow dags test`` runs mapped tasks one after
+   the other, so every batch's warmup adds up);
 6. print the fleet again, a summary, and where the report and logs are.
 """
 
@@ -23,6 +26,26 @@ REPO = Path(__file__).resolve().parents[1]
 TF_FLEET = REPO / "include" / "terraform" / "envs" / "sandbox"
 TF_NETWORK = TF_FLEET / "network"
 DEMO_ROLE = os.environ.get("PHOENIX_DEMO_ROLE", "web")
+DEMO_WARMUP_SECONDS = 10
+
+
+def demo_fleet_config(directory: Path) -> Path:
+    """include/fleet.yaml with the demo's warmup, in ``directory`` (its packer/ and terraform/ linked: paths in
+    the config are relative to it)."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "include" / "fleet.yaml").read_text())
+    raw.setdefault("defaults", {}).setdefault("rollout", {})["warmup_seconds"] = DEMO_WARMUP_SECONDS
+    for role in raw["roles"].values():
+        role.get("rollout", {}).pop("warmup_seconds", None)
+    directory.mkdir(parents=True, exist_ok=True)
+    for sub in ("packer", "terraform"):
+        link = directory / sub
+        if not link.is_symlink():
+            link.symlink_to(REPO / "include" / sub)
+    path = directory / "fleet.yaml"
+    path.write_text("# written by sandbox/demo.py from include/fleet.yaml (warmup changed)\n" + yaml.safe_dump(raw))
+    return path
 
 
 def _step(msg: str) -> None:
@@ -141,6 +164,19 @@ def main() -> int:
     for role, info in sorted(seeded["roles"].items()):
         print(f"    {role}: {info['ami_id']} version {info['version']}")
 
+    dags = {p.stem for p in (REPO / "dags").glob("*.py")}
+    from sandbox.airflow_env import airflow_env
+
+    os.environ["PHOENIX_FLEET_CONFIG"] = str(demo_fleet_config(sandbox_dir / "demo-include"))
+    env = airflow_env(endpoint, home=sandbox_dir / "airflow")
+    log_dir = sandbox_dir / "demo-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # Airflow's metadata DB is prepared while Terraform builds the fleet (fresh: the sandbox was reset too)
+    (sandbox_dir / "airflow" / "airflow.db").unlink(missing_ok=True)
+    migrate_log = (log_dir / "airflow-db-migrate.log").open("w")
+    migrate = subprocess.Popen([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env,
+                               stdout=migrate_log, stderr=subprocess.STDOUT)
+
     _step("building the fleet with real Terraform (network root, then fleet root)")
     for root in (TF_NETWORK, TF_FLEET):  # the sandbox was reset: old local state describes nothing that exists
         for name in ("terraform.tfstate", "terraform.tfstate.backup"):
@@ -152,18 +188,14 @@ def main() -> int:
     before = fleet_rows(endpoint)
     print_fleet(before)
 
-    dags = {p.stem for p in (REPO / "dags").glob("*.py")}
+    migrate.wait(timeout=600)
+    migrate_log.close()
+    if migrate.returncode != 0:
+        raise SystemExit(f"airflow db migrate failed (exit {migrate.returncode}): see {migrate_log.name}")
     if "ami_release" not in dags:
         return 0
-    from sandbox.airflow_env import airflow_env
-
-    env = airflow_env(endpoint, home=sandbox_dir / "airflow")
-    log_dir = sandbox_dir / "demo-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    _step("preparing Airflow's metadata DB (SQLite, fresh: the sandbox was reset too)")
-    (sandbox_dir / "airflow" / "airflow.db").unlink(missing_ok=True)
-    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, check=True,
-                   capture_output=True)
+    print(f"\n    DAGs read {os.environ['PHOENIX_FLEET_CONFIG']}: include/fleet.yaml with a rollout warmup of "
+          f"{DEMO_WARMUP_SECONDS}s (the sample says 30s)")
 
     _step(f"weekly security release of role {DEMO_ROLE}: bake → verify → publish")
     results = {"release": airflow_dags_test(env, f"ami_release_{DEMO_ROLE}", {}, log_dir)}
