@@ -718,7 +718,14 @@ class AsgRecycleOperator(BaseOperator):
                         previous_lt = f"{v.get('LaunchTemplateId') or lt.key}:{int(v['VersionNumber'])}"
                         break
         rollback_image = previous
-        if previous is not None and previous_lt is None:
+        if replace_before is not None:
+            if previous is not None:
+                self.log.info(
+                    "%s: renewal: instances on %s are replaced too; a failure HALTS (restores capacity), never rolls "
+                    "back to an older image", self.asg_name, previous,
+                )
+            rollback_image = None
+        elif previous is not None and previous_lt is None:
             self.log.warning(
                 "%s: no version of its launch template launches the previous image %s: a failure will HALT "
                 "(restore capacity), not roll back", self.asg_name, previous,

@@ -121,3 +121,18 @@ def test_bad_max_age_names_the_field(sandbox_clean, bad):
     op = renewal(f, max_age_days=bad)
     with pytest.raises(ValueError, match="max_age_days: "):
         run_task(op, make_context())
+
+
+def test_a_renewal_never_rolls_back_to_an_older_image(sandbox_clean):
+    """The group's template moved to the new AMI but its instances still run the old one (drift): the renewal
+    replaces them all onto the template's image, and records nothing to roll back to (a failure halts)."""
+    f = F.build_fleet(sandbox_clean)
+    sandbox_clean.client("autoscaling", region_name=F.REGION).update_auto_scaling_group(
+        AutoScalingGroupName=f.asg, LaunchTemplate={"LaunchTemplateId": f.lt_id, "Version": "2"}
+    )
+    op = renewal(f, max_batches=1, rollout_id="max-age/run-1")
+    op.hook = F.scripted_hook()
+    assert run_task(op, make_context()).result["outcome"] == "canary"
+    record = RolloutRecord.from_tags({t["Key"]: t["Value"] for t in F.group(sandbox_clean)["Tags"]})
+    assert record is not None and record.target_image == f.new_ami
+    assert record.previous_image is None and record.previous_lt is None
