@@ -8,7 +8,10 @@ in-process sandbox cloud; the test only talks to Airflow through its public REST
    (the ``plan`` XCom) and succeeds, with no approval (the sandbox environment does not require one);
 3. trigger ``fleet_rollout_worker`` by hand with ``require_approval``: its ``approval`` task waits in
    ``awaiting_input`` until the test answers ``Approve`` through the HITL REST endpoint; the run succeeds;
-4. the worker ASG ends with all its instances on the new AMI, at desired capacity.
+4. the worker ASG ends with all its instances on the new AMI, at desired capacity;
+5. one of its instances is aged 20 days (the sandbox's ``age``), an inventory report of the fleet is written,
+   and an event on the inventory Asset (``POST /api/v2/assets/events``, extra ``path``: what fleet_inventory
+   announces) starts ``fleet_max_age`` by itself: it renews exactly that instance, on the same AMI.
 
 Component logs are in the test's tmp AIRFLOW_HOME (``<component>.log``); on failure their tails and the
 failed tasks' logs are printed. Every wait is bounded; the whole test takes ~2-3 minutes on 2 cores.
@@ -31,6 +34,7 @@ ROLE = "worker"
 RELEASE = f"ami_release_{ROLE}"
 ROLLOUT = f"fleet_rollout_{ROLE}"
 ASG = "sandbox-worker-a"
+MAX_AGE = "fleet_max_age"
 
 
 @pytest.fixture
@@ -103,7 +107,21 @@ def _assert_fleet_on(h: Any, ami: str, version: str) -> None:
     assert set(images.values()) == {ami}, f"fleet not entirely on {version} ({ami}): {images}"
 
 
-def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflow: RealAirflow):
+def _inventory_report(h: Any, config: Path, out: Path) -> str:
+    """Tonight's inventory report of the sandbox fleet, written as fleet_inventory writes it (its functions)."""
+    from phoenix_fleet.config import load_fleet_config
+    from phoenix_fleet.inventory.collect import collect_region
+    from phoenix_fleet.inventory.report import build_report, render_all, write_local
+
+    cfg = load_fleet_config(config)
+    snap = collect_region(h.client("ec2"), h.client("autoscaling"), h.client("ssm"), "us-east-1",
+                          ssm_prefix=cfg.ssm_prefix)
+    report = build_report([snap], cfg)
+    return write_local(report, str(out), render_all(report))["report.json"]
+
+
+def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflow: RealAirflow,
+                                                 manual_release_config: Path, tmp_path: Path):
     h, af = seeded["handle"], real_airflow
     marks: dict[str, float] = {}
     runs: list[tuple[str, str]] = []
@@ -180,6 +198,34 @@ def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflo
         # 4. the fleet: every worker instance on the new AMI, at desired capacity
         _assert_fleet_on(h, new_ami, version)
         mark("fleet on the new AMI")
+
+        # 5. max age: an instance 20 days old, tonight's report, the inventory Asset event -> fleet_max_age
+        _, images = _fleet(h)
+        old, young = sorted(images)
+        h.age_instances(instance_ids=[old], days=20)
+        report = _inventory_report(h, manual_release_config, tmp_path / "reports")
+        af.wait_dags([MAX_AGE], timeout=60)
+        af.unpause(MAX_AGE)
+        assets = af.api("GET", "/api/v2/assets?uri_pattern=x-phoenix://inventory/fleet")["assets"]
+        assert [a["name"] for a in assets] == ["phoenix_fleet_inventory"], assets
+        af.api("POST", "/api/v2/assets/events", {"asset_id": assets[0]["id"], "extra": {"path": report}})
+
+        def max_age_run() -> dict[str, Any] | None:
+            found = [r for r in af.runs(MAX_AGE) if r["run_type"] == "asset_triggered"]
+            return found[0] if found else None
+
+        renewal = af.wait(f"the asset-triggered {MAX_AGE} run", max_age_run, timeout=60)["dag_run_id"]
+        runs.append((MAX_AGE, renewal))
+        af.wait_run(MAX_AGE, renewal, timeout=150)
+        mark("fleet_max_age succeeded")
+        assert af.task_state(MAX_AGE, renewal, "renew", 0) == "success"
+        summary = af.xcom(MAX_AGE, renewal, "summary")
+        assert summary["renewed"] == [ASG], summary
+        assert summary["results"][0]["replaced"] == 1, summary
+        group, images = _fleet(h)
+        assert old not in images and young in images, images
+        _assert_fleet_on(h, new_ami, version)
+        mark("the old instance renewed on the same AMI")
     except BaseException:
         print(f"phase timings: {marks}")
         for dag_id, run_id in runs:
