@@ -25,6 +25,7 @@ from moto.ec2.models.amis import Ami
 from moto.ec2.models.instances import Instance
 from moto.ec2.models.instances import InstanceState as Ec2InstanceState
 from moto.ec2.models.launch_templates import LaunchTemplate, LaunchTemplateBackend
+from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.elbv2.exceptions import TargetGroupNotFoundError, TargetNotRunning
 from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup, elbv2_backends
 from moto.ssm.exceptions import SSMException
@@ -752,7 +753,8 @@ def _list_command_invocations(self: Any) -> ActionResult:
 
 
 def _patch_terraform_fidelity() -> None:
-    """Three moto bugs that break Terraform against moto (plan drift; launches from a new LT version). Always on inside the sandbox (they
+    """Moto bugs that break Terraform or the native apply backend against moto (plan drift; launches from a new
+    LT version; versions made from a source version). Always on inside the sandbox (they
     only make moto store what AWS stores). The wrappers carry ``phoenix_fix = True``: the Terraform e2e test
     applies the same fixes in-process and skips any method already so marked.
 
@@ -817,6 +819,37 @@ def _patch_terraform_fidelity() -> None:
         return create_version
 
     _wrap(LaunchTemplate, "create_version", make_create_version)
+
+    def make_source_version(original: Any) -> Any:
+        # 4. CreateLaunchTemplateVersion ignores SourceVersion: the new version holds only the given data. AWS
+        #    starts from the source version and overrides the top-level keys given (what the native apply
+        #    backend relies on: a new version with only ImageId changed).
+        def create_launch_template_version(self: Any) -> Any:
+            source = self._get_param("SourceVersion")
+            if current() is None or not source:
+                return original(self)
+            import copy
+
+            name, template_id = self._get_param("LaunchTemplateName"), self._get_param("LaunchTemplateId")
+            backend = self.ec2_backend
+            template = backend.get_launch_template(template_id) if template_id else backend.get_launch_template_by_name(name)
+            base = copy.deepcopy(template.get_version(source).data)
+            plain = self._get_param
+
+            def get_param(key: str, default: Any = None) -> Any:
+                value = plain(key, default)
+                return {**base, **(value or {})} if key == "LaunchTemplateData" else value
+
+            self._get_param = get_param
+            try:
+                return original(self)
+            finally:
+                del self._get_param
+
+        create_launch_template_version.phoenix_fix = True  # type: ignore[attr-defined]
+        return create_launch_template_version
+
+    _wrap(LaunchTemplates, "create_launch_template_version", make_source_version)
 
 
 # --------------------------------------------------------------------------------------------- settle

@@ -18,43 +18,6 @@ from tests.helpers.airflow_run import make_context, run_task
 OLD, NEW = "2026.11.23-1", "2026.11.30-1"
 
 
-@pytest.fixture(autouse=True)
-def moto_honours_source_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto 5.2.5 ignores CreateLaunchTemplateVersion's SourceVersion (the new version holds only the given data).
-
-    AWS starts from the source version and overrides the top-level keys given. Patched here, in this process (the
-    sandbox fixture serves from a thread of it), for these tests; reported for sandbox/moto_patches.py.
-    """
-    import copy
-
-    from moto.ec2.responses.launch_templates import LaunchTemplates
-
-    original = LaunchTemplates.create_launch_template_version
-
-    def create_launch_template_version(self: Any) -> Any:
-        source = self._get_param("SourceVersion")
-        if not source:
-            return original(self)
-        name, tmpl_id = self._get_param("LaunchTemplateName"), self._get_param("LaunchTemplateId")
-        template = (
-            self.ec2_backend.get_launch_template(tmpl_id) if tmpl_id else self.ec2_backend.get_launch_template_by_name(name)
-        )
-        base = copy.deepcopy(template.get_version(source).data)
-        plain = self._get_param
-
-        def get_param(key: str, default: Any = None) -> Any:
-            value = plain(key, default)
-            return {**base, **(value or {})} if key == "LaunchTemplateData" else value
-
-        self._get_param = get_param
-        try:
-            return original(self)
-        finally:
-            del self._get_param
-
-    monkeypatch.setattr(LaunchTemplates, "create_launch_template_version", create_launch_template_version)
-
-
 @pytest.fixture
 def fleet(sandbox_clean: Any, tmp_path: Any) -> dict[str, Any]:
     """Two templates, four groups: $Default, $Latest, pinned to 1 (sharing template a), and one on template b."""
