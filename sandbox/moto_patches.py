@@ -901,13 +901,15 @@ def age_instances(region: str, *, instance_ids: Sequence[str] = (), asg: str | N
     if not 0 < days <= 3650:
         raise ValueError(f"days: must be more than 0 and at most 3650 (got {days})")
     ids = list(instance_ids)
-    for backend in _all_backends(autoscaling_backends):
-        if backend.region_name != region or asg is None:
-            continue
-        group = backend.autoscaling_groups.get(asg)
-        if group is None:
+    if asg is not None:
+        groups = [
+            b.autoscaling_groups[asg]
+            for b in _all_backends(autoscaling_backends)
+            if b.region_name == region and asg in b.autoscaling_groups
+        ]
+        if not groups:
             raise ValueError(f"asg: no AutoScaling group {asg!r} in {region}")
-        ids += [state.instance.id for state in group.instance_states]
+        ids += [state.instance.id for group in groups for state in group.instance_states]
     if not ids:
         raise ValueError("instance_ids / asg: name the instances to age")
     aged = []

@@ -99,8 +99,15 @@ def test_start_fast_reuse_status_reset_stop(make_cli: Any, aws_env: Any) -> None
     assert cli.pid() == pid and probe(cli.port)["pid"] == pid
 
     ec2 = boto3.client("ec2", endpoint_url=cli.url, region_name="us-east-1")
-    ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
+    iid = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     assert len(ec2.describe_instances()["Reservations"]) == 1
+    launched = ec2.describe_instances()["Reservations"][0]["Instances"][0]["LaunchTime"]
+    aged = cli.run("age", "--instance", iid, "--days", "20")
+    assert aged.returncode == 0 and aged.stdout.strip() == f"aged 1 instance(s) by 20 days: {iid}", aged.stderr
+    now_launched = ec2.describe_instances()["Reservations"][0]["Instances"][0]["LaunchTime"]
+    assert round((launched - now_launched).total_seconds()) == 20 * 86400
+    bad = cli.run("age", "--asg", "nope", "--days", "3")
+    assert bad.returncode != 0 and "asg: no AutoScaling group 'nope'" in bad.stderr
     reset = cli.run("reset")
     assert reset.returncode == 0, reset.stderr
     assert ec2.describe_instances()["Reservations"] == []
