@@ -45,3 +45,20 @@ def test_bad_trigger_conf_fails_in_plan_naming_the_field(airflow_db, seeded):
     assert states["plan"] == "failed"
     assert states["bake"] in ("upstream_failed", None)
     assert {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]} == before
+
+
+def test_a_late_scheduled_run_skips_every_task(airflow_db, seeded, monkeypatch):
+    """When plan judges the run late (a scheduled run created by unpausing: dag.test can only make manual
+    runs, so the judgement is forced here), the whole release is skipped: no bake, no canary, no publish,
+    and the run itself succeeds (nothing failed; nothing to alert on)."""
+    import phoenix_fleet.pipelines.release_plan as release_plan
+
+    monkeypatch.setattr(release_plan, "late_scheduled_run", lambda *a: "this scheduled run is for the slot at ...")
+    ec2 = seeded["handle"].client("ec2")
+    before = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    dr = _dag("web").test()
+    states = _states(dr)
+    assert dr.state == "success", states
+    assert states["plan"] == "skipped"
+    assert {t: s for t, s in states.items() if s != "skipped"} == {}, states
+    assert {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]} == before
