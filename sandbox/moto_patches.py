@@ -824,27 +824,51 @@ def _patch_terraform_fidelity() -> None:
         # 4. CreateLaunchTemplateVersion ignores SourceVersion: the new version holds only the given data. AWS
         #    starts from the source version and overrides the top-level keys given (what the native apply
         #    backend relies on: a new version with only ImageId changed).
+        # 5. ... and ignores ClientToken: an SDK retry of a request whose answer was lost (the Terraform
+        #    provider's Go SDK sends a token and retries on a slow answer) made a second version. AWS answers a
+        #    repeated token with the version it already made.
         def create_launch_template_version(self: Any) -> Any:
-            source = self._get_param("SourceVersion")
-            if current() is None or not source:
+            if current() is None:
                 return original(self)
             import copy
+
+            from moto.core.responses import ActionResult
 
             name, template_id = self._get_param("LaunchTemplateName"), self._get_param("LaunchTemplateId")
             backend = self.ec2_backend
             template = backend.get_launch_template(template_id) if template_id else backend.get_launch_template_by_name(name)
-            base = copy.deepcopy(template.get_version(source).data)
+            token = self._get_param("ClientToken")
+            tokens: dict[str, int] = template.__dict__.setdefault("_phx_tokens", {})
+            if token and token in tokens:
+                version = template.get_version(tokens[token])
+                return ActionResult({"LaunchTemplateVersion": {
+                    "CreateTime": version.create_time,
+                    "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
+                    "DefaultVersion": template.is_default(version),
+                    "LaunchTemplateData": version.data,
+                    "LaunchTemplateId": template.id,
+                    "LaunchTemplateName": template.name,
+                    "VersionDescription": version.description,
+                    "VersionNumber": version.number,
+                }})
+            source = self._get_param("SourceVersion")
             plain = self._get_param
+            if source:
+                base = copy.deepcopy(template.get_version(source).data)
 
-            def get_param(key: str, default: Any = None) -> Any:
-                value = plain(key, default)
-                return {**base, **(value or {})} if key == "LaunchTemplateData" else value
+                def get_param(key: str, default: Any = None) -> Any:
+                    value = plain(key, default)
+                    return {**base, **(value or {})} if key == "LaunchTemplateData" else value
 
-            self._get_param = get_param
+                self._get_param = get_param
             try:
-                return original(self)
+                result = original(self)
             finally:
-                del self._get_param
+                if source:
+                    del self._get_param
+            if token:
+                tokens[token] = template.versions[-1].number
+            return result
 
         create_launch_template_version.phoenix_fix = True  # type: ignore[attr-defined]
         return create_launch_template_version
