@@ -21,6 +21,8 @@ from typing import Any
 from .inventory_assets import INVENTORY_ASSET_URI
 from .report import SCHEMA_ID, max_age_plan
 
+_NOT_THERE = frozenset({"NoSuchKey", "NoSuchBucket", "AccessDenied", "404", "403"})
+
 
 class MaxAgeParamError(ValueError):
     """A bad fleet_max_age Param: the message names it and the fix."""
@@ -65,8 +67,11 @@ def read_report(ref: str, s3_client: Callable[[], Any]) -> dict[str, Any]:
             f"params.report: {ref} does not exist. Fix: run fleet_inventory first, or pass the path or s3:// URI "
             "of a report.json"
         ) from None
-    except Exception as exc:  # botocore ClientError (NoSuchKey, AccessDenied) and friends
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    except Exception as exc:  # botocore ClientError: a missing or forbidden report is bad input; the rest
+        # (throttling, network) is raised as is, for the task's retries
+        code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+        if code not in _NOT_THERE:
+            raise
         raise MaxAgeParamError(
             f"params.report: cannot read {ref} ({code or type(exc).__name__}: {exc}). Fix: run fleet_inventory "
             "first (it writes inventory/latest/), or pass the path or s3:// URI of a report.json"

@@ -116,3 +116,20 @@ def test_limits_and_their_errors() -> None:
             limits(params, 4)
     with pytest.raises(MaxAgeParamError, match="params.lead_days: 14 is not below web's max age of 14 days"):
         renewals(_report(), 1, 14)
+
+
+def test_a_transient_s3_error_is_raised_for_the_retries() -> None:
+    """Only a missing or forbidden report is bad input (fail now); throttling or the network are retried."""
+    from botocore.exceptions import ClientError
+
+    class S3:
+        def __init__(self, code: str) -> None:
+            self.code = code
+
+        def get_object(self, **_: Any) -> Any:
+            raise ClientError({"Error": {"Code": self.code, "Message": "x"}}, "GetObject")
+
+    with pytest.raises(ClientError, match="SlowDown"):
+        read_report("s3://bkt/inventory/latest/report.json", lambda: S3("SlowDown"))
+    with pytest.raises(MaxAgeParamError, match=r"params.report: cannot read .* \(AccessDenied"):
+        read_report("s3://bkt/inventory/latest/report.json", lambda: S3("AccessDenied"))
