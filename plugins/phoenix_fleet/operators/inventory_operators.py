@@ -25,6 +25,7 @@ from airflow.sdk import BaseOperator, Context
 
 from phoenix_fleet import fleet_config as cached_fleet_config
 from phoenix_fleet.inventory.inventory_assets import INVENTORY_ASSET
+from phoenix_fleet.operators.operator_args import as_bool
 
 SNS_TOPIC_ENV = "PHOENIX_INVENTORY_SNS_TOPIC_ARN"
 _SNS_ARN_RE = re.compile(r"^arn:aws[a-z-]*:sns:(?P<region>[a-z0-9-]+):\d{12}:[A-Za-z0-9_.-]+$")
@@ -46,12 +47,6 @@ def _as_int(value: Any, field: str) -> int | None:
     if number < 0:
         raise ValueError(f"{field}: must be 0 or more (got {number}). Fix: 0 uses the fleet config's value")
     return number or None
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 class CollectInventoryOperator(BaseOperator):
@@ -172,7 +167,7 @@ class BuildInventoryReportOperator(BaseOperator):
         local = write_local(report, self.report_dir or None, files)
         self.log.info("Wrote %s (and %s)", local["dir"], local["latest"])
         s3_uri = None
-        if _as_bool(self.write_s3):
+        if as_bool(self.write_s3):
             s3_uri = self._upload(files, self.artifacts_bucket or cfg.artifacts_bucket, report_date(report))
         out = summary(report)
         where = s3_uri or local["report.html"]

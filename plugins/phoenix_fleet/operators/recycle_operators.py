@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from phoenix_fleet.operators.operator_args import as_bool
+
 if TYPE_CHECKING:
     from types import ModuleType
 
@@ -73,12 +75,6 @@ def derive_rollout_id(dag_id: str, run_id: str) -> str:
     if len(safe) > 200:
         safe = safe[:180] + "-" + hashlib.sha1(raw.encode()).hexdigest()[:12]
     return safe
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 def _as_int(value: Any, name: str) -> int | None:
@@ -260,7 +256,7 @@ class AsgRecycleOperator(BaseOperator):
         R = _rollout()
         policy = self.resolved_policy
         rid = self._rid(context)
-        dry_run = _as_bool(self.dry_run)
+        dry_run = as_bool(self.dry_run)
         _as_int(self.max_batches, "max_batches")
         renew_days = _as_days(self.max_age_days, "max_age_days")
         obs = self._observe()

@@ -26,6 +26,7 @@ from airflow.sdk import BaseOperator, Context
 
 from phoenix_fleet import fleet_config as cached_fleet_config
 from phoenix_fleet.inventory.retention_plan import DEPRECATED_AT_TAG, iso, plan_lines, plan_retention
+from phoenix_fleet.operators.operator_args import as_bool
 
 #: Error codes an endpoint answers for an API it does not implement (moto answers an HTML 500, which botocore
 #: raises as ResponseParserError).
@@ -45,12 +46,6 @@ def is_unsupported(exc: BaseException) -> bool:
     if type(exc).__name__ in ("ResponseParserError", "OperationNotPageableError") or isinstance(exc, NotImplementedError):
         return True
     return _error_code(exc) in UNSUPPORTED_CODES
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 class AmiRetentionOperator(BaseOperator):
@@ -145,7 +140,7 @@ class AmiRetentionOperator(BaseOperator):
         role = cfg.role(self.role)
         keep = int(self.keep_versions or 0) or role.keep_versions
         grace = int(self.grace_days)
-        dry_run = _as_bool(self.dry_run_only)
+        dry_run = as_bool(self.dry_run_only)
         regions = list(role.regions)
         if self.region_name and self.region_name not in regions:
             raise ValueError(
@@ -260,7 +255,7 @@ class AmiRetentionOperator(BaseOperator):
 
         Any other failure (throttling, permissions) raises: better a failed run than a guessed deletion.
         """
-        if not _as_bool(self.check_image_references) or "DescribeImageReferences" in self._unsupported:
+        if not as_bool(self.check_image_references) or "DescribeImageReferences" in self._unsupported:
             return []
         client = self._client("ec2", region, optional_api=True)
         try:
