@@ -17,6 +17,28 @@ def sandbox_dir() -> Path:
     return Path(os.environ.get("PHOENIX_SANDBOX_DIR", REPO / ".sandbox"))
 
 
+def fleet_config_with_warmup(directory: Path, warmup_seconds: int) -> Path:
+    """``directory/fleet.yaml``: include/fleet.yaml with every role's rollout warmup set to ``warmup_seconds``
+    (the demo, and whole-DAG tests, whose sandbox instances serve at once). Its ``packer/`` and ``terraform/``
+    are linked next to it: paths in the config are relative to its directory."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "include" / "fleet.yaml").read_text())
+    raw.setdefault("defaults", {}).setdefault("rollout", {})["warmup_seconds"] = warmup_seconds
+    for role in raw["roles"].values():
+        role.get("rollout", {}).pop("warmup_seconds", None)
+    directory.mkdir(parents=True, exist_ok=True)
+    for sub in ("packer", "terraform"):
+        link = directory / sub
+        if not link.is_symlink():
+            link.symlink_to(REPO / "include" / sub)
+    path = directory / "fleet.yaml"
+    path.write_text(
+        f"# include/fleet.yaml with rollout warmup_seconds {warmup_seconds} (sandbox/airflow_env.py)\n" + yaml.safe_dump(raw)
+    )
+    return path
+
+
 def aws_connection_uri(endpoint_url: str, region: str = "us-east-1") -> str:
     """``aws_default`` as the JSON form of AIRFLOW_CONN_* (the sandbox accepts any credentials)."""
     return json.dumps(

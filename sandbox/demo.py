@@ -29,25 +29,6 @@ DEMO_ROLE = os.environ.get("PHOENIX_DEMO_ROLE", "web")
 DEMO_WARMUP_SECONDS = 10
 
 
-def demo_fleet_config(directory: Path) -> Path:
-    """include/fleet.yaml with the demo's warmup, in ``directory`` (its packer/ and terraform/ linked: paths in
-    the config are relative to it)."""
-    import yaml
-
-    raw = yaml.safe_load((REPO / "include" / "fleet.yaml").read_text())
-    raw.setdefault("defaults", {}).setdefault("rollout", {})["warmup_seconds"] = DEMO_WARMUP_SECONDS
-    for role in raw["roles"].values():
-        role.get("rollout", {}).pop("warmup_seconds", None)
-    directory.mkdir(parents=True, exist_ok=True)
-    for sub in ("packer", "terraform"):
-        link = directory / sub
-        if not link.is_symlink():
-            link.symlink_to(REPO / "include" / sub)
-    path = directory / "fleet.yaml"
-    path.write_text("# written by sandbox/demo.py from include/fleet.yaml (warmup changed)\n" + yaml.safe_dump(raw))
-    return path
-
-
 def _step(msg: str) -> None:
     print(f"\n==> {msg}", flush=True)
 
@@ -165,9 +146,9 @@ def main() -> int:
         print(f"    {role}: {info['ami_id']} version {info['version']}")
 
     dags = {p.stem for p in (REPO / "dags").glob("*.py")}
-    from sandbox.airflow_env import airflow_env
+    from sandbox.airflow_env import airflow_env, fleet_config_with_warmup
 
-    os.environ["PHOENIX_FLEET_CONFIG"] = str(demo_fleet_config(sandbox_dir / "demo-include"))
+    os.environ["PHOENIX_FLEET_CONFIG"] = str(fleet_config_with_warmup(sandbox_dir / "demo-include", DEMO_WARMUP_SECONDS))
     env = airflow_env(endpoint, home=sandbox_dir / "airflow")
     log_dir = sandbox_dir / "demo-logs"
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -25,16 +25,9 @@ def airflow_db() -> str:
 @pytest.fixture
 def fast_fleet_config(tmp_path, monkeypatch) -> Path:
     """include/fleet.yaml with no warmup, so whole-DAG runs spend no wall-clock time waiting on timers."""
-    import yaml
+    from sandbox.airflow_env import fleet_config_with_warmup
 
-    raw = yaml.safe_load((REPO / "include" / "fleet.yaml").read_text())
-    raw["defaults"]["rollout"]["warmup_seconds"] = 0
-    include = tmp_path / "include"
-    include.mkdir()
-    for sub in ("packer", "terraform"):  # paths in the config are relative to its directory
-        (include / sub).symlink_to(REPO / "include" / sub)
-    path = include / "fleet.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = fleet_config_with_warmup(tmp_path / "include", 0)
     monkeypatch.setenv("PHOENIX_FLEET_CONFIG", str(path))
     return path
 
