@@ -5,22 +5,14 @@ The full release (bake, verify, publish) runs in tests/e2e/test_release_rollout.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from e2e_fleet import dag_from
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
 def _dag(role: str):
-    sys.path.insert(0, str(REPO / "dags"))
-    try:
-        import ami_release
-    finally:
-        sys.path.remove(str(REPO / "dags"))
-    return getattr(ami_release, f"ami_release_{role}")
+    return dag_from("ami_release", f"ami_release_{role}")
 
 
 def _states(dr):
