@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from phoenix_fleet import asset_events
+
 from .inventory_assets import INVENTORY_ASSET_URI
 from .report import SCHEMA_ID, max_age_plan
 
@@ -40,12 +42,8 @@ def report_ref(param: str | None, events: Any, bucket: str) -> str:
     """Where to read the report from (see the module doc)."""
     if param and str(param).strip():
         return _json_sibling(str(param).strip())
-    newest: Mapping[str, Any] | None = None
-    for key, evs in dict(events or {}).items():
-        if getattr(key, "uri", str(key)) != INVENTORY_ASSET_URI:
-            continue
-        for ev in evs:
-            newest = getattr(ev, "extra", None) or newest
+    announced = [extra for extra in asset_events.extras(events, INVENTORY_ASSET_URI) if extra]
+    newest = announced[-1] if announced else None
     if newest:
         if newest.get("s3_uri"):
             return _json_sibling(str(newest["s3_uri"]))

@@ -51,18 +51,10 @@ def policy_overrides(params: Mapping[str, Any], base: RolloutPolicy) -> dict[str
 
 def version_from_events(events: Any, asset_uri: str) -> str | None:
     """The version a publish announced, from ``triggering_asset_events`` (newest event wins)."""
-    if not events:
-        return None
-    found = None
-    for key, evs in dict(events).items():
-        uri = getattr(key, "uri", str(key))
-        if uri != asset_uri:
-            continue
-        for ev in evs:
-            extra = getattr(ev, "extra", None) or {}
-            if extra.get("version"):
-                found = str(extra["version"])
-    return found
+    from phoenix_fleet.asset_events import extras
+
+    versions = [str(extra["version"]) for extra in extras(events, asset_uri) if extra.get("version")]
+    return versions[-1] if versions else None
 
 
 def plan_rollout(
