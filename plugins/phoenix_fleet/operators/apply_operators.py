@@ -13,7 +13,8 @@
 The image defaults to what publish moved: the value of ``<prefix>/<role>/latest`` in the region (or, with
 ``version``, that parameter's version labelled ``v<version>``).
 
-Import-light (DAG files import this at parse time): hooks and the Amazon provider are imported inside methods.
+Import-light (DAG files import this at parse time): only ``airflow.sdk`` and the stdlib at module level; the fleet
+config, the release logic (``phoenix_fleet.release``), hooks and the Amazon provider are imported inside methods.
 """
 
 from __future__ import annotations
@@ -24,22 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from phoenix_fleet.config import FleetConfig, Role, cached_fleet_config, include_dir
-from phoenix_fleet.release.launch_templates import (
-    AsgTemplateImage,
-    LaunchTemplateCheckError,
-    check_asg_images,
-    template_refs,
-)
-from phoenix_fleet.release.plan_guard import PlanGuardError, check_plan
-from phoenix_fleet.release.publish_rules import parse_bool, refuse_unless_publishable
-from phoenix_fleet.release.versions import Version
-
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from phoenix_fleet.config import FleetConfig, Role
     from phoenix_fleet.hooks.image_hook import ImageHook
     from phoenix_fleet.hooks.terraform_hook import TerraformHook
+    from phoenix_fleet.release.launch_templates import AsgTemplateImage
 
 
 class _RoleMixin:
@@ -47,6 +39,8 @@ class _RoleMixin:
     config_path: str | None
 
     def fleet(self) -> FleetConfig:
+        from phoenix_fleet.config import cached_fleet_config
+
         return cached_fleet_config(self.config_path)
 
     def role_config(self) -> Role:
@@ -63,6 +57,8 @@ def resolve_release_image(
     hook: ImageHook, fleet: FleetConfig, role: str, region: str, image_id: str | None, version: str | None
 ) -> str:
     """The AMI to apply: ``image_id``; else the ``latest`` pointer's version labelled ``v<version>``; else its value."""
+    from phoenix_fleet.release.versions import Version
+
     if not _empty(image_id):
         return str(image_id)
     name = fleet.latest_parameter(role)
@@ -94,6 +90,8 @@ def verify_asg_images(
 
     Returns every launch-template reference, resolved (one per ASG, plus mixed-instances overrides).
     """
+    from phoenix_fleet.release.launch_templates import LaunchTemplateCheckError, check_asg_images
+
     asgs = hook.find_asgs(tags=tags, names=names, region=region)
     if not asgs:
         if allow_empty:
@@ -191,6 +189,8 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         self._hook: TerraformHook | None = None
 
     def resolve_workdir(self) -> Path:
+        from phoenix_fleet.config import include_dir
+
         config_path = Path(self.config_path) if self.config_path else None
         if not _empty(self.workdir):
             path = Path(str(self.workdir))
@@ -209,6 +209,8 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         return path
 
     def _guard_flags(self) -> tuple[bool, bool]:
+        from phoenix_fleet.release.publish_rules import parse_bool
+
         allow_destroy = self.allow_destroy
         if _empty(allow_destroy):
             allow_destroy = self.role_config().terraform.allow_destroy if self.role else False
@@ -255,6 +257,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from phoenix_fleet.hooks.terraform_hook import output_values
+        from phoenix_fleet.release.plan_guard import PlanGuardError, check_plan
 
         workdir = self.resolve_workdir()
         allow_destroy, allow_other = self._guard_flags()
@@ -411,6 +414,9 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
         self.verify = verify
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from phoenix_fleet.release.launch_templates import LaunchTemplateCheckError, template_refs
+        from phoenix_fleet.release.publish_rules import refuse_unless_publishable
+
         hook = self.hook()
         region = self.region()
         image_id = self.image(hook)

@@ -15,7 +15,9 @@ available):
   for the tags first) -> incomplete: deregistered and built again.
 * nothing -> ``packer init``, ``validate``, ``build``.
 
-Import-light: the hook, the provider and boto3 are imported inside ``execute``.
+Import-light (DAG files import this at parse time): only ``airflow.sdk`` and the stdlib at module level; the fleet
+config, the release logic (``phoenix_fleet.release``), the hook, the provider and boto3 are imported inside the
+methods and functions that use them.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
-from phoenix_fleet.release.release_notes import image_prefix, package_list_key
-from phoenix_fleet.release.versions import Version
-
 ROLE_TAG = "phoenix:role"
 VERSION_TAG = "phoenix:version"
 FAILED_STATES = ("failed", "error", "invalid")
@@ -44,11 +43,15 @@ GIT_SHA_ENV = "PHOENIX_GIT_SHA"
 
 def manifest_key(role: str, version: str) -> str:
     """``images/<role>/<version>/manifest-<role>-<version>.json`` (Packer's file name, next to the package list)."""
+    from phoenix_fleet.release.release_notes import image_prefix
+
     return f"{image_prefix(role, version)}manifest-{role}-{version}.json"
 
 
 def packages_key(role: str, version: str) -> str:
     """``images/<role>/<version>/packages-<role>-<version>.tsv``: where publish reads it for the release notes."""
+    from phoenix_fleet.release.release_notes import package_list_key
+
     return package_list_key(role, version)
 
 
@@ -150,6 +153,8 @@ class PackerBuildOperator(BaseOperator):
         return cached_fleet_config(self.fleet_config_path)
 
     def _validate(self) -> None:
+        from phoenix_fleet.release.versions import Version
+
         Version.parse(str(self.version), field="version")  # VersionError (a ValueError) names the fix
         self._config().role(self.role)
 
@@ -192,7 +197,7 @@ class PackerBuildOperator(BaseOperator):
         from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        kw = {"aws_conn_id": self.aws_conn_id, "region_name": self._region(), "verify": self.verify}
+        kw: dict[str, Any] = {"aws_conn_id": self.aws_conn_id, "region_name": self._region(), "verify": self.verify}
         return EC2Hook(api_type="client_type", config=self.botocore_config, **kw), S3Hook(**kw)
 
     # ----------------------------------------------------------------------------------- existing

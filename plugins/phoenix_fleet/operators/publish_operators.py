@@ -21,8 +21,9 @@ Three operators, wired in the role's release DAG after verify::
   ``.../latest-version`` in every region (each new parameter version labelled ``v<version>``: the release log),
   tags ``phoenix:published-at`` and emits the asset event ``x-phoenix://images/<role>`` with the release metadata.
 
-Import-light (DAG files import this at parse time): hooks, triggers and the Amazon provider are imported inside
-methods.
+Import-light (DAG files import this at parse time): only ``airflow.sdk`` and the stdlib at module level; the fleet
+config, the release logic (``phoenix_fleet.release``), hooks, triggers and the Amazon provider are imported inside
+methods. :func:`image_asset` needs nothing more.
 """
 
 from __future__ import annotations
@@ -35,42 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
-from phoenix_fleet.config import FleetConfig, Role, cached_fleet_config
-from phoenix_fleet.release.publish_rules import (
-    MANAGED_BY,
-    TAG_BAKE_VERSION,
-    TAG_COPY_OF,
-    TAG_MANAGED_BY,
-    TAG_PUBLISHED_AT,
-    TAG_PUBLISHED_BY,
-    TAG_RELEASE_NOTES,
-    TAG_ROLE,
-    TAG_SOURCE_REGION,
-    TAG_VERSION,
-    PublishRefusedError,
-    VersionConflictError,
-    check_not_backwards,
-    image_claims,
-    parameter_claims,
-    previous_version,
-    raise_on_conflicts,
-    refuse_unless_publishable,
-    resolve_version,
-    tag_map,
-)
-from phoenix_fleet.release.release_notes import (
-    SUMMARY_LIMIT,
-    PackageListSource,
-    build_release_notes,
-    package_list_key,
-    release_notes_keys,
-)
-from phoenix_fleet.release.versions import Version, is_version
-
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from phoenix_fleet.config import FleetConfig, Role
     from phoenix_fleet.hooks.image_hook import ImageHook
+    from phoenix_fleet.release.release_notes import PackageListSource
 
 ASSET_EXTRA_MAX_BYTES = 16_000
 """The asset event's extra is stored in the metadata DB and shown in the UI: keep it small."""
@@ -111,6 +82,8 @@ class _FleetMixin:
     config_path: str | None
 
     def fleet(self) -> FleetConfig:
+        from phoenix_fleet.config import cached_fleet_config
+
         return cached_fleet_config(self.config_path)
 
     def role_config(self) -> Role:
@@ -129,7 +102,8 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
     :param ami_id: the verified AMI, in ``region_name`` (default: the role's home region, its first region)
     :param version: explicit ``YYYY.MM.DD-N`` (template it from ``params.version``); empty: the version bake
         tagged on the AMI (``phoenix:version``), else the next free one today (UTC)
-    :param notes_summary_limit: entries per list in the bounded summary (asset event, XCom)
+    :param notes_summary_limit: entries per list in the bounded summary (asset event, XCom); default
+        ``release_notes.SUMMARY_LIMIT`` (10)
     :param config_path: fleet config (default: ``$PHOENIX_FLEET_CONFIG`` / include/fleet.yaml)
 
     Returns (and pushes under each key) ``{"role", "version", "version_source", "label", "ami_id", "ami_name",
@@ -146,7 +120,7 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
         role: str,
         ami_id: str,
         version: str | None = None,
-        notes_summary_limit: int = SUMMARY_LIMIT,
+        notes_summary_limit: int | None = None,
         config_path: str | None = None,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
@@ -167,6 +141,24 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
         return ImageHook(aws_conn_id=self.aws_conn_id, region_name=region)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from phoenix_fleet.release.publish_rules import (
+            MANAGED_BY,
+            TAG_BAKE_VERSION,
+            TAG_MANAGED_BY,
+            TAG_RELEASE_NOTES,
+            TAG_ROLE,
+            TAG_VERSION,
+            check_not_backwards,
+            image_claims,
+            parameter_claims,
+            previous_version,
+            raise_on_conflicts,
+            refuse_unless_publishable,
+            resolve_version,
+            tag_map,
+        )
+        from phoenix_fleet.release.release_notes import SUMMARY_LIMIT, release_notes_keys
+
         fleet = self.fleet()
         role = self.role_config()
         region = self.region_name or role.home_region
@@ -237,7 +229,9 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
             "release_notes": {
                 "markdown_uri": md_uri,
                 "json_uri": json_uri,
-                "summary": notes.summary(self.notes_summary_limit),
+                "summary": notes.summary(
+                    SUMMARY_LIMIT if self.notes_summary_limit is None else self.notes_summary_limit
+                ),
             },
         }
         _push_keys(context, result)
@@ -246,6 +240,13 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
     def _release_notes(
         self, hook: ImageHook, bucket: str, version: str, previous: str | None, ami_id: str, bake_version: str | None
     ) -> Any:
+        from phoenix_fleet.release.release_notes import (
+            PackageListSource,
+            build_release_notes,
+            package_list_key,
+        )
+        from phoenix_fleet.release.versions import is_version
+
         def fetch(v: str) -> PackageListSource:
             key = package_list_key(self.role, v)
             return PackageListSource(f"s3://{bucket}/{key}", hook.read_s3_text(bucket, key))
@@ -334,10 +335,14 @@ class CopyImageToRegionOperator(BaseOperator):
         if self.region_name:
             return str(self.region_name)
         if self.role:
+            from phoenix_fleet.config import cached_fleet_config
+
             return cached_fleet_config(self.config_path).role(self.role).home_region
         raise ValueError("source_region: not given. Fix: pass source_region (or region_name, or role)")
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from phoenix_fleet.release.publish_rules import PublishRefusedError
+
         src_region, dest = self._source_region(), str(self.dest_region)
         hook = self.hook()
         source = hook.describe_image(self.ami_id, src_region)
@@ -406,6 +411,8 @@ class CopyImageToRegionOperator(BaseOperator):
         return f"[phoenix-fleet copy of {self.ami_id} from {src_region}]"
 
     def _copy_tags(self, source: Mapping[str, Any]) -> dict[str, str]:
+        from phoenix_fleet.release.publish_rules import TAG_COPY_OF, TAG_SOURCE_REGION, tag_map
+
         tags = {k: v for k, v in tag_map(source).items() if not k.startswith(_UNCOPIED_TAG_PREFIXES)}
         tags[TAG_COPY_OF] = source["ImageId"]
         tags[TAG_SOURCE_REGION] = self._source_region()
@@ -414,6 +421,8 @@ class CopyImageToRegionOperator(BaseOperator):
     def _find_or_copy(
         self, hook: ImageHook, source: Mapping[str, Any], src_region: str, dest: str
     ) -> tuple[dict[str, Any], bool]:
+        from phoenix_fleet.release.publish_rules import TAG_COPY_OF, PublishRefusedError
+
         tagged = hook.find_images({f"tag:{TAG_COPY_OF}": source["ImageId"]}, dest)
         for image in tagged:
             if image.get("State") == "failed":
@@ -554,6 +563,19 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
         return {r: amis[r] for r in role.regions}
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from phoenix_fleet.release.publish_rules import (
+            TAG_PUBLISHED_AT,
+            TAG_PUBLISHED_BY,
+            TAG_VERSION,
+            VersionConflictError,
+            check_not_backwards,
+            parameter_claims,
+            raise_on_conflicts,
+            refuse_unless_publishable,
+            tag_map,
+        )
+        from phoenix_fleet.release.versions import Version
+
         fleet = self.fleet()
         role = self.role_config()
         release = self.release
@@ -671,6 +693,8 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
 
 def bound_extra(extra: dict[str, Any], limit: int = ASSET_EXTRA_MAX_BYTES) -> dict[str, Any]:
     """Shrink the release-notes summary until the extra's JSON fits in ``limit`` bytes."""
+    from phoenix_fleet.release.release_notes import SUMMARY_LIMIT
+
     out = dict(extra)
     summary = out.get("release_notes")
     keep = SUMMARY_LIMIT

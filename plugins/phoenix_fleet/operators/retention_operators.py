@@ -20,13 +20,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
 from phoenix_fleet import fleet_config as cached_fleet_config
-from phoenix_fleet.inventory.retention_plan import DEPRECATED_AT_TAG, iso, plan_lines, plan_retention
 from phoenix_fleet.operators.operator_args import as_bool
+
+
+def _rp() -> ModuleType:
+    """``inventory.retention_plan``, imported on first use (the DAG file imports this module at every parse)."""
+    from phoenix_fleet.inventory import retention_plan
+
+    return retention_plan
 
 #: Error codes an endpoint answers for an API it does not implement (moto answers an HTML 500, which botocore
 #: raises as ResponseParserError).
@@ -149,8 +156,8 @@ class AmiRetentionOperator(BaseOperator):
         act = [self.region_name] if self.region_name else regions
         now = dt.datetime.now(dt.UTC)
         snapshots = self._sweep(regions, cfg.ssm_prefix)
-        plan = plan_retention(snapshots, self.role, keep_versions=keep, grace_days=grace, now=now, act_regions=act)
-        for line in plan_lines(plan, dry_run=dry_run):
+        plan = _rp().plan_retention(snapshots, self.role, keep_versions=keep, grace_days=grace, now=now, act_regions=act)
+        for line in _rp().plan_lines(plan, dry_run=dry_run):
             self.log.info("%s", line)
         result: dict[str, Any] = {
             "role": self.role,
@@ -178,7 +185,7 @@ class AmiRetentionOperator(BaseOperator):
         doomed = [r for r in plan["images"] if r["action"] == "delete"]
         if doomed:
             # Second look: anything that started using a doomed AMI since the first sweep keeps it.
-            again = plan_retention(
+            again = _rp().plan_retention(
                 self._sweep(regions, cfg.ssm_prefix),
                 self.role,
                 keep_versions=keep,
@@ -234,9 +241,9 @@ class AmiRetentionOperator(BaseOperator):
                 self._degrade(
                     "EnableImageDeprecation",
                     exc,
-                    f"deprecation is tracked by the {DEPRECATED_AT_TAG} tag only (the AMI stays launchable and listed)",
+                    f"deprecation is tracked by the {_rp().DEPRECATED_AT_TAG} tag only (the AMI stays launchable and listed)",
                 )
-        self._client("ec2", region).create_tags(Resources=[ami], Tags=[{"Key": DEPRECATED_AT_TAG, "Value": iso(now)}])
+        self._client("ec2", region).create_tags(Resources=[ami], Tags=[{"Key": _rp().DEPRECATED_AT_TAG, "Value": _rp().iso(now)}])
         self.log.info("Deprecated %s (%s)", ami, region)
 
     def _undeprecate(self, region: str, ami: str) -> None:
@@ -246,8 +253,8 @@ class AmiRetentionOperator(BaseOperator):
             except Exception as exc:  # noqa: BLE001 - narrowed below
                 if not is_unsupported(exc):
                     raise
-                self._degrade("DisableImageDeprecation", exc, f"only the {DEPRECATED_AT_TAG} tag is removed")
-        self._client("ec2", region).delete_tags(Resources=[ami], Tags=[{"Key": DEPRECATED_AT_TAG}])
+                self._degrade("DisableImageDeprecation", exc, f"only the {_rp().DEPRECATED_AT_TAG} tag is removed")
+        self._client("ec2", region).delete_tags(Resources=[ami], Tags=[{"Key": _rp().DEPRECATED_AT_TAG}])
         self.log.info("Un-deprecated %s (%s): it is needed again", ami, region)
 
     def _references(self, region: str, ami: str) -> list[str]:
