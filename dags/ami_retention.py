@@ -22,6 +22,12 @@ docs/inventory.md.
 
 from __future__ import annotations
 
+# Airflow modules this file uses, named so that the DAG processor imports them once, before it forks each
+# parse ([dag_processor] parsing_pre_import_modules reads a DAG file's top-level airflow imports).
+import airflow.providers.standard.decorators.python  # noqa: F401
+import airflow.providers.standard.operators.empty  # noqa: F401
+import airflow.sdk.bases.sensor  # noqa: F401
+import airflow.sdk.definitions.decorators  # noqa: F401
 import pendulum
 from airflow.sdk import Param, dag, task
 from phoenix_fleet.operators.retention_operators import AmiRetentionOperator

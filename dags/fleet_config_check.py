@@ -13,6 +13,10 @@ fails this DAG with one line per problem, each naming the field and the fix, e.g
 
 from __future__ import annotations
 
+# Airflow modules this file uses, named so that the DAG processor imports them once, before it forks each
+# parse ([dag_processor] parsing_pre_import_modules reads a DAG file's top-level airflow imports).
+import airflow.providers.standard.decorators.python  # noqa: F401
+import airflow.sdk.definitions.decorators  # noqa: F401
 import pendulum
 from airflow.sdk import Param, dag, task
 

@@ -75,6 +75,8 @@ def airflow_env(
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW_CONN_AWS_DEFAULT": aws_connection_uri(endpoint_url),
             "PHOENIX_FLEET_CONFIG": env.get("PHOENIX_FLEET_CONFIG", str(REPO / "include" / "fleet.yaml")),
+            # the DAG files' parse cache (phoenix_fleet.dag_facts), kept with the sandbox's Airflow home
+            "PHOENIX_PARSE_CACHE_DIR": env.get("PHOENIX_PARSE_CACHE_DIR", str(home / "parse-cache")),
             "AWS_ENDPOINT_URL": endpoint_url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",

@@ -28,6 +28,8 @@ _DEFAULTS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
+# the DAG files' parse cache (phoenix_fleet.dag_facts): per session, not in the developer's ~/.cache
+_DEFAULTS["PHOENIX_PARSE_CACHE_DIR"] = os.path.join(os.environ["AIRFLOW_HOME"], "parse-cache")
 for _k, _v in _DEFAULTS.items():
     os.environ.setdefault(_k, _v)
 os.environ.pop("AWS_PROFILE", None)

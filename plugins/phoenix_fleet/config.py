@@ -3,13 +3,12 @@
 Every validation error names the field (as a dotted path into the YAML) and says how to fix it,
 e.g. ``roles.web.rollout.batch_size: must be at least 1 (got 0). Fix: ...``.
 
-Kept cheap to import: DAG files import it at parse time (pydantic and yaml are already loaded by
-Airflow).  No AWS calls here.
+DAG files do not import this at every parse: they read the few values their shape needs through
+:mod:`phoenix_fleet.dag_facts`, which validates here only when the file (or this code) changed. No AWS calls here.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -20,10 +19,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# re-exported: the location and the error type live in an import-light module (DAG files need them at parse time)
+from phoenix_fleet.config_file import CONFIG_ENV_VAR as CONFIG_ENV_VAR
+from phoenix_fleet.config_file import FleetConfigError as FleetConfigError
+from phoenix_fleet.config_file import default_config_path as default_config_path
+from phoenix_fleet.config_file import include_dir as include_dir
+
 #: libyaml's safe loader when PyYAML was built with it (~10x faster: DAG files load the config at every parse)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-CONFIG_ENV_VAR = "PHOENIX_FLEET_CONFIG"
 
 HealthSignal = Literal["asg", "elb", "ec2_status", "alarms"]
 HEALTH_SIGNALS: tuple[HealthSignal, ...] = ("asg", "elb", "ec2_status", "alarms")
@@ -42,15 +46,6 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _ROLE_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _CRON_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@once"}
-
-
-class FleetConfigError(ValueError):
-    """The fleet config is invalid. ``problems`` holds one line per problem: ``<field>: <what>. Fix: <how>``."""
-
-    def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = problems
-        where = f" in {source}" if source else ""
-        super().__init__(f"invalid fleet config{where}:\n  " + "\n  ".join(problems))
 
 
 class _Strict(BaseModel):
@@ -399,6 +394,8 @@ def _format_error(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         parent = _model_for_loc(loc)
         allowed = sorted(parent.model_fields) if parent else []
+        import difflib
+
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         fix = f"did you mean {hint[0]!r}?" if hint else f"remove it; allowed keys here: {', '.join(allowed)}"
         return f"{path}: unknown key. Fix: {fix}"
@@ -438,37 +435,22 @@ def parse_fleet_config(raw: Any, source: str | None = None) -> FleetConfig:
         raise FleetConfigError(sorted({_format_error(err, merged) for err in e.errors()}), source) from None
 
 
-def default_config_path() -> Path:
-    """``$PHOENIX_FLEET_CONFIG``, else include/fleet.yaml next to dags/ (searched from here and from cwd)."""
-    env = os.environ.get(CONFIG_ENV_VAR)
-    if env:
-        return Path(env)
-    for start in (Path(__file__).resolve(), Path.cwd().resolve()):
-        for parent in (start, *start.parents):
-            candidate = parent / "include" / "fleet.yaml"
-            if candidate.is_file():
-                return candidate
-    raise FleetConfigError(
-        [f"no fleet config found. Fix: set {CONFIG_ENV_VAR}=/path/to/fleet.yaml or create include/fleet.yaml"]
-    )
-
-
-def include_dir(config_path: Path | None = None) -> Path:
-    """The include/ directory that relative paths in the config (packer templates, terraform) resolve against."""
-    return (config_path or default_config_path()).resolve().parent
-
-
 def load_fleet_config(path: str | os.PathLike[str] | None = None) -> FleetConfig:
     p = Path(path) if path is not None else default_config_path()
     try:
         text = p.read_text()
     except OSError as e:
         raise FleetConfigError([f"cannot read {p}: {e.strerror}. Fix: check the path or {CONFIG_ENV_VAR}"]) from None
+    return fleet_config_from_text(text, str(p))
+
+
+def fleet_config_from_text(text: str, source: str | None = None) -> FleetConfig:
+    """Parse and validate the YAML text of a fleet config (``source`` names it in errors)."""
     try:
         raw = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (libyaml's when built in)
     except yaml.YAMLError as e:
-        raise FleetConfigError([f"not valid YAML: {e}. Fix: correct the syntax"], str(p)) from None
-    return parse_fleet_config(raw, str(p))
+        raise FleetConfigError([f"not valid YAML: {e}. Fix: correct the syntax"], source) from None
+    return parse_fleet_config(raw, source)
 
 
 @lru_cache(maxsize=8)

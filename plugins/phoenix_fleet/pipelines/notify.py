@@ -9,11 +9,12 @@ configured and the provider is installed. Import-light: the hooks are imported w
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
 
-from phoenix_fleet.config import FleetConfig
+if TYPE_CHECKING:
+    from phoenix_fleet.dag_facts import RoleFacts
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,14 @@ class RolloutNotifier(BaseNotifier):
             self.sent.append("slack")
 
 
-def rollout_callbacks(fleet: FleetConfig, role: str) -> tuple[RolloutNotifier, RolloutNotifier]:
-    env = fleet.environment(role)
-    region = fleet.role(role).home_region
-    common = {"sns_topic_arn": env.notify_sns_topic_arn, "slack_conn_id": env.slack_conn_id, "region_name": region}
+def rollout_callbacks(facts: RoleFacts) -> tuple[RolloutNotifier, RolloutNotifier]:
+    """(on success, on failure) for the role's rollout DAG: its environment's SNS topic and Slack connection."""
+    common = {
+        "sns_topic_arn": facts["notify_sns_topic_arn"],
+        "slack_conn_id": facts["slack_conn_id"],
+        "region_name": facts["home_region"],
+    }
     return (
-        RolloutNotifier(role=role, outcome="succeeded", **common),
-        RolloutNotifier(role=role, outcome="failed", **common),
+        RolloutNotifier(role=facts["role"], outcome="succeeded", **common),
+        RolloutNotifier(role=facts["role"], outcome="failed", **common),
     )

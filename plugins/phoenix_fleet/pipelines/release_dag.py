@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import DAG, Param, TaskGroup, task
 
-from phoenix_fleet.config import FleetConfig
+if TYPE_CHECKING:
+    from phoenix_fleet.dag_facts import RoleFacts
 
 DOC = """
 ### ami_release_{role}: the weekly security-patch release of the **{role}** image
@@ -70,7 +71,8 @@ def release_params() -> dict[str, Param]:
     }
 
 
-def build_release_dag(fleet: FleetConfig, role_name: str) -> DAG:
+def build_release_dag(facts: RoleFacts) -> DAG:
+    """The role's release DAG, from its parse-time facts (:func:`phoenix_fleet.dag_facts.fleet_dag_facts`)."""
     # operator modules are import-light (no AWS library at module level)
     from phoenix_fleet.operators.bake_operators import PackerBuildOperator
     from phoenix_fleet.operators.publish_operators import (
@@ -88,17 +90,18 @@ def build_release_dag(fleet: FleetConfig, role_name: str) -> DAG:
     )
     from phoenix_fleet.sensors.ami_sensors import AmiAvailableSensor
 
-    role = fleet.role(role_name)
-    home = role.home_region
+    role_name = facts["role"]
+    home = facts["home_region"]
     doc = DOC.format(
-        role=role_name, template=role.image.packer_template, base_name=role.image.base_ami.name,
-        owners=", ".join(role.image.base_ami.owners), regions=", ".join(role.regions),
-        accounts=", ".join(role.share_with_accounts) or "no other account", prefix=fleet.ssm_prefix,
-        schedule=role.schedule or "manual only", bucket=fleet.artifacts_bucket, grace=role.schedule_grace_hours,
+        role=role_name, template=facts["packer_template"], base_name=facts["base_ami_name"],
+        owners=", ".join(facts["base_ami_owners"]), regions=", ".join(facts["regions"]),
+        accounts=", ".join(facts["share_with_accounts"]) or "no other account", prefix=facts["ssm_prefix"],
+        schedule=facts["schedule"] or "manual only", bucket=facts["artifacts_bucket"],
+        grace=facts["schedule_grace_hours"],
     )
     with DAG(
         dag_id=f"ami_release_{role_name}",
-        schedule=role.schedule,
+        schedule=facts["schedule"],
         start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from phoenix_fleet.config import FleetConfig
+if TYPE_CHECKING:
+    from phoenix_fleet.dag_facts import RoleFacts
 
 DOC = """
 ### fleet_rollout_{role}: move every **{role}** instance to the new image
@@ -56,7 +57,8 @@ def rollout_params() -> dict[str, Param]:
     }
 
 
-def build_rollout_dag(fleet: FleetConfig, role_name: str) -> DAG:
+def build_rollout_dag(facts: RoleFacts) -> DAG:
+    """The role's rollout DAG, from its parse-time facts (:func:`phoenix_fleet.dag_facts.fleet_dag_facts`)."""
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
@@ -70,25 +72,25 @@ def build_rollout_dag(fleet: FleetConfig, role_name: str) -> DAG:
     from phoenix_fleet.pipelines.notify import rollout_callbacks
     from phoenix_fleet.sensors.asg_sensors import AsgHealthySensor
 
-    role = fleet.role(role_name)
-    env = fleet.environment(role_name)
+    role_name = facts["role"]
+    home = facts["home_region"]
     asset = image_asset(role_name)
-    backend = role.terraform.backend
+    backend = facts["terraform_backend"]
     doc = DOC.format(
-        role=role_name, prefix=fleet.ssm_prefix, asg_tags=role.asgs.tags,
-        apply_doc=(f"Terraform in `include/{role.terraform.workdir}` (plan, guard: only launch-template moves, "
+        role=role_name, prefix=facts["ssm_prefix"], asg_tags=facts["asg_tags"],
+        apply_doc=(f"Terraform in `include/{facts['terraform_workdir']}` (plan, guard: only launch-template moves, "
                    "apply the saved plan)") if backend == "terraform" else "a new launch-template version (native backend)",
-        approval_doc="required in this environment" if env.require_approval else "off unless the form asks",
-        strategy=role.rollout.strategy, concurrency=role.rollout.max_concurrent_asgs, on_failure=role.rollout.on_failure,
+        approval_doc="required in this environment" if facts["require_approval"] else "off unless the form asks",
+        strategy=facts["strategy"], concurrency=facts["max_concurrent_asgs"], on_failure=facts["on_failure"],
     )
-    on_success, on_failure = rollout_callbacks(fleet, role_name)
+    on_success, on_failure = rollout_callbacks(facts)
     with DAG(
         dag_id=f"fleet_rollout_{role_name}",
         schedule=[asset],
         start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
-        dagrun_timeout=timedelta(minutes=role.rollout.deadline_minutes * 3),
+        dagrun_timeout=timedelta(minutes=facts["deadline_minutes"] * 3),
         tags=["phoenix-fleet", "rollout", f"role:{role_name}"],
         doc_md=doc,
         params=rollout_params(),
@@ -113,7 +115,7 @@ def build_rollout_dag(fleet: FleetConfig, role_name: str) -> DAG:
             )
 
             cfg = cached_fleet_config()
-            hook = ImageHook(aws_conn_id="aws_default", region_name=role.home_region)
+            hook = ImageHook(aws_conn_id="aws_default", region_name=home)
             try:
                 result = plan_rollout(
                     cfg, role_name, params or {}, hook,
@@ -142,16 +144,16 @@ def build_rollout_dag(fleet: FleetConfig, role_name: str) -> DAG:
         preview = EmptyOperator(task_id="preview")
         if backend == "terraform":
             apply = TerraformApplyOperator(
-                task_id="apply", role=role_name, variables=p["tf_vars"], region_name=role.home_region,
+                task_id="apply", role=role_name, variables=p["tf_vars"], region_name=home,
                 execution_timeout=timedelta(minutes=30),
             )
         else:
             apply = NativeLaunchTemplateUpdateOperator(
-                task_id="apply", role=role_name, image_id=p["home_ami"], region_name=role.home_region,
+                task_id="apply", role=role_name, image_id=p["home_ami"], region_name=home,
             )
         check = VerifyAsgLaunchTemplatesOperator(
             task_id="check_launch_templates", role=role_name, image_id=p["home_ami"],
-            region_name=role.home_region,
+            region_name=home,
         )
         rollout_id = "{{ dag.dag_id }}:{{ run_id }}"
         canary = AsgRecycleOperator(
@@ -176,9 +178,9 @@ def build_rollout_dag(fleet: FleetConfig, role_name: str) -> DAG:
         recycle = AsgRecycleOperator.partial(
             task_id="recycle", role=role_name, target_label=p["version"], policy=p["policy"],
             rollout_id=rollout_id, dry_run=p["dry_run"],
-            max_active_tis_per_dagrun=role.rollout.max_concurrent_asgs,
+            max_active_tis_per_dagrun=facts["max_concurrent_asgs"],
             trigger_rule="none_failed_min_one_success",
-            execution_timeout=timedelta(minutes=role.rollout.deadline_minutes + 10),
+            execution_timeout=timedelta(minutes=facts["deadline_minutes"] + 10),
         ).expand_kwargs(targets(p))
 
         @task(trigger_rule="none_failed_min_one_success")

@@ -106,13 +106,14 @@ def test_the_release_plan_task_skips_a_late_scheduled_run_before_any_aws_call(mo
 
     import phoenix_fleet.hooks.image_hook as image_hook
     from airflow.sdk.exceptions import AirflowSkipException
+    from phoenix_fleet.dag_facts import facts_from_config
     from phoenix_fleet.pipelines.release_dag import build_release_dag
 
     def no_aws(*a, **k):
         raise AssertionError("the plan task touched AWS")
 
     monkeypatch.setattr(image_hook, "ImageHook", no_aws)
-    dag = build_release_dag(FLEET, "web")
+    dag = build_release_dag(facts_from_config(FLEET)["web"])
     callable_ = dag.task_dict["plan"].python_callable
     late = SimpleNamespace(run_type="scheduled", run_after=dt.datetime(2026, 11, 2, 3, 0, tzinfo=dt.UTC))
     with pytest.raises(AirflowSkipException, match="this scheduled run is for the slot at 2026-11-02 03:00 UTC"):
