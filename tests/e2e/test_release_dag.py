@@ -54,3 +54,22 @@ def test_a_late_scheduled_run_skips_every_task(airflow_db, seeded, monkeypatch):
     assert states["plan"] == "skipped"
     assert {t: s for t, s in states.items() if s != "skipped"} == {}, states
     assert {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]} == before
+
+
+def test_skip_bake_releases_an_existing_ami_after_verifying_it(airflow_db, seeded, worker_fleet):
+    """skip_bake + ami_id: no Packer build; the branch takes use_existing_ami, the AMI is verified on a canary
+    (and the canary torn down), then versioned and published as the role's latest."""
+    h = seeded["handle"]
+    ec2, ssm = h.client("ec2"), h.client("ssm")
+    instance = h.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[worker_fleet["asg"]])["AutoScalingGroups"][0]["Instances"][0]["InstanceId"]
+    ami = ec2.create_image(InstanceId=instance, Name="worker-handmade-1")["ImageId"]
+    dr = dag_from("ami_release", "ami_release_worker").test(run_conf={"skip_bake": True, "ami_id": ami})
+    states = _states(dr)
+    assert dr.state == "success", states
+    assert states["bake"] == "skipped" and states["use_existing_ami"] == "success", states
+    assert states["verify.terminate_canary"] == "success", states
+    assert ssm.get_parameter(Name="/phoenix/images/worker/latest")["Parameter"]["Value"] == ami
+    tags = {t["Key"]: t["Value"] for t in ec2.describe_images(ImageIds=[ami])["Images"][0]["Tags"]}
+    assert tags["phoenix:verified"] == "true"
+    assert tags["phoenix:version"] == ssm.get_parameter(Name="/phoenix/images/worker/latest-version")["Parameter"]["Value"]

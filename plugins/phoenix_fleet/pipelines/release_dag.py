@@ -73,6 +73,8 @@ def release_params() -> dict[str, Param]:
 
 def build_release_dag(facts: RoleFacts) -> DAG:
     """The role's release DAG, from its parse-time facts (:func:`phoenix_fleet.dag_facts.fleet_dag_facts`)."""
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
     # operator modules are import-light (no AWS library at module level)
     from phoenix_fleet.operators.bake_operators import PackerBuildOperator
     from phoenix_fleet.operators.publish_operators import (
@@ -174,7 +176,8 @@ def build_release_dag(facts: RoleFacts) -> DAG:
 
         the_plan = plan()
         source = choose_source(the_plan)
-        use_existing = task(task_id="use_existing_ami")(lambda: "existing AMI: verified below before release")()
+        # the branch taken with skip_bake: nothing to run (the existing AMI is verified below before release)
+        use_existing = EmptyOperator(task_id="use_existing_ami")
         bake = PackerBuildOperator(
             task_id="bake",
             role=role_name,
