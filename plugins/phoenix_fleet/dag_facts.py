@@ -13,7 +13,7 @@ The cache directory is ``$PHOENIX_PARSE_CACHE_DIR``, else ``$XDG_CACHE_HOME/phoe
 When it cannot be written (a read-only filesystem) every parse validates; nothing fails. Tasks never use these
 facts: operators load the full config (:func:`phoenix_fleet.config.cached_fleet_config`) when they run.
 
-Import-light: only the standard library at module level.
+Import-light: the standard library and `phoenix_fleet.config_file` at module level; the models load on a cache miss.
 """
 
 from __future__ import annotations
