@@ -9,13 +9,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def dag_from(module: str, dag_id: str):
-    """The DAG ``dag_id`` of ``dags/<module>.py`` (a generated one is a module global; a ``@dag`` function is
-    called to build it)."""
+    """A freshly built DAG ``dag_id`` of ``dags/<module>.py`` (a generated one is a module global: the module is
+    executed again; a ``@dag`` function is called). Fresh, because ``dag.test(run_conf=...)`` leaves the run's
+    conf in its tasks' Params (runs in-process), where it would become the next test's defaults."""
+    import importlib
+
     from airflow.sdk import DAG
 
     sys.path.insert(0, str(REPO / "dags"))
     try:
-        mod = __import__(module)
+        mod = importlib.reload(sys.modules[module]) if module in sys.modules else importlib.import_module(module)
     finally:
         sys.path.remove(str(REPO / "dags"))
     found = getattr(mod, dag_id)
