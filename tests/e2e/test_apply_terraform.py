@@ -225,6 +225,15 @@ def test_apply_moves_the_launch_templates_and_the_asgs_follow(fleet: Fleet, reco
     for name in WEB_GROUPS:
         assert fleet.lt_image(name)[2] == seeded_ami  # not yet: Terraform has not run
 
+    # a dry run plans and guards as the real run will, and applies nothing
+    dry = run_task(fleet.apply_op(dry_run=True), make_context()).result
+    assert dry["dry_run"] is True and dry["changed"] is True and dry["allowed"] == []
+    assert sorted(dry["launch_templates"]) == [
+        f'module.service["{k}"].aws_launch_template.this' for k in ("web-a", "web-b")
+    ]
+    for name in WEB_GROUPS:
+        assert fleet.lt_image(name) == ("1", 1, seeded_ami), name
+
     t0 = time.monotonic()
     ctx = make_context()
     result = run_task(fleet.apply_op(), ctx).result

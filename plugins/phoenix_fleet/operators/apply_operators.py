@@ -130,9 +130,12 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
     :param aws_conn_id: Airflow connection whose credentials (and region, endpoint_url) Terraform gets as ``AWS_*``
         variables; None: Terraform finds credentials itself (instance role, environment)
     :param region_name: exported as ``AWS_REGION``/``AWS_DEFAULT_REGION`` when set
+    :param dry_run: init, plan and the plan guard as usual (a plan the guard refuses still fails), then stop:
+        the saved plan is logged and not applied
 
     Returns (and pushes under each key) ``{"changed", "workdir", "launch_templates", "asgs", "allowed",
-    "outputs"}``: ``outputs`` is ``{name: value}`` from ``output -json`` (sensitive values replaced).
+    "outputs", "dry_run"}``: ``outputs`` is ``{name: value}`` from ``output -json`` (sensitive values replaced;
+    in a dry run, the current state's).
     """
 
     template_fields: Sequence[str] = (
@@ -146,6 +149,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         "lock_timeout",
         "aws_conn_id",
         "region_name",
+        "dry_run",
     )
     template_fields_renderers = {"variables": "json", "env": "json"}
     ui_color = "#ede0ff"
@@ -168,10 +172,12 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         config_path: str | None = None,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
+        dry_run: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.role = role
+        self.dry_run = dry_run
         self.workdir = workdir
         self.variables = variables if variables is not None else {}  # a mapping, or an XComArg resolved at run time
         self.var_files = list(var_files or [])
@@ -258,7 +264,9 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from phoenix_fleet.hooks.terraform_hook import output_values
         from phoenix_fleet.release.plan_guard import PlanGuardError, check_plan
+        from phoenix_fleet.release.publish_rules import parse_bool
 
+        dry_run = parse_bool(self.dry_run, "dry_run")
         workdir = self.resolve_workdir()
         allow_destroy, allow_other = self._guard_flags()
         hook = self._hook = self.make_hook(workdir)
@@ -281,7 +289,10 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
                     list(summary.launch_templates) or "-",
                     list(summary.asgs) or "-",
                 )
-                hook.apply_plan(plan_file)
+                if dry_run:
+                    self.log.info("dry run: the plan above passed the guard and was NOT applied")
+                else:
+                    hook.apply_plan(plan_file)
             else:
                 self.log.info("no changes: the infrastructure already matches (nothing applied)")
             outputs = output_values(hook.output_json())
@@ -295,6 +306,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
             "asgs": list(summary.asgs) if summary else [],
             "allowed": summary.to_dict()["allowed"] if summary else [],
             "outputs": outputs,
+            "dry_run": dry_run,
         }
         ti = context.get("ti")
         if ti is not None:
@@ -365,18 +377,27 @@ class VerifyAsgLaunchTemplatesOperator(_AsgImageOperator):
     :param image_id: the AMI expected (default: the role's ``latest`` pointer in the region, or ``version``'s)
     :param version: a published version to expect instead of the current pointer
     :param allow_empty: pass when no ASG matches (default: fail, a rollout to nothing is suspicious)
+    :param dry_run: skip (a dry run moved no template: there is nothing to verify)
 
     Returns ``{"image_id", "region", "asgs": [{"asg_name", "launch_template_id", "launch_template_name", "version",
     "resolved_version", "image_id", "where"}]}``.
     """
 
+    template_fields: Sequence[str] = (*_AsgImageOperator.template_fields, "dry_run")
     ui_color = "#e0f7fa"
 
-    def __init__(self, *, allow_empty: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, allow_empty: bool = False, dry_run: bool | str = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.allow_empty = allow_empty
+        self.dry_run = dry_run
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from phoenix_fleet.release.publish_rules import parse_bool
+
+        if parse_bool(self.dry_run, "dry_run"):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException("dry run: no launch template was moved, so there is nothing to verify")
         hook = self.hook()
         region = self.region()
         image_id = self.image(hook)
@@ -402,21 +423,30 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
 
     The AMI must be ours and verified (``phoenix:verified=true``), like everything that is rolled out.
 
+    With ``dry_run`` the same checks run and every change is logged as "would ...", none is made (and nothing is
+    verified: the templates did not move).
+
     Returns ``{"image_id", "region", "launch_templates": [{"id", "name", "from_version", "version", "changed"}],
-    "moved_asgs": [...], "asgs": [verified references]}``.
+    "moved_asgs": [...], "asgs": [verified references], "dry_run"}`` (a dry run's new ``version`` is None).
     """
 
+    template_fields: Sequence[str] = (*_AsgImageOperator.template_fields, "dry_run")
     ui_color = "#e0f7fa"
 
-    def __init__(self, *, move_pinned_asgs: bool = True, verify: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *, move_pinned_asgs: bool = True, verify: bool = True, dry_run: bool | str = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.move_pinned_asgs = move_pinned_asgs
         self.verify = verify
+        self.dry_run = dry_run
 
     def execute(self, context: Context) -> dict[str, Any]:
         from phoenix_fleet.release.launch_templates import LaunchTemplateCheckError, template_refs
-        from phoenix_fleet.release.publish_rules import refuse_unless_publishable
+        from phoenix_fleet.release.publish_rules import parse_bool, refuse_unless_publishable
 
+        dry_run = parse_bool(self.dry_run, "dry_run")
+        would = "dry run: would make" if dry_run else "making"
         hook = self.hook()
         region = self.region()
         image_id = self.image(hook)
@@ -452,11 +482,19 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
                 latest = hook.launch_template_version(lt_id, latest_no, region) if latest_no != default_no else None
                 if latest is not None and (latest.get("LaunchTemplateData") or {}).get("ImageId") == image_id:
                     number = latest_no
-                    self.log.info("%s: newest version %s already launches %s: making it the default", lt_id, number, image_id)
+                    self.log.info("%s: newest version %s already launches %s: %s it the default", lt_id, number,
+                                  image_id, would)
+                elif dry_run:
+                    self.log.info("%s: %s a version from %s that launches %s, the default",
+                                  lt.get("LaunchTemplateName"), would, default_no, image_id)
+                    entry.update(version=None, changed=True)
+                    moved_templates.append(entry)
+                    continue
                 else:
                     number = hook.create_launch_template_version(lt_id, default_no, image_id, description, region)
                     self.log.info("%s: version %s (from %s) launches %s", lt.get("LaunchTemplateName"), number, default_no, image_id)
-                hook.set_default_launch_template_version(lt_id, number, region)
+                if not dry_run:
+                    hook.set_default_launch_template_version(lt_id, number, region)
                 entry.update(version=number, changed=True)
             new_default[lt_id] = number
             moved_templates.append(entry)
@@ -470,18 +508,20 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
             lt_id = spec.get("LaunchTemplateId") or hook.describe_launch_template(
                 None, spec.get("LaunchTemplateName"), region
             )["LaunchTemplateId"]
-            target = str(new_default[lt_id])
+            target = str(new_default.get(lt_id, "<new>"))
             if version == target:
                 continue
             if not self.move_pinned_asgs:
                 self.log.warning("%s pins version %s (not moved: move_pinned_asgs=False)", asg["AutoScalingGroupName"], version)
                 continue
-            hook.set_asg_launch_template_version(asg["AutoScalingGroupName"], lt_id, target, region)
-            self.log.info("%s: pinned version %s -> %s", asg["AutoScalingGroupName"], version, target)
+            if not dry_run:
+                hook.set_asg_launch_template_version(asg["AutoScalingGroupName"], lt_id, target, region)
+            self.log.info("%s: %spinned version %s -> %s", asg["AutoScalingGroupName"],
+                          "dry run: would move " if dry_run else "", version, target)
             moved_asgs.append(asg["AutoScalingGroupName"])
 
         resolved: list[AsgTemplateImage] = []
-        if self.verify:
+        if self.verify and not dry_run:
             resolved = verify_asg_images(hook, image_id, tags=tags, names=names, region=region)
         return {
             "image_id": image_id,
@@ -489,6 +529,7 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
             "launch_templates": moved_templates,
             "moved_asgs": moved_asgs,
             "asgs": [r.to_dict() for r in resolved],
+            "dry_run": dry_run,
         }
 
 

@@ -132,6 +132,39 @@ def test_an_interrupted_run_is_finished_without_a_second_version(fleet):
     assert lt_state(sb, lt_a) == (2, 2, new)
 
 
+def test_a_dry_run_logs_every_change_and_makes_none(fleet, capsys):
+    sb, new, old = fleet["sb"], fleet["new"], fleet["old"]
+    op = NativeLaunchTemplateUpdateOperator(task_id="native", role="worker", config_path=fleet["cfg"], dry_run="true")
+    result = run_task(op, make_context()).result
+    logged = capsys.readouterr().out
+    assert result["dry_run"] is True and result["image_id"] == new
+    assert sorted((t["name"], t["version"], t["changed"]) for t in result["launch_templates"]) == [
+        ("sandbox-worker-a", None, True),
+        ("sandbox-worker-b", None, True),
+    ]
+    assert result["moved_asgs"] == ["worker-pinned"] and result["asgs"] == []
+    for lt_id in (fleet["lt_a"], fleet["lt_b"]):
+        assert lt_state(sb, lt_id) == (1, 1, old)
+    pinned = sb.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=["worker-pinned"])
+    assert pinned["AutoScalingGroups"][0]["LaunchTemplate"]["Version"] == "1"
+    assert "sandbox-worker-a: dry run: would make a version from 1 that launches" in logged
+    assert "worker-pinned: dry run: would move pinned version 1 -> <new>" in logged
+    # the check has nothing to verify after a dry run: it skips (a real check would fail: nothing moved)
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    with pytest.raises(AirflowSkipException, match="dry run"):
+        run_task(VerifyAsgLaunchTemplatesOperator(task_id="v", role="worker", config_path=fleet["cfg"], dry_run=True),
+                 make_context())
+
+
+def test_a_dry_run_still_refuses_an_unverified_image(fleet):
+    sb = fleet["sb"]
+    sb.client("ec2").create_tags(Resources=[fleet["new"]], Tags=[{"Key": "phoenix:verified", "Value": "false"}])
+    with pytest.raises(PublishRefusedError):
+        run_task(NativeLaunchTemplateUpdateOperator(task_id="n", role="worker", config_path=fleet["cfg"], dry_run=True),
+                 make_context())
+
+
 def test_a_published_version_can_be_applied_by_label(fleet):
     op = NativeLaunchTemplateUpdateOperator(task_id="n", role="worker", version=OLD, config_path=fleet["cfg"])
     result = run_task(op, make_context()).result
@@ -167,6 +200,7 @@ def test_no_matching_group_is_an_error(sandbox_clean, tmp_path):
 
 def test_template_fields():
     for cls in (NativeLaunchTemplateUpdateOperator, VerifyAsgLaunchTemplatesOperator):
-        assert set(cls.template_fields) >= {"role", "image_id", "version", "asg_names", "aws_conn_id", "region_name"}
+        assert set(cls.template_fields) >= {"role", "image_id", "version", "asg_names", "aws_conn_id", "region_name",
+                                            "dry_run"}
         op = cls(task_id="x", role="worker")
         assert op.aws_conn_id == "aws_default" and op.region_name is None
