@@ -50,3 +50,31 @@ def test_bad_rollout_conf_is_rejected_before_anything_changes(airflow_db, seeded
         assert states.get("apply") in ("upstream_failed", None), states
         _, images = images_in(h, worker_fleet["asg"])
         assert set(images.values()) == {worker_fleet["old_ami"]}, field
+
+
+def test_a_rollout_dry_run_plans_everything_and_changes_nothing(airflow_db, seeded, worker_fleet, capfd):
+    """A new version is published (skip_bake of a handmade AMI: the quickest release); the rollout's dry run
+    runs apply (logs the template change), skips the check, plans the canary and every ASG, and leaves the
+    launch template and every instance as they were."""
+    h = seeded["handle"]
+    ec2 = h.client("ec2")
+    instance = h.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[worker_fleet["asg"]])["AutoScalingGroups"][0]["Instances"][0]["InstanceId"]
+    ami = ec2.create_image(InstanceId=instance, Name="worker-handmade-2")["ImageId"]
+    release = dag_from("ami_release", "ami_release_worker").test(run_conf={"skip_bake": True, "ami_id": ami})
+    assert release.state == "success", {ti.task_id: ti.state for ti in release.get_task_instances()}
+    capfd.readouterr()
+
+    dry = dag_from("fleet_rollout", "fleet_rollout_worker").test(run_conf={"dry_run": True})
+    states = {ti.task_id: ti.state for ti in dry.get_task_instances()}
+    assert dry.state == "success", states
+    assert states["apply"] == "success" and states["check_launch_templates"] == "skipped", states
+    assert states["canary"] == "success" and states["no_approval"] == "success", states
+    assert states["health_gate"] == "skipped" and states["summary"] == "success", states
+    out = capfd.readouterr().out
+    assert "dry run: would make a version from 1 that launches " + ami in out
+    assert "DRY RUN of sandbox-worker-a (nothing changes)" in out and ami in out.split("DRY RUN of")[1]
+    lt = ec2.describe_launch_templates(LaunchTemplateIds=[worker_fleet["lt"]])["LaunchTemplates"][0]
+    assert (lt["DefaultVersionNumber"], lt["LatestVersionNumber"]) == (1, 1)
+    _, images = images_in(h, worker_fleet["asg"])
+    assert set(images.values()) == {worker_fleet["old_ami"]}

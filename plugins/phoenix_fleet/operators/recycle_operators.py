@@ -671,6 +671,12 @@ class AsgRecycleOperator(BaseOperator):
         for v in self.hook.launch_template_versions(lt):
             if (v.get("LaunchTemplateData") or {}).get("ImageId") == wanted_image:
                 return wanted_image, f"{v.get('LaunchTemplateId') or lt.key}:{int(v['VersionNumber'])}"
+        if as_bool(self.dry_run):  # a rollout's dry run comes before its apply has made that version
+            self.log.info(
+                "dry run: no version of launch template %s launches %s yet (the apply step makes it); planning as "
+                "if it did", lt.template_name or lt.key, wanted_image,
+            )
+            return wanted_image, None
         raise ValueError(
             f"target_image_id: no version of launch template {lt.template_name or lt.key} (used by {self.asg_name}) "
             f"launches {wanted_image}. Fix: apply first (Terraform or the native backend create the version), or "

@@ -23,6 +23,7 @@ version), or by hand from the trigger form.
    release log), lists the role's ASGs ({asg_tags}), validates the form. Bad input fails here, before
    anything changes, naming the field.
 2. **apply**: {apply_doc}; then checks every ASG resolves to a launch-template version with the new AMI.
+   A dry run plans and logs the changes (the Terraform plan, after its guard) and makes none.
 3. **canary**: replaces the first batch of `{{first ASG}}` and holds it healthy.
 4. **approval** ({approval_doc}): a human approves in the UI (or REST API) after reading what will change.
 5. **recycle**: every ASG in every region, batch by batch ({strategy}; at most {concurrency} ASGs at a
@@ -53,7 +54,8 @@ def rollout_params() -> dict[str, Param]:
                                      description="Override: share of desired capacity that must stay healthy (0-100)."),
         "require_approval": Param(None, type=["null", "boolean"],
                                   description="Ask a human before recycling. Empty: the environment's setting."),
-        "dry_run": Param(False, type="boolean", description="Print the whole plan and change nothing."),
+        "dry_run": Param(False, type="boolean",
+                         description="Print the whole plan (the Terraform plan too) and change nothing."),
     }
 
 
@@ -131,29 +133,23 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         def targets(plan: dict[str, Any]) -> list[dict[str, Any]]:
             return list(plan["targets"])
 
-        @task.branch
-        def apply_or_preview(plan: dict[str, Any]) -> str:
-            return "preview" if plan["dry_run"] else "apply"
-
         @task.branch(trigger_rule="none_failed_min_one_success")
         def approval_needed(plan: dict[str, Any]) -> str:
             return "approval" if plan["require_approval"] and not plan["dry_run"] else "no_approval"
 
         p = plan()
-        route = apply_or_preview(p)
-        preview = EmptyOperator(task_id="preview")
         if backend == "terraform":
             apply = TerraformApplyOperator(
-                task_id="apply", role=role_name, variables=p["tf_vars"], region_name=home,
+                task_id="apply", role=role_name, variables=p["tf_vars"], region_name=home, dry_run=p["dry_run"],
                 execution_timeout=timedelta(minutes=30),
             )
         else:
             apply = NativeLaunchTemplateUpdateOperator(
-                task_id="apply", role=role_name, image_id=p["home_ami"], region_name=home,
+                task_id="apply", role=role_name, image_id=p["home_ami"], region_name=home, dry_run=p["dry_run"],
             )
         check = VerifyAsgLaunchTemplatesOperator(
             task_id="check_launch_templates", role=role_name, image_id=p["home_ami"],
-            region_name=home,
+            region_name=home, dry_run=p["dry_run"],
         )
         rollout_id = "{{ dag.dag_id }}:{{ run_id }}"
         canary = AsgRecycleOperator(
@@ -212,9 +208,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
                       f"({r.get('replaced')} replaced in {r.get('duration_seconds')}s)")
             return out
 
-        route >> [apply, preview]
         apply >> check >> canary
-        preview >> canary
         canary >> gate >> [approval, no_approval]
         [approval, no_approval] >> recycle >> health >> summary(p)
     return dag
