@@ -73,7 +73,8 @@ def test_a_rollout_dry_run_plans_everything_and_changes_nothing(airflow_db, seed
     assert states["health_gate"] == "skipped" and states["summary"] == "success", states
     out = capfd.readouterr().out
     assert "dry run: would make a version from 1 that launches " + ami in out
-    assert "DRY RUN of sandbox-worker-a (nothing changes)" in out and ami in out.split("DRY RUN of")[1]
+    plan = out.split("DRY RUN of sandbox-worker-a (nothing changes)")[1]
+    assert f"done: 2/2 on {ami}" in plan and "blocked" not in plan
     lt = ec2.describe_launch_templates(LaunchTemplateIds=[worker_fleet["lt"]])["LaunchTemplates"][0]
     assert (lt["DefaultVersionNumber"], lt["LatestVersionNumber"]) == (1, 1)
     _, images = images_in(h, worker_fleet["asg"])

@@ -865,7 +865,13 @@ class AsgRecycleOperator(BaseOperator):
         R = _rollout()
         from phoenix_fleet.rollout.rollout_preview import describe_plan, format_plan
 
-        steps = describe_plan(obs.state, record, policy)
+        state = obs.state
+        if record.target_lt is None and state.launch_image_id not in (None, record.target_image):
+            from dataclasses import replace
+
+            # no template version launches the target yet (the apply step makes it): simulate the group after it
+            state = replace(state, launch_image_id=record.target_image)
+        steps = describe_plan(state, record, policy)
         text = format_plan(steps)
         self.log.info("DRY RUN of %s (nothing changes):\n%s", self.asg_name, text)
         batches = sum(

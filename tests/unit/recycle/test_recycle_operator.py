@@ -90,6 +90,21 @@ def test_dry_run_prints_the_plan_and_changes_nothing(sandbox_clean, capsys):
     assert set(F.fleet_images(sandbox_clean).values()) == {f.old_ami}
 
 
+def test_a_dry_run_plans_a_target_no_template_version_launches_yet(sandbox_clean, capsys):
+    """A rollout's dry run runs before its apply has made the version: it plans anyway (a real run refuses,
+    see test_bad_targets_name_the_field_and_the_fix) and still only describes."""
+    f = F.build_fleet(sandbox_clean)
+    unmade = "ami-0123456789abcdef0"
+    op = F.operator(f, target_launch_template_version=None, target_image_id=unmade, dry_run=True)
+    calls = F.record_calls(op.hook)
+    result = run_task(op, make_context()).result
+    assert result["outcome"] == "dry_run" and result["batches"] == 2
+    assert result["plan"][-1].endswith(f"done: 4/4 on {unmade}")
+    assert "no version of launch template web-lt launches " + unmade + " yet" in capsys.readouterr().out
+    assert calls and all(c.startswith("Describe") for c in calls), calls
+    assert set(F.fleet_images(sandbox_clean).values()) == {f.old_ami}
+
+
 def test_lock_refuses_another_rollout_and_the_canary_resumes(sandbox_clean):
     f = F.build_fleet(sandbox_clean)
     # canary: one batch of the first rollout, then stop healthy, lock held
