@@ -227,9 +227,14 @@ def test_operator_applies_guards_and_no_ops(root, terraform_state_dir):
             task_id="apply", workdir=str(root), state_dir=str(terraform_state_dir), aws_conn_id=None, **kwargs
         )
 
-    # a first apply creates resources: refused unless creates are allowed
-    with pytest.raises(PlanGuardError, match=r"terraform_data.group: would create a new resource"):
-        op().execute(make_context())
+    # a first apply creates resources: refused unless creates are allowed (a dry run refuses alike)
+    for dry in (False, "true"):
+        with pytest.raises(PlanGuardError, match=r"terraform_data.group: would create a new resource"):
+            op(dry_run=dry).execute(make_context())
+    # a dry run the guard passes plans and applies nothing
+    dry_result = op(allow_other_changes="True", dry_run="true").execute(make_context())
+    assert dry_result["changed"] is True and dry_result["dry_run"] is True and dry_result["outputs"] == {}
+    assert not (root / "terraform.tfstate").exists() or "ami-1" not in (root / "terraform.tfstate").read_text()
     ctx = make_context()
     first = op(allow_other_changes="True").execute(ctx)  # templated params arrive as strings
     assert first["changed"] is True and first["outputs"]["image"] == "ami-1"
@@ -244,6 +249,7 @@ def test_operator_applies_guards_and_no_ops(root, terraform_state_dir):
         "asgs": [],
         "allowed": [],
         "outputs": {"image": "ami-1", "roles": {}, "secret": "<sensitive>"},
+        "dry_run": False,
     }
 
     # a replacement is refused, naming the address; nothing is applied
