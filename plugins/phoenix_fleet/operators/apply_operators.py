@@ -474,7 +474,7 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
             default_no, latest_no = int(lt["DefaultVersionNumber"]), int(lt["LatestVersionNumber"])
             default = hook.launch_template_version(lt_id, default_no, region)
             entry: dict[str, Any] = {"id": lt_id, "name": lt.get("LaunchTemplateName"), "from_version": default_no}
-            number = default_no
+            number: int | None = default_no
             if (default.get("LaunchTemplateData") or {}).get("ImageId") == image_id:
                 self.log.info("%s: default version %s already launches %s", lt.get("LaunchTemplateName"), default_no, image_id)
                 entry.update(version=number, changed=False)
@@ -485,18 +485,17 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
                     self.log.info("%s: newest version %s already launches %s: %s it the default", lt_id, number,
                                   image_id, would)
                 elif dry_run:
+                    number = None  # the real run makes it
                     self.log.info("%s: %s a version from %s that launches %s, the default",
                                   lt.get("LaunchTemplateName"), would, default_no, image_id)
-                    entry.update(version=None, changed=True)
-                    moved_templates.append(entry)
-                    continue
                 else:
                     number = hook.create_launch_template_version(lt_id, default_no, image_id, description, region)
                     self.log.info("%s: version %s (from %s) launches %s", lt.get("LaunchTemplateName"), number, default_no, image_id)
-                if not dry_run:
+                if number is not None and not dry_run:
                     hook.set_default_launch_template_version(lt_id, number, region)
                 entry.update(version=number, changed=True)
-            new_default[lt_id] = number
+            if number is not None:
+                new_default[lt_id] = number
             moved_templates.append(entry)
 
         moved_asgs = []
