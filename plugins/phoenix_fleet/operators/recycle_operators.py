@@ -278,10 +278,10 @@ class AsgRecycleOperator(BaseOperator):
                 f"(aws autoscaling cancel-instance-refresh --auto-scaling-group-name {self.asg_name})"
             )
         if record is None:
-            target_image, target_lt = self._resolve_target(obs)
+            target_image, target_lt = self._resolve_target(obs, dry_run)
         else:
             try:
-                target_image, target_lt = self._resolve_target(obs)
+                target_image, target_lt = self._resolve_target(obs, dry_run)
             except (ValueError, AirflowSkipException) as exc:  # e.g. the version was deleted (or, in a renewal,
                 # the template moved) since: the record alone resumes it; never leave a group half-done
                 self.log.warning("%s: %s; resuming rollout %s from its record", self.asg_name, exc, rid)
@@ -624,8 +624,9 @@ class AsgRecycleOperator(BaseOperator):
 
     # ------------------------------------------------------------------ starting: target, previous, record
 
-    def _resolve_target(self, obs: Any) -> tuple[str, str | None]:
-        """(target AMI, explicit launch template version ``lt-...:N``) from the task's arguments."""
+    def _resolve_target(self, obs: Any, dry_run: bool) -> tuple[str, str | None]:
+        """(target AMI, explicit launch template version ``lt-...:N``) from the task's arguments (a dry run
+        accepts a target no version launches yet: None)."""
         lt = obs.launch_template
         if lt is None:
             raise ValueError(
@@ -671,7 +672,7 @@ class AsgRecycleOperator(BaseOperator):
         for v in self.hook.launch_template_versions(lt):
             if (v.get("LaunchTemplateData") or {}).get("ImageId") == wanted_image:
                 return wanted_image, f"{v.get('LaunchTemplateId') or lt.key}:{int(v['VersionNumber'])}"
-        if as_bool(self.dry_run):  # a rollout's dry run comes before its apply has made that version
+        if dry_run:  # a rollout's dry run comes before its apply has made that version
             self.log.info(
                 "dry run: no version of launch template %s launches %s yet (the apply step makes it); planning as "
                 "if it did", lt.template_name or lt.key, wanted_image,
