@@ -35,6 +35,7 @@ def _rp() -> ModuleType:
 
     return retention_plan
 
+
 #: Error codes an endpoint answers for an API it does not implement (moto answers an HTML 500, which botocore
 #: raises as ResponseParserError).
 UNSUPPORTED_CODES = frozenset(
@@ -156,8 +157,9 @@ class AmiRetentionOperator(BaseOperator):
         act = [self.region_name] if self.region_name else regions
         now = dt.datetime.now(dt.UTC)
         snapshots = self._sweep(regions, cfg.ssm_prefix)
-        plan = _rp().plan_retention(snapshots, self.role, keep_versions=keep, grace_days=grace, now=now, act_regions=act)
-        for line in _rp().plan_lines(plan, dry_run=dry_run):
+        rp = _rp()
+        plan = rp.plan_retention(snapshots, self.role, keep_versions=keep, grace_days=grace, now=now, act_regions=act)
+        for line in rp.plan_lines(plan, dry_run=dry_run):
             self.log.info("%s", line)
         result: dict[str, Any] = {
             "role": self.role,
@@ -185,7 +187,7 @@ class AmiRetentionOperator(BaseOperator):
         doomed = [r for r in plan["images"] if r["action"] == "delete"]
         if doomed:
             # Second look: anything that started using a doomed AMI since the first sweep keeps it.
-            again = _rp().plan_retention(
+            again = rp.plan_retention(
                 self._sweep(regions, cfg.ssm_prefix),
                 self.role,
                 keep_versions=keep,
@@ -230,6 +232,7 @@ class AmiRetentionOperator(BaseOperator):
     # ------------------------------------------------------------------ actions
 
     def _deprecate(self, region: str, ami: str, now: dt.datetime) -> None:
+        rp = _rp()
         if "EnableImageDeprecation" not in self._unsupported:
             try:
                 self._client("ec2", region, optional_api=True).enable_image_deprecation(
@@ -241,20 +244,21 @@ class AmiRetentionOperator(BaseOperator):
                 self._degrade(
                     "EnableImageDeprecation",
                     exc,
-                    f"deprecation is tracked by the {_rp().DEPRECATED_AT_TAG} tag only (the AMI stays launchable and listed)",
+                    f"deprecation is tracked by the {rp.DEPRECATED_AT_TAG} tag only (the AMI stays launchable and listed)",
                 )
-        self._client("ec2", region).create_tags(Resources=[ami], Tags=[{"Key": _rp().DEPRECATED_AT_TAG, "Value": _rp().iso(now)}])
+        self._client("ec2", region).create_tags(Resources=[ami], Tags=[{"Key": rp.DEPRECATED_AT_TAG, "Value": rp.iso(now)}])
         self.log.info("Deprecated %s (%s)", ami, region)
 
     def _undeprecate(self, region: str, ami: str) -> None:
+        tag = _rp().DEPRECATED_AT_TAG
         if "DisableImageDeprecation" not in self._unsupported:
             try:
                 self._client("ec2", region, optional_api=True).disable_image_deprecation(ImageId=ami)
             except Exception as exc:  # noqa: BLE001 - narrowed below
                 if not is_unsupported(exc):
                     raise
-                self._degrade("DisableImageDeprecation", exc, f"only the {_rp().DEPRECATED_AT_TAG} tag is removed")
-        self._client("ec2", region).delete_tags(Resources=[ami], Tags=[{"Key": _rp().DEPRECATED_AT_TAG}])
+                self._degrade("DisableImageDeprecation", exc, f"only the {tag} tag is removed")
+        self._client("ec2", region).delete_tags(Resources=[ami], Tags=[{"Key": tag}])
         self.log.info("Un-deprecated %s (%s): it is needed again", ami, region)
 
     def _references(self, region: str, ami: str) -> list[str]:
