@@ -9,7 +9,7 @@ imports, the fleet config load and the DAG construction. Bytecode is cached (in 
 ``PYTHONPYCACHEPREFIX``, after one unmeasured warm-up round) as in any installed deployment, whatever
 ``PYTHONDONTWRITEBYTECODE`` says in the calling shell.
 
-    uv run python bench/parse/run.py [--rounds 7]
+    uv run python bench/parse/run.py [--rounds 7] [ami_release.py ...]
 
 Prints, per DAG file, the median parse time, the DAGs it defines, the trivial file's time, and the ratio
 (goal: <= 1.5).
@@ -72,6 +72,7 @@ def parse_once(path: Path, env: dict[str, str]) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("only", nargs="*", help="DAG file names to measure (default: every file in dags/)")
     args = ap.parse_args()
     os.environ.setdefault("PHOENIX_FLEET_CONFIG", str(REPO / "include" / "fleet.yaml"))
     os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".sandbox" / "airflow-bench"))
@@ -81,7 +82,11 @@ def main() -> int:
         env["PHOENIX_PARSE_CACHE_DIR"] = str(Path(tmp) / "parse-cache")  # filled by the warm-up round
         trivial = Path(tmp) / "trivial_dag.py"
         trivial.write_text(TRIVIAL)
-        files = [trivial, *sorted(p for p in DAGS.glob("*.py") if not p.name.startswith("_"))]
+        dag_files = sorted(p for p in DAGS.glob("*.py") if not p.name.startswith("_"))
+        unknown = set(args.only) - {p.name for p in dag_files}
+        if unknown:
+            ap.error(f"not DAG files in {DAGS}: {', '.join(sorted(unknown))}")
+        files = [trivial, *(p for p in dag_files if not args.only or p.name in args.only)]
         dags = {f: int(parse_once(f, env)["dags"]) for f in files}  # warm-up: writes the bytecode cache
         times: dict[Path, list[float]] = {f: [] for f in files}
         for _ in range(args.rounds):  # interleaved, so machine load hits every file alike
