@@ -29,7 +29,8 @@ import airflow.providers.standard.operators.empty  # noqa: F401
 import airflow.sdk.bases.sensor  # noqa: F401
 import airflow.sdk.definitions.decorators  # noqa: F401
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
+from phoenix_fleet.form_params import form_param
 from phoenix_fleet.operators.retention_operators import AmiRetentionOperator
 
 
@@ -44,25 +45,25 @@ from phoenix_fleet.operators.retention_operators import AmiRetentionOperator
     render_template_as_native_obj=True,
     default_args={"owner": "platform", "retries": 1, "retry_delay": pendulum.duration(minutes=10)},
     params={
-        "roles": Param(
+        "roles": form_param(
             [],
             type="array",
             items={"type": "string"},
             description="Only these roles (empty: every role in include/fleet.yaml).",
         ),
-        "dry_run": Param(
+        "dry_run": form_param(
             False,
             type="boolean",
             description="Only log what would be deprecated and deleted; change nothing.",
         ),
-        "keep_versions": Param(
+        "keep_versions": form_param(
             0,
             type="integer",
             minimum=0,
             maximum=100,
             description="Versions to keep besides those in use (0: each role's keep_versions, 5 by default).",
         ),
-        "grace_days": Param(
+        "grace_days": form_param(
             14,
             type="integer",
             minimum=0,

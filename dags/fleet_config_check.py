@@ -18,7 +18,8 @@ from __future__ import annotations
 import airflow.providers.standard.decorators.python  # noqa: F401
 import airflow.sdk.definitions.decorators  # noqa: F401
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
+from phoenix_fleet.form_params import form_param
 
 
 @dag(
@@ -31,7 +32,7 @@ from airflow.sdk import Param, dag, task
     doc_md=__doc__,
     default_args={"owner": "platform", "retries": 1},
     params={
-        "role": Param(
+        "role": form_param(
             "",
             type="string",
             description="Only check this role (empty: every role in include/fleet.yaml).",

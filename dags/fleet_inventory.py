@@ -30,7 +30,8 @@ import airflow.providers.standard.operators.empty  # noqa: F401
 import airflow.sdk.bases.sensor  # noqa: F401
 import airflow.sdk.definitions.decorators  # noqa: F401
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
+from phoenix_fleet.form_params import form_param
 from phoenix_fleet.operators.inventory_operators import (
     BuildInventoryReportOperator,
     CollectInventoryOperator,
@@ -49,25 +50,25 @@ from phoenix_fleet.operators.inventory_operators import (
     render_template_as_native_obj=True,
     default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(minutes=5)},
     params={
-        "regions": Param(
+        "regions": form_param(
             [],
             type="array",
             items={"type": "string"},
             description="Only these regions (empty: every region of every role in include/fleet.yaml).",
         ),
-        "max_age_days": Param(
+        "max_age_days": form_param(
             0,
             type="integer",
             minimum=0,
             maximum=365,
             description="Max age in days for this run, for every role (0: the fleet config's, 14 by default).",
         ),
-        "write_s3": Param(
+        "write_s3": form_param(
             True,
             type="boolean",
             description="Also write the report to s3://<artifacts_bucket>/inventory/ (the local copy is always written).",
         ),
-        "sns_topic_arn": Param(
+        "sns_topic_arn": form_param(
             "",
             type="string",
             description="SNS topic for the summary (empty: $PHOENIX_INVENTORY_SNS_TOPIC_ARN or the config's; else log only).",

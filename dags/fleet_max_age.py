@@ -30,7 +30,8 @@ import airflow.providers.standard.operators.empty  # noqa: F401
 import airflow.sdk.bases.sensor  # noqa: F401
 import airflow.sdk.definitions.decorators  # noqa: F401
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
+from phoenix_fleet.form_params import form_param
 from phoenix_fleet.inventory.inventory_assets import INVENTORY_ASSET
 from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
 
@@ -46,22 +47,22 @@ from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
     render_template_as_native_obj=True,
     default_args={"owner": "platform", "retries": 1, "retry_delay": pendulum.duration(minutes=5)},
     params={
-        "dry_run": Param(False, type="boolean", description="Print each ASG's renewal plan; change nothing."),
-        "max_asgs": Param(
+        "dry_run": form_param(False, type="boolean", description="Print each ASG's renewal plan; change nothing."),
+        "max_asgs": form_param(
             0,
             type="integer",
             minimum=0,
             maximum=500,
             description="ASGs to renew this run, most overdue first (0: max_age_asgs_per_run in include/fleet.yaml).",
         ),
-        "lead_days": Param(
+        "lead_days": form_param(
             1,
             type="number",
             minimum=0,
             maximum=30,
             description="Also renew instances that pass max age within this many days (the time to the next run).",
         ),
-        "report": Param(
+        "report": form_param(
             "",
             type="string",
             description="A report.json path or s3:// URI (empty: the report that triggered this run, else the latest).",

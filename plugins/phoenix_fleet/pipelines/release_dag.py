@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 from airflow.sdk import DAG, Param, TaskGroup, task
 
+from phoenix_fleet.form_params import form_param
+
 if TYPE_CHECKING:
     from phoenix_fleet.dag_facts import RoleFacts
 
@@ -43,29 +45,31 @@ for the checks; `release` for the release notes (also in `s3://{bucket}/images/{
 
 def release_params() -> dict[str, Param]:
     return {
-        "version": Param(
+        "version": form_param(
             None, type=["null", "string"], pattern=r"^\d{4}\.\d{2}\.\d{2}-[1-9]\d*$",
             description="Release version YYYY.MM.DD-N. Empty: the next free version today.",
         ),
-        "skip_bake": Param(False, type="boolean", description="Release an existing AMI (ami_id) instead of baking one."),
-        "ami_id": Param(
+        "skip_bake": form_param(
+            False, type="boolean", description="Release an existing AMI (ami_id) instead of baking one.",
+        ),
+        "ami_id": form_param(
             None, type=["null", "string"], pattern=r"^ami-[0-9a-f]{8,17}$",
             description="With skip_bake: the existing AMI to verify and release (owned by this account).",
         ),
-        "base_ami_name": Param(
+        "base_ami_name": form_param(
             None, type=["null", "string"],
             description="Override the base AMI name pattern (e.g. debian-12-amd64-*). Needs base_ami_owners.",
         ),
-        "base_ami_owners": Param(
+        "base_ami_owners": form_param(
             [], type="array", items={"type": "string"},
             description="Owners of the base AMI override: 12-digit account ids or 'self'. Required with base_ami_name.",
         ),
-        "regions": Param(
+        "regions": form_param(
             [], type="array", items={"type": "string"},
             description="Publish only to these regions of the role (must include the home region). Empty: all.",
         ),
-        "dry_run": Param(False, type="boolean", description="Print the release plan and change nothing."),
-        "release_notes": Param(
+        "dry_run": form_param(False, type="boolean", description="Print the release plan and change nothing."),
+        "release_notes": form_param(
             "", type="string", description="Operator's notes, added to the release notes and the asset event.",
         ),
     }

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from phoenix_fleet.form_params import form_param
+
 if TYPE_CHECKING:
     from phoenix_fleet.dag_facts import RoleFacts
 
@@ -40,22 +42,34 @@ One rollout per role at a time (max_active_runs=1), and an ASG lock (tags) again
 
 def rollout_params() -> dict[str, Param]:
     return {
-        "target_version": Param(
+        "target_version": form_param(
             "latest", type="string", pattern=r"^(latest|\d{4}\.\d{2}\.\d{2}-[1-9]\d*)$",
             description="'latest' (what publish announced) or a published version YYYY.MM.DD-N (e.g. to roll back).",
         ),
-        "asgs": Param([], type="array", items={"type": "string"},
-                      description="Only these ASGs of the role (names). Empty: every ASG of the role."),
-        "strategy": Param(None, type=["null", "string"], enum=[None, "surge", "replace", "instance-refresh"],
-                          description="Override the rollout strategy: surge (launch first), replace, or instance-refresh."),
-        "batch_size": Param(None, type=["null", "integer"], minimum=1,
-                            description="Override: instances replaced per batch (at least 1)."),
-        "min_healthy_percent": Param(None, type=["null", "integer"], minimum=0, maximum=100,
-                                     description="Override: share of desired capacity that must stay healthy (0-100)."),
-        "require_approval": Param(None, type=["null", "boolean"],
-                                  description="Ask a human before recycling. Empty: the environment's setting."),
-        "dry_run": Param(False, type="boolean",
-                         description="Print the whole plan (the Terraform plan too) and change nothing."),
+        "asgs": form_param(
+            [], type="array", items={"type": "string"},
+            description="Only these ASGs of the role (names). Empty: every ASG of the role.",
+        ),
+        "strategy": form_param(
+            None, type=["null", "string"], enum=[None, "surge", "replace", "instance-refresh"],
+            description="Override the rollout strategy: surge (launch first), replace, or instance-refresh.",
+        ),
+        "batch_size": form_param(
+            None, type=["null", "integer"], minimum=1,
+            description="Override: instances replaced per batch (at least 1).",
+        ),
+        "min_healthy_percent": form_param(
+            None, type=["null", "integer"], minimum=0, maximum=100,
+            description="Override: share of desired capacity that must stay healthy (0-100).",
+        ),
+        "require_approval": form_param(
+            None, type=["null", "boolean"],
+            description="Ask a human before recycling. Empty: the environment's setting.",
+        ),
+        "dry_run": form_param(
+            False, type="boolean",
+            description="Print the whole plan (the Terraform plan too) and change nothing.",
+        ),
     }
 
 
