@@ -86,6 +86,36 @@ def test_params_are_described_and_typed(dagbag):
     assert not problems, "\n".join(problems)
 
 
+def _schedule_leaves(cond):
+    objects = getattr(cond, "objects", None)
+    if objects is None:
+        yield cond
+        return
+    for obj in objects:
+        yield from _schedule_leaves(obj)
+
+
+def test_asset_schedules_name_assets_that_a_dag_emits(dagbag):
+    """A DAG scheduled on an asset (or a reference to one) nobody emits would never run: each must resolve."""
+    from airflow.sdk.definitions.asset import Asset, AssetNameRef, AssetUriRef
+
+    emitted = [a for d in dagbag.dags.values() for t in d.tasks for a in t.outlets if isinstance(a, Asset)]
+    names, uris = {a.name for a in emitted}, {a.uri for a in emitted}
+    scheduled, problems = 0, []
+    for dag in _dags(dagbag):
+        cond = getattr(dag.timetable, "asset_condition", None)
+        for leaf in _schedule_leaves(cond) if cond is not None else ():
+            scheduled += 1
+            if isinstance(leaf, AssetNameRef) and leaf.name not in names:
+                problems.append(f"{dag.dag_id}: scheduled on Asset.ref(name={leaf.name!r}), which no task emits")
+            elif isinstance(leaf, AssetUriRef) and leaf.uri not in uris:
+                problems.append(f"{dag.dag_id}: scheduled on Asset.ref(uri={leaf.uri!r}), which no task emits")
+            elif isinstance(leaf, Asset) and leaf.uri not in uris:
+                problems.append(f"{dag.dag_id}: scheduled on {leaf.uri}, which no task emits")
+    assert scheduled, "no DAG is scheduled on an asset: the rollouts should be"
+    assert not problems, "\n".join(problems)
+
+
 _PROBE = r"""
 import json, sys, time, importlib.util
 sys.path.insert(0, sys.argv[2])

@@ -38,6 +38,7 @@ from airflow.sdk import Asset, BaseOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.sdk.definitions.asset import AssetRef
 
     from phoenix_fleet.config import FleetConfig, Role
     from phoenix_fleet.hooks.image_hook import ImageHook
@@ -55,9 +56,26 @@ but building the Asset then makes Airflow load every provider's asset-URI handle
 provider (hooks, botocore) at DAG parse time."""
 
 
+def image_asset_name(role: str) -> str:
+    """The name of a role's image asset: ``phoenix_image_<role>`` (an asset's identity in Airflow 3)."""
+    return f"phoenix_image_{role}"
+
+
 def image_asset(role: str) -> Asset:
-    """The asset a role's publish emits (and its rollout DAG is scheduled on): ``x-phoenix://images/<role>``."""
-    return Asset(name=f"phoenix_image_{role}", uri=f"{ASSET_SCHEME}://images/{role}")
+    """The asset a role's publish emits: ``x-phoenix://images/<role>``, named :func:`image_asset_name`."""
+    return Asset(name=image_asset_name(role), uri=f"{ASSET_SCHEME}://images/{role}")
+
+
+def image_asset_ref(role: str) -> AssetRef:
+    """What the role's rollout DAG is scheduled on: a reference, by name, to the asset its release DAG defines.
+
+    The release DAG's ``publish`` outlet is the one definition of the asset (name and URI); the rollout only
+    refers to it, so the two can never disagree. It is also what keeps the rollout DAG cheap to parse: Airflow
+    hashes a DAG's ``schedule`` each time a task dependency is set (~50 times per rollout DAG), and an ``Asset``
+    hashes as sorted JSON of all its fields (~13 ms per parse of ``fleet_rollout.py``), a name reference as
+    its name. Runs see the same ``triggering_asset_events``: they are keyed by the event's asset.
+    """
+    return Asset.ref(name=image_asset_name(role))
 
 
 def _today() -> dt.date:
@@ -719,4 +737,6 @@ __all__ = [
     "ReleaseImageOperator",
     "ASSET_SCHEME",
     "image_asset",
+    "image_asset_name",
+    "image_asset_ref",
 ]

@@ -83,7 +83,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         TerraformApplyOperator,
         VerifyAsgLaunchTemplatesOperator,
     )
-    from phoenix_fleet.operators.publish_operators import image_asset
+    from phoenix_fleet.operators.publish_operators import image_asset, image_asset_ref
     from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
     from phoenix_fleet.pipelines.notify import rollout_callbacks
     from phoenix_fleet.sensors.asg_sensors import AsgHealthySensor
@@ -102,7 +102,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
     on_success, on_failure = rollout_callbacks(facts)
     with DAG(
         dag_id=f"fleet_rollout_{role_name}",
-        schedule=[asset],
+        schedule=image_asset_ref(role_name),  # the asset ami_release_<role> defines (by name)
         start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
