@@ -166,7 +166,7 @@ def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflo
         mark("asset-triggered rollout succeeded")
         assert af.xcom(ROLLOUT, auto_run, "plan", "version") == version
         auto_states = af.task_states(ROLLOUT, auto_run)
-        assert auto_states["approval"] == "skipped" and auto_states["no_approval"] == "success", auto_states
+        assert auto_states["approval"] == "skipped" and auto_states["recycle[0]"] == "success", auto_states
         assert auto_states["summary"] == "success", auto_states
         _assert_fleet_on(h, new_ami, version)
 
@@ -195,7 +195,7 @@ def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflo
         af.wait_run(ROLLOUT, manual_run, timeout=150)
         mark("approved rollout succeeded")
         manual_states = af.task_states(ROLLOUT, manual_run)
-        assert manual_states["approval"] == "success" and manual_states["no_approval"] == "skipped", manual_states
+        assert manual_states["approval"] == "success" and manual_states["recycle[0]"] == "success", manual_states
         assert af.api("GET", hitl)["response_received"] is True
         assert af.xcom(ROLLOUT, manual_run, "plan", "version") == version
 

@@ -57,8 +57,8 @@ def test_a_late_scheduled_run_skips_every_task(airflow_db, seeded, monkeypatch):
 
 
 def test_skip_bake_releases_an_existing_ami_after_verifying_it(airflow_db, seeded, worker_fleet):
-    """skip_bake + ami_id: no Packer build; the branch takes use_existing_ami, the AMI is verified on a canary
-    (and the canary torn down), then versioned and published as the role's latest."""
+    """skip_bake + ami_id: no Packer build; the branch goes straight to image_under_test (its join), the AMI is
+    verified on a canary (and the canary torn down), then versioned and published as the role's latest."""
     h = seeded["handle"]
     ec2, ssm = h.client("ec2"), h.client("ssm")
     instance = h.client("autoscaling").describe_auto_scaling_groups(
@@ -67,7 +67,7 @@ def test_skip_bake_releases_an_existing_ami_after_verifying_it(airflow_db, seede
     dr = dag_from("ami_release", "ami_release_worker").test(run_conf={"skip_bake": True, "ami_id": ami})
     states = _states(dr)
     assert dr.state == "success", states
-    assert states["bake"] == "skipped" and states["use_existing_ami"] == "success", states
+    assert states["bake"] == "skipped" and states["image_under_test"] == "success", states
     assert states["verify.terminate_canary"] == "success", states
     assert ssm.get_parameter(Name="/phoenix/images/worker/latest")["Parameter"]["Value"] == ami
     tags = {t["Key"]: t["Value"] for t in ec2.describe_images(ImageIds=[ami])["Images"][0]["Tags"]}

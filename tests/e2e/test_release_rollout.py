@@ -69,7 +69,7 @@ def test_a_rollout_dry_run_plans_everything_and_changes_nothing(airflow_db, seed
     states = {ti.task_id: ti.state for ti in dry.get_task_instances()}
     assert dry.state == "success", states
     assert states["apply"] == "success" and states["check_launch_templates"] == "skipped", states
-    assert states["canary"] == "success" and states["no_approval"] == "success", states
+    assert states["canary"] == "success" and states["approval"] == "skipped" and states["recycle"] == "success", states
     assert states["health_gate"] == "skipped" and states["summary"] == "success", states
     out = capfd.readouterr().out
     assert "dry run: would make a version from 1 that launches " + ami in out

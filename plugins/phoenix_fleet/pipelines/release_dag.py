@@ -77,8 +77,6 @@ def release_params() -> dict[str, Param]:
 
 def build_release_dag(facts: RoleFacts) -> DAG:
     """The role's release DAG, from its parse-time facts (:func:`phoenix_fleet.dag_facts.fleet_dag_facts`)."""
-    from airflow.providers.standard.operators.empty import EmptyOperator
-
     # operator modules are import-light (no AWS library at module level)
     from phoenix_fleet.operators.bake_operators import PackerBuildOperator
     from phoenix_fleet.operators.publish_operators import (
@@ -159,7 +157,8 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             if plan["dry_run"]:
                 print("dry run: nothing baked, verified or published")
                 return None
-            return "use_existing_ami" if plan["skip_bake"] else "bake"
+            # skip_bake: straight to the join (bake is skipped; the existing AMI is verified below before release)
+            return "image_under_test" if plan["skip_bake"] else "bake"
 
         @task(trigger_rule="none_failed_min_one_success")
         def image_under_test(plan: dict[str, Any], ti: Any = None) -> str:
@@ -180,8 +179,6 @@ def build_release_dag(facts: RoleFacts) -> DAG:
 
         the_plan = plan()
         source = choose_source(the_plan)
-        # the branch taken with skip_bake: nothing to run (the existing AMI is verified below before release)
-        use_existing = EmptyOperator(task_id="use_existing_ami")
         bake = PackerBuildOperator(
             task_id="bake",
             role=role_name,
@@ -191,8 +188,9 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             execution_timeout=timedelta(hours=2),
         )
         ami = image_under_test(the_plan)
-        source >> [bake, use_existing]
-        [bake, use_existing] >> ami
+        # branch and join: image_under_test runs after bake, or straight after the branch with skip_bake
+        source >> [bake, ami]
+        bake >> ami
 
         available = AmiAvailableSensor(task_id="ami_available", image_id=ami, region_name=home, timeout=3600)
 

@@ -75,7 +75,6 @@ def rollout_params() -> dict[str, Param]:
 
 def build_rollout_dag(facts: RoleFacts) -> DAG:
     """The role's rollout DAG, from its parse-time facts (:func:`phoenix_fleet.dag_facts.fleet_dag_facts`)."""
-    from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
     from phoenix_fleet.operators.apply_operators import (
@@ -149,7 +148,8 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
 
         @task.branch(trigger_rule="none_failed_min_one_success")
         def approval_needed(plan: dict[str, Any]) -> str:
-            return "approval" if plan["require_approval"] and not plan["dry_run"] else "no_approval"
+            # no approval: straight to the join (recycle), and approval is skipped
+            return "approval" if plan["require_approval"] and not plan["dry_run"] else "recycle"
 
         p = plan()
         if backend == "terraform":
@@ -184,7 +184,6 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             response_timeout=timedelta(hours=8),
             fail_on_reject=True,
         )
-        no_approval = EmptyOperator(task_id="no_approval")
         recycle = AsgRecycleOperator.partial(
             task_id="recycle", role=role_name, target_label=p["version"], policy=p["policy"],
             rollout_id=rollout_id, dry_run=p["dry_run"],
@@ -223,6 +222,6 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             return out
 
         apply >> check >> canary
-        canary >> gate >> [approval, no_approval]
-        [approval, no_approval] >> recycle >> health >> summary(p)
+        canary >> gate >> [approval, recycle]  # branch and join: recycle runs after approval, or without it
+        approval >> recycle >> health >> summary(p)
     return dag
