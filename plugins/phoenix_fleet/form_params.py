@@ -7,7 +7,7 @@ draft 2020-12, whose metaschema (vocabularies, ``$dynamicRef``) costs about 2.7 
 per Param on our 2-core test machine, against ~0.3 ms. Our forms only use keywords that mean the same in both
 dialects (``type``, ``enum``, ``pattern``, ``minimum``, ``maximum``, ``items``), so declaring draft-07 changes
 no validation, the trigger form renders the same, and each generated DAG parses a few milliseconds faster
-(docs/parse-time.md; tests/unit/test_form_params.py checks both dialects agree on every form).
+(docs/parse-time.md; tests/dags/test_dag_integrity.py checks both dialects agree on every form).
 A trigger's conf is validated by the same schema, with the same dialect, before a run is created.
 """
 

@@ -86,6 +86,28 @@ def test_params_are_described_and_typed(dagbag):
     assert not problems, "\n".join(problems)
 
 
+
+_PROBES = [None, "", "latest", "2026.11.02-1", "2026.11.02-0", "ami-0123456789abcdef0", "ami-XYZ", "surge", "yolo",
+           -1, 0, 0.5, 1, 2.5, 30, 31, 100, 101, 365, 366, 500, 501, True, False, [], ["a", "b"], [1], {"a": 1}]
+
+
+def test_every_form_validates_as_the_default_dialect_would(dagbag):
+    """Declaring draft-07 (for parse time) changes no validation: both dialects accept and reject the same values."""
+    from jsonschema import Draft7Validator, Draft202012Validator, FormatChecker
+
+    params = [(f"{d.dag_id}.{n}", d.params.get_param(n)) for d in _dags(dagbag) for n in d.params]
+    assert len(params) >= 30, [n for n, _ in params]  # the generated release and rollout forms included
+    assert {"ami_release_web.skip_bake", "fleet_rollout_web.batch_size"} <= {n for n, _ in params}
+    for name, param in params:
+        schema = dict(param.schema)
+        assert schema.pop("$schema") == JSON_SCHEMA_DIALECT, name
+        Draft7Validator.check_schema(param.schema)
+        draft7 = Draft7Validator(param.schema, format_checker=FormatChecker())
+        default = Draft202012Validator(schema, format_checker=FormatChecker())
+        for value in [*_PROBES, param.value]:
+            assert draft7.is_valid(value) == default.is_valid(value), (name, value)
+        assert draft7.is_valid(param.value), f"{name}: its default fails its own schema"
+
 def _schedule_leaves(cond):
     objects = getattr(cond, "objects", None)
     if objects is None:
