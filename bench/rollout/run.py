@@ -183,8 +183,7 @@ class CallCounter:
 def fleet(handle: Any, size: int, boot: float, warmup: float) -> Any:
     """A settled fleet of ``size`` on v1, every instance healthy; then the sandbox switches to seconds."""
     from phoenix_fleet.hooks.asg_hook import AsgHook
-    from phoenix_fleet.rollout import Policy
-    from phoenix_fleet.sensors.asg_sensors import fleet_healthy
+    from phoenix_fleet.rollout import Policy, fleet_healthy
 
     from tests.unit.recycle import recycle_fleet as F
 

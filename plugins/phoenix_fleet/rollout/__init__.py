@@ -5,7 +5,7 @@ no randomness. See docs/rollout.md.
 """
 
 from .fleet_state import FleetState, Instance, Lifecycle
-from .health import failure, firing_alarms, health_problems, healthy_ids, is_healthy
+from .health import failure, firing_alarms, fleet_healthy, health_problems, healthy_ids, is_healthy
 from .planner import (
     adopt_baseline,
     describe_action,
@@ -67,6 +67,7 @@ __all__ = [
     "describe_plan",
     "failure",
     "firing_alarms",
+    "fleet_healthy",
     "format_plan",
     "health_problems",
     "healthy_ids",

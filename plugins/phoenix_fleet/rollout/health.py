@@ -115,3 +115,26 @@ def failure(inst: Instance, state: FleetState, policy: Policy) -> str | None:
             waited = int((now - inst.launch_time).total_seconds())
             return f"{name} not healthy {waited}s after launch ({'; '.join(problems)})"
     return None
+
+
+def fleet_healthy(state: FleetState, policy: Policy, image_id: str | None = None) -> tuple[bool, str]:
+    """(healthy?, why): the group at desired capacity, nothing in transition, every instance healthy and,
+    when ``image_id`` is given, on it. The gate of ``AsgHealthySensor`` and ``AsgHealthyTrigger`` (both call
+    it; it lives here, in the pure core, so that neither imports the other)."""
+    live = state.live
+    moving = [i for i in state.members if i.in_transition]
+    if len(live) != state.desired:
+        return False, f"{len(live)} instance(s) for desired {state.desired}"
+    if moving:
+        sample = sorted(moving, key=lambda i: i.instance_id)[0]
+        return False, f"{len(moving)} instance(s) in transition (e.g. {sample.instance_id} {sample.lifecycle})"
+    if image_id:
+        other = sorted(i.instance_id for i in live if i.image_id != image_id)
+        if other:
+            return False, f"{len(other)} instance(s) not on {image_id} (e.g. {other[0]})"
+    sick = sorted((i for i in live if not is_healthy(i, state, policy)), key=lambda i: i.instance_id)
+    if sick:
+        why = "; ".join(health_problems(sick[0], state, policy))
+        return False, f"{len(sick)} instance(s) not healthy (e.g. {sick[0].instance_id}: {why})"
+    on = f" on {image_id}" if image_id else ""
+    return True, f"{state.asg_name}: {len(live)}/{state.desired} healthy{on}"

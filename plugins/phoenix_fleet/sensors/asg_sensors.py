@@ -1,7 +1,7 @@
 """AsgHealthySensor: an AutoScaling group at desired capacity with every instance healthy (on an image).
 
-The health gate is the rollout's (``phoenix_fleet.rollout.health``): InService, Healthy in the ASG,
-``healthy`` in every attached target group, EC2 status checks ok, none of the policy's alarms in ALARM,
+The health gate is the rollout's (the pure ``phoenix_fleet.rollout.fleet_healthy``): InService, Healthy in the
+ASG, ``healthy`` in every attached target group, EC2 status checks ok, none of the policy's alarms in ALARM,
 warmup passed (each signal only if the policy counts it). The policy comes from ``role`` in the fleet
 config (or the defaults) with ``policy`` overrides, e.g. ``policy={"warmup_seconds": 0}``.
 
@@ -25,31 +25,7 @@ from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 if TYPE_CHECKING:  # the rollout core is imported on first use: DAG files import this module at every parse
-    from phoenix_fleet.rollout import FleetState, Policy
-
-
-def fleet_healthy(state: FleetState, policy: Policy, image_id: str | None = None) -> tuple[bool, str]:
-    """(healthy?, why): the group at desired capacity, nothing in transition, every instance healthy and,
-    when ``image_id`` is given, on it. Pure: the sensor and ``AsgHealthyTrigger`` both call it."""
-    from phoenix_fleet.rollout import health_problems, is_healthy
-
-    live = state.live
-    moving = [i for i in state.members if i.in_transition]
-    if len(live) != state.desired:
-        return False, f"{len(live)} instance(s) for desired {state.desired}"
-    if moving:
-        sample = sorted(moving, key=lambda i: i.instance_id)[0]
-        return False, f"{len(moving)} instance(s) in transition (e.g. {sample.instance_id} {sample.lifecycle})"
-    if image_id:
-        other = sorted(i.instance_id for i in live if i.image_id != image_id)
-        if other:
-            return False, f"{len(other)} instance(s) not on {image_id} (e.g. {other[0]})"
-    sick = sorted((i for i in live if not is_healthy(i, state, policy)), key=lambda i: i.instance_id)
-    if sick:
-        why = "; ".join(health_problems(sick[0], state, policy))
-        return False, f"{len(sick)} instance(s) not healthy (e.g. {sick[0].instance_id}: {why})"
-    on = f" on {image_id}" if image_id else ""
-    return True, f"{state.asg_name}: {len(live)}/{state.desired} healthy{on}"
+    from phoenix_fleet.rollout import Policy
 
 
 def policy_with(base: Policy, overrides: Mapping[str, Any] | str | None, field_name: str = "policy") -> Policy:
@@ -171,6 +147,8 @@ class AsgHealthySensor(BaseSensorOperator):
         return self._hook
 
     def poke(self, context: Context) -> bool:
+        from phoenix_fleet.rollout import fleet_healthy
+
         obs = self.hook.observe(self.asg_name, self._policy(), resolve_launch_template=False)
         ok, message = fleet_healthy(obs.state, self._policy(), self.image_id or None)
         self.log.info("%s", message)

@@ -6,7 +6,7 @@
     something else, or the wait's ``until`` passed), or when the rollout record in the group's tags is no
     longer ours. Timer waits (warmup, soak) are polled too: a failure during a soak ends the wait at once.
 ``AsgHealthyTrigger``
-    Polls the group until the pure ``phoenix_fleet.sensors.asg_sensors.fleet_healthy`` says it is at desired
+    Polls the group until the pure ``phoenix_fleet.rollout.fleet_healthy`` says it is at desired
     capacity with every instance healthy (on the image, when given), or its deadline passes.
 ``InstanceRefreshTrigger``
     The provider's ``AwsBaseWaiterTrigger`` on our botocore waiter ``InstanceRefreshComplete``
@@ -39,7 +39,7 @@ from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from phoenix_fleet.hooks.asg_hook import AsgHook, AsgNotFoundError, Observation
-from phoenix_fleet.rollout import Policy, Wait, WaitFor, wait_over
+from phoenix_fleet.rollout import Policy, Wait, WaitFor, fleet_healthy, wait_over
 
 #: consecutive failed observations before a poller gives up with an error event
 MAX_ERRORS = 5
@@ -275,8 +275,6 @@ class AsgHealthyTrigger(_AsgPollTrigger):
         return {**super()._fields(), "image_id": self.image_id}
 
     def check(self, obs: Observation, policy: Policy) -> dict[str, Any] | None:
-        from phoenix_fleet.sensors.asg_sensors import fleet_healthy
-
         ok, message = fleet_healthy(obs.state, policy, self.image_id)
         self._last = message
         return {"status": "success", "message": message} if ok else None

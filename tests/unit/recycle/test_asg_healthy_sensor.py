@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import recycle_fleet as F
 from airflow.sdk.exceptions import AirflowSensorTimeout
-from phoenix_fleet.rollout import FleetState, Instance, Policy
-from phoenix_fleet.sensors.asg_sensors import AsgHealthySensor, fleet_healthy, policy_with
+from phoenix_fleet.rollout import FleetState, Instance, Policy, fleet_healthy
+from phoenix_fleet.sensors.asg_sensors import AsgHealthySensor, policy_with
 
 from tests.helpers.airflow_run import make_context, run_task
 

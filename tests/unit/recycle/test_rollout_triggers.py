@@ -133,3 +133,33 @@ def test_healthy_trigger_and_its_deadline(sandbox_clean):
     event = asyncio.run(first_event(never, 30)).payload
     assert event["status"] == "error"
     assert f"not healthy by the deadline: 4 instance(s) not on {f.new_ami}" in event["message"]
+
+
+def _imports(path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_no_import_circle_between_sensors_triggers_and_the_pure_core():
+    """The health gate (``fleet_healthy``) lives in the pure core: the triggers never import the sensors (the
+    sensor imports its trigger), and rollout/ imports nothing of the Airflow shell (anywhere in a file, also
+    inside functions)."""
+    from pathlib import Path
+
+    import phoenix_fleet
+
+    root = Path(phoenix_fleet.__file__).parent
+    for path in (root / "triggers").glob("*.py"):
+        assert not {m for m in _imports(path) if m.startswith("phoenix_fleet.sensors")}, path
+    shell = ("phoenix_fleet.sensors", "phoenix_fleet.triggers", "phoenix_fleet.hooks", "phoenix_fleet.operators",
+             "airflow", "boto3", "botocore")
+    for path in (root / "rollout").glob("*.py"):
+        assert not {m for m in _imports(path) if m.startswith(shell)}, path
