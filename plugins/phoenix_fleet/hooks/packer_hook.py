@@ -9,7 +9,9 @@
 * Packer runs in its own session (``start_new_session=True``), so a Ctrl-C on a terminal or the worker's
   own signals never reach it directly. :meth:`PackerHook.on_kill` sends SIGINT to its process group:
   Packer then cancels the build and deletes its builder instance, key pair and security group. After a
-  grace period it escalates to SIGTERM, then SIGKILL.
+  grace period it escalates to SIGTERM, then SIGKILL. A command interrupted by any ``BaseException`` (the
+  ``AirflowTaskTimeout`` of ``execution_timeout``, which Airflow raises before calling ``on_kill``, or the
+  ``KeyboardInterrupt`` of a worker shutdown) is stopped the same way, and waited for, before it re-raises.
 * A failed build raises :class:`PackerBuildError` with Packer's error lines and the failed checks of the
   build-time test suite.
 
@@ -29,6 +31,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,14 @@ from airflow.sdk.exceptions import AirflowException
 PACKER_BIN_ENV = "PHOENIX_PACKER_BIN"
 _VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _FAILED_CHECK_RE = re.compile(r"\b(FAILED|ERROR)\b|^E\s")
+
+
+def _wait_exit(proc: subprocess.Popen[str], timeout: float) -> bool:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 class PackerError(AirflowException):
@@ -315,11 +326,22 @@ class PackerHook(BaseHook):
         )
 
     def on_kill(self) -> None:
-        """SIGINT to Packer's process group (Packer cleans up), then SIGTERM, then SIGKILL after the graces."""
+        """SIGINT to Packer's process group (Packer cleans up), then SIGTERM, then SIGKILL after the graces.
+
+        Called by Airflow on SIGTERM (from a signal handler, while ``build`` still runs) and after an
+        ``execution_timeout``; in the latter case ``build`` has already stopped Packer itself (see ``_run``) and
+        there is nothing left to do."""
         with self._proc_lock:
             proc = self._proc
         if proc is None or proc.poll() is not None:
             return
+        self._stop(proc, lambda timeout: _wait_exit(proc, timeout))
+
+    def _stop(self, proc: subprocess.Popen[str], wait: Any, why: str = "") -> bool:
+        """Interrupt Packer's process group and wait for it to exit: SIGINT (Packer cancels the build and deletes
+        its builder instance, key pair and security group) for ``kill_grace_seconds``, then SIGTERM for
+        ``term_grace_seconds``, then SIGKILL. ``wait(timeout)`` returns True once Packer has exited. Returns
+        True when it stopped."""
         self._killed = True
         for sig, grace in (
             (signal.SIGINT, self.kill_grace_seconds),
@@ -327,19 +349,20 @@ class PackerHook(BaseHook):
             (signal.SIGKILL, 10.0),
         ):
             self.log.warning(
-                "Sending %s to packer (process group %s)%s", sig.name, proc.pid,
-                "; waiting for it to delete its builder instance and key pair" if sig == signal.SIGINT else "",
+                "%sSending %s to packer (process group %s)%s", why, sig.name, proc.pid,
+                f"; waiting up to {grace:g}s for it to delete its builder instance, key pair and security group"
+                if sig == signal.SIGINT else "",
             )
+            why = ""
             try:
                 os.killpg(proc.pid, sig)  # start_new_session: its pid is its process group id
             except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=grace)
+                return True
+            if wait(grace):
                 self.log.warning("packer exited with code %s after %s", proc.returncode, sig.name)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+                return True
+        self.log.error("packer (process group %s) did not exit even after SIGKILL", proc.pid)
+        return False
 
     # ------------------------------------------------------------------------------------- internals
     @dataclass
@@ -429,6 +452,31 @@ class PackerHook(BaseHook):
             while (item := lines.get()) is not None:
                 self._handle_line(item, out)
             out.returncode = proc.wait()
+        except BaseException as exc:
+            # The task itself is being stopped while Packer runs: execution_timeout raises inside execute (Airflow
+            # calls on_kill only afterwards, when this hook has let go of Packer), a worker shutdown forwards
+            # SIGINT as KeyboardInterrupt. Packer runs in its own session and would build on, orphaned: stop it
+            # first, keep logging its cleanup, and only then let the exception go.
+            if proc.poll() is None:
+
+                eof = False
+
+                def drain(timeout: float) -> bool:
+                    nonlocal eof
+                    deadline = time.monotonic() + timeout
+                    while not eof and (left := deadline - time.monotonic()) > 0:
+                        try:
+                            item = lines.get(timeout=min(left, 1.0))
+                        except queue.Empty:
+                            continue
+                        if item is None:  # end of output: Packer (and whatever it started) closed the pipe
+                            eof = True
+                        else:
+                            self._handle_line(item, out)
+                    return _wait_exit(proc, max(0.0, deadline - time.monotonic()) if eof else 0.0)
+
+                self._stop(proc, drain, why=f"Task stopped ({type(exc).__name__}) while packer runs. ")
+            raise
         finally:
             with self._proc_lock:
                 self._proc = None

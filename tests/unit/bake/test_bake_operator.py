@@ -180,3 +180,96 @@ def test_operator_and_sensor_modules_are_import_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ------------------------------------------------------------------ the task is stopped while Packer builds
+def _live_in_group(pgid: int) -> list[str]:
+    """Processes of a process group that are not zombies."""
+    import os
+
+    live = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(entry)
+    return live
+
+
+def _builder_leftovers(ec2: Any) -> dict[str, Any]:
+    reservations = ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [f"phoenix-build-web-{VERSION}"]}])
+    builders = [i for r in reservations["Reservations"] for i in r["Instances"]]
+    return {
+        "key_pairs": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]],
+        "security_groups": [
+            g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"].startswith("packer_")
+        ],
+        "live_builders": [i["InstanceId"] for i in builders if i["State"]["Name"] not in ("terminated", "shutting-down")],
+        "images": [i["ImageId"] for i in _images(ec2)],
+    }
+
+
+def _stop_the_task_while_packer_provisions(packer_env: Any, ec2: Any, signum: int, op: PackerBuildOperator) -> tuple[BaseException, int]:
+    """Run the bake the way the task runner does (execution_timeout armed), and deliver ``signum`` to this process
+    once Packer's builder runs and its key pair exists, as the alarm of execution_timeout or a worker's SIGINT
+    would. Returns the exception the task raised and Packer's process group."""
+    import os
+    import threading
+    import time
+
+    from airflow.sdk.execution_time.task_runner import _run_execute_callable
+
+    from tests.helpers.image_support import poll
+
+    def deliver() -> None:
+        try:
+            poll(lambda: _builder_leftovers(ec2)["live_builders"] and _builder_leftovers(ec2)["key_pairs"], timeout=120)
+        except AssertionError:
+            return
+        time.sleep(0.2)
+        os.kill(os.getpid(), signum)
+
+    sender = threading.Thread(target=deliver, daemon=True)
+    sender.start()
+    raised: BaseException | None = None
+    try:
+        _run_execute_callable(make_context(), op.execute, op)
+    except BaseException as exc:  # noqa: BLE001 - the test inspects it (KeyboardInterrupt included)
+        raised = exc
+    sender.join(timeout=5)
+    builds = [json.loads(line) for line in packer_env.argv_log.read_text().splitlines() if '"build"' in line]
+    pgid = builds[-1]["pid"]
+    assert raised is not None, "the task was not stopped"
+    return raised, pgid
+
+
+@pytest.mark.parametrize("signum", ["SIGALRM", "SIGINT"], ids=["execution_timeout", "worker_sigint"])
+def test_a_stopped_task_leaves_no_packer_and_no_builder(seeded, packer_env, sandbox_clean, monkeypatch, signum):
+    """execution_timeout (SIGALRM raises AirflowTaskTimeout inside execute, on_kill only afterwards) and the SIGINT a
+    worker shutdown forwards (KeyboardInterrupt) must each stop Packer and let it delete its builder, key pair and
+    security group before the task lets go of it."""
+    import os
+    import signal
+    from datetime import timedelta
+
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    monkeypatch.setenv("PHOENIX_PACKER_DOUBLE_DELAY", "600")
+    ec2 = sandbox_clean.client("ec2")
+    op = _op(execution_timeout=timedelta(hours=2), kill_grace_seconds=60)
+    sig = getattr(signal, signum)
+    pgid = 0
+    try:
+        raised, pgid = _stop_the_task_while_packer_provisions(packer_env, ec2, sig, op)
+        assert isinstance(raised, AirflowTaskTimeout if signum == "SIGALRM" else KeyboardInterrupt), repr(raised)
+        assert _live_in_group(pgid) == [], "packer still runs after the task stopped"
+        assert _builder_leftovers(ec2) == {"key_pairs": [], "security_groups": [], "live_builders": [], "images": []}
+    finally:
+        if pgid and _live_in_group(pgid):
+            os.killpg(pgid, signal.SIGKILL)
