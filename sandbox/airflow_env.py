@@ -84,6 +84,8 @@ def airflow_env(
             "AWS_EC2_METADATA_DISABLED": "true",
             # the Packer double (sandbox/bin/packer) stands in for the real CLI here
             "PATH": os.pathsep.join([str(REPO / "sandbox" / "bin"), env.get("PATH", "")]),
+            # PackerHook gives Packer only an allow-listed environment: add the double's controls to it
+            "PHOENIX_PACKER_ENV_ALLOW": "PHOENIX_PACKER_DOUBLE_*",
         }
     )
     env.pop("AWS_PROFILE", None)

@@ -47,7 +47,8 @@ Environment (all optional):
 ``PHOENIX_PACKER_DOUBLE_DELAY=<seconds>``
     linger that long while "provisioning" (the builder instance and key pair exist): for SIGINT tests.
 ``PHOENIX_PACKER_DOUBLE_ARGV_LOG=<file>``
-    append one JSON line per invocation: ``{"argv": [...], "cwd": ..., "pid": ...}``.
+    append one JSON line per invocation: ``{"argv": [...], "cwd": ..., "pid": ..., "env": {...}}`` (the
+    environment it was started with: tests check what reached Packer). Test use only: it writes credentials.
 ``PHOENIX_PACKER_DOUBLE_PACKAGES=<file>``
     the package list to "download" instead of the generated one.
 ``PHOENIX_PACKER_DOUBLE_POLL_MAX=<seconds>``
@@ -1926,7 +1927,7 @@ def _log_argv(argv: list[str], environ: Mapping[str, str]) -> None:
     if not path:
         return
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"argv": argv, "cwd": os.getcwd(), "pid": os.getpid()}) + "\n")
+        fh.write(json.dumps({"argv": argv, "cwd": os.getcwd(), "pid": os.getpid(), "env": dict(environ)}) + "\n")
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

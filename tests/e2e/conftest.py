@@ -43,6 +43,7 @@ def seeded(sandbox_clean, fast_fleet_config, monkeypatch):
     from sandbox.seed import seed
 
     monkeypatch.setenv("PATH", os.pathsep.join([str(REPO / "sandbox" / "bin"), os.environ["PATH"]]))
+    monkeypatch.setenv("PHOENIX_PACKER_ENV_ALLOW", "PHOENIX_PACKER_DOUBLE_*")  # the double's controls reach it
     sandbox_clean.update_config(
         instance_boot=None, instance_status_checks=None, target_health_checks=None, image_build=None, ssm_command=None
     )

@@ -23,10 +23,13 @@ _DOUBLE_ENV = (
 
 @pytest.fixture
 def packer_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SimpleNamespace:
-    """``sandbox/bin`` first on PATH (so ``packer`` is the double), plugins in a temp dir, argv logged."""
+    """``sandbox/bin`` first on PATH (so ``packer`` is the double), plugins in a temp dir, argv and environment
+    logged, the double's controls (``PHOENIX_PACKER_DOUBLE_*``) on PackerHook's environment allow-list."""
     monkeypatch.setenv("PATH", os.pathsep.join([str(DOUBLE.parent), os.environ.get("PATH", "")]))
     monkeypatch.setenv("PACKER_PLUGIN_PATH", str(tmp_path / "packer-plugins"))
     monkeypatch.setenv("PHOENIX_PACKER_DOUBLE_POLL_MAX", "0.05")
+    # PackerHook passes Packer only an allow-listed environment: the double's controls are added to it
+    monkeypatch.setenv("PHOENIX_PACKER_ENV_ALLOW", "PHOENIX_PACKER_DOUBLE_*")
     argv_log = tmp_path / "packer-argv.jsonl"
     monkeypatch.setenv("PHOENIX_PACKER_DOUBLE_ARGV_LOG", str(argv_log))
     for name in _DOUBLE_ENV:

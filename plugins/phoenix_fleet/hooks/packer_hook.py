@@ -41,6 +41,49 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowException
 
 PACKER_BIN_ENV = "PHOENIX_PACKER_BIN"
+ENV_ALLOW_ENV = "PHOENIX_PACKER_ENV_ALLOW"
+# What Packer gets from the worker's environment: nothing else (no AIRFLOW__*, AIRFLOW_CONN_*, AIRFLOW_VAR_*, no
+# other tool's tokens). A name ending in "*" is a prefix.
+ENV_ALLOW: tuple[str, ...] = (
+    # the process itself
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR", "TMP", "TEMP",
+    # network: proxies and trust roots
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    # Packer's own settings and variables
+    "PACKER_*", "PKR_VAR_*", "CHECKPOINT_DISABLE",
+    # the AWS SDK's (credentials, region, endpoints, profiles, web identity, container credentials)
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE", "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_*", "AWS_EC2_METADATA_DISABLED", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME",
+    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_USE_FIPS_ENDPOINT", "AWS_SDK_LOAD_CONFIG",
+)
+_NEVER_ALLOWED = ("AIRFLOW", "_AIRFLOW")
+
+
+def allowed_names(entries: Sequence[str], names: Sequence[str]) -> list[str]:
+    """The ``names`` that an allow-list entry matches (exactly, or by prefix for an entry ending in ``*``)."""
+    exact = {e for e in entries if not e.endswith("*")}
+    prefixes = tuple(e[:-1] for e in entries if e.endswith("*"))
+    return [n for n in names if n in exact or (prefixes and n.startswith(prefixes))]
+
+
+def extra_allow_list(raw: str | None, field: str = ENV_ALLOW_ENV) -> list[str]:
+    """More names for the allow-list, comma-separated (``NAME`` or ``PREFIX*``). An entry that could match
+    Airflow's own settings or secrets (``AIRFLOW*``) is refused."""
+    entries = [e.strip() for e in (raw or "").split(",") if e.strip()]
+    for entry in entries:
+        stem = entry.rstrip("*")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", entry) or not stem:
+            raise PackerError(f"{field}: {entry!r} is not a variable name or NAME_PREFIX*. Fix: e.g. MY_TOOL_HOME,PACKER_DOUBLE_*")
+        if any(stem.upper().startswith(n) or n.startswith(stem.upper()) for n in _NEVER_ALLOWED):
+            raise PackerError(
+                f"{field}: {entry!r} would pass Airflow's settings and secrets (AIRFLOW__*, AIRFLOW_CONN_*, "
+                "AIRFLOW_VAR_*) to Packer. Fix: remove it; give Packer what it needs through the hook's env"
+            )
+    return entries
 _VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _FAILED_CHECK_RE = re.compile(r"\b(FAILED|ERROR)\b|^E\s")
 
@@ -161,7 +204,10 @@ class PackerHook(BaseHook):
     :param packer_bin: the packer executable (default ``$PHOENIX_PACKER_BIN`` or ``packer`` on PATH).
     :param working_dir: where Packer runs (the manifest and the package list land here); default: a new
         temporary directory per hook (the caller removes it; see ``PackerBuildResult.working_dir``).
-    :param env: extra environment for Packer (over the worker's environment).
+    :param env: extra environment for Packer (set as given, over everything else).
+    :param env_allow: more worker variables Packer may see (``NAME`` or ``PREFIX*``), besides ``ENV_ALLOW`` and
+        ``$PHOENIX_PACKER_ENV_ALLOW``. Packer never gets the rest of the worker's environment (Airflow's settings,
+        connections and variables included); nothing matching ``AIRFLOW*`` can be allowed.
     :param aws_conn_id: when set, Packer gets this Airflow AWS connection's region, endpoint
         (``AWS_ENDPOINT_URL``) and, if the connection carries credentials or a role, short-lived credentials
         as ``AWS_*`` variables (never logged). None: Packer uses the worker's own AWS environment.
@@ -184,8 +230,10 @@ class PackerHook(BaseHook):
         kill_grace_seconds: float = 600.0,
         term_grace_seconds: float = 30.0,
         tail_lines: int = 40,
+        env_allow: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        self.env_allow = list(env_allow)
         self.packer_bin = packer_bin
         self._working_dir = Path(working_dir) if working_dir else None
         self.extra_env = dict(env or {})
@@ -242,7 +290,10 @@ class PackerHook(BaseHook):
         return env
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        """Packer's environment: only the allow-listed worker variables (``ENV_ALLOW`` plus ``env_allow`` and
+        ``$PHOENIX_PACKER_ENV_ALLOW``), the connection's AWS settings and credentials, then ``env``."""
+        entries = [*ENV_ALLOW, *extra_allow_list(",".join(self.env_allow), "env_allow"), *extra_allow_list(os.environ.get(ENV_ALLOW_ENV))]
+        env = {name: os.environ[name] for name in allowed_names(entries, list(os.environ))}
         env.update(self._aws_env())
         if env.get("AWS_SESSION_TOKEN") == "":
             env.pop("AWS_SESSION_TOKEN")

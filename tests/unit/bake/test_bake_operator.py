@@ -273,3 +273,47 @@ def test_a_stopped_task_leaves_no_packer_and_no_builder(seeded, packer_env, sand
     finally:
         if pgid and _live_in_group(pgid):
             os.killpg(pgid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------------- Packer's environment
+FAKE_SECRETS = {
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:fake-secret-db-7f3a@db/airflow",
+    "AIRFLOW__CORE__FERNET_KEY": "fake-secret-fernet-91bc",
+    "AIRFLOW_CONN_VAULT": "vault://approle:fake-secret-conn-5d2e@vault:8200",
+    "AIRFLOW_VAR_SLACK_TOKEN": "fake-secret-var-0c41",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.invalid/fake-secret-webhook-a8d0",
+}
+
+
+def test_packer_gets_an_allow_listed_environment_and_no_worker_secret(seeded, packer_env, sandbox_clean, monkeypatch, capfd):
+    """Secrets planted in the worker's environment reach neither Packer's environment (each invocation: init,
+    validate, build) nor the task log; the AWS credentials of the connection and what Packer needs do."""
+    for name, value in FAKE_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    out = run_task(_op(), make_context()).result
+    assert out["reused"] is False
+
+    logged = [json.loads(line) for line in packer_env.argv_log.read_text().splitlines() if line.strip()]
+    assert [e["argv"][0] for e in logged] == ["init", "validate", "build"]
+    for entry in logged:
+        env = entry["env"]
+        leaked = {k for k, v in env.items() if k in FAKE_SECRETS or any(s in v for s in FAKE_SECRETS.values())}
+        assert leaked == set(), f"packer {entry['argv'][0]} got worker secrets: {sorted(leaked)}"
+        assert not [k for k in env if k.startswith("AIRFLOW")], sorted(env)
+        # what it needs: the connection's credentials, region and endpoint, PATH and HOME, Packer's own settings
+        assert env["AWS_ACCESS_KEY_ID"] == "testing" and env["AWS_SECRET_ACCESS_KEY"] == "testing"
+        assert env["AWS_REGION"] == "us-east-1" and env["AWS_ENDPOINT_URL"] == sandbox_clean.endpoint_url
+        assert env["PATH"] and env["HOME"] and env["CHECKPOINT_DISABLE"] == "1"
+        assert env["PACKER_PLUGIN_PATH"] == str(packer_env.tmp / "packer-plugins")
+    captured = capfd.readouterr()
+    log_text = captured.out + captured.err
+    assert "Creating temporary keypair" in log_text  # Packer's output is in the task log ...
+    assert not [s for s in FAKE_SECRETS.values() if s in log_text]  # ... and no secret is
+
+
+def test_an_env_allow_list_entry_cannot_open_airflow_secrets(packer_env, monkeypatch):
+    from phoenix_fleet.hooks.packer_hook import PackerError, PackerHook
+
+    monkeypatch.setenv("PHOENIX_PACKER_ENV_ALLOW", "MY_TOOL_*,AIRFLOW_CONN_*")
+    with pytest.raises(PackerError, match=r"PHOENIX_PACKER_ENV_ALLOW: 'AIRFLOW_CONN_\*' would pass Airflow's"):
+        PackerHook().environment()
