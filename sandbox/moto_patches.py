@@ -25,6 +25,7 @@ from moto.ec2.models.amis import Ami
 from moto.ec2.models.instances import Instance
 from moto.ec2.models.instances import InstanceState as Ec2InstanceState
 from moto.ec2.models.launch_templates import LaunchTemplate, LaunchTemplateBackend
+from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.elbv2.exceptions import TargetGroupNotFoundError, TargetNotRunning
 from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup, elbv2_backends
@@ -360,6 +361,42 @@ def _patch_amis() -> None:
         return describe_images
 
     _wrap(EC2Backend, "describe_images", make_describe)
+
+    def make_copy_token(original: Any) -> Any:
+        # AmisResponse.copy_image (ec2/responses/amis.py) ignores ClientToken: every call makes a new image. AWS
+        # answers a repeated token with the image the first call made (whatever became of it: failed, even
+        # deregistered), and a repeated token with other parameters with IdempotentParameterMismatch. Kept per
+        # account and region on the EC2 backend, so a moto reset forgets the tokens with the images.
+        def copy_image(self: Any) -> Any:
+            token = self._get_param("ClientToken")
+            if current() is None or not token:
+                return original(self)
+            from moto.core.responses import ActionResult
+            from moto.ec2.exceptions import EC2ClientError
+
+            request = {
+                key: self._get_param(key)
+                for key in ("SourceImageId", "SourceRegion", "Name", "Description", "Encrypted", "KmsKeyId")
+            }
+            tokens: dict[str, tuple[str, dict[str, Any]]] = self.ec2_backend.__dict__.setdefault(
+                "_phx_copy_tokens", {}
+            )
+            if token in tokens:
+                image_id, first = tokens[token]
+                if first != request:
+                    raise EC2ClientError(
+                        "IdempotentParameterMismatch",
+                        f"The client token {token} was already used with different parameters "
+                        f"(by the request that made {image_id}).",
+                    )
+                return ActionResult({"ImageId": image_id})
+            result = original(self)
+            tokens[token] = (result.result["ImageId"], request)
+            return result
+
+        return copy_image
+
+    _wrap(AmisResponse, "copy_image", make_copy_token)
 
 
 # --------------------------------------------------------------------------------------------- AutoScaling

@@ -105,3 +105,25 @@ def test_aiobotocore_pending_available_and_failed(aio: Any, running_instance: An
             return seen, final
 
     assert aio.run(scenario()) == (["pending", "pending", "available"], "failed")
+
+
+def test_copy_image_honours_client_token_as_aws_does(sandbox_clean: Any, ec2: Any) -> None:
+    """AWS answers a repeated ClientToken with the image the first call made, whatever became of it (failed,
+    deregistered), and refuses the token with other parameters; moto alone made a new image every time."""
+    sandbox_clean.update_config(image_build=None)
+    eu = sandbox_clean.client("ec2", "eu-west-1")
+    args = {"SourceImageId": "ami-12c6146b", "SourceRegion": "us-east-1", "Name": "web-copy"}
+    first = eu.copy_image(ClientToken="tok-1", **args)["ImageId"]
+    assert eu.copy_image(ClientToken="tok-1", **args)["ImageId"] == first
+    assert len(eu.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": ["web-copy"]}])["Images"]) == 1
+    eu.deregister_image(ImageId=first)
+    assert eu.copy_image(ClientToken="tok-1", **args)["ImageId"] == first  # nothing new: the deregistered one
+    assert eu.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": ["web-copy"]}])["Images"] == []
+    with pytest.raises(Exception, match="IdempotentParameterMismatch"):
+        eu.copy_image(ClientToken="tok-1", **{**args, "Name": "web-copy-2"})
+    second = eu.copy_image(ClientToken="tok-2", **args)["ImageId"]  # a new token: a new image
+    assert second != first
+    # tokens are per region: the same token in another region is another request
+    assert ec2.copy_image(ClientToken="tok-1", **args)["ImageId"] not in (first, second)
+    without = [eu.copy_image(**args)["ImageId"] for _ in range(2)]  # no token: no idempotency
+    assert len(set(without)) == 2
