@@ -439,13 +439,15 @@ class CopyImageToRegionOperator(BaseOperator):
     def _find_or_copy(
         self, hook: ImageHook, source: Mapping[str, Any], src_region: str, dest: str
     ) -> tuple[dict[str, Any], bool]:
-        from phoenix_fleet.release.publish_rules import TAG_COPY_OF, PublishRefusedError
+        from phoenix_fleet.release.publish_rules import TAG_COPY_OF, PublishRefusedError, copy_client_token
 
         tagged = hook.find_images({f"tag:{TAG_COPY_OF}": source["ImageId"]}, dest)
+        failed: list[str] = []  # failed copies of earlier tries, deregistered here: the retry's token names them
         for image in tagged:
             if image.get("State") == "failed":
                 self.log.warning("deregistering failed copy %s in %s", image["ImageId"], dest)
                 hook.deregister_image(image["ImageId"], dest)
+                failed.append(image["ImageId"])
         live = [i for i in tagged if i.get("State") in ("available", "pending")]
         if live:
             chosen = sorted(live, key=lambda i: (i.get("State") != "available", i.get("CreationDate", "")))[0]
@@ -454,9 +456,14 @@ class CopyImageToRegionOperator(BaseOperator):
         name = source.get("Name") or f"phoenix-copy-{source['ImageId']}"
         marker = self._marker(src_region)
         for image in hook.find_images({"name": name}, dest):
+            ours = marker in (image.get("Description") or "")
             if image.get("State") == "failed":
+                if ours:  # a failed copy whose tagging was interrupted
+                    self.log.warning("deregistering failed untagged copy %s in %s", image["ImageId"], dest)
+                    hook.deregister_image(image["ImageId"], dest)
+                    failed.append(image["ImageId"])
                 continue
-            if marker in (image.get("Description") or ""):
+            if ours:
                 self.log.info("found untagged copy %s of %s in %s by name", image["ImageId"], self.ami_id, dest)
                 return image, False
             raise PublishRefusedError(
@@ -466,13 +473,16 @@ class CopyImageToRegionOperator(BaseOperator):
         description = f"{(source.get('Description') or '').strip()} {marker}".strip()
         if len(description) > 255:
             description = description[-255:]
+        # The token makes a lost answer safe to repeat (AWS answers the same token with the same image). After a
+        # failed copy it must change: AWS answers a repeated token with the failed copy, even once deregistered.
+        token = copy_client_token(self.ami_id, dest, failed)
         copy_id = hook.copy_image(
             self.ami_id,
             src_region,
             dest,
             name=name,
             description=description,
-            client_token=f"phoenix-{self.ami_id}-{dest}",
+            client_token=token,
             encrypted=True if self.kms_key_id else None,
             kms_key_id=self.kms_key_id,
         )

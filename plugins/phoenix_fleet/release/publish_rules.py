@@ -178,6 +178,30 @@ def check_not_backwards(current_latest: str | None, version: Version) -> None:
         )
 
 
+CLIENT_TOKEN_MAX = 64  # EC2's limit for ClientToken
+
+
+def copy_client_token(ami_id: str, dest_region: str, failed_copies: Iterable[str] = ()) -> str:
+    """The ``CopyImage`` idempotency token for copying ``ami_id`` to ``dest_region``.
+
+    The same inputs give the same token: a retry whose first answer was lost gets the copy already started
+    (AWS answers a repeated token with the image the first call made). After a failed copy the token must
+    change, or AWS answers with the failed copy again, even after it is deregistered: the failed copies' ids
+    (what the retry deregistered) go into it. At most 64 characters (a digest past that).
+    """
+    import hashlib
+
+    token = f"phoenix-{ami_id}-{dest_region}"
+    failed = sorted(set(failed_copies))
+    if len(failed) == 1:
+        token += "-" + failed[0].removeprefix("ami-")
+    elif failed:
+        token += "-" + hashlib.sha256("|".join(failed).encode()).hexdigest()[:17]
+    if len(token) > CLIENT_TOKEN_MAX:
+        token = "phoenix-" + hashlib.sha256(token.encode()).hexdigest()[: CLIENT_TOKEN_MAX - len("phoenix-")]
+    return token
+
+
 def parse_bool(value: Any, field: str) -> bool:
     """A boolean from an operator argument that may have been rendered by Jinja into a string."""
     if isinstance(value, bool):
@@ -200,6 +224,7 @@ __all__ = [
     "VersionError",
     "check_not_backwards",
     "check_publishable",
+    "copy_client_token",
     "find_conflicts",
     "image_claims",
     "parameter_claims",

@@ -237,7 +237,8 @@ def test_copy_finds_an_untagged_copy_and_replaces_a_failed_one(sandbox_clean, tm
     with pytest.raises(PublishRefusedError, match="already has an AMI named 'phoenix-web-clash'"):
         run_task(op, outlet_context())
 
-    # a copy that fails: the task fails saying so; the retry deregisters it and copies again
+    # a copy that fails: the task fails saying so; the retry deregisters it and copies again, with a new
+    # ClientToken (AWS, and the sandbox, answer a repeated token with the failed copy, even once deregistered)
     ami_d = bake(sandbox, version=today(4), name="phoenix-web-flaky")
     sandbox.update_config(fail_image_name_patterns=["phoenix-web-flaky"])
     op = CopyImageToRegionOperator(task_id="c", ami_id=ami_d, source_region=HOME, dest_region=OTHER, poll_interval=POLL)

@@ -15,6 +15,7 @@ from phoenix_fleet.release.publish_rules import (
     VersionConflictError,
     check_not_backwards,
     check_publishable,
+    copy_client_token,
     image_claims,
     parameter_claims,
     parse_bool,
@@ -122,6 +123,21 @@ def test_previous_version_and_backwards():
     check_not_backwards(None, Version.parse("2020.01.01-1"))
     with pytest.raises(VersionConflictError, match="backwards"):
         check_not_backwards("2026.11.23-2", Version.parse("2026.11.23-1"))
+
+
+def test_a_copy_token_repeats_for_a_lost_answer_and_changes_after_a_failed_copy():
+    first = copy_client_token("ami-0123456789abcdef0", "eu-west-1")
+    assert first == "phoenix-ami-0123456789abcdef0-eu-west-1"
+    assert copy_client_token("ami-0123456789abcdef0", "eu-west-1") == first  # a retry after a lost answer
+    after = copy_client_token("ami-0123456789abcdef0", "eu-west-1", ["ami-0fedcba9876543210"])
+    assert after != first and after.endswith("-0fedcba9876543210")  # names the failed copy
+    again = copy_client_token("ami-0123456789abcdef0", "eu-west-1", ["ami-0aaaaaaaaaaaaaaaa"])
+    assert again not in (first, after)  # the copy after that one failed too
+    both = copy_client_token("ami-0123456789abcdef0", "eu-west-1", ["ami-0aaaaaaaaaaaaaaaa", "ami-0fedcba9876543210"])
+    assert both not in (first, after, again)
+    for region in ("ap-southeast-5", "us-gov-west-1", "x" * 40):
+        for failed in ([], ["ami-0fedcba9876543210"], ["ami-1", "ami-2"]):
+            assert len(copy_client_token("ami-0123456789abcdef0", region, failed)) <= 64
 
 
 def test_parse_bool():
