@@ -8,8 +8,12 @@
 * per role (``web``, ``worker``) an initial release AMI ``phoenix-<role>-<version>`` made from the base, tagged
   ``phoenix:role``, ``phoenix:version`` (``YYYY.MM.DD-N``, dated 9 days ago), ``phoenix:source-ami``,
   ``phoenix:verified=true``, ``phoenix:managed-by=phoenix-fleet``;
-* per role the SSM String parameters ``/phoenix/images/<role>/latest`` (value: the AMI id, data type
-  ``aws:ec2:image``, labelled ``v<version>``) and ``/phoenix/images/<role>/latest-version`` (value: the version);
+* per role, in **every region the role lists** (:func:`role_regions`: the fleet config's roles and regions), the
+  SSM String parameters ``/phoenix/images/<role>/latest`` (value: that region's AMI id, data type
+  ``aws:ec2:image``, labelled ``v<version>``) and ``/phoenix/images/<role>/latest-version`` (value: the version).
+  In a region other than the one the seed bakes in, the AMI is a copy (``copy_image``), tagged like the source plus
+  ``phoenix:copy-of`` and ``phoenix:source-region`` (what publish's copy step leaves), so any DAG of any role can
+  run first on a fresh sandbox;
 * the S3 bucket ``phoenix-fleet-artifacts`` (versioned, public access blocked), the IAM instance profile
   ``phoenix-canary`` (role of the same name with SSM's managed-instance permissions), and a subnet tagged
   ``phoenix:subnet=canary`` in the default VPC for verification's canary instances.
@@ -21,6 +25,9 @@ SSM parameter labels may contain letters, digits, ``.``, ``-`` and ``_`` but mus
 with ``aws``/``ssm``), so a version ``2026.11.16-1`` is labelled ``v2026.11.16-1``: see :func:`version_label`.
 
     python -m sandbox.seed [--endpoint-url URL] [--region us-east-1]
+
+The roles and their regions come from the fleet config (``$PHOENIX_FLEET_CONFIG``, default include/fleet.yaml);
+``seed(..., roles={"web": ["us-east-1"]})`` overrides them.
 """
 
 from __future__ import annotations
@@ -32,10 +39,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-ROLES = ("web", "worker")
 SSM_PREFIX = "/phoenix/images"
 BASE_NAME_PREFIX = "phoenix-base-debian-12-"
 ARTIFACTS_BUCKET = "phoenix-fleet-artifacts"
@@ -124,6 +130,13 @@ def release_version(today: dt.date, age_days: int = RELEASE_AGE_DAYS, n: int = 1
     return f"{(today - dt.timedelta(days=age_days)):%Y.%m.%d}-{n}"
 
 
+def role_regions(config_path: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
+    """Every role of the fleet config (``$PHOENIX_FLEET_CONFIG``, default include/fleet.yaml) and its regions."""
+    from phoenix_fleet.config import load_fleet_config
+
+    return {name: list(role.regions) for name, role in load_fleet_config(config_path).roles.items()}
+
+
 def _tags(mapping: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in mapping.items()]
 
@@ -142,9 +155,17 @@ class _Seeder:
         )
         config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=60)
 
-        def client(name: str) -> Any:
-            return session.client(name, endpoint_url=endpoint_url, config=config)
+        self._clients: dict[tuple[str, str], Any] = {}
 
+        def client(name: str, region_name: str = region) -> Any:
+            key = (name, region_name)
+            if key not in self._clients:
+                self._clients[key] = session.client(
+                    name, endpoint_url=endpoint_url, config=config, region_name=region_name
+                )
+            return self._clients[key]
+
+        self.client = client
         self.ec2 = client("ec2")
         self.ssm = client("ssm")
         self.s3 = client("s3")
@@ -261,41 +282,48 @@ class _Seeder:
         self.created.append(f"ami:{image_id} ({name})")
         return {"id": image_id, "name": name, "created": "true"}
 
-    def _image(self, image_id: str) -> dict[str, Any] | None:
+    def _image(self, image_id: str, ec2: Any = None) -> dict[str, Any] | None:
+        ec2 = ec2 or self.ec2
         try:
-            images = self.ec2.describe_images(ImageIds=[image_id], Owners=["self"])["Images"]
-        except self.ec2.exceptions.ClientError:
+            images = ec2.describe_images(ImageIds=[image_id], Owners=["self"])["Images"]
+        except ec2.exceptions.ClientError:
             return None
         return images[0] if images else None
 
-    def _get_parameter(self, name: str) -> dict[str, Any] | None:
+    def _get_parameter(self, name: str, ssm: Any = None) -> dict[str, Any] | None:
+        ssm = ssm or self.ssm
         try:
-            return self.ssm.get_parameter(Name=name)["Parameter"]
-        except self.ssm.exceptions.ParameterNotFound:
+            return ssm.get_parameter(Name=name)["Parameter"]
+        except ssm.exceptions.ParameterNotFound:
             return None
 
-    def release(self, role: str, base: dict[str, str]) -> dict[str, Any]:
-        param_name = latest_parameter(role)
-        version_name = latest_version_parameter(role)
-        current = self._get_parameter(param_name)
+    def release(self, role: str, base: dict[str, str], regions: Sequence[str]) -> dict[str, Any]:
+        """The role's current release, published in each of ``regions`` (a copy where it is not the seed's region).
+
+        Returns the release in the seed's region (``ami_id``, ``version``, ...) and ``amis``: {region: AMI id}.
+        """
+        image_id, image_name, version = self._release_image(role, base)
+        published = {region: self._publish(role, image_id, version, region) for region in regions}
+        here = published.get(self.region) or {}
+        return {
+            "ami_id": image_id,
+            "ami_name": image_name,
+            "version": version,
+            "label": version_label(version) if version else None,
+            "parameter": latest_parameter(role),
+            "parameter_version": here.get("parameter_version"),
+            "version_parameter": latest_version_parameter(role),
+            "regions": list(regions),
+            "amis": {region: p["ami_id"] for region, p in published.items()},
+        }
+
+    def _release_image(self, role: str, base: dict[str, str]) -> tuple[str, str, str]:
+        """(AMI id, name, version) of the role's current release in the seed's region: what its ``latest`` pointer
+        names (already seeded, or moved on by the pipeline), else the seed's release (found by tags, or baked)."""
+        current = self._get_parameter(latest_parameter(role))
         image = self._image(current["Value"]) if current else None
         if image is not None:
-            # Already seeded (or already moved on by the pipeline): leave the pointer alone.
-            tags = _tag_map(image)
-            version = tags.get("phoenix:version", "")
-            version_param = self._get_parameter(version_name)
-            if version_param is None and version:
-                self._put_version(version_name, version)
-            return {
-                "ami_id": image["ImageId"],
-                "ami_name": image["Name"],
-                "version": version,
-                "label": version_label(version) if version else None,
-                "parameter": param_name,
-                "parameter_version": current["Version"] if current else None,
-                "version_parameter": version_name,
-            }
-
+            return image["ImageId"], image["Name"], _tag_map(image).get("phoenix:version", "")
         version = release_version(self.today)
         tags = {
             "Name": f"phoenix-{role}-{version}",
@@ -314,46 +342,80 @@ class _Seeder:
             ]
         )
         if existing:
-            image_id, image_name = existing[-1]["ImageId"], existing[-1]["Name"]
-        else:
-            image_name = f"phoenix-{role}-{version}"
-            image_id = self._bake(
-                base["id"], image_name, f"phoenix-fleet {role} {version} (sandbox seed)", tags
-            )
-            self.created.append(f"ami:{image_id} ({image_name})")
+            return existing[-1]["ImageId"], existing[-1]["Name"], version
+        image_name = f"phoenix-{role}-{version}"
+        image_id = self._bake(base["id"], image_name, f"phoenix-fleet {role} {version} (sandbox seed)", tags)
+        self.created.append(f"ami:{image_id} ({image_name})")
+        return image_id, image_name, version
 
-        put = self.ssm.put_parameter(
+    def _publish(self, role: str, image_id: str, version: str, region: str) -> dict[str, Any]:
+        """Point ``<prefix>/<role>/latest`` (and ``latest-version``) in ``region`` at the release, unless that
+        pointer already names an AMI of ours there (seeded before, or moved on by the pipeline)."""
+        ec2, ssm = self.client("ec2", region), self.client("ssm", region)
+        param_name, version_name = latest_parameter(role), latest_version_parameter(role)
+        current = self._get_parameter(param_name, ssm)
+        found = self._image(current["Value"], ec2) if current else None
+        if found is not None:
+            have = _tag_map(found).get("phoenix:version", "")
+            if self._get_parameter(version_name, ssm) is None and have:
+                self._put_version(version_name, have, ssm, region)
+            return {"ami_id": found["ImageId"], "parameter_version": current["Version"] if current else None}
+        ami = image_id if region == self.region else self._copy(image_id, region)
+        put = ssm.put_parameter(
             Name=param_name,
             Description=f"AMI id of the latest published {role} image (moved by publish)",
-            Value=image_id,
+            Value=ami,
             Type="String",
             DataType="aws:ec2:image",
             Overwrite=current is not None,
         )
-        self.created.append(f"ssm:{param_name}={image_id}")
-        self.ssm.label_parameter_version(
-            Name=param_name, ParameterVersion=put["Version"], Labels=[version_label(version)]
-        )
-        self._put_version(version_name, version)
-        return {
-            "ami_id": image_id,
-            "ami_name": image_name,
-            "version": version,
-            "label": version_label(version),
-            "parameter": param_name,
-            "parameter_version": put["Version"],
-            "version_parameter": version_name,
-        }
+        self.created.append(f"ssm:{param_name}={ami}" + ("" if region == self.region else f" ({region})"))
+        if version:
+            ssm.label_parameter_version(Name=param_name, ParameterVersion=put["Version"], Labels=[version_label(version)])
+            self._put_version(version_name, version, ssm, region)
+        return {"ami_id": ami, "parameter_version": put["Version"]}
 
-    def _put_version(self, name: str, version: str) -> None:
-        self.ssm.put_parameter(
+    def _copy(self, image_id: str, region: str) -> str:
+        """``image_id`` (in the seed's region) copied to ``region`` and tagged as publish tags its copies: the
+        existing copy when there is one."""
+        ec2 = self.client("ec2", region)
+        copies = ec2.describe_images(
+            Owners=["self"], Filters=[{"Name": "tag:phoenix:copy-of", "Values": [image_id]}]
+        )["Images"]
+        live = [i for i in copies if i.get("State") in ("available", "pending")]
+        if live:
+            copy_id = live[0]["ImageId"]
+        else:
+            source = self._image(image_id)
+            if source is None:
+                raise RuntimeError(f"seed: {image_id} is not an AMI of this account in {self.region}")
+            copy_id = ec2.copy_image(
+                SourceImageId=image_id,
+                SourceRegion=self.region,
+                Name=source["Name"],
+                Description=f"{source.get('Description') or ''} [copy of {image_id} from {self.region}]".strip(),
+            )["ImageId"]
+            tags = {k: v for k, v in _tag_map(source).items() if not k.startswith("aws:")}
+            tags.update({"phoenix:copy-of": image_id, "phoenix:source-region": self.region})
+            ec2.create_tags(Resources=[copy_id], Tags=_tags(tags))  # copy_image drops the source's tags
+            self.created.append(f"ami:{copy_id} ({source['Name']}, {region})")
+
+        def state() -> str:
+            images = ec2.describe_images(ImageIds=[copy_id])["Images"]
+            return images[0]["State"] if images else "missing"
+
+        self._wait_for(state, ("available",), ("failed", "invalid", "error"))
+        return copy_id
+
+    def _put_version(self, name: str, version: str, ssm: Any = None, region: str | None = None) -> None:
+        (ssm or self.ssm).put_parameter(
             Name=name,
             Description="Version of the latest published image (moved by publish with .../latest)",
             Value=version,
             Type="String",
             Overwrite=True,
         )
-        self.created.append(f"ssm:{name}={version}")
+        self.created.append(f"ssm:{name}={version}" + ("" if region in (None, self.region) else f" ({region})"))
 
     # ------------------------------------------------------------------ canary subnet
 
@@ -475,13 +537,17 @@ def seed(
     endpoint_url: str,
     region: str = "us-east-1",
     *,
-    roles: tuple[str, ...] = ROLES,
+    roles: Mapping[str, Sequence[str]] | None = None,
     today: dt.date | None = None,
 ) -> dict[str, Any]:
     """Seed the sandbox at ``endpoint_url`` (idempotent) and return what exists afterwards.
 
+    ``region`` is where the base and the release AMIs are baked; ``roles`` maps each role to the regions it is
+    published in (default: :func:`role_regions`, the fleet config's).
+
     Returns ``{"account_id", "region", "endpoint_url", "base_ami": {"id", "name"}, "roles": {role: {"ami_id",
-    "ami_name", "version", "label", "parameter", "parameter_version", "version_parameter"}}, "bucket",
+    "ami_name", "version", "label", "parameter", "parameter_version", "version_parameter", "regions", "amis":
+    {region: AMI id}}}, "bucket",
     "instance_profile": {"name", "arn", "role_arn"}, "canary_subnet": {"id", "vpc_id", "cidr"}, "created": [...],
     "changed": bool}``; ``created`` lists
     what this call made (empty on a second run).
@@ -489,7 +555,8 @@ def seed(
     seeder = _Seeder(endpoint_url, region, today or dt.datetime.now(dt.UTC).date())
     account_id = seeder.sts.get_caller_identity()["Account"]
     base = seeder.base_image()
-    releases = {role: seeder.release(role, base) for role in roles}
+    wanted = role_regions() if roles is None else roles
+    releases = {role: seeder.release(role, base, list(regions)) for role, regions in wanted.items()}
     bucket = seeder.bucket()
     profile = seeder.instance_profile()
     canary = seeder.canary_subnet()

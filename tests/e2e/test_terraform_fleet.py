@@ -5,6 +5,8 @@ Seeds the sandbox, applies ``include/terraform/envs/sandbox/network`` and then t
 through boto3, and checks that Terraform and the rolling recycler do not fight:
 
 * right after apply, ``plan -detailed-exitcode`` is empty (exit 0) in both roots;
+* ``fleet_rollout_web`` can be the first DAG run on the fresh sandbox (dag.test): the seed published web in both
+  of its regions, so its plan finds an AMI in each (the fleet itself runs in us-east-1);
 * what the recycler changes (desired capacity, a raised max size, suspended processes, ``phoenix:rollout:*`` tags)
   is not drift;
 * moving ``/phoenix/images/web/latest`` to a new AMI plans exactly launch-template and ASG updates for the web
@@ -232,6 +234,28 @@ def changed_resources(shown: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
+def rollout_first(roots: Roots, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> float:
+    """``fleet_rollout_web`` is the first DAG run on the fresh sandbox (seeded, fleet built, nothing released):
+    it succeeds. Its role lists two regions; the fleet runs in one. The seed published web in both."""
+    import yaml
+    from e2e_fleet import dag_from
+
+    from sandbox.airflow_env import fleet_config_with_warmup
+
+    config = fleet_config_with_warmup(tmp / "include", 0)
+    raw = yaml.safe_load(config.read_text())
+    raw["roles"]["web"]["terraform"]["workdir"] = str(roots.fleet)  # the copy this test applied
+    config.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("PHOENIX_FLEET_CONFIG", str(config))
+    assert len(raw["roles"]["web"]["regions"]) > 1
+    start = time.monotonic()
+    run = dag_from("fleet_rollout", "fleet_rollout_web").test(run_conf={})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert states["plan"] == states["apply"] == states["summary"] == "success", states
+    return time.monotonic() - start
+
+
 # --------------------------------------------------------------------------------------------- the test
 
 
@@ -242,7 +266,7 @@ def fleet_sandbox(sandbox_clean: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_terraform_builds_the_fleet_and_does_not_fight_the_recycler(
-    fleet_sandbox: Any, tmp_path: Path, record_property: Any
+    fleet_sandbox: Any, airflow_db: str, tmp_path: Path, record_property: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     require_terraform()
     from sandbox.seed import seed
@@ -355,6 +379,11 @@ def test_terraform_builds_the_fleet_and_does_not_fight_the_recycler(
     for root in (roots.network, roots.fleet):
         code, text = roots.plan_exitcode(root)
         assert code == 0, f"plan right after apply is not empty ({root.name}):\n{text}"
+
+    # ---------------------------------------------------------------- a fresh sandbox runs any DAG first
+    rollout_seconds = rollout_first(roots, tmp_path, monkeypatch)
+    print(f"fleet_rollout_web on the fresh sandbox: {rollout_seconds:.1f}s")
+    record_property("rollout_web_first_seconds", round(rollout_seconds, 1))
 
     # ---------------------------------------------------------------- the recycler's changes are not drift
     recycled = f"{ENV}-web-a"
