@@ -32,7 +32,8 @@ Snapshot shape (``SNAPSHOT_FORMAT``)::
      "images": {"<ami id>": {"name", "owner_id", "ours", "state", "public", "creation_date",
                              "deprecation_time", "tags": {...}, "snapshot_ids": [...]}},
      "missing_images": ["<ami id>", ...],     # referenced, but DescribeImages does not know them (deregistered)
-     "incomplete": ["<what the sweep could not see completely>"],   # ami_retention refuses to act then
+     "incomplete": ["<what the sweep could not see completely: a truncated listing, a failed lookup>"],
+                                              # ami_retention refuses to act then
      "ssm": {"<role>": {"latest": "<ami id>" | null, "latest_version": "<version>" | null}},
      "stats": {"calls": {"ec2:DescribeInstances": n, ...}, "pages": {...}, "items": {...},
                "seconds": s, "notes": ["<degradations, e.g. an API the endpoint lacks>"]}}
@@ -387,12 +388,14 @@ def _launch_templates(
                 # $Latest is the highest version number there is, and it was asked for: the max returned is it
                 newest = max(returned, key=lambda v: int(v["VersionNumber"]))
                 record(newest, "$Latest")
-        except Exception as exc:  # noqa: BLE001 - one bad template must not sink the region
+        except Exception as exc:  # noqa: BLE001 - one bad template must not sink the report
             code = _error_code(exc)
             if not code:
                 raise
+            # the report goes on without these versions, but what they launch is unknown: retention must not act
             note = f"launch template {lt_id or lt_name} versions {ordered}: {code} (its ASGs show no template image)"
             stats["notes"].append(note)
+            incomplete.append(f"launch template {lt_id or lt_name} versions {', '.join(ordered)}: {code}")
             lg.warning("inventory: %s", note)
     return templates
 

@@ -23,8 +23,9 @@ something uses, with the reasons:
 ``delete``      deprecated at least ``grace_days`` ago: deregister, then delete its snapshots
 ==============  ================================================================================================
 
-If any region's sweep is ``incomplete`` (e.g. a listing the endpoint truncated), everything is kept: in-use
-cannot be judged on partial data.
+If any region's sweep is ``incomplete`` (a listing the endpoint truncated, or any lookup that failed: a throttled
+or refused per-template version lookup), everything is kept in every region (only ``undeprecate`` may still
+happen): in-use cannot be judged on partial data, and a version in use in one region is kept in all.
 
 Invariant (property-tested): no AMI in ``images_in_use`` is ever planned ``deprecate``, ``wait`` or
 ``delete``. Regions that were not swept are never acted on (their AMIs are not in the snapshots).
@@ -216,6 +217,7 @@ def plan_retention(
         "images": rows,
         "counts": counts,
         "in_use": sorted(in_use),
+        "incomplete": blind,
     }
 
 
@@ -230,6 +232,12 @@ def plan_lines(plan: Mapping[str, Any], dry_run: bool = False) -> list[str]:
         f"retention {plan['role']}: versions {plan['versions'] or '-'}; keep newest {plan['keep_versions']}, "
         f"grace {plan['grace_days']} days; " + ", ".join(f"{k} {v}" for k, v in plan["counts"].items())
     ]
+    if plan.get("incomplete"):
+        lines.append(
+            "  the sweep was incomplete, so nothing is deprecated or deleted in any region (in use is judged across "
+            f"all of them): {'; '.join(plan['incomplete'])}. Fix: give the role's AWS connection the missing "
+            "permission or let the throttling pass, then run again"
+        )
     for r in plan["images"]:
         what = verb.get(r["action"], r["action"])
         extra = f" and snapshots {', '.join(r['snapshot_ids'])}" if r["action"] == "delete" and r["snapshot_ids"] else ""

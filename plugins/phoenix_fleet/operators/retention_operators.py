@@ -45,6 +45,19 @@ DEPRECATE_LEAD = dt.timedelta(minutes=2)  # DeprecateAt must lie in the future
 
 
 
+def _whole_number(value: Any, field: str, fix: str, *, empty: int | None = None) -> int:
+    """``value`` (an int, or a string Jinja rendered from a Param) as a whole number >= 0; anything else raises
+    ValueError naming ``field`` and the fix (``empty``: what None / "" mean; None: they are errors too)."""
+    if empty is not None and value in (None, "", "None"):
+        return empty
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{field}: {value!r} is not a whole number of 0 or more. Fix: {fix}")
+    return int(text)
+
+
 def _error_code(exc: BaseException) -> str:
     return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
 
@@ -144,10 +157,14 @@ class AmiRetentionOperator(BaseOperator):
     # ------------------------------------------------------------------ execute
 
     def execute(self, context: Context) -> dict[str, Any]:
+        keep_given = _whole_number(
+            self.keep_versions, "keep_versions", "a number of versions such as 5, or 0 / empty for the role's keep_versions",
+            empty=0,
+        )
+        grace = _whole_number(self.grace_days, "grace_days", "a number of days such as 14 (0: delete at the next run)")
         cfg = cached_fleet_config()
         role = cfg.role(self.role)
-        keep = int(self.keep_versions or 0) or role.keep_versions
-        grace = int(self.grace_days)
+        keep = keep_given or role.keep_versions
         dry_run = as_bool(self.dry_run_only)
         regions = list(role.regions)
         if self.region_name and self.region_name not in regions:
@@ -165,6 +182,7 @@ class AmiRetentionOperator(BaseOperator):
             "role": self.role,
             "dry_run": dry_run,
             "counts": plan["counts"],
+            "incomplete": plan["incomplete"],
             "deprecated": [],
             "undeprecated": [],
             "deleted": [],

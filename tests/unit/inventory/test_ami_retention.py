@@ -328,3 +328,77 @@ def test_template_fields() -> None:
         "grace_days",
         "dry_run_only",
     }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"keep_versions": "five"}, "keep_versions"),
+        ({"keep_versions": "2.5"}, "keep_versions"),
+        ({"keep_versions": True}, "keep_versions"),
+        ({"grace_days": "two weeks"}, "grace_days"),
+        ({"grace_days": "-3"}, "grace_days"),
+        ({"grace_days": None}, "grace_days"),
+    ],
+)
+def test_a_non_numeric_setting_fails_naming_the_field(aws_env: Any, kwargs: Any, field: str) -> None:
+    """Rendered from the trigger form or a DAG author's typo: the error names the field and the fix, before any
+    AWS call (nothing is swept, nothing changes)."""
+    op = _op(**kwargs)
+    calls: list[str] = []
+    op._client = lambda service, region, optional_api=False: calls.append(service)  # type: ignore[assignment,method-assign]
+    with pytest.raises(ValueError, match=rf"^{field}: .*Fix: ") as err:
+        run_task(op, make_context())
+    assert "invalid literal" not in str(err.value)
+    assert calls == []
+
+
+def _fail_template_lookups(op: AmiRetentionOperator, code: str) -> list[str]:
+    """Make every per-template DescribeLaunchTemplateVersions (the by-id completion of the sweep) answer ``code``."""
+    from botocore.awsrequest import AWSResponse
+
+    failed: list[str] = []
+    real = op._client
+
+    class _Raw:
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+        def stream(self, **_: Any) -> Any:
+            yield self.body
+
+    def reply(request: Any = None, **_: Any) -> Any:
+        body = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
+        if "LaunchTemplateId=" not in body and "LaunchTemplateName=" not in body:
+            return None
+        failed.append(body)
+        xml = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
+               "<Message>no</Message></Error></Errors><RequestID>t</RequestID></Response>").encode()
+        return AWSResponse(request.url, 403, {}, _Raw(xml))
+
+    def client(service: str, region: str, optional_api: bool = False) -> Any:
+        c = real(service, region, optional_api)
+        if service == "ec2":
+            c.meta.events.register("before-send.ec2.DescribeLaunchTemplateVersions", reply, unique_id="fail-lt")
+        return c
+
+    op._client = client  # type: ignore[method-assign]
+    return failed
+
+
+def test_a_failed_template_lookup_makes_the_sweep_incomplete_and_deletes_nothing(adversarial: dict[str, Any], capsys: Any) -> None:
+    """web-pinned pins web-lt version 1 (v3), which neither listing ($Default, $Latest) returns: only the per-template
+    lookup sees it. v3 was deprecated long ago (before the group pinned it). When that lookup fails, v3 looks unused:
+    retention must not delete it (nor v0, nor anything) in a region it cannot see completely, and must say why."""
+    ec2, ami, versions = adversarial["ec2"], adversarial["ami"], adversarial["versions"]
+    ec2.create_tags(Resources=[ami[versions[3]]], Tags=[{"Key": DEPRECATED_AT_TAG, "Value": iso(NOW - dt.timedelta(days=40))}])
+    op = _op(keep_versions=" 2 ", grace_days="14")  # numbers as the trigger form renders them
+    code = "UnauthorizedOperation"  # a throttle (retried by botocore first) takes the same path: test_inventory_collect
+    failed = _fail_template_lookups(op, code)
+    result = run_task(op, make_context()).result
+    log = capsys.readouterr().out
+    assert failed, "the per-template lookup was never made"
+    assert result["deleted"] == [] and result["deprecated"] == []
+    assert all(_image_state(ec2, a) is not None for a in ami.values())
+    assert "the sweep was incomplete" in log and code in log
+    assert result["incomplete"] and result["counts"]["deprecate"] == result["counts"]["wait"] == result["counts"]["delete"] == 0

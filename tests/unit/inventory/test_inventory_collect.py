@@ -295,3 +295,26 @@ def test_largest_page_sizes_are_used() -> None:
         "describe_auto_scaling_groups": 100,
         "get_parameters_by_path": 10,
     }
+
+
+@pytest.mark.parametrize("code", ["RequestLimitExceeded", "UnauthorizedOperation"])
+def test_a_failed_per_template_lookup_marks_the_sweep_incomplete(code: str) -> None:
+    """The version an ASG pins is looked up per template; when that lookup fails (throttled past botocore's retries,
+    refused), the report goes on without it, but the snapshot says it is incomplete (ami_retention then acts on
+    nothing)."""
+    ec2, _, ssm = _scripted(_instances(), lambda kw: [{"Images": []}])
+
+    def versions(kwargs: dict[str, Any]) -> list[Any]:
+        if "LaunchTemplateId" in kwargs:
+            return [_Error(code)]
+        alias = kwargs["Versions"][0]
+        return [{"LaunchTemplateVersions": [{"LaunchTemplateId": "lt-1", "LaunchTemplateName": "web-lt", "VersionNumber": 9,
+                                             "DefaultVersion": alias == "$Default",
+                                             "LaunchTemplateData": {"ImageId": "ami-00000009"}}]}]
+
+    ec2.pages["describe_launch_template_versions"] = versions
+    group = {"AutoScalingGroupName": "web-a", "LaunchTemplate": {"LaunchTemplateId": "lt-1", "Version": "3"}, "Instances": []}
+    asg = ScriptedClient("autoscaling", {"describe_auto_scaling_groups": [{"AutoScalingGroups": [group]}]})
+    snap = collect_region(ec2, asg, ssm, "us-east-1")
+    assert snap["incomplete"] == [f"launch template lt-1 versions 3: {code}"]
+    assert snap["launch_templates"]["lt-1"]["versions"] == {"9": "ami-00000009"}
