@@ -7,8 +7,10 @@ them after a grace period.
 
 In use means: an instance in any state but terminated (in an ASG or not, in any region of the role); a
 launch-template version an ASG uses, and every template's `$Default` and `$Latest`; the SSM
-`/phoenix/images/<role>/latest` pointer's value and the version `latest-version` names. A version in use in one
-region is kept in all. Releases at or after the latest pointer (in flight) are kept.
+`/phoenix/images/<role>/latest` pointer's value and the version `latest-version` names; whatever a rollout
+record (an ASG's `phoenix:rollout:*` tags) names, its rollback target above all. A version in use in one
+region is kept in all. Releases at or after the latest pointer (in flight) are kept. A sweep that could not see
+everything (a failed lookup) deletes nothing, and says why.
 
 1. **deprecate**: EnableImageDeprecation where the endpoint has it (moto lacks it: a log line says so), and the
    tag `phoenix:deprecated-at`;

@@ -12,7 +12,8 @@ DescribeInstances                   MaxResults=1000, every state but ``terminate
 DescribeAutoScalingGroups           MaxRecords=100 (instances' lifecycle and health, launch template + version)
 DescribeLaunchTemplateVersions      ``$Default`` and ``$Latest`` of *every* template (no template id: one
                                     paginated listing each, MaxResults=200), then, per template, the numbered
-                                    versions that ASGs pin and the listing did not already bring (one call)
+                                    versions that ASGs pin or their rollout records name (``phoenix:rollout:
+                                    *-lt``) and the listing did not already bring (one call)
 DescribeImages                      ``Owners=[self]`` with IncludeDeprecated/IncludeDisabled (MaxResults=1000),
                                     then the referenced images that are not ours, by id (100 per call)
 GetParametersByPath                 ``<ssm_prefix>`` recursive, MaxResults=10 (the API's maximum)
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -304,6 +306,32 @@ def _asgs(autoscaling: Any, stats: dict[str, Any], page_size: int) -> list[dict[
     return out
 
 
+#: The rollout record's tags on an ASG (rollout/rollout_record.py). A rollout in flight, or one halted and waiting
+#: for a human, names the AMIs and launch-template versions it may roll back to: retention counts them as in use.
+ROLLOUT_TAG_PREFIX = "phoenix:rollout:"
+_AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_LT_REF = re.compile(r"^(?P<template>\S+):(?P<number>\d+)$")
+
+
+def rollout_references(tags: Mapping[str, str]) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """What an ASG's rollout record names: ``([(tag key, AMI id)], [(tag key, template id or name, version)])``.
+
+    Read by convention, not by the record's full schema, so that a key a newer record adds is covered too: any
+    ``phoenix:rollout:*`` value that is an AMI id, and the value of any ``phoenix:rollout:*-lt`` key
+    (``target-lt``, ``previous-lt``: ``lt-0abc:7`` or ``web-lt:7``). A malformed record names what it names."""
+    amis: list[tuple[str, str]] = []
+    refs: list[tuple[str, str, str]] = []
+    for key, value in sorted(tags.items()):
+        if not key.startswith(ROLLOUT_TAG_PREFIX):
+            continue
+        value = (value or "").strip()
+        if _AMI_ID.match(value):
+            amis.append((key, value))
+        elif key.endswith("-lt") and (m := _LT_REF.match(value)):
+            refs.append((key, m["template"], m["number"]))
+    return amis, refs
+
+
 def _image_of(version: Mapping[str, Any]) -> str | None:
     return (version.get("LaunchTemplateData") or {}).get("ImageId")
 
@@ -361,6 +389,10 @@ def _launch_templates(
     # listings missed, its aliases). One call per template.
     wanted: dict[tuple[str | None, str | None], set[str]] = {}
     specs = [spec for g in asgs for spec in (g.get("launch_template"), *g.get("override_launch_templates", ())) if spec]
+    for g in asgs:  # the versions a rollout record names (its rollback target): resolved like pinned ones
+        for _key, template, number in rollout_references(g.get("tags") or {})[1]:
+            lt_ref = template.startswith("lt-")
+            specs.append({"id": template if lt_ref else None, "name": None if lt_ref else template, "version": number})
     for spec in specs:
         lt_id = spec.get("id") or by_name.get(spec.get("name") or "")
         t = templates.get(lt_id or "")

@@ -8,7 +8,11 @@ something uses, with the reasons:
 * a launch-template version the sweep resolved: every template's ``$Default`` and ``$Latest``, and every
   version an ASG pins (also through a MixedInstancesPolicy override), and a launch configuration's AMI;
 * an SSM pointer's current value (``<prefix>/<role>/latest``), and every AMI of the version that
-  ``<prefix>/<role>/latest-version`` names (in every region).
+  ``<prefix>/<role>/latest-version`` names (in every region);
+* what an ASG's rollout record names (tags ``phoenix:rollout:*``, see ``rollout/rollout_record.py``): a rollout
+  in flight, or one halted in phase ``failed`` and waiting for a human, may still roll back. Every AMI any of its
+  tags names (``target``, ``previous``, ...), and the AMI of every launch-template version it names
+  (``target-lt``, ``previous-lt``: the sweep resolves them, so the version itself counts as resolved too).
 
 ``plan_retention(snapshots, role, keep_versions, grace_days, now)`` then decides, per AMI of the role
 (owned by us, tagged ``phoenix:role``) in the swept regions:
@@ -39,6 +43,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from phoenix_fleet.inventory.collect import rollout_references
 from phoenix_fleet.release.versions import Version, VersionError
 
 DEPRECATED_AT_TAG = "phoenix:deprecated-at"
@@ -87,6 +92,20 @@ def images_in_use(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, list[str]
                 ]
                 label = f"{'/'.join(marks)} " if marks else ""
                 used[ami].append(f"launch template {t.get('name') or lt_id} {label}v{number} in {region}")
+        templates = s.get("launch_templates", {})
+        template_ids = {t.get("name"): lt_id for lt_id, t in templates.items()}
+        for g in s.get("asgs", []):
+            amis, refs = rollout_references(g.get("tags") or {})
+            for key, ami in amis:
+                used[ami].append(f"rollout record of ASG {g['name']} ({key}) in {region}")
+            for key, template, number in refs:
+                t = templates.get(template) or templates.get(template_ids.get(template) or "") or {}
+                ami = (t.get("versions") or {}).get(number)
+                if ami:
+                    used[ami].append(
+                        f"launch template {t.get('name') or template} v{number} named by the rollout record of ASG "
+                        f"{g['name']} ({key}) in {region}"
+                    )
         for name, ami in s.get("launch_configurations", {}).items():
             if ami:
                 used[ami].append(f"launch configuration {name} in {region}")

@@ -81,7 +81,15 @@ def fleets(draw: Any) -> tuple[list[dict[str, Any]], int, int, list[str]]:
         ssm = {}
         if draw(st.booleans()):
             ssm["web"] = {"latest": draw(pick), "latest_version": draw(st.sampled_from([*VERSIONS, None]))}
-        snaps.append(_snap(region, images, instances=instances, launch_templates=lts, ssm=ssm))
+        asgs = []  # rollout records: what they name may be rolled back to
+        for k in range(draw(st.integers(0, 2))):
+            tags = {"phoenix:rollout:id": f"r{k}", "phoenix:rollout:previous": draw(st.sampled_from(list(images)) if images else pick)}
+            if lts and draw(st.booleans()):
+                lt_id = draw(st.sampled_from(sorted(lts)))
+                by = draw(st.sampled_from([lt_id, lts[lt_id]["name"]]))
+                tags["phoenix:rollout:previous-lt"] = f"{by}:{draw(st.sampled_from(sorted(lts[lt_id]['versions'])))}"
+            asgs.append({"name": f"asg-{region}-{k}", "tags": tags})
+        snaps.append(_snap(region, images, instances=instances, launch_templates=lts, ssm=ssm, asgs=asgs))
     return snaps, draw(st.integers(1, 4)), draw(st.integers(0, 30)), regions
 
 
@@ -96,6 +104,15 @@ def test_nothing_in_use_is_ever_deprecated_or_deleted(fleet: Any, data: Any) -> 
     deleted = {r["image_id"] for r in plan["images"] if r["action"] == "delete"}
     assert not (acted & in_use)
     assert not (deleted & in_use)
+    # what a rollout record names (its rollback target, directly or through a template version) is never acted on
+    for s in snaps:
+        by_name = {t["name"]: t for t in s["launch_templates"].values()}
+        for g in s.get("asgs", []):
+            named = {g["tags"]["phoenix:rollout:previous"]}
+            if "phoenix:rollout:previous-lt" in g["tags"]:
+                key, _, number = g["tags"]["phoenix:rollout:previous-lt"].rpartition(":")
+                named.add((s["launch_templates"].get(key) or by_name[key])["versions"][number])
+            assert not (acted & named), (g, acted & named)
     newest = set(plan["versions"][:keep])
     for r in plan["images"]:
         if r["action"] != "keep":
@@ -220,7 +237,8 @@ def adversarial(sandbox_clean: Any) -> dict[str, Any]:
     lone = ec2.run_instances(ImageId=ami[versions[1]], MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     sandbox_clean.settle()
     in_use = {ami[versions[1]], ami[versions[2]], ami[versions[3]], ami[versions[4]], ami[versions[6]], eu_v6, ami[versions[9]]}
-    return {"ec2": ec2, "eu_ec2": eu_ec2, "ssm": ssm, "versions": versions, "ami": ami, "eu_v6": eu_v6, "lone": lone, "in_use": in_use}
+    return {"ec2": ec2, "eu_ec2": eu_ec2, "ssm": ssm, "versions": versions, "ami": ami, "eu_v6": eu_v6, "lone": lone, "in_use": in_use,
+            "handle": sandbox_clean}
 
 
 # moto truncates the id-less launch-template listings instead of paginating them: that case has its own test.
@@ -402,3 +420,83 @@ def test_a_failed_template_lookup_makes_the_sweep_incomplete_and_deletes_nothing
     assert all(_image_state(ec2, a) is not None for a in ami.values())
     assert "the sweep was incomplete" in log and code in log
     assert result["incomplete"] and result["counts"]["deprecate"] == result["counts"]["wait"] == result["counts"]["delete"] == 0
+
+
+# ------------------------------------------------------------------------------------------ rollout records
+
+
+def _record_tags(target: str, previous: str | None, target_lt: str | None, previous_lt: str | None,
+                 phase: str = "forward") -> dict[str, str]:
+    """The tags a rollout writes on its ASG, made by the rollout record itself (the format is its to know)."""
+    from phoenix_fleet.rollout import FleetState, Policy, RolloutRecord
+
+    state = FleetState("web-rolling", 2, 1, 3, (), NOW)
+    record = RolloutRecord.begin("fleet_rollout_web:manual__2026-11-25T10:00:00+00:00", state, Policy(),
+                                 target_image=target, previous_image=previous, target_lt=target_lt, previous_lt=previous_lt,
+                                 target_label="2026.11.03-1", previous_label="2026.10.06-1")
+    if phase == "failed":
+        record = record.halted(NOW, "halted: deadline passed")
+    return record.to_tags()
+
+
+def test_every_ami_and_template_version_a_rollout_record_names_is_found() -> None:
+    """The record's own tags (every field that can name an AMI or a launch-template version filled in, in each phase)
+    are read completely: any AMI-valued tag, and every ``*-lt`` tag, however the record grows."""
+    from phoenix_fleet.inventory.collect import rollout_references
+
+    for phase in ("forward", "failed"):
+        tags = _record_tags("ami-0000000000000000a", "ami-0000000000000000b", "lt-0123456789abcdef0:7", "web-lt:6", phase)
+        amis, refs = rollout_references(tags)
+        assert sorted(a for _, a in amis) == ["ami-0000000000000000a", "ami-0000000000000000b"]
+        assert sorted((t, n) for _, t, n in refs) == [("lt-0123456789abcdef0", "7"), ("web-lt", "6")]
+        named = {k for k, v in tags.items() if v.startswith("ami-") or k.endswith("-lt")}
+        assert named == {k for k, _ in amis} | {k for k, _, _ in refs}
+    assert rollout_references({"phoenix:rollout:id": "x:12", "Name": "ami-0000000000000000c"}) == ([], [])
+
+
+def test_a_rollout_record_keeps_its_rollback_target_in_the_plan() -> None:
+    images = {
+        "ami-0000000000000001": _img("web", "2026.10.06-1", deprecated_days=30),  # previous: named by the record
+        "ami-0000000000000002": _img("web", "2026.10.13-1", deprecated_days=30),  # previous-lt's image only
+        "ami-0000000000000003": _img("web", "2026.10.20-1", deprecated_days=30),  # nothing: goes
+        "ami-0000000000000009": _img("web", "2026.11.22-1"),
+    }
+    lts = {"lt-0000000000000000a": {"name": "web-lt", "default_version": 9, "latest_version": 9,
+                                    "versions": {"9": "ami-0000000000000009", "6": "ami-0000000000000002"}}}
+    tags = _record_tags("ami-0000000000000009", "ami-0000000000000001", "lt-0000000000000000a:9", "web-lt:6", "failed")
+    snap = _snap("us-east-1", images, launch_templates=lts, asgs=[{"name": "web-rolling", "tags": tags}],
+                 ssm={"web": {"latest": "ami-0000000000000009", "latest_version": "2026.11.22-1"}})
+    in_use = images_in_use([snap])
+    assert "rollout record of ASG web-rolling (phoenix:rollout:previous) in us-east-1" in in_use["ami-0000000000000001"]
+    assert any("v6 named by the rollout record of ASG web-rolling (phoenix:rollout:previous-lt)" in r
+               for r in in_use["ami-0000000000000002"])
+    plan = plan_retention([snap], "web", keep_versions=1, grace_days=14, now=NOW)
+    actions = {r["image_id"]: r["action"] for r in plan["images"]}
+    assert actions == {"ami-0000000000000001": "undeprecate", "ami-0000000000000002": "undeprecate",
+                       "ami-0000000000000003": "delete", "ami-0000000000000009": "keep"}
+
+
+def test_retention_never_deletes_a_rollout_records_rollback_target(adversarial: dict[str, Any]) -> None:
+    """A rollout of web-rolling from v5 to v9 halted (phase failed, waiting for a human): its record names v5
+    (``previous``) and web-rolling-lt version 1 (``previous-lt``, which launches v7; neither $Default nor $Latest, no
+    ASG pins it). Both were deprecated long ago; both stay, with their snapshots, and are un-deprecated."""
+    ec2, ami, versions = adversarial["ec2"], adversarial["ami"], adversarial["versions"]
+    autoscaling = F.clients(adversarial["handle"])[1]
+    lt_id = F.lt(ec2, "web-rolling-lt", [ami[versions[7]], ami[versions[9]]], default=2)
+    F.make_asg(autoscaling, "web-rolling", lt_id, "$Default", 1, "web")
+    tags = _record_tags(ami[versions[9]], ami[versions[5]], f"{lt_id}:2", f"{lt_id}:1", "failed")
+    autoscaling.create_or_update_tags(Tags=[
+        {"ResourceId": "web-rolling", "ResourceType": "auto-scaling-group", "Key": k, "Value": v, "PropagateAtLaunch": False}
+        for k, v in tags.items()
+    ])
+    long_ago = iso(NOW - dt.timedelta(days=40))
+    ec2.create_tags(Resources=[ami[versions[5]], ami[versions[7]]], Tags=[{"Key": DEPRECATED_AT_TAG, "Value": long_ago}])
+    adversarial["handle"].settle()
+    result = run_task(_op(keep_versions=2), make_context()).result
+    assert result["deleted"] == [ami[versions[0]]]  # the one that is really unused still goes
+    for v in (5, 7):
+        image = _image_state(ec2, ami[versions[v]])
+        assert image is not None and DEPRECATED_AT_TAG not in _tags(image), v
+        snaps = [b["Ebs"]["SnapshotId"] for b in image["BlockDeviceMappings"] if "Ebs" in b]
+        assert snaps and not set(snaps) & set(result["deleted_snapshots"])
+    assert sorted(result["undeprecated"]) == sorted([ami[versions[1]], ami[versions[2]], ami[versions[5]], ami[versions[7]]])
