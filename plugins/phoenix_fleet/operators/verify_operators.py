@@ -18,11 +18,12 @@ Wire it as setup/teardown (see docs/bake-verify.md)::
 * ``RunImageTestsOperator`` runs ``/usr/local/bin/phoenix-image-test`` on it through SSM Run Command
   (``AWS-RunShellScript``; the provider's ``SsmHook`` and ``SsmRunCommandTrigger``), copies the output into
   the task log and ``s3://<bucket>/images/<role>/<version>/verify-<run>.txt``, pushes its verdict as XCom
-  ``verify_result``, and on failure tags the AMI ``phoenix:verified=false`` with the reason, then fails
-  with the failing checks.
-* ``MarkVerifiedOperator`` (trigger rule ``all_done``) writes the verdict whatever happened upstream:
-  ``phoenix:verified=true`` on the AMI and its snapshots when the tests passed, else ``false`` with
-  ``phoenix:verified-reason``, and fails the run.
+  ``verify_result``. When the suite ran and failed it tags the AMI ``phoenix:verified=false`` with the reason
+  (a published image is never demoted: ``phoenix:verify-failed`` instead) and fails with the failing checks;
+  when it reached no verdict (timeout, cancel) it writes only ``phoenix:verify-error`` and fails retryably.
+* ``MarkVerifiedOperator`` (trigger rule ``all_done``) writes what was learnt whatever happened upstream:
+  ``phoenix:verified=true`` on the AMI and its snapshots when the tests passed, the failure as above when they
+  ran and failed, only ``phoenix:verify-error`` when they never ran; anything but a pass fails the run.
 * ``TerminateCanaryOperator`` (teardown) terminates the canary by id *and* by tag
   ``phoenix:verify-run=<run_id>`` (a kill between RunInstances and the XCom push leaves nothing behind),
   waits for ``terminated``, and is idempotent.
@@ -47,6 +48,9 @@ ROLE_TAG = "phoenix:role"
 VERSION_TAG = "phoenix:version"
 VERIFIED_TAG = "phoenix:verified"
 REASON_TAG = "phoenix:verified-reason"
+ERROR_TAG = "phoenix:verify-error"  # the last verification reached no verdict (canary, SSM, timeout): why
+FAILED_PUBLISHED_TAG = "phoenix:verify-failed"  # the image tests failed on an image that is published: not demoted
+PUBLISHED_AT_TAG = "phoenix:published-at"
 MANAGED_BY_TAG = "phoenix:managed-by"
 MANAGED_BY = "phoenix-fleet"
 IMAGE_TEST_COMMAND = "/usr/local/bin/phoenix-image-test"  # no --stage: "instance" on a booted machine
@@ -55,6 +59,8 @@ LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 TAG_VALUE_MAX = 255
 _CHECK_RE = re.compile(r"^phoenix-check:\s+(FAILED|ERROR)\s+(\S+)")
 _PYTEST_SUMMARY_RE = re.compile(r"^(FAILED|ERROR)\s+(\S+)")
+_RESULT_RE = re.compile(r"^phoenix-image-test:\s+result=(pass|fail)\s+exit=(\d+)", re.M)
+PASSED, FAILED, ERROR = "passed", "failed", "error"
 
 
 class CanaryError(AirflowException):
@@ -63,6 +69,12 @@ class CanaryError(AirflowException):
 
 class ImageVerificationFailed(AirflowFailException):
     """The image test suite failed on the canary (no retry: the image is what it is)."""
+
+
+class VerificationIncomplete(AirflowException):
+    """The image tests reached no verdict (SSM timed out, was cancelled, undeliverable, the runner was
+    interrupted): nothing is known about the image, so nothing is written on it but ``phoenix:verify-error``.
+    Retries apply."""
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -92,6 +104,25 @@ def verdict_reason(status: str, exit_code: Any, stdout: str, stderr: str) -> str
         return tag_value(f"{len(checks)} image check(s) failed: {', '.join(checks)}")
     first_err = next((line.strip() for line in stderr.splitlines() if line.strip()), "")
     return tag_value(f"phoenix-image-test {status} (exit {exit_code})" + (f": {first_err}" if first_err else ""))
+
+
+def suite_outcome(status: str, exit_code: Any, stdout: str) -> str:
+    """``passed``, ``failed`` or ``error`` for one run of ``phoenix-image-test``.
+
+    ``failed`` only when the suite *ran and judged the image*: SSM reports ``Failed`` (the command exited non-zero,
+    not a timeout or a cancel) and the runner's verdict line says ``result=fail`` (exit code other than 2,
+    "usage error or interrupted"), or the output names failing checks. Anything else that is not a pass
+    (``TimedOut``, ``Cancelled``, ``Undeliverable``, an interrupted runner, no output) is an ``error``: the
+    verification did not happen, which says nothing about the image."""
+    if status == "Success" and exit_code == 0:
+        return PASSED
+    if status != "Failed":
+        return ERROR
+    verdicts = _RESULT_RE.findall(stdout)
+    if verdicts:
+        result, code = verdicts[-1]
+        return FAILED if result == "fail" and code != "2" else ERROR
+    return FAILED if failed_checks(stdout) else ERROR
 
 
 def _none_if_empty(value: Any) -> str | None:
@@ -155,17 +186,29 @@ def image_and_snapshots(ec2: Any, image_id: str) -> tuple[dict[str, Any], list[s
 
 
 def tag_verified(ec2: Any, image_id: str, verified: bool, reason: str | None = None, log: Any = None) -> list[str]:
-    """Tag the AMI and its snapshots ``phoenix:verified=true|false`` (+ the reason, or drop a stale one)."""
+    """Tag the AMI and its snapshots ``phoenix:verified=true|false`` (+ the reason, or drop a stale one), and drop
+    the tags of earlier inconclusive or not-demoting verifications."""
     _image, snapshots = image_and_snapshots(ec2, image_id)
     resources = [image_id, *snapshots]
     tags = {VERIFIED_TAG: "true" if verified else "false"}
     if not verified:
         tags[REASON_TAG] = tag_value(reason or "verification failed")
     ec2.create_tags(Resources=resources, Tags=_tags(tags))
-    if verified:
-        ec2.delete_tags(Resources=resources, Tags=[{"Key": REASON_TAG}])
+    stale = [ERROR_TAG, FAILED_PUBLISHED_TAG] + ([REASON_TAG] if verified else [])
+    ec2.delete_tags(Resources=resources, Tags=[{"Key": k} for k in stale])
     if log is not None:
         log.info("Tagged %s: %s", ", ".join(resources), ", ".join(f"{k}={v}" for k, v in tags.items()))
+    return resources
+
+
+def tag_note(ec2: Any, image_id: str, key: str, text: str, log: Any = None) -> list[str]:
+    """A verification note that is no verdict (``phoenix:verify-error`` / ``phoenix:verify-failed``) on the AMI
+    and its snapshots; ``phoenix:verified`` is not touched."""
+    _image, snapshots = image_and_snapshots(ec2, image_id)
+    resources = [image_id, *snapshots]
+    ec2.create_tags(Resources=resources, Tags=_tags({key: tag_value(text)}))
+    if log is not None:
+        log.warning("Tagged %s: %s=%s (phoenix:verified unchanged)", ", ".join(resources), key, tag_value(text))
     return resources
 
 
@@ -222,6 +265,62 @@ class _VerifyOperator(BaseOperator):
         from phoenix_fleet.triggers.ami_triggers import PhoenixEc2Hook
 
         return PhoenixEc2Hook(**self._hook_kwargs())
+
+    def published_evidence(self, ec2: Any, image: Mapping[str, Any]) -> str | None:
+        """Why ``image`` counts as published, or None. Published: tagged ``phoenix:published-at``, or named by the
+        role's SSM pointer ``<ssm_prefix>/<role>/latest`` in this region, now or in any version of its history (the
+        release log: earlier releases are rollback targets). When the pointer cannot be read, the image is treated
+        as published: a verdict never demotes on a guess."""
+        tags = _tag_map(image)
+        image_id = str(image["ImageId"])
+        if tags.get(PUBLISHED_AT_TAG):
+            return f"it is tagged {PUBLISHED_AT_TAG}={tags[PUBLISHED_AT_TAG]}"
+        role = tags.get(ROLE_TAG) or self.role
+        if not role:
+            return None
+        try:
+            pointer = self.fleet_config().latest_parameter(role)
+        except Exception:  # a role the fleet config does not know: no pointer of ours can name it
+            return None
+        from airflow.providers.amazon.aws.hooks.ssm import SsmHook
+
+        ssm = SsmHook(**self._hook_kwargs()).conn
+        try:
+            pages = ssm.get_paginator("get_parameter_history").paginate(Name=pointer)
+            history = [h for page in pages for h in page.get("Parameters", [])]
+        except Exception as exc:
+            if _client_error_code(exc) == "ParameterNotFound":
+                return None
+            return f"whether {pointer} names it could not be read ({_client_error_code(exc) or type(exc).__name__})"
+        named = sorted((int(h.get("Version", 0)), h.get("Labels") or []) for h in history if h.get("Value") == image_id)
+        if not named:
+            return None
+        latest = max(int(h.get("Version", 0)) for h in history)
+        number, labels = named[-1]
+        where = "is the current value" if number == latest else f"named it in version {number}"
+        return f"the SSM pointer {pointer} {where}" + (f" (release {', '.join(labels)})" if labels else "")
+
+    def write_verdict(self, ec2: Any, image_id: str, outcome: str, reason: str | None) -> str:
+        """Write what a verification learnt on the AMI; returns what it did (for the log and the error).
+
+        * ``passed``: ``phoenix:verified=true``, earlier reasons and notes removed.
+        * ``failed`` (the suite ran and judged the image): ``phoenix:verified=false`` with the reason, unless the
+          image is published (see :meth:`published_evidence`): then only ``phoenix:verify-failed`` is written
+          and the image stays as it was; a live image is replaced by a new release, never demoted.
+        * ``error`` (no verdict): only ``phoenix:verify-error`` with the reason."""
+        if outcome == PASSED:
+            tag_verified(ec2, image_id, True, log=self.log)
+            return "verified"
+        if outcome == FAILED:
+            image, _snaps = image_and_snapshots(ec2, image_id)
+            evidence = self.published_evidence(ec2, image)
+            if evidence:
+                tag_note(ec2, image_id, FAILED_PUBLISHED_TAG, reason or "image tests failed", log=self.log)
+                return f"published ({evidence}), so not demoted: recorded in {FAILED_PUBLISHED_TAG}"
+            tag_verified(ec2, image_id, False, reason, log=self.log)
+            return "tagged phoenix:verified=false"
+        tag_note(ec2, image_id, ERROR_TAG, reason or "verification did not complete", log=self.log)
+        return f"no verdict: recorded in {ERROR_TAG}, phoenix:verified unchanged"
 
     def _instance_from(self, context: Context, instance_id: Any, launch_task_id: str | None) -> str | None:
         found = _none_if_empty(instance_id)
@@ -536,7 +635,8 @@ class RunImageTestsOperator(_VerifyOperator):
             self.log.info("canary| %s", line)
         for line in stderr.splitlines():
             self.log.warning("canary stderr| %s", line)
-        passed = status == "Success" and exit_code == 0
+        outcome = suite_outcome(status, exit_code, stdout)
+        passed = outcome == PASSED
         checks = [] if passed else failed_checks(stdout)
         reason = None if passed else verdict_reason(status, exit_code, stdout, stderr)
         ec2 = self.ec2_hook().conn
@@ -544,6 +644,7 @@ class RunImageTestsOperator(_VerifyOperator):
         uri = self._upload(context, image, command_id, instance_id, status, exit_code, stdout, stderr)
         result = {
             "passed": passed,
+            "outcome": outcome,
             "image_id": self.image_id,
             "instance_id": instance_id,
             "command_id": command_id,
@@ -557,11 +658,17 @@ class RunImageTestsOperator(_VerifyOperator):
         if passed:
             self.log.info("Image tests passed on canary %s for %s", instance_id, self.image_id)
             return result
-        tag_verified(ec2, self.image_id, False, reason, log=self.log)
+        done = self.write_verdict(ec2, self.image_id, outcome, reason)
         lines = "\n  ".join(checks) if checks else (stderr.strip() or stdout.strip()[-2000:] or "(no output)")
+        if outcome == ERROR:
+            raise VerificationIncomplete(
+                f"the image tests on canary {instance_id} did not reach a verdict on AMI {self.image_id} (SSM "
+                f"{command_id}: {status}, exit {exit_code}): {reason}. Image {done}. Output:\n  {lines}\n"
+                f"Full output: {uri or 'in this log'}"
+            )
         raise ImageVerificationFailed(
             f"AMI {self.image_id} failed verification on canary {instance_id} (SSM {command_id}: {status}, exit "
-            f"{exit_code}). Failing checks:\n  {lines}\nFull output: {uri or 'in this log'}"
+            f"{exit_code}); {done}. Failing checks:\n  {lines}\nFull output: {uri or 'in this log'}"
         )
 
     def _output_location(self, context: Context, image: Mapping[str, Any]) -> tuple[str, str]:
@@ -596,12 +703,13 @@ class RunImageTestsOperator(_VerifyOperator):
 
 # ------------------------------------------------------------------------------------------- mark
 class MarkVerifiedOperator(_VerifyOperator):
-    """Write the verdict on the AMI, whatever happened upstream (trigger rule ``all_done`` by default).
+    """Write what the verification learnt on the AMI, whatever happened upstream (trigger rule ``all_done``).
 
     Passed (the tests task's XCom ``verify_result`` says so, for this AMI): ``phoenix:verified=true`` on the
-    AMI and its snapshots, ``phoenix:verified-reason`` removed; returns ``{"image_id", "verified": True}``.
-    Otherwise: ``phoenix:verified=false`` + the reason (the tests' reason, or "did not complete") and
-    ``AirflowFailException``, so the run fails and nothing rolls this AMI.
+    AMI and its snapshots, earlier reasons and notes removed; returns ``{"image_id", "verified": True}``.
+    Otherwise (see :meth:`_VerifyOperator.write_verdict`): the tests ran and failed -> ``phoenix:verified=false``
+    + the reason, or ``phoenix:verify-failed`` on a published image; they never ran or reached no verdict ->
+    ``phoenix:verify-error`` only. Then ``ImageVerificationFailed``: the run fails and nothing releases this AMI.
     """
 
     template_fields: Sequence[str] = ("image_id", "tests_task_id", "aws_conn_id", "region_name")
@@ -621,15 +729,20 @@ class MarkVerifiedOperator(_VerifyOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         result = context["ti"].xcom_pull(task_ids=self.tests_task_id, key=RESULT_XCOM_KEY)
         ec2 = self.ec2_hook().conn
-        if isinstance(result, Mapping) and result.get("passed") and result.get("image_id") == self.image_id:
-            tag_verified(ec2, self.image_id, True, log=self.log)
+        mine = isinstance(result, Mapping) and result.get("image_id") == self.image_id
+        if mine and result.get("passed"):
+            self.write_verdict(ec2, self.image_id, PASSED, None)
             return {"image_id": self.image_id, "verified": True, "output_s3_uri": result.get("output_s3_uri")}
-        if isinstance(result, Mapping) and result.get("reason"):
-            reason = str(result["reason"])
+        if mine:
+            outcome = result.get("outcome") or (FAILED if result.get("failed_checks") else ERROR)
+            reason = str(result.get("reason") or "image tests failed")
+            if outcome == ERROR:
+                reason = f"verification did not complete: {reason}"
         else:
+            outcome = ERROR
             reason = f"verification did not complete: {self.tests_task_id} left no result (see the canary tasks' logs)"
-        tag_verified(ec2, self.image_id, False, reason, log=self.log)
-        raise ImageVerificationFailed(f"AMI {self.image_id} is not verified: {reason}")
+        done = self.write_verdict(ec2, self.image_id, outcome, reason)
+        raise ImageVerificationFailed(f"AMI {self.image_id} is not verified: {reason}. Image {done}")
 
 
 # -------------------------------------------------------------------------------------- terminate

@@ -197,8 +197,12 @@ def build_release_dag(facts: RoleFacts) -> DAG:
         with TaskGroup("verify", tooltip="boot a canary from the AMI and run the image test suite on it"):
             launch = LaunchCanaryOperator(task_id="launch_canary", image_id=ami, role=role_name)
             healthy = WaitCanaryHealthyOperator(task_id="wait_canary_healthy", launch_task_id="verify.launch_canary")
-            tests = RunImageTestsOperator(task_id="run_image_tests", image_id=ami, launch_task_id="verify.launch_canary")
-            mark = MarkVerifiedOperator(task_id="mark_verified", image_id=ami, tests_task_id="verify.run_image_tests")
+            tests = RunImageTestsOperator(
+                task_id="run_image_tests", image_id=ami, role=role_name, launch_task_id="verify.launch_canary"
+            )
+            mark = MarkVerifiedOperator(
+                task_id="mark_verified", image_id=ami, role=role_name, tests_task_id="verify.run_image_tests"
+            )
             terminate = TerminateCanaryOperator(
                 task_id="terminate_canary", launch_task_id="verify.launch_canary"
             ).as_teardown(setups=launch)

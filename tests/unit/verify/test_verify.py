@@ -85,6 +85,20 @@ def test_failed_checks_and_tag_values():
     assert safe_key_part(RUN_ID) == "manual__2026-11-30T03_00_00_00_00"
 
 
+def test_only_a_suite_that_ran_and_judged_the_image_fails_it():
+    from phoenix_fleet.operators.verify_operators import suite_outcome
+
+    assert suite_outcome("Success", 0, "") == "passed"
+    assert suite_outcome("Failed", 1, FAILING_OUTPUT) == "failed"
+    assert suite_outcome("Failed", 4, "phoenix-image-test: result=fail exit=4 stage=instance role=web junit=x\n") == "failed"
+    assert suite_outcome("Failed", 1, "FAILED test_x.py::test_y - AssertionError\n") == "failed"
+    # no verdict: interrupted runner, no output, timeouts, cancels, undeliverable
+    assert suite_outcome("Failed", 2, "phoenix-image-test: result=fail exit=2 stage=instance role=web junit=x\n") == "error"
+    assert suite_outcome("Failed", 127, "bash: phoenix-image-test: command not found\n") == "error"
+    for status in ("TimedOut", "Cancelled", "Undeliverable", "DeliveryTimedOut", "Terminated"):
+        assert suite_outcome(status, -1, FAILING_OUTPUT) == "error", status
+
+
 def test_template_fields():
     assert set(LaunchCanaryOperator.template_fields) == {
         "image_id", "role", "subnet_id", "instance_type", "instance_profile", "extra_tags", "aws_conn_id", "region_name",
@@ -187,12 +201,108 @@ def test_verify_failure_tags_false_with_reason_and_still_terminates(seeded, sand
     assert run_task(ops["terminate"], ctx).result == []  # idempotent
 
 
-def test_mark_without_a_test_result_tags_false(seeded, sandbox_clean, new_ami):
-    ops, ctx = _ops(new_ami), _ctx()
+def test_mark_without_a_test_result_records_an_error_not_a_verdict(seeded, sandbox_clean):
+    """The canary never launched (or never got healthy): nothing was learnt about the image. The run fails, the
+    reason goes in phoenix:verify-error, and phoenix:verified is left as it was (here: never set)."""
+    ec2 = sandbox_clean.client("ec2")
+    ami = make_image(sandbox_clean, seeded["base_ami"]["id"], "handmade-web-1", {"phoenix:role": "web"}, settle=True)
+    ops, ctx = _ops(ami), _ctx()
     with pytest.raises(ImageVerificationFailed, match="did not complete"):
         run_task(ops["mark"], ctx)
-    tags = tag_map(sandbox_clean.client("ec2").describe_images(ImageIds=[new_ami])["Images"][0])
-    assert tags["phoenix:verified"] == "false" and tags["phoenix:verified-reason"].startswith("verification did not complete")
+    tags = tag_map(ec2.describe_images(ImageIds=[ami])["Images"][0])
+    assert "phoenix:verified" not in tags and "phoenix:verified-reason" not in tags
+    assert tags["phoenix:verify-error"].startswith("verification did not complete")
+
+
+def _published_web(seeded: Any, sandbox_clean: Any) -> str:
+    """The seeded web release: verified, and named by /phoenix/images/web/latest."""
+    ami = seeded["roles"]["web"]["ami_id"]
+    pointer = sandbox_clean.client("ssm").get_parameter(Name="/phoenix/images/web/latest")["Parameter"]["Value"]
+    assert pointer == ami and tag_map(sandbox_clean.client("ec2").describe_images(ImageIds=[ami])["Images"][0])[
+        "phoenix:verified"] == "true"
+    return str(ami)
+
+
+def test_a_reverify_that_never_starts_leaves_the_live_image_verified(seeded, sandbox_clean):
+    """skip_bake on the AMI that latest points at, and the canary never launches: the live image must stay
+    publishable (a false here would fail every Terraform plan's require_verified_image postcondition)."""
+    ec2 = sandbox_clean.client("ec2")
+    live = _published_web(seeded, sandbox_clean)
+    ops, ctx = _ops(live), _ctx()
+    with pytest.raises(ImageVerificationFailed, match="did not complete"):
+        run_task(ops["mark"], ctx)
+    tags = tag_map(ec2.describe_images(ImageIds=[live])["Images"][0])
+    assert tags["phoenix:verified"] == "true" and "phoenix:verified-reason" not in tags
+    assert tags["phoenix:verify-error"].startswith("verification did not complete")
+    assert not [t for t in _snapshot_tags(ec2, live) if t.get("phoenix:verified") == "false"]
+
+
+def test_an_inconclusive_ssm_run_is_an_error_not_a_verdict(seeded, sandbox_clean):
+    """SSM timed out: the suite never reached a verdict. No phoenix:verified=false, the reason in
+    phoenix:verify-error, and the task fails retryably (not ImageVerificationFailed)."""
+    from phoenix_fleet.operators.verify_operators import VerificationIncomplete
+
+    ec2 = sandbox_clean.client("ec2")
+    ami = make_image(sandbox_clean, seeded["base_ami"]["id"], "handmade-web-2", {"phoenix:role": "web"}, settle=True)
+    ec2.create_tags(Resources=[ami], Tags=[{"Key": "phoenix-sandbox:ssm-status", "Value": "TimedOut"}])
+    ops, ctx = _ops(ami), _ctx()
+    instance_id = _run_launch(ops, ctx)
+    run_task(ops["healthy"], ctx)
+    # deferred: the provider's trigger itself fails on TimedOut (the task fails, retries apply, no result)
+    with pytest.raises(Exception, match="TimedOut"):
+        run_task(ops["tests"], ctx)
+    assert "verify_result" not in ctx["ti"].xcom
+    # on the worker: the task reads the invocation and says so
+    tests = RunImageTestsOperator(
+        task_id="run_image_tests", image_id=ami, instance_id=instance_id, deferrable=False, poll_interval=0,
+    )
+    with pytest.raises(VerificationIncomplete, match="did not reach a verdict") as err:
+        tests.execute(ctx)
+    assert not isinstance(err.value, ImageVerificationFailed)
+    assert ctx["ti"].xcom["verify_result"]["outcome"] == "error"
+    tags = tag_map(ec2.describe_images(ImageIds=[ami])["Images"][0])
+    assert "phoenix:verified" not in tags and "TimedOut" in tags["phoenix:verify-error"]
+    with pytest.raises(ImageVerificationFailed, match="did not complete"):
+        run_task(ops["mark"], ctx)
+    tags = tag_map(ec2.describe_images(ImageIds=[ami])["Images"][0])
+    assert "phoenix:verified" not in tags and "TimedOut" in tags["phoenix:verify-error"]
+
+
+def test_failed_image_tests_on_a_published_image_do_not_demote_it(seeded, sandbox_clean):
+    """Even a real failure (the suite ran and checks failed) never demotes an image the SSM pointer names: it is
+    recorded in phoenix:verify-failed and the run fails loudly; the fix is a new release."""
+    ec2 = sandbox_clean.client("ec2")
+    live = _published_web(seeded, sandbox_clean)
+    ec2.create_tags(
+        Resources=[live],
+        Tags=[
+            {"Key": "phoenix-sandbox:ssm-exit-code", "Value": "1"},
+            {"Key": "phoenix-sandbox:ssm-output", "Value": FAILING_OUTPUT},
+        ],
+    )
+    ops, ctx = _ops(live), _ctx()
+    _run_launch(ops, ctx)
+    run_task(ops["healthy"], ctx)
+    with pytest.raises(ImageVerificationFailed, match="not demoted") as err:
+        run_task(ops["tests"], ctx)
+    assert "/phoenix/images/web/latest" in str(err.value)
+    with pytest.raises(ImageVerificationFailed, match="not demoted"):
+        run_task(ops["mark"], ctx)
+    tags = tag_map(ec2.describe_images(ImageIds=[live])["Images"][0])
+    assert tags["phoenix:verified"] == "true" and "phoenix:verified-reason" not in tags
+    assert tags["phoenix:verify-failed"].startswith("2 image check(s) failed: test_ssh.py::test_sshd_setting")
+
+
+def test_a_pass_clears_earlier_errors(seeded, sandbox_clean, new_ami):
+    ec2 = sandbox_clean.client("ec2")
+    ec2.create_tags(Resources=[new_ami], Tags=[{"Key": "phoenix:verify-error", "Value": "an earlier SSM timeout"}])
+    ops, ctx = _ops(new_ami), _ctx()
+    _run_launch(ops, ctx)
+    run_task(ops["healthy"], ctx)
+    run_task(ops["tests"], ctx)
+    assert run_task(ops["mark"], ctx).result["verified"] is True
+    tags = tag_map(ec2.describe_images(ImageIds=[new_ami])["Images"][0])
+    assert tags["phoenix:verified"] == "true" and "phoenix:verify-error" not in tags
 
 
 def test_launch_is_idempotent_per_run(seeded, sandbox_clean, new_ami):
