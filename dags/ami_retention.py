@@ -18,6 +18,9 @@ everything (a failed lookup) deletes nothing, and says why.
    the AMI's snapshots;
 3. an AMI that is needed again (e.g. the pointer rolled back to it) is un-deprecated.
 
+**Notifications:** a failure (which role, the run link, what to do) goes to the config's `notifications` (SNS,
+Slack) and the log; a success (what was deprecated and deleted) only with `notifications.on_success`.
+
 **dry_run** logs what would be deprecated and deleted, and why the rest stays, and changes nothing. See
 docs/inventory.md.
 """
@@ -34,6 +37,7 @@ import pendulum
 from airflow.sdk import dag, task
 from phoenix_fleet.form_params import form_param
 from phoenix_fleet.operators.retention_operators import AmiRetentionOperator
+from phoenix_fleet.pipelines.notify import dag_callbacks
 
 
 @dag(
@@ -44,6 +48,7 @@ from phoenix_fleet.operators.retention_operators import AmiRetentionOperator
     max_active_runs=1,
     tags=["phoenix-fleet", "inventory", "retention"],
     doc_md=__doc__,
+    **dag_callbacks("retention"),
     render_template_as_native_obj=True,
     default_args={"owner": "platform", "retries": 1, "retry_delay": pendulum.duration(minutes=10)},
     params={

@@ -13,8 +13,9 @@ Nightly inventory of the fleet: **what AMI version every server runs, how old it
    `s3://<artifacts_bucket>/inventory/<date>/` (and `inventory/latest/`) and to `$PHOENIX_REPORT_DIR/inventory/`.
    It emits the Asset `phoenix_fleet_inventory` (`x-phoenix://inventory/fleet`) with extra
    `{stale, instances, behind_latest, asgs_drifted, path, s3_uri}`; fleet_max_age consumes it;
-4. `notify` sends the summary to SNS (`sns_topic_arn` Param, `$PHOENIX_INVENTORY_SNS_TOPIC_ARN`, or the config's
-   environment topic), or logs it.
+4. `notify` logs the summary, and sends it when it is news (an instance past max age; or always, with the config's
+   `notifications.on_success`) to SNS (`sns_topic_arn` Param, `$PHOENIX_INVENTORY_SNS_TOPIC_ARN`, or the config's
+   `notifications`) and Slack. A failed run notifies there too: what failed, the run link, what to do.
 
 The latest report is also a page of the Airflow UI: **Browse → Fleet inventory** (plugin `phoenix_fleet`).
 A server is *stale* when it is older than `max_age_days` (14 by default, per role in the config). See
@@ -37,6 +38,7 @@ from phoenix_fleet.operators.inventory_operators import (
     CollectInventoryOperator,
     InventoryNotifyOperator,
 )
+from phoenix_fleet.pipelines.notify import dag_callbacks
 
 
 @dag(
@@ -47,6 +49,7 @@ from phoenix_fleet.operators.inventory_operators import (
     max_active_runs=1,
     tags=["phoenix-fleet", "inventory"],
     doc_md=__doc__,
+    **dag_callbacks("inventory", success=False),
     render_template_as_native_obj=True,
     default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(minutes=5)},
     params={

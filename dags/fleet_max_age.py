@@ -16,6 +16,9 @@ the ASG is skipped (the rollout of that image replaces its instances anyway).
    halts that ASG with its capacity restored (there is no other image to roll back to);
 3. `summary` lists what each ASG did; a failed renewal fails the run (the summary does not run).
 
+**Notifications:** a failure (which ASG, the run link, what to do) goes to the config's `notifications` (SNS,
+Slack) and the log; a success only with `notifications.on_success`.
+
 **Trigger form:** `dry_run` (print each plan, change nothing), `max_asgs` (0: the config's
 `max_age_asgs_per_run`), `lead_days`, `report` (a `report.json` path or `s3://` URI; empty: the triggering
 report, else `s3://<artifacts_bucket>/inventory/latest/report.json`). See docs/inventory.md.
@@ -34,6 +37,7 @@ from airflow.sdk import dag, task
 from phoenix_fleet.form_params import form_param
 from phoenix_fleet.inventory.inventory_assets import INVENTORY_ASSET
 from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
+from phoenix_fleet.pipelines.notify import dag_callbacks
 
 
 @dag(
@@ -44,6 +48,7 @@ from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
     max_active_runs=1,
     tags=["phoenix-fleet", "inventory", "rollout"],
     doc_md=__doc__,
+    **dag_callbacks("max_age"),
     render_template_as_native_obj=True,
     default_args={"owner": "platform", "retries": 1, "retry_delay": pendulum.duration(minutes=5)},
     params={

@@ -45,6 +45,8 @@ ASG_PROCESSES = (
 _REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _ROLE_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_SNS_TOPIC_RE = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+_CONN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 _CRON_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@once"}
 
 
@@ -204,10 +206,52 @@ class TerraformSpec(_Strict):
         return self
 
 
+def _check_topic(v: str | None) -> str | None:
+    if v is not None and not _SNS_TOPIC_RE.match(v):
+        raise ValueError(
+            f"{v!r} is not an SNS topic ARN. Fix: arn:aws:sns:<region>:<12-digit account>:<topic name>, or leave it out"
+        )
+    return v
+
+
+def _check_conn_id(v: str | None) -> str | None:
+    if v is not None and not _CONN_ID_RE.match(v):
+        raise ValueError(f"{v!r} is not an Airflow connection id. Fix: letters, digits, '_', '.', '-' (e.g. slack_releases)")
+    return v
+
+
 class Environment(_Strict):
+    """Per environment: approval, and where the release and rollout DAGs of its roles send notifications."""
+
     require_approval: bool = False
-    notify_sns_topic_arn: str | None = None
-    slack_conn_id: str | None = None
+    notify_sns_topic_arn: str | None = Field(default=None, description="SNS topic (the Amazon provider's SnsNotifier)")
+    slack_conn_id: str | None = Field(
+        default=None, description="Slack incoming-webhook connection (the Slack provider's SlackWebhookNotifier)"
+    )
+    notify_on_success: bool = Field(
+        default=True, description="also announce a successful release and rollout (failures are always sent)"
+    )
+
+    _topic = field_validator("notify_sns_topic_arn")(classmethod(lambda cls, v: _check_topic(v)))
+    _slack = field_validator("slack_conn_id")(classmethod(lambda cls, v: _check_conn_id(v)))
+
+
+class Notifications(_Strict):
+    """Where the fleet-wide DAGs (fleet_inventory, fleet_max_age, ami_retention) send notifications."""
+
+    sns_topic_arn: str | None = Field(
+        default=None, description="SNS topic; empty: the one topic the environments name, if exactly one"
+    )
+    slack_conn_id: str | None = Field(
+        default=None, description="Slack incoming-webhook connection; empty: the environments' one, if exactly one"
+    )
+    on_success: bool = Field(
+        default=False,
+        description="also send a success with nothing to report (an inventory with stale instances is always sent)",
+    )
+
+    _topic = field_validator("sns_topic_arn")(classmethod(lambda cls, v: _check_topic(v)))
+    _slack = field_validator("slack_conn_id")(classmethod(lambda cls, v: _check_conn_id(v)))
 
 
 class Role(_Strict):
@@ -269,6 +313,7 @@ class FleetConfig(_Strict):
     max_age_days: int = Field(default=14, ge=1, le=365)
     max_age_asgs_per_run: int = Field(default=4, ge=1, le=500, description="ASGs fleet_max_age renews per run")
     environments: dict[str, Environment] = Field(default_factory=dict)
+    notifications: Notifications = Field(default_factory=Notifications)
     defaults: dict[str, Any] = Field(default_factory=dict)
     roles: dict[str, Role]
 
@@ -319,6 +364,18 @@ class FleetConfig(_Strict):
 
     def environment(self, role: str) -> Environment:
         return self.environments.get(self.role(role).env, Environment())
+
+    def fleet_notifications(self) -> Notifications:
+        """Where the fleet-wide DAGs notify: ``notifications:``, each channel defaulting to the one the environments
+        name when they all name the same (or only one names one)."""
+        n = self.notifications
+        topics = {e.notify_sns_topic_arn for e in self.environments.values() if e.notify_sns_topic_arn}
+        slacks = {e.slack_conn_id for e in self.environments.values() if e.slack_conn_id}
+        return Notifications(
+            sns_topic_arn=n.sns_topic_arn or (next(iter(topics)) if len(topics) == 1 else None),
+            slack_conn_id=n.slack_conn_id or (next(iter(slacks)) if len(slacks) == 1 else None),
+            on_success=n.on_success,
+        )
 
     def max_age_for(self, role: str) -> int:
         r = self.role(role)

@@ -38,7 +38,7 @@ _CODE = tuple(Path(__file__).with_name(n) for n in ("config.py", "config_file.py
 
 
 class RoleFacts(TypedDict):
-    """One role's values that shape its DAGs (schedule, docs, concurrency, callbacks); all JSON."""
+    """One role's values that shape its DAGs (schedule, docs, concurrency); all JSON."""
 
     role: str
     env: str
@@ -60,8 +60,6 @@ class RoleFacts(TypedDict):
     max_concurrent_asgs: int
     on_failure: str
     deadline_minutes: int
-    notify_sns_topic_arn: str | None
-    slack_conn_id: str | None
 
 
 def facts_from_config(fleet: FleetConfig) -> dict[str, RoleFacts]:
@@ -90,8 +88,6 @@ def facts_from_config(fleet: FleetConfig) -> dict[str, RoleFacts]:
             max_concurrent_asgs=role.rollout.max_concurrent_asgs,
             on_failure=role.rollout.on_failure,
             deadline_minutes=role.rollout.deadline_minutes,
-            notify_sns_topic_arn=env.notify_sns_topic_arn,
-            slack_conn_id=env.slack_conn_id,
         )
     return out
 

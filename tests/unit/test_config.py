@@ -200,3 +200,24 @@ def test_cli_reports_errors(tmp_path, capsys, raw):
     assert main([str(p)]) == 1
     assert "roles.web.rollout.batch_size" in capsys.readouterr().err
     assert main([str(FLEET_YAML)]) == 0
+
+
+def test_notification_targets_are_checked_and_the_fleet_ones_default_to_the_environments(raw):
+    raw["environments"]["prod"]["notify_sns_topic_arn"] = "phoenix-releases"
+    raw["notifications"] = {"slack_conn_id": "slack releases", "on_succes": True}
+    errors = _errors(copy.deepcopy(raw))
+    assert "environments.prod.notify_sns_topic_arn: 'phoenix-releases' is not an SNS topic ARN. Fix: arn:aws:sns:" in errors
+    assert "notifications.slack_conn_id: 'slack releases' is not an Airflow connection id. Fix:" in errors
+    assert "notifications.on_succes: unknown key. Fix: did you mean 'on_success'?" in errors
+
+    topic = "arn:aws:sns:us-east-1:123456789012:phoenix-releases"
+    raw["environments"]["prod"].update(notify_sns_topic_arn=topic, slack_conn_id="slack_releases")
+    raw["notifications"] = {}
+    cfg = parse_fleet_config(raw)
+    assert cfg.environments["prod"].notify_on_success is True  # a release and a rollout are announced by default
+    n = cfg.fleet_notifications()  # the fleet-wide DAGs: the one topic and connection the environments name
+    assert (n.sns_topic_arn, n.slack_conn_id, n.on_success) == (topic, "slack_releases", False)
+    raw["environments"]["sandbox"]["notify_sns_topic_arn"] = topic.replace("releases", "sandbox")
+    assert parse_fleet_config(raw).fleet_notifications().sns_topic_arn is None  # two topics: none is guessed
+    raw["notifications"] = {"sns_topic_arn": topic}
+    assert parse_fleet_config(raw).fleet_notifications().sns_topic_arn == topic

@@ -1,7 +1,7 @@
 """Operators of the nightly fleet inventory: collect one region, build and write the report, notify.
 
 Import-light (DAG files import this at parse time): only ``airflow.sdk``, the standard library and our pure
-modules at module level; the Amazon provider (``AwsBaseHook``, ``SnsHook``) is imported inside ``execute``.
+modules at module level; the Amazon provider (``AwsBaseHook``, the notifiers) is imported inside ``execute``.
 
 * :class:`CollectInventoryOperator` — one region's paginated sweep (``inventory.collect.collect_region``) with
   boto3 clients from ``AwsBaseHook(aws_conn_id, client_type=..., region_name=...)``; returns the region
@@ -10,8 +10,8 @@ modules at module level; the Amazon provider (``AwsBaseHook``, ``SnsHook``) is i
   ``report.{json,csv,html}`` to ``$PHOENIX_REPORT_DIR/inventory/<date>/`` and ``.../latest/`` and to
   ``s3://<artifacts_bucket>/inventory/<date>/`` and ``inventory/latest/``, fills the outlet Asset event's
   extra, and returns the summary (with the text of the notification).
-* :class:`InventoryNotifyOperator` — publishes the summary to an SNS topic if one is configured, logs it
-  otherwise.
+* :class:`InventoryNotifyOperator` — sends the summary when it is news (instances past max age), through the
+  common notifier (``pipelines.notify``: SNS and Slack where configured), and logs it.
 """
 
 from __future__ import annotations
@@ -207,23 +207,20 @@ class BuildInventoryReportOperator(BaseOperator):
         return uri
 
 
-def default_topic() -> str | None:
-    """``$PHOENIX_INVENTORY_SNS_TOPIC_ARN``, else the one topic the fleet config's environments name (if exactly one)."""
-    env = os.environ.get(SNS_TOPIC_ENV, "").strip()
-    if env:
-        return env
-    topics = {e.notify_sns_topic_arn for e in cached_fleet_config().environments.values() if e.notify_sns_topic_arn}
-    return topics.pop() if len(topics) == 1 else None
-
-
 class InventoryNotifyOperator(BaseOperator):
-    """Send the inventory summary to SNS (subject + text), or log it when no topic is configured.
+    """Send the inventory summary when it is news, through the common notifier (``pipelines.notify``): the
+    Amazon provider's ``SnsNotifier`` and the Slack provider's ``SlackWebhookNotifier``; always log it.
+
+    News: an instance past max age (``stale`` above zero); a report with nothing to act on is only sent with
+    the fleet config's ``notifications.on_success``. A failed run is reported by the DAG's failure callback.
 
     :param summary: the report task's return value (``text`` is the message).
-    :param sns_topic_arn: topic; empty: ``$PHOENIX_INVENTORY_SNS_TOPIC_ARN``, else the fleet config's environment
-        topic (when exactly one is set), else only the task log.
+    :param sns_topic_arn: topic; empty: ``$PHOENIX_INVENTORY_SNS_TOPIC_ARN``, else the fleet config's
+        ``notifications.sns_topic_arn`` (else the environments' one topic).
     :param aws_conn_id: Airflow AWS connection.
-    :param region_name: SNS region (None: the topic ARN's region).
+    :param region_name: unused (the topic ARN names its region); kept for the AWS operator convention.
+
+    Returns ``{"sent", "subject", "channels", "news"}``.
     """
 
     template_fields: Sequence[str] = ("summary", "sns_topic_arn", "aws_conn_id", "region_name")
@@ -244,21 +241,28 @@ class InventoryNotifyOperator(BaseOperator):
         self.region_name = region_name
 
     def execute(self, context: Context) -> dict[str, Any]:
-        summary = dict(self.summary or {})
-        text = summary.get("text") or str(summary)
-        subject = f"Fleet inventory: {summary.get('stale', '?')} stale, {summary.get('behind_latest', '?')} behind latest"
-        topic = (self.sns_topic_arn or "").strip() or default_topic()
-        if not topic:
-            self.log.info("No SNS topic configured (params.sns_topic_arn, $%s or the config's environments):", SNS_TOPIC_ENV)
-            for line in text.splitlines():
-                self.log.info("%s", line)
-            return {"sent": False, "subject": subject}
-        m = _SNS_ARN_RE.match(topic)
-        if not m:
-            raise ValueError(f"sns_topic_arn: {topic!r} is not an SNS topic ARN. Fix: arn:aws:sns:<region>:<account>:<name>")
-        from airflow.providers.amazon.aws.hooks.sns import SnsHook
+        from phoenix_fleet.pipelines.notify import Targets, inventory_message, send, targets
 
-        hook = SnsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name or m["region"])
-        response = hook.publish_to_target(target_arn=topic, message=text, subject=subject[:100])
-        self.log.info("Published the inventory summary to %s (message %s)", topic, response.get("MessageId"))
-        return {"sent": True, "topic": topic, "subject": subject, "message_id": response.get("MessageId")}
+        summary = dict(self.summary or {})
+        message = inventory_message(None, "succeeded", context, summary=summary)
+        to = targets("inventory")
+        topic = (self.sns_topic_arn or "").strip() or os.environ.get(SNS_TOPIC_ENV, "").strip() or to.sns_topic_arn
+        if topic and not _SNS_ARN_RE.match(topic):
+            raise ValueError(f"sns_topic_arn: {topic!r} is not an SNS topic ARN. Fix: arn:aws:sns:<region>:<account>:<name>")
+        out = {"sent": False, "subject": message.subject, "channels": ["log"], "news": message.news}
+        if not (topic or to.slack_conn_id):
+            self.log.info(
+                "No notification target configured (params.sns_topic_arn, $%s or the config's notifications):",
+                SNS_TOPIC_ENV,
+            )
+        elif not (message.news or to.on_success):
+            self.log.info("Nothing to act on (no instance past max age) and notifications.on_success is off:")
+        else:
+            sent = send(message, Targets(topic or None, to.slack_conn_id, to.on_success), context, self.aws_conn_id)
+            if sent.errors:
+                raise RuntimeError(f"the inventory summary could not be sent: {'; '.join(sent.errors)}")
+            return {**out, "sent": True, "channels": sent.channels, "topic": topic}
+        self.log.info("%s", message.subject)
+        for line in message.body.splitlines():
+            self.log.info("%s", line)
+        return out

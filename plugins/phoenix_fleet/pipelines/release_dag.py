@@ -38,6 +38,10 @@ releases nothing: `plan` skips it and says so. Trigger by hand to release at ano
 (release an existing AMI, verified first), `base_ami_name` + `base_ami_owners` (override the base
 image; owners are required), `regions` (a subset), `dry_run`, `release_notes` (operator's notes).
 
+**Notifications**: a failure (what failed, the version, the run link, what to do) and, unless the environment's
+`notify_on_success` is off, the published release go to the environment's SNS topic and Slack connection, and
+always to the log (docs/notifications.md).
+
 **Where to look**: the `plan` task log for the plan; `bake` for Packer's output; `run_image_tests`
 for the checks; `release` for the release notes (also in `s3://{bucket}/images/{role}/<version>/`).
 """
@@ -92,6 +96,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
         TerminateCanaryOperator,
         WaitCanaryHealthyOperator,
     )
+    from phoenix_fleet.pipelines.notify import dag_callbacks
     from phoenix_fleet.sensors.ami_sensors import AmiAvailableSensor
 
     role_name = facts["role"]
@@ -113,6 +118,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
         tags=["phoenix-fleet", "release", f"role:{role_name}"],
         doc_md=doc,
         params=release_params(),
+        **dag_callbacks("release", role_name),
         default_args={
             "owner": "platform",
             "retries": 2,

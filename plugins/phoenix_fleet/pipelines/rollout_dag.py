@@ -31,7 +31,9 @@ version), or by hand from the trigger form.
 5. **recycle**: every ASG in every region, batch by batch ({strategy}; at most {concurrency} ASGs at a
    time), never below the healthy floor; on failure it **rolls back** to the previous version ({on_failure}).
 6. **health_gate**: every ASG at desired capacity, all instances healthy on the new image.
-7. **summary**: what changed, which version, how long it took; notifications go out on success and failure.
+7. **summary**: what changed, which version, how long it took, the operator's release notes; a failure (what
+   failed, the version, the run link, what to do) and, unless the environment's `notify_on_success` is off, the
+   summary go to the environment's SNS topic and Slack connection, and always to the log.
 
 One rollout per role at a time (max_active_runs=1), and an ASG lock (tags) against concurrent rollouts.
 
@@ -84,7 +86,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
     )
     from phoenix_fleet.operators.publish_operators import image_asset, image_asset_ref
     from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
-    from phoenix_fleet.pipelines.notify import rollout_callbacks
+    from phoenix_fleet.pipelines.notify import dag_callbacks
     from phoenix_fleet.sensors.asg_sensors import AsgHealthySensor
 
     role_name = facts["role"]
@@ -98,7 +100,6 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         approval_doc="required in this environment" if facts["require_approval"] else "off unless the form asks",
         strategy=facts["strategy"], concurrency=facts["max_concurrent_asgs"], on_failure=facts["on_failure"],
     )
-    on_success, on_failure = rollout_callbacks(facts)
     with DAG(
         dag_id=f"fleet_rollout_{role_name}",
         schedule=image_asset_ref(role_name),  # the asset ami_release_<role> defines (by name)
@@ -109,8 +110,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         tags=["phoenix-fleet", "rollout", f"role:{role_name}"],
         doc_md=doc,
         params=rollout_params(),
-        on_success_callback=on_success,
-        on_failure_callback=on_failure,
+        **dag_callbacks("rollout", role_name),
         default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(seconds=30)},
     ) as dag:
 

@@ -75,19 +75,29 @@ def test_collect_report_and_notify(sandbox_clean: Any, tmp_path: Any, capsys: An
     # notify: logs without a topic ...
     capsys.readouterr()
     assert run_task(InventoryNotifyOperator(task_id="notify", summary=summary), make_context()).result["sent"] is False
-    assert "No SNS topic configured" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "No notification target configured" in out and "1 instance(s) past max age" in out
 
-    # ... and publishes with one (checked through an SQS subscription)
+    # ... and sends it with one, since an instance past max age is news (read back through an SQS subscription)
     sns, sqs = sandbox_clean.client("sns"), sandbox_clean.client("sqs")
     topic = sns.create_topic(Name="phoenix-inventory")["TopicArn"]
     queue = sqs.create_queue(QueueName="inventory-mail")["QueueUrl"]
     qarn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=qarn)
     sent = run_task(InventoryNotifyOperator(task_id="notify", summary=summary, sns_topic_arn=topic), make_context()).result
-    assert sent["sent"] is True and sent["message_id"]
-    body = json.loads(sqs.receive_message(QueueUrl=queue)["Messages"][0]["Body"])
-    assert body["Subject"].startswith("Fleet inventory: 1 stale") and "8 instances" in body["Message"]
+    assert sent["sent"] is True and sent["news"] is True and sent["channels"] == ["log", "sns"]
+    (received,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    body = json.loads(received["Body"])
+    assert body["Subject"] == "[phoenix-fleet] Fleet inventory: 1 instance(s) past max age, 5 behind latest"
+    assert "8 instances" in body["Message"] and "fleet_max_age" in body["Message"] and "Run: http" in body["Message"]
+    sqs.delete_message(QueueUrl=queue, ReceiptHandle=received["ReceiptHandle"])
     assert fleet.stale_instance in (tmp_path / "inventory" / "latest" / "report.html").read_text()
+
+    # nothing past max age: no news, and success notifications are off by default: logged, not sent
+    calm = {**summary, "stale": 0}
+    quiet = run_task(InventoryNotifyOperator(task_id="notify", summary=calm, sns_topic_arn=topic), make_context()).result
+    assert quiet["sent"] is False and quiet["news"] is False
+    assert sqs.receive_message(QueueUrl=queue).get("Messages", []) == []
 
 
 def test_notify_topic_from_env_and_bad_arn(sandbox_clean: Any, monkeypatch: Any) -> None:
