@@ -9,6 +9,7 @@ tests set every task's retries to 0, so a failure is final at once instead of af
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,7 +103,26 @@ def _one(messages: list[dict[str, str]], dag_id: str, run: Any) -> dict[str, str
     return m
 
 
-def test_a_failed_release_and_rollout_notify_with_the_version(airflow_db, seeded, inbox, capfd):
+@pytest.fixture
+def notify_log() -> Iterator[list[str]]:
+    """What the notifier writes to its logger (wherever Airflow's logging config sends it afterwards)."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger, handler = logging.getLogger("phoenix_fleet.pipelines.notify"), Collect(logging.INFO)
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_a_failed_release_and_rollout_notify_with_the_version(airflow_db, seeded, inbox, notify_log):
     """ami_release_worker refuses a version another AMI holds (plan); fleet_rollout_worker refuses an ASG that is
     not the role's (plan): each failure arrives on the topic, saying so."""
     version = seeded["roles"]["worker"]["version"]
@@ -111,8 +131,7 @@ def test_a_failed_release_and_rollout_notify_with_the_version(airflow_db, seeded
     assert m["subject"] == f"[phoenix-fleet] worker {version}: release failed", m
     assert "What failed: task plan." in m["message"]
     assert "the plan task log names the field and the fix" in m["message"]
-    out = capfd.readouterr()
-    assert m["subject"] in out.out + out.err  # always a log line
+    assert any(line.startswith(m["subject"] + "\n") for line in notify_log), notify_log  # always a log line
 
     run = _run_failing("fleet_rollout", "fleet_rollout_worker", {"target_version": version, "asgs": ["no-such-asg"]})
     m = _one(inbox["messages"](), "fleet_rollout_worker", run)
