@@ -61,7 +61,9 @@ class Instance:
 
     ``target_health`` maps target group ARN -> ELBv2 target state; a target group missing from the map
     means the instance is not registered there. ``status`` is the worse of the EC2 system and instance
-    status checks (``ok`` only when both are ok), None when unknown.
+    status checks (``ok`` only when both are ok), None when unknown. ``unknown`` names the health signals
+    (``elb``, ``ec2_status``) the observation could not see for this instance (an API error, e.g. the
+    target group not found): its health is then *unknown*, not bad (see health.health_state).
     """
 
     instance_id: str
@@ -73,6 +75,7 @@ class Instance:
     target_health: Mapping[str, str] = field(default_factory=dict)
     status: str | None = "ok"
     protected: bool = False
+    unknown: frozenset[str] = frozenset()
 
     @property
     def pending(self) -> bool:
@@ -113,6 +116,8 @@ class FleetState:
     describe only the policy's alarms). ``suspended_processes`` are the ASG's suspended scaling processes.
     ``launch_image_id`` is the AMI the ASG's launch template version resolves to right now (None when the
     operator did not resolve it; the planner then trusts that the template points at the target).
+    ``observe_errors`` are the API errors the observation tolerated (each made some health unknown), e.g.
+    ``DescribeTargetHealth web-tg: TargetGroupNotFound``: a halt on unknown health names them.
     """
 
     asg_name: str
@@ -126,6 +131,7 @@ class FleetState:
     alarms_in_alarm: frozenset[str] = frozenset()
     suspended_processes: frozenset[str] = frozenset()
     launch_image_id: str | None = None
+    observe_errors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:

@@ -19,11 +19,17 @@ A **new** instance (one on the rollout's target image) has **failed** when, afte
 or when it is still not healthy ``health_timeout_seconds`` after its warmup ended (whatever the
 reason: stuck in Pending:Wait, target stuck in ``initial``, status checks never ok). Alarms are judged
 for the whole fleet by ``firing_alarms``, not per instance.
+
+Health is **three-valued** (``health_state``): *healthy*, *unhealthy* (some signal is known to be bad), or
+*unknown* (nothing known is bad, but a signal could not be observed: status checks missing from
+DescribeInstanceStatus, or the target group not found). Unknown is never healthy capacity and never a
+failure: the planner does not act on it (it re-observes, and halts when it stays unknown too long).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 from .fleet_state import FleetState, Instance
 from .rollout_policy import Policy
@@ -44,6 +50,20 @@ def health_deadline(inst: Instance, policy: Policy) -> datetime:
     return warmup_end(inst, policy) + timedelta(seconds=policy.health_timeout_seconds)
 
 
+HealthState = Literal["healthy", "unhealthy", "unknown"]
+HEALTHY: HealthState = "healthy"
+UNHEALTHY: HealthState = "unhealthy"
+UNKNOWN: HealthState = "unknown"
+
+
+def unknown_signals(inst: Instance, policy: Policy) -> tuple[str, ...]:
+    """The signals the policy counts that could not be observed for `inst` (status None = unknown)."""
+    unknown = set(inst.unknown)
+    if inst.status is None:
+        unknown.add("ec2_status")
+    return tuple(s for s in ("asg", "elb", "ec2_status") if s in unknown and policy.uses(s))
+
+
 def firing_alarms(state: FleetState, policy: Policy) -> tuple[str, ...]:
     """The policy's alarms now in ALARM (empty when ``alarms`` is not a health signal)."""
     if not policy.uses("alarms"):
@@ -52,22 +72,33 @@ def firing_alarms(state: FleetState, policy: Policy) -> tuple[str, ...]:
 
 
 def health_problems(
-    inst: Instance, state: FleetState, policy: Policy, *, alarms: bool = True, warmup: bool = True
+    inst: Instance,
+    state: FleetState,
+    policy: Policy,
+    *,
+    alarms: bool = True,
+    warmup: bool = True,
+    known_only: bool = False,
 ) -> list[str]:
     """Why `inst` is not healthy; empty when it is. ``alarms=False`` ignores the fleet-wide alarms (the
-    rollback phase does, see planner); ``warmup=False`` ignores the warmup (for failure timeouts)."""
+    rollback phase does, see planner); ``warmup=False`` ignores the warmup (for failure timeouts);
+    ``known_only=True`` leaves out the signals that could not be observed (unknown is not bad)."""
     problems: list[str] = []
+    unknown = unknown_signals(inst, policy)
     if not inst.in_service:
         problems.append(f"lifecycle {inst.lifecycle}")
-    if policy.uses("asg") and inst.asg_health != "Healthy":
+    if policy.uses("asg") and "asg" not in unknown and inst.asg_health != "Healthy":
         problems.append(f"ASG health {inst.asg_health}")
-    if policy.uses("elb"):
+    if policy.uses("elb") and "elb" not in unknown:
         for tg in state.target_group_arns:
             th = inst.target_health.get(tg)
             if th != "healthy":
                 problems.append(f"target {th or 'not registered'} in {target_group_name(tg)}")
-    if policy.uses("ec2_status") and inst.status != "ok":
-        problems.append(f"status checks {inst.status or 'unknown'}")
+    if policy.uses("ec2_status") and "ec2_status" not in unknown and inst.status != "ok":
+        problems.append(f"status checks {inst.status}")
+    if not known_only:
+        names = {"asg": "ASG health", "elb": "target health", "ec2_status": "status checks"}
+        problems += [f"{names[s]} unknown" for s in unknown]
     if alarms:
         firing = firing_alarms(state, policy)
         if firing:
@@ -79,7 +110,41 @@ def health_problems(
 
 
 def is_healthy(inst: Instance, state: FleetState, policy: Policy, *, alarms: bool = True) -> bool:
-    return not health_problems(inst, state, policy, alarms=alarms)
+    """``not health_problems(...)``, without building the reasons (the planner asks this very often)."""
+    if not inst.in_service or state.now < warmup_end(inst, policy):
+        return False
+    if policy.uses("asg") and (inst.asg_health != "Healthy" or "asg" in inst.unknown):
+        return False
+    if policy.uses("elb"):
+        if "elb" in inst.unknown:
+            return False
+        th = inst.target_health
+        if any(th.get(tg) != "healthy" for tg in state.target_group_arns):
+            return False
+    if policy.uses("ec2_status") and (inst.status != "ok" or "ec2_status" in inst.unknown):
+        return False
+    return not (alarms and firing_alarms(state, policy))
+
+
+def health_state(inst: Instance, state: FleetState, policy: Policy, *, alarms: bool = True) -> HealthState:
+    """healthy, unhealthy (something known is bad: not InService, warming up, a bad signal, an alarm), or
+    unknown (nothing known is bad, but a signal the policy counts could not be observed)."""
+    if is_healthy(inst, state, policy, alarms=alarms):
+        return HEALTHY
+    if not unknown_signals(inst, policy):
+        return UNHEALTHY
+    if health_problems(inst, state, policy, alarms=alarms, known_only=True):
+        return UNHEALTHY
+    return UNKNOWN
+
+
+def unknown_ids(state: FleetState, policy: Policy, *, alarms: bool = True) -> frozenset[str]:
+    """Ids of the members whose health is unknown (neither healthy capacity nor known to be bad)."""
+    return frozenset(
+        i.instance_id
+        for i in state.members
+        if (i.status is None or i.unknown) and health_state(i, state, policy, alarms=alarms) == UNKNOWN
+    )
 
 
 def only_warming_up(inst: Instance, state: FleetState, policy: Policy, *, alarms: bool = True) -> bool:
@@ -110,7 +175,8 @@ def failure(inst: Instance, state: FleetState, policy: Policy) -> str | None:
     if policy.uses("ec2_status") and inst.status == "impaired":
         return f"{name} status checks are impaired"
     if now >= health_deadline(inst, policy):
-        problems = health_problems(inst, state, policy, alarms=False, warmup=False)
+        # only what is known to be bad: a signal that could not be observed is no failure (never acted on)
+        problems = health_problems(inst, state, policy, alarms=False, warmup=False, known_only=True)
         if problems:
             waited = int((now - inst.launch_time).total_seconds())
             return f"{name} not healthy {waited}s after launch ({'; '.join(problems)})"

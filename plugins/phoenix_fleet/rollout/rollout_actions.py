@@ -26,6 +26,7 @@ class WaitFor(StrEnum):
     WARMUP = "warmup"  # time: the newest instances' warmup
     SOAK = "soak"  # time: the last batch's soak
     RELEASE = "release"  # a human to take outdated instances out of Standby / scale-in protection
+    UNKNOWN = "unknown"  # health that could not be observed (an API error) to be observed again
 
     @property
     def timer(self) -> bool:

@@ -7,7 +7,8 @@ attributes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from typing import Any
 
 STRATEGIES = ("surge", "replace", "instance-refresh")
@@ -17,6 +18,10 @@ ON_FAILURE = ("rollback", "halt")
 DEFAULT_SUSPEND = ("AZRebalance", "AlarmNotification", "ScheduledActions")
 #: A new instance must be healthy within warmup + this many seconds of its launch, or it has failed.
 DEFAULT_HEALTH_TIMEOUT = 600
+#: Health that stays unknown (an API error) this long halts the rollout (blocked) instead of acting on it.
+DEFAULT_UNKNOWN_TIMEOUT = 300
+#: The policy fields a rollout keeps in its record (``Policy.core``): decided once, when it begins.
+CORE_FIELDS = ("strategy", "batch", "max-surge", "min-healthy", "deadline", "on-failure")
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class Policy:
     suspend_processes: tuple[str, ...] = DEFAULT_SUSPEND
     #: not in the fleet config (yet): seconds past warmup a new instance gets to become healthy
     health_timeout_seconds: int = DEFAULT_HEALTH_TIMEOUT
+    #: not in the fleet config (yet): seconds health may stay unknown (API errors) before the rollout halts
+    unknown_timeout_seconds: int = DEFAULT_UNKNOWN_TIMEOUT
 
     def __post_init__(self) -> None:
         problems = []
@@ -52,8 +59,8 @@ class Policy:
             problems.append("min_healthy_percent must be 0..100")
         if self.max_surge < 0:
             problems.append("max_surge must be >= 0")
-        if self.warmup_seconds < 0 or self.soak_seconds < 0 or self.health_timeout_seconds < 0:
-            problems.append("warmup/soak/health timeout must be >= 0")
+        if min(self.warmup_seconds, self.soak_seconds, self.health_timeout_seconds, self.unknown_timeout_seconds) < 0:
+            problems.append("warmup/soak/health timeout/unknown timeout must be >= 0")
         if self.deadline_minutes < 1:
             problems.append("deadline_minutes must be >= 1")
         if not set(self.health_signals) <= set(HEALTH_SIGNALS):
@@ -85,7 +92,31 @@ class Policy:
             on_failure=p.on_failure,
             suspend_processes=tuple(p.suspend_processes),
             health_timeout_seconds=getattr(p, "health_timeout_seconds", DEFAULT_HEALTH_TIMEOUT),
+            unknown_timeout_seconds=getattr(p, "unknown_timeout_seconds", DEFAULT_UNKNOWN_TIMEOUT),
         )
+
+    # -- the core a rollout keeps in its record ----------------------------------------------------------
+    def core(self) -> str:
+        """The fields a rollout decides once, as the text of its ``phoenix:rollout:policy`` tag, e.g.
+        ``strategy=surge batch=25pct max-surge=1 min-healthy=100 deadline=60 on-failure=rollback`` (batch
+        ``N`` instances, ``Npct`` percent of the baseline, or ``default``)."""
+        if self.batch_size is not None:
+            batch = str(self.batch_size)
+        elif self.batch_percent is not None:
+            batch = f"{self.batch_percent}pct"
+        else:
+            batch = "default"
+        return (
+            f"strategy={self.strategy} batch={batch} max-surge={self.max_surge} "
+            f"min-healthy={self.min_healthy_percent} deadline={self.deadline_minutes} on-failure={self.on_failure}"
+        )
+
+    def with_core(self, core: str) -> Policy:
+        """This policy with the recorded core (``core()``'s text) put back: the values a rollout began with
+        win over a fleet config changed since (a resume, a retry, the recycle after a canary). ValueError
+        when the text is not a core."""
+        return _with_core(self, core)
+
 
     # -- derived numbers ---------------------------------------------------------------------------------
     def batch_for(self, desired: int) -> int:
@@ -106,3 +137,42 @@ class Policy:
 
     def uses(self, signal: str) -> bool:
         return signal in self.health_signals
+
+
+def parse_core(core: str) -> dict[str, str]:
+    """``Policy.core()``'s text as a dict (every field of CORE_FIELDS, checked); ValueError otherwise."""
+    values: dict[str, str] = {}
+    for part in core.split():
+        key, sep, value = part.partition("=")
+        if not sep or key not in CORE_FIELDS or key in values or not value:
+            raise ValueError(f"{core!r} is not a policy core like {Policy().core()!r}")
+        values[key] = value
+    missing = [k for k in CORE_FIELDS if k not in values]
+    if missing:
+        raise ValueError(f"{core!r} lacks {', '.join(missing)}")
+    batch = values["batch"]
+    numbers = [values["max-surge"], values["min-healthy"], values["deadline"]]
+    if not (batch == "default" or batch.isdigit() or (batch.endswith("pct") and batch[:-3].isdigit())) or not all(
+        n.isdigit() for n in numbers
+    ):
+        raise ValueError(f"{core!r}: batch must be N, Npct or default and the other numbers whole")
+    return values
+
+
+@functools.lru_cache(maxsize=64)
+def _with_core(self: Policy, core: str) -> Policy:
+    """Policy.with_core, cached: the planner applies the recorded core on every call."""
+    if core == self.core():
+        return self
+    values = parse_core(core)
+    batch = values["batch"]
+    return replace(
+        self,
+        strategy=values["strategy"],
+        batch_size=int(batch) if batch.isdigit() else None,
+        batch_percent=int(batch[:-3]) if batch.endswith("pct") else None,
+        max_surge=int(values["max-surge"]),
+        min_healthy_percent=int(values["min-healthy"]),
+        deadline_minutes=int(values["deadline"]),
+        on_failure=values["on-failure"],
+    )

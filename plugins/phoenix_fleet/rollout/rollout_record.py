@@ -23,6 +23,17 @@ Tags (all keys start with ``phoenix:rollout:``, one fact per tag, so they read w
     phoenix:rollout:soak-from       when the planner first saw the newest batch all healthy (optional)
     phoenix:rollout:replace-before  renewal (fleet_max_age): instances on the target launched before this
                                     time are replaced too (optional; absent: only other images are)
+    phoenix:rollout:desired         the desired capacity the rollout itself last wrote: "6", or "4 to 6" while
+                                    a write is in flight (any other observed value is an outside change)
+    phoenix:rollout:policy          the policy core the rollout began with: "strategy=surge batch=2
+                                    max-surge=2 min-healthy=100 deadline=60 on-failure=rollback" (used on
+                                    every resume, whatever the fleet config says now)
+    phoenix:rollout:token           a unique token written with the first record (the lock's compare-and-set)
+    phoenix:rollout:unknown-since   when health first became unknown (an API error), while it is (optional)
+
+And, outside the record (it outlives the lock): ``phoenix:rollout-ended`` = "<outcome> <rollout id>", the
+terminal outcome of the last rollout, written before its record is deleted so that the same rollout, run
+again after a crash, ends the same way instead of starting over.
 
 Keys are at most 128 characters and values at most 256. Identifiers (rollout id, AMIs, launch template
 versions) use only the characters every AWS tagging API accepts (letters, digits, space and
@@ -39,7 +50,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .fleet_state import FleetState
-from .rollout_policy import Policy
+from .rollout_policy import Policy, parse_core
 
 TAG_PREFIX = "phoenix:rollout:"
 SCHEMA = "1"
@@ -54,6 +65,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9 +\-=._:/@]*$")
 _TEXT = re.compile(r"^[\x20-\x7e]*$")
 _UNPRINTABLE_RUN = re.compile(r"[^\x20-\x7e]+")
 _CAPACITY = re.compile(r"^desired=(\d+) min=(\d+) max=(\d+)$")
+_DESIRED = re.compile(r"^(\d+)(?: to (\d+))?$")
 _TIME_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -86,6 +98,19 @@ def _parse_time(key: str, value: str) -> datetime:
         return datetime.strptime(value, _TIME_FMT).replace(tzinfo=UTC)
     except ValueError:
         raise RecordError(f"tag {key}={value!r} is not a UTC time like 2026-11-30T10:00:00Z") from None
+
+
+def _fmt_desired(written: tuple[int, int]) -> str:
+    a, b = written
+    return str(b) if a == b else f"{a} to {b}"
+
+
+def _parse_desired(key: str, value: str) -> tuple[int, int]:
+    m = _DESIRED.match(value)
+    if not m:
+        raise RecordError(f"tag {key}={value!r} is not a capacity like '6' or '4 to 6'")
+    b = int(m.group(2) or m.group(1))
+    return int(m.group(1)), b
 
 
 def _check_ref(name: str, value: str | None, *, required: bool = False) -> None:
@@ -123,6 +148,16 @@ class RolloutRecord:
     #: renewal: an instance on the target launched before this time counts as outdated (max-age recycling
     #: renews instances without changing the image). Fixed at the start, so new launches are never outdated.
     replace_before: datetime | None = None
+    #: the desired capacity the rollout itself last wrote, as (from, to): to = the value written, from = the
+    #: value it replaced (equal once the write is seen). An observed desired outside [from, to] is an outside
+    #: change (see planner.adopt_baseline). None: a record of an older version (the surge band is used).
+    desired_written: tuple[int, int] | None = None
+    #: Policy.core() of the policy the rollout began with (None: a record of an older version)
+    policy: str | None = None
+    #: the lock's unique token (compare-and-set: the whole record is read back after a settle)
+    token: str | None = None
+    #: when health first became unknown (an API error) and has stayed so; cleared once it is known again
+    unknown_since: datetime | None = None
 
     def __post_init__(self) -> None:
         _check_ref("rollout_id", self.rollout_id, required=True)
@@ -145,11 +180,19 @@ class RolloutRecord:
         set_ = object.__setattr__
         set_(self, "started_at", _utc_seconds(self.started_at))
         set_(self, "phase_started_at", _utc_seconds(self.phase_started_at or self.started_at))
-        for name in ("soak_from", "replace_before"):
+        for name in ("soak_from", "replace_before", "unknown_since"):
             if getattr(self, name) is not None:
                 set_(self, name, _utc_seconds(getattr(self, name)))
         if self.replace_before is not None and self.replace_before > self.started_at:
             raise ValueError("replace_before must not be later than started_at (new launches would be outdated)")
+        if self.desired_written is not None:
+            a, b = (int(x) for x in self.desired_written)
+            if a < 0 or b < 0:
+                raise ValueError("desired_written must be >= 0")
+            set_(self, "desired_written", (a, b))
+        if self.policy is not None:
+            parse_core(self.policy)
+        _check_ref("token", self.token)
         if self.baseline is None:
             set_(self, "baseline", self.original_desired)
         elif self.baseline < 0:
@@ -179,11 +222,13 @@ class RolloutRecord:
         target_label: str | None = None,
         previous_label: str | None = None,
         replace_before: datetime | None = None,
+        token: str | None = None,
     ) -> RolloutRecord:
         """The record of a new rollout: snapshot the capacity, note which processes *we* will suspend
         (those the policy names that are not already suspended, so that we never resume a process a human
-        suspended). Persist it (the lock) before acting. ``replace_before`` makes it a renewal: instances on
-        the target launched before that time are replaced too."""
+        suspended), and keep the policy's core. Persist it (the lock) before acting. ``replace_before`` makes
+        it a renewal: instances on the target launched before that time are replaced too. ``token``: the
+        lock's unique token (the operator draws it)."""
         return cls(
             rollout_id=rollout_id,
             target_image=target_image,
@@ -198,6 +243,9 @@ class RolloutRecord:
             target_label=target_label,
             previous_label=previous_label,
             replace_before=replace_before,
+            desired_written=(state.desired, state.desired),
+            policy=policy.core(),
+            token=token,
         )
 
     @property
@@ -213,6 +261,14 @@ class RolloutRecord:
 
     def with_baseline(self, baseline: int) -> RolloutRecord:
         return replace(self, baseline=baseline)
+
+    def writing(self, current: int, desired: int) -> RolloutRecord:
+        """The record for a write that moves desired from ``current`` (observed) to ``desired``."""
+        return replace(self, desired_written=(current, desired))
+
+    def policy_for(self, policy: Policy) -> Policy:
+        """``policy`` with the core the rollout began with (the recorded one wins over a changed config)."""
+        return policy.with_core(self.policy) if self.policy else policy
 
     def for_rollback(self, now: datetime, reason: str) -> RolloutRecord:
         """The same rollout aimed back at the previous image: target and previous swap."""
@@ -283,6 +339,10 @@ class RolloutRecord:
             "reason": self.reason,
             "soak-from": _fmt_time(self.soak_from) if self.soak_from is not None else None,
             "replace-before": _fmt_time(self.replace_before) if self.replace_before is not None else None,
+            "desired": _fmt_desired(self.desired_written) if self.desired_written is not None else None,
+            "policy": self.policy,
+            "token": self.token,
+            "unknown-since": _fmt_time(self.unknown_since) if self.unknown_since is not None else None,
         }
         tags.update({tag(k): v for k, v in optional.items() if v is not None})
         free_text = {tag("target-label"), tag("previous-label"), tag("reason")}
@@ -296,7 +356,7 @@ class RolloutRecord:
         """Every key a record may write: delete these when the rollout is done."""
         names = ("id", "schema", "phase", "target", "previous", "target-lt", "previous-lt", "target-label",
                  "previous-label", "original", "baseline", "started", "phase-started", "suspended", "reason",
-                 "soak-from", "replace-before")
+                 "soak-from", "replace-before", "desired", "policy", "token", "unknown-since")
         return tuple(tag(n) for n in names)
 
     @classmethod
@@ -348,8 +408,38 @@ class RolloutRecord:
                 reason=opt("reason"),
                 soak_from=_parse_time(tag("soak-from"), sf) if (sf := opt("soak-from")) else None,
                 replace_before=_parse_time(tag("replace-before"), rb) if (rb := opt("replace-before")) else None,
+                desired_written=_parse_desired(tag("desired"), dw) if (dw := opt("desired")) else None,
+                policy=opt("policy"),
+                token=opt("token"),
+                unknown_since=_parse_time(tag("unknown-since"), us) if (us := opt("unknown-since")) else None,
             )
         except RecordError:
             raise
         except ValueError as e:
             raise RecordError(f"rollout tags are malformed: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------------------
+# the terminal outcome, kept after the lock is released
+
+ENDED_TAG = "phoenix:rollout-ended"
+
+
+def ended_value(rollout_id: str, outcome: str) -> str:
+    """The value of ``ENDED_TAG`` for a rollout that ended with ``outcome`` (``forward``, ``rolled_back``,
+    ``failed``): ``"<outcome> <rollout id>"``, the id replaced by a digest when that would pass 256 characters."""
+    import hashlib
+
+    value = f"{outcome} {rollout_id}"
+    if len(value) > MAX_VALUE:
+        value = f"{outcome} sha1:{hashlib.sha1(rollout_id.encode()).hexdigest()}"
+    return value
+
+
+def ended_outcome(tags: Mapping[str, str], rollout_id: str) -> str | None:
+    """The outcome ``ENDED_TAG`` records for ``rollout_id``, or None (no marker, or another rollout's)."""
+    value = tags.get(ENDED_TAG)
+    if not value:
+        return None
+    outcome = value.split(" ", 1)[0]
+    return outcome if value == ended_value(rollout_id, outcome) else None

@@ -102,3 +102,40 @@ def test_failure_by_timeout_names_what_is_missing() -> None:
 def test_target_group_name() -> None:
     assert target_group_name(TG) == "web"
     assert target_group_name("weird") == "weird"
+
+
+def test_health_is_three_valued_and_unknown_is_neither_healthy_nor_bad() -> None:
+    """Issue 13 item 1: a signal that could not be observed (status checks missing for a chunk, the target
+    group not found) makes health unknown: not healthy capacity, not a failure, never 'unhealthy'."""
+    from phoenix_fleet.rollout import health_state, unknown_ids
+
+    no_status = inst("i-1", status=None)
+    no_tg = inst("i-2", unknown=frozenset({"elb"}), target_health={})
+    ok = inst("i-3")
+    sick_and_blind = inst("i-4", status=None, asg_health="Unhealthy")  # something known is bad: unhealthy
+    warming_blind = inst("i-5", NEW, age=10, unknown=frozenset({"elb"}))
+    state = fleet(no_status, no_tg, ok, sick_and_blind, warming_blind)
+    assert [health_state(i, state, POLICY) for i in state.instances] == [
+        "unknown", "unknown", "healthy", "unhealthy", "unhealthy"]
+    assert healthy_ids(state, POLICY) == {"i-3"}
+    assert unknown_ids(state, POLICY) == {"i-1", "i-2"}
+    assert "target health unknown" in health_problems(no_tg, state, POLICY)
+    assert "status checks unknown" in health_problems(no_status, state, POLICY)
+    assert health_problems(no_tg, state, POLICY, known_only=True) == []
+    # a signal the policy does not count is not unknown
+    assert health_state(no_tg, state, Policy(health_signals=frozenset({"asg"}), warmup_seconds=0)) == "healthy"
+    # never a failure by timeout on an unknown signal alone; a known bad signal still is
+    old_blind = inst("i-6", NEW, age=4000, status=None, unknown=frozenset({"elb"}))
+    assert failure(old_blind, fleet(old_blind), POLICY) is None
+    old_bad = inst("i-7", NEW, age=4000, status=None, asg_health="Unhealthy")
+    assert failure(old_bad, fleet(old_bad), POLICY) == "i-7 is Unhealthy in the ASG"
+
+
+def test_is_healthy_agrees_with_health_problems() -> None:
+    cases = [inst("i-1"), inst("i-2", status=None), inst("i-3", unknown=frozenset({"elb"})),
+             inst("i-4", lifecycle="Pending"), inst("i-5", NEW, age=5), inst("i-6", asg_health="Unhealthy"),
+             inst("i-7", target_health={TG: "draining"}), inst("i-8", status="initializing")]
+    for state in (fleet(*cases), fleet(*cases, alarms_in_alarm=frozenset({ALARM}))):
+        for policy in (POLICY, Policy(health_signals=frozenset({"elb"})), Policy(health_signals=frozenset())):
+            for i in cases:
+                assert is_healthy(i, state, policy) == (not health_problems(i, state, policy)), (i, policy)

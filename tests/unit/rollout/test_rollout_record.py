@@ -139,6 +139,45 @@ def test_renewal_cutoff_round_trips_and_judges_instances() -> None:
     assert _rec(replace_before=cutoff).for_rollback(T0, "x").replace_before is None
 
 
+def test_the_record_keeps_what_the_rollout_wrote_its_policy_and_its_token() -> None:
+    state = old_fleet(4)
+    policy = Policy(strategy="replace", batch_percent=25, min_healthy_percent=75, max_surge=0)
+    rec = RolloutRecord.begin("r-9", state, policy, target_image=NEW, previous_image=OLD, token="0f" * 16)
+    tags = rec.to_tags()
+    assert tags["phoenix:rollout:desired"] == "4"
+    assert tags["phoenix:rollout:policy"] == (
+        "strategy=replace batch=25pct max-surge=0 min-healthy=75 deadline=60 on-failure=rollback")
+    assert tags["phoenix:rollout:token"] == "0f" * 16
+    assert RolloutRecord.from_tags(tags) == rec
+    writing = rec.writing(4, 6)
+    assert writing.to_tags()["phoenix:rollout:desired"] == "4 to 6"
+    assert RolloutRecord.from_tags(writing.to_tags()) == writing
+    # the recorded core wins over a changed config; other fields (warmup, signals) follow the config
+    changed = Policy(strategy="surge", batch_size=9, max_surge=3, warmup_seconds=5)
+    assert rec.policy_for(changed) == replace(changed, strategy="replace", batch_size=None, batch_percent=25,
+                                              max_surge=0, min_healthy_percent=75)
+    assert replace(rec, policy=None).policy_for(changed) == changed  # a record of an older version
+    for key, value, message in [("desired", "4..6", "'4 to 6'"), ("policy", "strategy=surge", "lacks"),
+                                ("token", "a b$", "token")]:
+        bad = dict(tags)
+        bad[TAG_PREFIX + key] = value
+        with pytest.raises(RecordError, match=message):
+            RolloutRecord.from_tags(bad)
+
+
+def test_the_terminal_outcome_marker_names_its_rollout() -> None:
+    from phoenix_fleet.rollout import ENDED_TAG, ended_outcome, ended_value
+
+    tags = {ENDED_TAG: ended_value("dag/run-1", "rolled_back")}
+    assert tags[ENDED_TAG] == "rolled_back dag/run-1"
+    assert ended_outcome(tags, "dag/run-1") == "rolled_back"
+    assert ended_outcome(tags, "dag/run-2") is None and ended_outcome({}, "dag/run-1") is None
+    long_id = "x" * 250
+    assert len(ended_value(long_id, "forward")) <= MAX_VALUE
+    assert ended_outcome({ENDED_TAG: ended_value(long_id, "forward")}, long_id) == "forward"
+    assert ENDED_TAG not in RolloutRecord.tag_keys()  # it outlives the record (the lock)
+
+
 def test_restore_capacity_widens_only_to_hold_the_baseline() -> None:
     rec = _rec(original_desired=4, original_min=2, original_max=6)
     assert rec.restore_capacity() == (4, 2, 6)
@@ -158,6 +197,15 @@ ident = st.text(alphabet=SAFE, min_size=1, max_size=MAX_VALUE).filter(lambda s: 
     phase=st.sampled_from(["forward", "rollback", "failed"]),
     suspended=st.lists(st.sampled_from(["AZRebalance", "AlarmNotification", "ScheduledActions", "Launch"])),
     lt=st.none() | st.from_regex(r"lt-[0-9a-f]{17}:[1-9][0-9]{0,5}", fullmatch=True),
+    written=st.none() | st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)),
+    policy=st.none() | st.builds(
+        Policy, strategy=st.sampled_from(["surge", "replace", "instance-refresh"]),
+        batch_size=st.none() | st.integers(1, 500), max_surge=st.integers(0, 500),
+        min_healthy_percent=st.integers(0, 100), deadline_minutes=st.integers(1, 10_000),
+        on_failure=st.sampled_from(["rollback", "halt"])),
+    token=st.none() | st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
+    unknown=st.none() | st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                                     timezones=st.just(UTC)),
 )
 def test_any_record_round_trips_within_aws_limits(**kw: object) -> None:
     rec = RolloutRecord(
@@ -166,6 +214,8 @@ def test_any_record_round_trips_within_aws_limits(**kw: object) -> None:
         baseline=kw["baseline"], started_at=kw["started"], phase=kw["phase"],  # type: ignore[arg-type]
         suspended=tuple(kw["suspended"]), reason=kw["reason"], target_label=kw["label"],  # type: ignore[arg-type]
         target_lt=kw["lt"], previous_lt=kw["lt"],  # type: ignore[arg-type]
+        desired_written=kw["written"], policy=kw["policy"].core() if kw["policy"] else None,  # type: ignore[arg-type,attr-defined]
+        token=kw["token"], unknown_since=kw["unknown"],  # type: ignore[arg-type]
     )
     tags = rec.to_tags()
     assert all(len(k) <= MAX_KEY and len(v) <= MAX_VALUE for k, v in tags.items())
