@@ -5,11 +5,24 @@ no randomness. See docs/rollout.md.
 """
 
 from .fleet_state import FleetState, Instance, Lifecycle
-from .health import failure, firing_alarms, fleet_healthy, health_problems, healthy_ids, is_healthy
+from .health import (
+    failure,
+    firing_alarms,
+    fleet_healthy,
+    health_problems,
+    health_state,
+    healthy_ids,
+    is_healthy,
+    unknown_ids,
+)
 from .planner import (
     adopt_baseline,
     describe_action,
+    describe_outside_change,
+    expected_desired,
     instance_refresh_preferences,
+    is_current,
+    outside_change,
     plan,
     progress_line,
     wait_over,
@@ -33,9 +46,20 @@ from .rollout_actions import (
 )
 from .rollout_policy import Policy
 from .rollout_preview import PlanStep, describe_plan, format_plan
-from .rollout_record import FAILED, FORWARD, ROLLBACK, TAG_PREFIX, RecordError, RolloutRecord
+from .rollout_record import (
+    ENDED_TAG,
+    FAILED,
+    FORWARD,
+    ROLLBACK,
+    TAG_PREFIX,
+    RecordError,
+    RolloutRecord,
+    ended_outcome,
+    ended_value,
+)
 
 __all__ = [
+    "ENDED_TAG",
     "FAILED",
     "FORWARD",
     "ROLLBACK",
@@ -64,16 +88,24 @@ __all__ = [
     "WaitFor",
     "adopt_baseline",
     "describe_action",
+    "describe_outside_change",
     "describe_plan",
+    "ended_outcome",
+    "ended_value",
+    "expected_desired",
     "failure",
     "firing_alarms",
     "fleet_healthy",
     "format_plan",
     "health_problems",
+    "health_state",
     "healthy_ids",
     "instance_refresh_preferences",
+    "is_current",
     "is_healthy",
+    "outside_change",
     "plan",
     "progress_line",
+    "unknown_ids",
     "wait_over",
 ]

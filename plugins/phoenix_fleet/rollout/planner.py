@@ -6,11 +6,16 @@ observation and the few facts in the record, so a crash anywhere is resumed by s
 
 The rules (docs/rollout.md explains them at length):
 
+- **Policy.** The core a rollout began with (strategy, batch, max surge, floor, deadline, on_failure) is
+  in the record and wins over the policy passed in (a fleet config changed between canary and recycle).
 - **Baseline.** The capacity the rollout maintains is ``record.baseline`` (initially the original
-  desired). Our own writes keep desired in ``[baseline, baseline + max_surge]`` (``[baseline]`` when not
-  surging). An observed desired outside that band was set by someone else: it becomes the new baseline
-  (the returned action carries the updated record). We never fight it; at the end desired is restored to
-  the baseline and min/max to the originals (widened only to hold the baseline).
+  desired). The record also holds the desired capacity the rollout itself last wrote (``desired_written``,
+  from -> to while a write is in flight). An observed desired outside that is an outside change: adopted as
+  the new baseline (observed minus our surge; the returned action carries the updated record). We never
+  fight it; at the end desired is restored to the baseline and min/max to the originals (widened only to
+  hold the baseline).
+- **Unknown health** (an API error hid a signal) is never acted on: the planner waits and re-observes;
+  when it stays unknown ``unknown_timeout_seconds``, it halts (blocked) naming the error.
 - **Floor.** Healthy capacity must stay >= ``ceil(min_healthy_percent% x baseline)``. A Terminate never
   takes a healthy instance out if that would leave fewer healthy instances than the floor; unhealthy
   outdated instances go first (they cost no healthy capacity).
@@ -22,10 +27,16 @@ The rules (docs/rollout.md explains them at length):
 - **Failure** of an instance on the target (see health.failure) or a configured alarm in ALARM (forward
   phase) -> ``StartRollback`` (on_failure=rollback and a previous image is known) else ``Halt``. A failure
   during the rollback -> ``Halt``: never a second rollback.
+  In a rollback, only instances launched after the rollback began are judged; an instance of the previous
+  image that was already failing is replaced like any other outdated one, and outdated instances still
+  Pending (a lifecycle hook that never completes) are terminated instead of waited for.
 - **Deadline** (per phase) passed while outdated instances remain -> the same as a failure; while only
-  wait-policy instances remain -> ``Halt`` (blocked). A fully replaced fleet is allowed to finish.
-- **Halting** (phase failed): terminate surplus instances that are not healthy (down to the baseline),
-  restore capacity and processes, then ``Fail``.
+  wait-policy instances remain, or the group is not at its desired capacity -> ``Halt`` (blocked). A
+  fully replaced fleet is allowed to finish.
+- **Halting** (phase failed): terminate surplus instances known to be unhealthy (down to the baseline),
+  point the group back at the previous version when the rollout replaced nothing, restore capacity and
+  processes, then ``Fail``. A replace rollout that cannot take a single instance out halts before it
+  points the group anywhere.
 """
 
 from __future__ import annotations
@@ -69,12 +80,74 @@ def surges(policy: Policy) -> bool:
     return policy.strategy in ("surge", "instance-refresh") and policy.max_surge > 0
 
 
-def adopt_baseline(state: FleetState, record: RolloutRecord, policy: Policy) -> RolloutRecord:
-    """The record with the baseline someone else set, if the observed desired left our band."""
+def expected_desired(record: RolloutRecord, policy: Policy) -> tuple[int, int]:
+    """(lo, hi): the desired capacities our own writes explain. The last write's from..to (a write in flight,
+    or a batch of decrementing terminations cut short, leaves desired anywhere between); for a record of an
+    older version, which did not keep it, the surge band ``[baseline, baseline + max_surge]``."""
+    if record.desired_written is not None:
+        a, b = record.desired_written
+        return min(a, b), max(a, b)
     band = policy.max_surge if surges(policy) else 0
-    if state.desired < record.base or state.desired > record.base + band:
-        return record.with_baseline(state.desired)
-    return record
+    return record.base, record.base + band
+
+
+def outside_change(state: FleetState, record: RolloutRecord, policy: Policy) -> tuple[int, int] | None:
+    """(the desired we expected, the desired observed) when someone else changed desired capacity; else None."""
+    lo, hi = expected_desired(record, policy)
+    if lo <= state.desired <= hi:
+        return None
+    return (lo if state.desired < lo else hi), state.desired
+
+
+def adopt_baseline(state: FleetState, record: RolloutRecord, policy: Policy) -> RolloutRecord:
+    """The record as this observation leaves it: an outside change of desired adopted as the new baseline
+    (never fought, never undone), or our own last write, now seen, settled (``desired_written`` from == to,
+    so that any later change is seen as outside).
+
+    A scale-out (above what we wrote) is adopted as the observed desired minus the surge our last write made
+    (it counts the surge instances it saw; at least the group's min size); a scale-in (below) as the observed
+    desired itself, so that the fleet never ends below what was set. Our surge is taken as what our last write
+    made it (``to - baseline``): a write lands within milliseconds and the next observation settles it, so
+    the reading is wrong only when a worker died between recording a write and making it *and* someone
+    changed desired before the retry."""
+    change = outside_change(state, record, policy)
+    written = record.desired_written
+    if change is None:
+        if written is not None and written[0] != written[1] and state.desired == written[1]:
+            return replace(record, desired_written=(state.desired, state.desired))
+        return record
+    expected, observed = change
+    if observed < expected:
+        baseline = observed  # a scale-in: the end is exactly what was set (never below it)
+    else:
+        # a scale-out: what was set counts our surge in flight; never below the group's min size
+        surge = max(0, written[1] - record.base) if written is not None else 0
+        baseline = max(observed - surge, min(observed, state.min_size))
+    return replace(record, baseline=baseline, desired_written=(observed, observed))
+
+
+def describe_outside_change(state: FleetState, record: RolloutRecord, policy: Policy) -> str | None:
+    """The log line for an outside change this observation shows, e.g.
+    ``outside change: desired 4 -> 6 adopted (baseline 4 -> 6)`` (from the desired the rollout last wrote to
+    the one observed); None when there is none."""
+    policy = record.policy_for(policy)
+    change = outside_change(state, record, policy)
+    if change is None:
+        return None
+    new = adopt_baseline(state, record, policy)
+    wrote = record.desired_written[1] if record.desired_written is not None else change[0]
+    return f"outside change: desired {wrote} -> {change[1]} adopted (baseline {record.base} -> {new.base})"
+
+
+def is_current(inst: Instance, state: FleetState, record: RolloutRecord, policy: Policy) -> bool:
+    """Needs no replacing: on the record's target (and, in a renewal, launched after ``replace_before``).
+    In a rollback, an instance of the (previous) target launched before the rollback began that has failed
+    is not: the rollback replaces it like any outdated instance instead of counting it as its own failure."""
+    if not record.is_current(inst.image_id, inst.launch_time):
+        return False
+    if record.phase == ROLLBACK and inst.in_service and inst.launch_time < record.phase_start:
+        return health.failure(inst, state, policy) is None
+    return True
 
 
 @dataclass(frozen=True)
@@ -121,9 +194,23 @@ class _View:
     def healthy(self) -> frozenset[str]:
         return health.healthy_ids(self.state, self.policy, alarms=self.count_alarms)
 
+    @cached_property
+    def unknown(self) -> frozenset[str]:
+        """Members whose health could not be observed (never acted on)."""
+        return health.unknown_ids(self.state, self.policy, alarms=self.count_alarms)
+
+    @cached_property
+    def sick(self) -> frozenset[str]:
+        """Members known not to be healthy (neither healthy nor unknown)."""
+        return frozenset(i.instance_id for i in self.state.members) - self.healthy - self.unknown
+
     def current(self, inst: Instance) -> bool:
-        """On the target (and, in a renewal, launched after ``replace_before``): needs no replacing."""
-        return self.rec.is_current(inst.image_id, inst.launch_time)
+        """Needs no replacing (see ``is_current``)."""
+        return is_current(inst, self.state, self.rec, self.policy)
+
+    def writing(self, desired: int) -> RolloutRecord:
+        """The record for a write (or terminations with decrement) that takes desired to ``desired``."""
+        return self.rec.writing(self.state.desired, desired)
 
     @cached_property
     def on_target_live(self) -> tuple[Instance, ...]:
@@ -192,7 +279,9 @@ def _secs(delta: timedelta) -> int:
 
 
 def plan(state: FleetState, record: RolloutRecord, policy: Policy) -> Action:
-    """The one next action for this ASG. Pure: same inputs, same action."""
+    """The one next action for this ASG. Pure: same inputs, same action. The policy's core (strategy,
+    batch, surge, floor, deadline, on_failure) is the one the record began with, when it kept one."""
+    policy = record.policy_for(policy)
     if record.phase == FAILED:
         adopted = adopt_baseline(state, record, policy)
         action = _plan_halting(_View(state, adopted, policy))
@@ -200,6 +289,8 @@ def plan(state: FleetState, record: RolloutRecord, policy: Policy) -> Action:
         return delegate_instance_refresh(state, record, policy)
     else:
         adopted = adopt_baseline(state, record, policy)
+        if adopted.unknown_since is not None and not health.unknown_ids(state, policy):
+            adopted = replace(adopted, unknown_since=None)  # known again: the bound starts over next time
         action = _plan_active(_View(state, adopted, policy))
     if adopted != record and action.record is None:
         action = replace(action, record=adopted)
@@ -238,10 +329,19 @@ def _plan_active(v: _View) -> Action:
             return _fail_over(v, f"deadline passed ({policy.deadline_minutes} min) with {n} outdated left")
         if v.blocked:
             return _halt(v, FailKind.BLOCKED, _blocked_reason(v, "deadline passed; still "))
-        if len(state.live) < state.desired:
-            return _halt(v, FailKind.BLOCKED, "deadline passed waiting for the ASG to reach desired capacity")
+        if len(state.live) != state.desired:  # short of desired, or more than desired (e.g. all protected)
+            return _halt(
+                v, FailKind.BLOCKED,
+                f"deadline passed waiting for the ASG to reach desired capacity ({len(state.live)} live for "
+                f"desired {state.desired})",
+            )
 
-    # 3. the ASG must launch the target, and the rollout's processes must be suspended
+    # 3. the ASG must launch the target, and the rollout's processes must be suspended; a replace rollout
+    # that cannot take a single instance out halts before it points the group anywhere
+    if rec.phase == FORWARD and not v.on_target_live:
+        no_room = _no_room(v)
+        if no_room:
+            return _halt(v, FailKind.BLOCKED, no_room)
     if state.launch_image_id is not None and state.launch_image_id != rec.target_image:
         if rec.target_lt:
             return SetLaunchTemplate(launch_template=rec.target_lt, image_id=rec.target_image)
@@ -256,7 +356,38 @@ def _plan_active(v: _View) -> Action:
     if missing and not converging:  # once converged, Restore resumes them: never suspend again
         return SuspendProcesses(processes=missing)
 
-    # 4. gates: settled, at capacity, the target healthy, soak over
+    # 3b. a rollback does not wait for outdated instances still launching (a lifecycle hook that never
+    # completes would hold it until its deadline): they are not healthy, removing them costs nothing
+    if rec.phase == ROLLBACK:
+        launching = sorted((i for i in v.outdated if i.pending), key=lambda i: (i.launch_time, i.instance_id))
+        if launching:
+            if v.excess > 0:  # surplus: take desired down with them
+                victims = launching[: min(v.excess, v.batch)]
+                return Terminate(instance_ids=_ids(victims), decrement_desired=True,
+                                 record=v.writing(state.desired - len(victims)))
+            return Terminate(instance_ids=_ids(launching[: v.batch]), decrement_desired=False)
+
+    # 4. never act on unknown health: re-observe; past the bound, halt naming the API error
+    if v.unknown:
+        since = rec.unknown_since or v.now
+        bound = since + timedelta(seconds=policy.unknown_timeout_seconds)
+        why = "; ".join(state.observe_errors) or "their health signals were missing from the answers"
+        example = min(v.unknown)
+        if v.now >= bound:
+            return _halt(
+                v, FailKind.BLOCKED,
+                f"health of {len(v.unknown)} instance(s) unknown for {_secs(v.now - since)}s (e.g. {example}): "
+                f"{why}. Not acting on it. Fix: look at the API error, then resume",
+            )
+        return Wait(
+            condition=WaitFor.UNKNOWN,
+            reason=f"health of {len(v.unknown)} instance(s) unknown (e.g. {example}: {why}); re-observing",
+            until=v.until(bound),
+            instance_ids=_ids([i for i in state.members if i.instance_id in v.unknown]),
+            record=replace(rec, unknown_since=since) if rec.unknown_since is None else None,
+        )
+
+    # 5. gates: settled, at capacity, the target healthy, soak over
     moving = [
         i
         for i in state.members
@@ -316,7 +447,7 @@ def _plan_active(v: _View) -> Action:
                 until=rec.soak_from + soak,
             )
 
-    # 5. converged: restore, then done
+    # 6. converged: restore, then done
     if converging:
         return _finish(v)
     if not v.eligible:
@@ -327,7 +458,7 @@ def _plan_active(v: _View) -> Action:
             instance_ids=_ids(v.blocked),
         )
 
-    # 6. the next batch
+    # 7. the next batch
     if surges(policy):
         if v.excess > 0:
             victims = _choose_victims(v, min(v.excess, v.batch), standby=False)
@@ -341,19 +472,32 @@ def _plan_active(v: _View) -> Action:
             return _terminate(v, returning, decrement=True)
         count = min(v.batch, policy.max_surge, len(v.eligible))
         new_desired = v.base + count
-        return Launch(count=count, new_desired=new_desired, new_max=max(state.max_size, new_desired))
+        return Launch(count=count, new_desired=new_desired, new_max=max(state.max_size, new_desired),
+                      record=v.writing(new_desired))
     victims = _choose_victims(v, v.batch)
     if victims:
         return _terminate(v, victims, decrement=False)
     if len(state.live) - 1 < v.floor:
-        return _halt(
-            v,
-            FailKind.BLOCKED,
-            f"strategy {policy.strategy} cannot take any instance out of {len(state.live)} without dropping "
-            f"below the floor of {v.floor} (min_healthy_percent {policy.min_healthy_percent}); "
-            "use strategy surge or lower min_healthy_percent",
-        )
+        return _halt(v, FailKind.BLOCKED, _no_room_reason(v))
     return _stuck(v)
+
+
+def _no_room_reason(v: _View, size: int | None = None) -> str:
+    return (
+        f"strategy {v.policy.strategy} cannot take any instance out of {len(v.state.live) if size is None else size} "
+        f"without dropping below the floor of {v.floor} (min_healthy_percent {v.policy.min_healthy_percent}); "
+        "use strategy surge or lower min_healthy_percent"
+    )
+
+
+def _no_room(v: _View) -> str | None:
+    """Why a rollout that does not surge can never replace a single instance (None when it may): the floor is
+    the whole baseline, and no instance it would take out is known to be unhealthy (those go for free)."""
+    if surges(v.policy) or not v.eligible or v.base - 1 >= v.floor:
+        return None
+    if any(i.instance_id in v.sick for i in v.eligible):
+        return None
+    return _no_room_reason(v, v.base)
 
 
 def _stuck(v: _View) -> Wait:
@@ -389,7 +533,8 @@ def _choose_victims(v: _View, limit: int, *, standby: bool = True) -> list[Insta
     healthy = v.healthy
     budget = len(healthy) - v.floor
     cands = sorted((i for i in v.eligible if standby or not i.standby), key=lambda i: (i.launch_time, i.instance_id))
-    picks = [i for i in cands if i.instance_id not in healthy][:limit]
+    # known not healthy first (free); unknown health is never a victim (not known to be free, nor healthy)
+    picks = [i for i in cands if i.instance_id in v.sick][:limit]
     rest = [i for i in cands if i.instance_id in healthy]
     per_az = Counter(i.az for i in v.state.live)
     for p in picks:
@@ -409,15 +554,19 @@ def _terminate(v: _View, victims: list[Instance], *, decrement: bool) -> Action:
     if exit_standby or unprotect:
         # policy replace: bring them back / unprotect them first; the next plan terminates them. ExitStandby
         # raises desired by one per instance (AWS), so the baseline grows with it: persisted first.
+        # ExitStandby raises desired by one per instance (AWS): the baseline grows with it. From the observed
+        # desired (not the recorded baseline): a bump persisted but not done (a crash) is then not repeated.
         n = len(exit_standby)
-        new_max = v.state.desired + n if v.state.desired + n > v.state.max_size else None
-        return PrepareInstances(
-            exit_standby=exit_standby,
-            unprotect=unprotect,
-            new_max=new_max,
-            record=v.rec.with_baseline(v.base + n) if n else None,
-        )
-    return Terminate(instance_ids=_ids(victims), decrement_desired=decrement)
+        d = v.state.desired
+        new_max = d + n if d + n > v.state.max_size else None
+        record = None
+        if n:
+            record = replace(v.rec, baseline=min(v.base, d) + n, desired_written=(d, d + n))
+        return PrepareInstances(exit_standby=exit_standby, unprotect=unprotect, new_max=new_max, record=record)
+    if decrement:
+        return Terminate(instance_ids=_ids(victims), decrement_desired=True,
+                         record=v.writing(v.state.desired - len(victims)))
+    return Terminate(instance_ids=_ids(victims), decrement_desired=False)
 
 
 def _restore_desired(v: _View) -> int:
@@ -434,7 +583,8 @@ def _restore_action(v: _View, desired: int) -> Restore | None:
     s = v.state
     if (s.desired, s.min_size, s.max_size) == (desired, min_size, max_size) and not resume:
         return None
-    return Restore(desired=desired, min_size=min_size, max_size=max_size, resume_processes=resume)
+    record = v.writing(desired) if desired != s.desired else None
+    return Restore(desired=desired, min_size=min_size, max_size=max_size, resume_processes=resume, record=record)
 
 
 def _finish(v: _View) -> Action:
@@ -461,25 +611,34 @@ def _finish(v: _View) -> Action:
 
 
 def _plan_halting(v: _View) -> Action:
-    """Phase failed: remove surplus that is not healthy (down to the baseline), restore, then Fail."""
+    """Phase failed: remove surplus known to be unhealthy (down to the baseline), point the group back when
+    the rollout replaced nothing, restore, then Fail."""
     if v.excess > 0:
-        surplus = [
-            i
-            for i in v.state.live
-            if i.instance_id not in v.healthy and not i.protected
-        ]
+        surplus = [i for i in v.state.live if i.instance_id in v.sick and not i.protected]
         surplus.sort(key=lambda i: (not v.current(i), -i.launch_time.timestamp(), i.instance_id))
         victims = surplus[: min(v.excess, v.batch)]
         if victims:
-            return Terminate(instance_ids=_ids(victims), decrement_desired=True)
-    restore = _restore_action(v, _restore_desired(v))
-    if restore is not None:
-        return restore
+            return Terminate(instance_ids=_ids(victims), decrement_desired=True,
+                             record=v.writing(v.state.desired - len(victims)))
     reason = v.rec.reason or "failed"
     kind = FailKind.HALTED
     for k in FailKind:
         if reason.startswith(k.value + ": "):
             kind, reason = k, reason[len(k.value) + 2 :]
+    rec, state = v.rec, v.state
+    if (
+        kind != FailKind.ROLLBACK_FAILED
+        and rec.previous_image
+        and rec.previous_lt
+        and state.launch_image_id == rec.target_image
+        and not any(i.image_id == rec.target_image for i in state.members)
+    ):
+        # nothing was replaced (or what was, was drained): the group goes back to the version it launched
+        # before, so that a later scale-out does not launch the image this rollout never got onto it
+        return SetLaunchTemplate(launch_template=rec.previous_lt, image_id=rec.previous_image)
+    restore = _restore_action(v, _restore_desired(v))
+    if restore is not None:
+        return restore
     return Fail(reason=reason, fail_kind=kind)
 
 

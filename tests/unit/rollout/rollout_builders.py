@@ -51,6 +51,7 @@ def record(state: FleetState, policy: Policy, **kw: Any) -> RolloutRecord:
         "started_at": T0, "suspended": policy.suspend_processes,
         "target_lt": "lt-0123456789abcdef0:8", "previous_lt": "lt-0123456789abcdef0:7",
         "target_label": "2026.11.30-1", "previous_label": "2026.11.23-1",
+        "desired_written": (state.desired, state.desired), "policy": policy.core(),
     }
     fields.update(kw)
     return RolloutRecord(**fields)

@@ -5,9 +5,14 @@ It plays both AWS and the operator:
   (ASG health, target health, status checks) after random delays, drain when terminating; the ASG keeps
   Pending+InService at desired (launching from the launch template's image, scaling in unprotected
   instances), replaces ASG-Unhealthy instances unless ReplaceUnhealthy is suspended; ExitStandby raises
-  desired by one; the outside world kills instances, changes desired and fires alarms on a schedule.
+  desired by one; the outside world kills instances, changes desired and fires alarms on a schedule, and
+  (``World.race``) changes desired right after an observation, before the operator writes.
+- what the planner sees (``World.unknown``): some observations come back incomplete (a status check
+  missing, a target group not found) and their health is *unknown*; the checks judge the true state.
 - the operator: ``apply(action)`` persists ``action.record`` to the tags first, then does what the action
-  says; ``crash`` modes drop the action, persist only the record, or do only part of it.
+  says; ``crash`` modes drop the action, persist only the record, do only part of it, or lose the reply of
+  a write that was made (the operator then makes it again, and AWS answers a repeated write as done).
+  Before a capacity write it re-reads desired; when that moved since the observation it plans again.
 
 Everything random comes from ``random.Random(seed)`` streams, so a run is reproducible from its seed.
 Instance fates are drawn from a stream keyed by the instance's launch sequence number (and image), so two
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from phoenix_fleet.rollout import (
@@ -42,10 +47,12 @@ from phoenix_fleet.rollout import (
     adopt_baseline,
     firing_alarms,
     healthy_ids,
+    is_current,
     plan,
 )
 
 T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+_TRACE = bool(__import__("os").environ.get("SIM_TRACE"))
 TG = "arn:aws:elasticloadbalancing:us-east-1:111122223333:targetgroup/web/0123456789abcdef"
 OLD, NEW, OTHER = "ami-0old", "ami-0new", "ami-0other"
 ALARM = "web-5xx"
@@ -105,6 +112,8 @@ class World:
     chaos: tuple[Chaos, ...] = ()
     boot_range: tuple[int, int] = (20, 150)
     launch_delay: int = 0  # seconds before the ASG acts on a capacity shortfall
+    unknown: float = 0.0  # chance that an observation leaves some health unknown
+    race: float = 0.0  # chance that desired changes from outside right after an observation
 
 
 class SimAsg:
@@ -128,6 +137,12 @@ class SimAsg:
         self.launch_due: datetime | None = None
         self.events = 0
         self.no_capacity_until: datetime | None = None
+        self.mask_rng = random.Random(f"mask-{world.seed}")
+        self.race_rng = random.Random(f"race-{world.seed}")
+        #: the baseline the rollout must end on, tracked independently of the planner: the original desired,
+        #: plus instances brought back from standby, and an outside change of desired taken as the new
+        #: desired minus the surge our writes had added at that moment
+        self.oracle_base = desired
         self._reconcile()
 
     # -- fates -------------------------------------------------------------------------------------------
@@ -234,7 +249,7 @@ class SimAsg:
             self._terminate(rng.choice(live), "external")
             self.external_kills += 1
         elif c.kind == "scale":
-            self.desired = min(self.max_size, max(self.min_size, self.desired + c.value))
+            self.outside_desired(self.desired + c.value)
         elif c.kind == "no-capacity":
             self.no_capacity_until = self.now + timedelta(seconds=abs(c.value) * 300)
         elif c.kind == "alarm":
@@ -245,6 +260,39 @@ class SimAsg:
                                to_status_ok=victim.fate.to_status_ok, fail="elb",
                                fail_after=max(0, int((self.now - victim.in_service_at).total_seconds())))
         self._reconcile()
+
+    def outside_desired(self, value: int) -> None:
+        """Someone else sets desired (clamped to min/max, as AWS requires)."""
+        new = min(self.max_size, max(self.min_size, value))
+        if new != self.desired:
+            if new < self.desired:  # a scale-in: the end is what was set
+                self.oracle_base = new
+            else:  # a scale-out counts the surge our writes had added
+                self.oracle_base = max(new - max(0, self.desired - self.oracle_base), min(new, self.min_size))
+            self.desired = new
+            self._reconcile()  # the ASG acts on it at once (not inside our next action)
+
+    def race_now(self) -> bool:
+        """Maybe change desired from outside right now (between an observation and the operator's write)."""
+        if not self.world.race or self.race_rng.random() >= self.world.race:
+            return False
+        self.outside_desired(self.desired + self.race_rng.choice([-2, -1, 1, 2]))
+        return True
+
+    def mask(self, state: FleetState) -> FleetState:
+        """What an observation with tolerated API errors shows: some health unknown (never better or worse)."""
+        rng = self.mask_rng
+        if not self.world.unknown or rng.random() >= self.world.unknown:
+            return state
+        mode = rng.choice(["status", "status", "tg", "some-elb"])
+        insts = []
+        for i in state.instances:
+            if mode == "status" and rng.random() < 0.5:
+                i = replace(i, status=None)
+            elif mode == "tg" or (mode == "some-elb" and rng.random() < 0.3):
+                i = replace(i, unknown=i.unknown | {"elb"}, target_health={})
+            insts.append(i)
+        return replace(state, instances=tuple(insts), observe_errors=(f"simulated API error ({mode})",))
 
     # -- observation -------------------------------------------------------------------------------------
     def _observe_instance(self, i: SimInstance) -> Instance:
@@ -297,9 +345,15 @@ class SimAsg:
         return RolloutRecord.from_tags(self.tags)
 
     # -- the operator ------------------------------------------------------------------------------------
-    def apply(self, action: Action, crash: str | None = None, cut: int = 0) -> None:
-        """Do what the operator does for `action`. crash: None | "drop" | "record-only" | "partial"."""
+    def apply(self, action: Action, crash: str | None = None, cut: int = 0, *, again: bool = False) -> None:
+        """Do what the operator does for `action`. crash: None | "drop" | "record-only" | "partial" | "lost"
+        (made, its reply lost: the operator makes it again; ``again``: AWS answers what is already done as
+        done, e.g. a terminate of an instance already terminating)."""
         if crash == "drop":
+            return
+        if crash == "lost":
+            self.apply(action)
+            self.apply(action, again=True)
             return
         if action.record is not None:
             self.tags = action.record.to_tags()
@@ -316,7 +370,11 @@ class SimAsg:
         elif isinstance(action, Terminate):
             ids = action.instance_ids[: cut % max(1, len(action.instance_ids))] if partial else action.instance_ids
             for iid in ids:
-                inst = self.instances[iid]
+                inst = self.instances.get(iid) or self.gone[iid]
+                if again and (inst.terminating_since is not None or iid in self.gone):
+                    continue  # AWS: ValidationError (already terminating / not found): done
+                if inst.terminating_since is not None and inst.terminated_by != "planner":
+                    continue  # the ASG (a scale-in from outside) got there first: AWS answers done
                 assert inst.terminating_since is None, f"{iid} terminated twice"
                 assert not inst.standby, f"{iid} terminated while in standby"
                 self.planner_terminated.append((iid, inst.image))
@@ -330,10 +388,13 @@ class SimAsg:
             exits = action.exit_standby[: cut % max(1, len(action.exit_standby))] if partial else action.exit_standby
             for iid in exits:
                 inst = self.instances[iid]
+                if again and not inst.standby:
+                    continue  # AWS: ValidationError (not in Standby): done
                 assert inst.standby
                 inst.standby = False
                 inst.exit_pending_until = self.now + timedelta(seconds=10)
                 self.desired += 1
+                self.oracle_base += 1
                 assert self.desired <= self.max_size, "ExitStandby beyond max size"
             if not partial:
                 for iid in action.unprotect:
@@ -383,6 +444,7 @@ def _healthy(state: FleetState, record: RolloutRecord, policy: Policy) -> frozen
 
 def check_action(state: FleetState, record: RolloutRecord, policy: Policy, action: Action) -> None:
     """Invariants that hold for every action the planner returns, judged on the state it planned on."""
+    policy = record.policy_for(policy)
     rec = adopt_baseline(state, record, policy)
     base = rec.base
     floor = policy.floor_for(base)
@@ -390,6 +452,10 @@ def check_action(state: FleetState, record: RolloutRecord, policy: Policy, actio
     members = {i.instance_id: i for i in state.members}
     healthy = _healthy(state, rec, policy)
     surging = policy.strategy == "surge" and policy.max_surge > 0
+    # a rollback removes outdated instances still launching at once (they are not healthy: no floor cost;
+    # without decrement when they are no surplus: the ASG replaces them from the previous version)
+    launching = isinstance(action, Terminate) and rec.phase == "rollback" and all(
+        i in members and members[i].pending for i in action.instance_ids)
     if isinstance(action, Terminate):
         ids = action.instance_ids
         if len(set(ids)) != len(ids) or not ids:
@@ -405,7 +471,7 @@ def check_action(state: FleetState, record: RolloutRecord, policy: Policy, actio
             if rec.phase == "failed":
                 if iid in healthy:
                     raise InvariantError(f"halting terminates healthy {iid}")
-            elif rec.is_current(inst.image_id, inst.launch_time):
+            elif is_current(inst, state, rec, policy):
                 raise InvariantError(f"terminates {iid} which is already on the target {rec.target_image}"
                                      f" (launched {inst.launch_time}, replace_before {rec.replace_before})")
         lost = len(set(ids) & healthy)
@@ -414,11 +480,11 @@ def check_action(state: FleetState, record: RolloutRecord, policy: Policy, actio
         if action.decrement_desired:
             if len(ids) > state.desired - base:
                 raise InvariantError(f"decrements {len(ids)} but surplus is {state.desired - base}")
-        elif rec.phase == "failed" or surging:
+        elif rec.phase == "failed" or (surging and not launching):
             raise InvariantError("terminate without decrement while surging/halting")
     if rec.phase == "forward" and firing_alarms(state, policy) and not isinstance(action, StartRollback | Halt):
         raise InvariantError(f"{action.kind} while {firing_alarms(state, policy)} in ALARM: must roll back or halt")
-    if isinstance(action, Terminate | Launch) and rec.phase != "failed":
+    if isinstance(action, Terminate | Launch) and rec.phase != "failed" and not launching:
         # the rules before any new batch: nothing in transition (terminations complete, launches in
         # service), the ASG at its desired capacity (capacity killed from outside is replaced first),
         # every instance on the target healthy (the batch proved itself), the soak over
@@ -432,7 +498,7 @@ def check_action(state: FleetState, record: RolloutRecord, policy: Policy, actio
             raise InvariantError(f"{action.kind} while {moving} are in transition")
         if len(state.live) != state.desired:
             raise InvariantError(f"{action.kind} with {len(state.live)} live for desired {state.desired}")
-        current = [i for i in state.live if rec.is_current(i.image_id, i.launch_time)]
+        current = [i for i in state.live if is_current(i, state, rec, policy)]
         sick = [i.instance_id for i in current if i.instance_id not in healthy]
         if sick:
             raise InvariantError(f"{action.kind} while new instances {sick} are not healthy")
@@ -459,6 +525,7 @@ def check_action(state: FleetState, record: RolloutRecord, policy: Policy, actio
 def check_after(before: FleetState, after: FleetState, record: RolloutRecord, policy: Policy,
                 action: Action) -> None:
     """Applying the action (same instant) never takes healthy capacity below the floor."""
+    policy = record.policy_for(policy)
     rec = adopt_baseline(before, record, policy)
     floor = policy.floor_for(rec.base)
     hb = len(_healthy(before, rec, policy))
@@ -467,8 +534,20 @@ def check_after(before: FleetState, after: FleetState, record: RolloutRecord, po
         raise InvariantError(f"{action.kind} dropped healthy {hb} -> {ha} below floor {floor}")
 
 
+def check_oracle(sim: SimAsg, last: RolloutRecord, policy: Policy, final: Action) -> None:
+    """Outside changes of desired were adopted, never undone: the end is at the baseline the simulator
+    tracked independently (Done), or the rollout's baseline is it (Fail, which may keep a surplus)."""
+    state = sim.observe()
+    base = adopt_baseline(state, last, last.policy_for(policy)).base
+    if base != sim.oracle_base:
+        raise InvariantError(f"{final.kind} with baseline {base}, but outside changes set it to {sim.oracle_base}")
+    if isinstance(final, Done) and state.desired != sim.oracle_base:
+        raise InvariantError(f"Done at desired {state.desired}, outside changes set it to {sim.oracle_base}")
+
+
 def check_final(sim: SimAsg, first: RolloutRecord, last: RolloutRecord, policy: Policy, final: Action) -> None:
     state = sim.observe()
+    policy = first.policy_for(policy)
     live = state.live
     desired, min_size, max_size = state.desired, state.min_size, state.max_size
     if sim.suspended & set(first.suspended):
@@ -476,8 +555,7 @@ def check_final(sim: SimAsg, first: RolloutRecord, last: RolloutRecord, policy: 
     if isinstance(final, Done):
         target = last.target_image
         skipped = set(final.skipped)
-        mixed = [i.instance_id for i in live
-                 if not last.is_current(i.image_id, i.launch_time) and i.instance_id not in skipped]
+        mixed = [i.instance_id for i in live if not is_current(i, state, last, policy) and i.instance_id not in skipped]
         if mixed:
             raise InvariantError(f"Done but {mixed} not on {target} (or launched before {last.replace_before})")
         if final.outcome == "completed":
@@ -491,12 +569,12 @@ def check_final(sim: SimAsg, first: RolloutRecord, last: RolloutRecord, policy: 
         if len(live) != desired:
             raise InvariantError(f"Done with {len(live)} live for desired {desired}")
         healthy = _healthy(state, last, policy)
-        sick = [i.instance_id for i in live if last.is_current(i.image_id, i.launch_time) and i.instance_id not in healthy]
+        sick = [i.instance_id for i in live if is_current(i, state, last, policy) and i.instance_id not in healthy]
         if sick:
             raise InvariantError(f"Done while {sick} are not healthy")
         for iid in skipped:
             inst = state.by_id()[iid]
-            assert not last.is_current(inst.image_id, inst.launch_time) and (inst.protected or inst.standby)
+            assert not is_current(inst, state, last, policy) and (inst.protected or inst.standby)
     elif isinstance(final, Fail):
         if final.fail_kind.value == "halted":
             assert policy.on_failure == "halt" or not first.previous_image, final
@@ -511,11 +589,23 @@ def check_final(sim: SimAsg, first: RolloutRecord, last: RolloutRecord, policy: 
         raise InvariantError(f"ended on {final}")
 
 
+def writes_capacity(action: Action) -> bool:
+    """Does the operator write desired capacity for this action (absolutely, or by a decrement/ExitStandby)?"""
+    return (
+        isinstance(action, Launch | Restore)
+        or (isinstance(action, Terminate) and action.decrement_desired)
+        or (isinstance(action, PrepareInstances) and bool(action.exit_standby))
+    )
+
+
 def drive(sim: SimAsg, policy: Policy, record: RolloutRecord, *, max_steps: int = 4000, poll: int = 15,
           crashes: dict[int, tuple[str, int]] | None = None, restart_delay: int = 0,
-          check: bool = True) -> Run:
+          check: bool = True, oracle: bool = False) -> Run:
     """The operator loop: observe, plan, check, act, defer. ``crashes`` maps a step number to a crash mode
-    and a cut; after a crash the in-memory loop state is dropped and the loop resumes from tags + AWS."""
+    and a cut; after a crash the in-memory loop state is dropped and the loop resumes from tags + AWS.
+    The planner sees ``sim.mask(observation)`` (some health unknown, World.unknown); every check judges the
+    true state. ``oracle``: the end capacity must be the baseline the simulator tracked on its own (runs
+    without crashes: a crash between recording a write and making it leaves that reading ambiguous)."""
     sim.tags = record.to_tags()
     run = Run()
     first = record
@@ -525,10 +615,11 @@ def drive(sim: SimAsg, policy: Policy, record: RolloutRecord, *, max_steps: int 
     for step in range(max_steps):
         run.steps = step + 1
         state = sim.observe()
+        seen = sim.mask(state)
         rec = sim.record()
         assert rec is not None, "the record vanished before the rollout ended"
-        action = plan(state, rec, policy)
-        assert plan(state, rec, policy) == action, "plan is not deterministic"
+        action = plan(seen, rec, policy)
+        assert plan(seen, rec, policy) == action, "plan is not deterministic"
         if check:
             check_action(state, rec, policy, action)
         run.actions.append(action)
@@ -537,10 +628,27 @@ def drive(sim: SimAsg, policy: Policy, record: RolloutRecord, *, max_steps: int 
             run.final = action
             if check:
                 check_final(sim, first, rec, policy, action)
+                if oracle:
+                    check_oracle(sim, rec, policy, action)
             return run
+        # the outside world may move desired right now; the operator re-reads desired before a capacity
+        # write and, when it moved, writes nothing and plans again (its record is not persisted either)
+        raced = sim.race_now()
+        if raced and writes_capacity(action):
+            # what the operator keeps of this step when it writes nothing: what the observation settled
+            settled = adopt_baseline(state, rec, rec.policy_for(policy))
+            if settled != rec:
+                sim.tags = settled.to_tags()
+        if _TRACE:
+            print(f"{step} t={int((sim.now - T0).total_seconds())} d={state.desired}->{sim.desired} "
+                  f"base={rec.base} w={rec.desired_written} oracle={sim.oracle_base} raced={raced} "
+                  f"{action.kind} {getattr(action, 'instance_ids', '')} {getattr(action, 'new_desired', '')} "
+                  f"rec={action.record.base if action.record else '-'}/{action.record.desired_written if action.record else '-'}")
+        if raced and writes_capacity(action):
+            continue
         mode = crashes.get(step)
         sim.apply(action, crash=mode[0] if mode else None, cut=mode[1] if mode else 0)
-        if check and mode is None:
+        if check and mode is None and not raced:  # (a scale-in from outside is not our doing)
             check_after(state, sim.observe(), rec, policy, action)
         if mode is not None:
             sim.advance_to(sim.now + timedelta(seconds=restart_delay))

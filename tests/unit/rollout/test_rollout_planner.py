@@ -23,6 +23,7 @@ from phoenix_fleet.rollout import (
     Terminate,
     Wait,
     WaitFor,
+    describe_outside_change,
     instance_refresh_preferences,
     plan,
     progress_line,
@@ -53,13 +54,18 @@ def test_surge_launches_proves_soaks_then_terminates_with_decrement() -> None:
     start = fleet(*olds(4))
     policy = replace(SURGE, soak_seconds=120)
     rec = record(start, policy)
-    assert plan(start, rec, policy) == Launch(count=2, new_desired=6, new_max=6)
+    launch = plan(start, rec, policy)
+    # the record says what we write (desired 4 -> 6) before we write it: any other value is someone else's
+    assert launch == Launch(count=2, new_desired=6, new_max=6, record=rec.writing(4, 6))
+    rec = launch.record  # type: ignore[assignment]
 
     booting = fleet(*olds(4), *news(2, age=20, lifecycle="Pending"), desired=6, max_size=6)
     wait = plan(booting, rec, policy)
     assert isinstance(wait, Wait) and wait.condition == WaitFor.HEALTHY
     assert wait.instance_ids == ("i-new0", "i-new1")
     assert wait.until == T0 - timedelta(seconds=21) + timedelta(seconds=60 + 600)  # the first failure horizon
+    assert wait.record == rec.writing(6, 6)  # our write is seen: settled, so any later change is outside
+    rec = wait.record
 
     warming = fleet(*olds(4), *news(2, age=30), desired=6, max_size=6)
     wait = plan(warming, rec, policy)
@@ -77,13 +83,15 @@ def test_surge_launches_proves_soaks_then_terminates_with_decrement() -> None:
 
     done_soaking = replace(proven, now=T0 + timedelta(seconds=120))
     # one victim per zone (the zone with most live instances first), oldest first
-    assert plan(done_soaking, soak.record, policy) == Terminate(("i-old02", "i-old03"), decrement_desired=True)
+    assert plan(done_soaking, soak.record, policy) == Terminate(
+        ("i-old02", "i-old03"), decrement_desired=True, record=soak.record.writing(6, 4))  # type: ignore[union-attr]
 
 
 def test_surge_never_exceeds_batch_surge_or_what_is_left() -> None:
     state = fleet(*olds(1), *news(5))
     policy = replace(SURGE, batch_size=3, max_surge=2)
-    assert plan(state, record(state, policy), policy) == Launch(count=1, new_desired=7, new_max=7)
+    rec = record(state, policy)
+    assert plan(state, rec, policy) == Launch(count=1, new_desired=7, new_max=7, record=rec.writing(6, 7))
 
 
 def test_replace_terminates_without_decrement_within_the_floor() -> None:
@@ -103,17 +111,53 @@ def test_replace_at_100_percent_cannot_start_and_says_why() -> None:
     halt = plan(state, record(state, policy), policy)
     assert isinstance(halt, Halt) and "cannot take any instance out of 3" in halt.reason
     assert halt.record is not None and halt.record.phase == "failed"
-    # halting: restore (resume what we suspended), then fail; nothing was touched
+    # halting: the group launched the target but nothing was replaced: point it back at the previous
+    # version, restore (resume what we suspended), then fail
+    back = plan(state, halt.record, policy)
+    assert back == SetLaunchTemplate(launch_template="lt-0123456789abcdef0:7", image_id=OLD)
+    state = replace(state, launch_image_id=OLD)
     restore = plan(state, halt.record, policy)
     assert restore == Restore(desired=3, min_size=3, max_size=3, resume_processes=tuple(sorted(SUSPEND)))
     fail = plan(replace(state, suspended_processes=frozenset()), halt.record, policy)
     assert isinstance(fail, Fail) and fail.fail_kind == FailKind.BLOCKED and "floor of 3" in fail.reason
 
 
+def test_a_blocked_replace_halts_before_pointing_the_group_or_suspending_anything() -> None:
+    """Issue 13 item 6: strategy replace on a 1-instance group halted only after it had pointed the group at
+    the new version (and suspended its processes); feasibility is now checked first, so the halt changes
+    nothing: no SetLaunchTemplate, no SuspendProcesses, and then straight to Fail."""
+    state = fleet(inst("i-only"), launch_image_id=OLD, suspended_processes=frozenset())
+    policy = replace(REPLACE, min_healthy_percent=75)  # floor ceil(0.75) = 1 of 1
+    halt = plan(state, record(state, policy), policy)
+    assert isinstance(halt, Halt) and halt.record is not None, halt
+    assert "cannot take any instance out of 1" in halt.reason and "use strategy surge" in halt.reason
+    fail = plan(state, halt.record, policy)
+    assert isinstance(fail, Fail) and fail.fail_kind == FailKind.BLOCKED
+    # an outdated instance already unhealthy can go for free: that is not blocked
+    sick = fleet(inst("i-only", healthy=False), launch_image_id=OLD, suspended_processes=frozenset())
+    assert plan(sick, record(sick, policy), policy) == SetLaunchTemplate("lt-0123456789abcdef0:8", NEW)
+
+
+def test_a_halt_that_replaced_nothing_points_the_group_back() -> None:
+    """Issue 13 item 6: a halt that made no replacement (here: the surge's new instances failed and were
+    drained) leaves the group on the version it launched before, not on the one nothing runs."""
+    policy = replace(SURGE, on_failure="halt")
+    state = fleet(*olds(4), launch_image_id=NEW, suspended_processes=frozenset())
+    halted = record(state, policy).halted(T0, "halted: i-new0 is Unhealthy in the ASG")
+    assert plan(state, halted, policy) == SetLaunchTemplate("lt-0123456789abcdef0:7", OLD)
+    # one instance did get onto the target: the group stays pointed at it (no mixed launches either way)
+    kept = fleet(*olds(3), *news(1), launch_image_id=NEW, suspended_processes=frozenset())
+    assert isinstance(plan(kept, halted, policy), Fail)
+    # a failed rollback is never pointed "back" at the image it was rolling away from
+    failed_back = record(state, policy).for_rollback(T0, "x").halted(T0, "rollback-failed: i-old0 sick")
+    assert isinstance(plan(replace(state, launch_image_id=OLD), failed_back, policy), Fail)
+
+
 def test_skip_matching_and_convergence() -> None:
     mixed = fleet(*olds(2), *news(2))
     launch = plan(mixed, record(mixed, SURGE), SURGE)
-    assert launch == Launch(count=2, new_desired=6, new_max=6)  # only the 2 outdated ones are replaced
+    assert launch == Launch(count=2, new_desired=6, new_max=6, record=record(mixed, SURGE).writing(4, 6))
+    # (only the 2 outdated ones are replaced)
     converged = fleet(*news(4))
     rec = record(converged, SURGE)
     assert plan(converged, rec, SURGE) == Restore(
@@ -192,25 +236,67 @@ def test_halt_instead_of_rollback(why: str) -> None:
     halt = plan(state, rec, policy)
     assert isinstance(halt, Halt) and halt.record is not None
     assert halt.record.reason == "halted: i-new0 is Unhealthy in the ASG"
-    # halting removes the failed surplus (not healthy, with decrement), then restores, then fails
+    # halting removes the failed surplus (not healthy, with decrement), points the group back at the previous
+    # version when nothing is left on the new one, then restores, then fails
     drain = plan(state, halt.record, policy)
-    assert drain == Terminate(("i-new0", "i-new1"), decrement_desired=True)
-    after = fleet(*olds(4), desired=4, max_size=6)
-    assert plan(after, halt.record, policy) == Restore(
+    assert drain == Terminate(("i-new0", "i-new1"), decrement_desired=True, record=halt.record.writing(6, 4))
+    rec = drain.record.writing(4, 4)  # type: ignore[union-attr]
+    after = fleet(*olds(4), desired=4, max_size=6, launch_image_id=OLD)
+    if why == "halt":
+        assert plan(replace(after, launch_image_id=NEW), drain.record, policy) == SetLaunchTemplate(  # type: ignore[arg-type]
+            "lt-0123456789abcdef0:7", OLD, record=rec)
+    assert plan(after, rec, policy) == Restore(
         desired=4, min_size=4, max_size=4, resume_processes=("AZRebalance", "AlarmNotification", "ScheduledActions")
     )
-    final = plan(fleet(*olds(4), suspended_processes=frozenset()), halt.record, policy)
+    final = plan(fleet(*olds(4), suspended_processes=frozenset(), launch_image_id=OLD), rec, policy)
     assert final == Fail(reason="i-new0 is Unhealthy in the ASG", fail_kind=FailKind.HALTED)
 
 
 def test_a_failing_rollback_fails_and_never_rolls_back_again() -> None:
-    state = fleet(*olds(2, asg_health="Unhealthy"), *news(2), launch_image_id=OLD)
+    # an instance of the previous image the rollback launched (2 min ago, after it began) fails
+    relaunched = inst("i-back0", OLD, age=120, asg_health="Unhealthy")
+    state = fleet(*olds(2), relaunched, *news(1), launch_image_id=OLD)
     back = record(state, SURGE).for_rollback(T0 - timedelta(minutes=5), "i-new0 unhealthy")
     halt = plan(state, back, SURGE)
     assert isinstance(halt, Halt) and halt.record is not None
-    assert halt.record.reason == "rollback-failed: i-old00 is Unhealthy in the ASG"
+    assert halt.record.reason == "rollback-failed: i-back0 is Unhealthy in the ASG"
     final = plan(replace(state, suspended_processes=frozenset()), halt.record, SURGE)
-    assert final == Fail(reason="i-old00 is Unhealthy in the ASG", fail_kind=FailKind.ROLLBACK_FAILED)
+    assert final == Fail(reason="i-back0 is Unhealthy in the ASG", fail_kind=FailKind.ROLLBACK_FAILED)
+
+
+def test_a_rollback_replaces_a_previous_instance_that_was_failing_before_it_began() -> None:
+    """Issue 13 item 10: one old instance already unhealthy before the rollout used to make the whole rollback
+    fail (rollback-failed). Only instances launched after the rollback began count as its failures; an older
+    one that is failing is replaced like any outdated instance."""
+    policy = replace(REPLACE, batch_size=1, min_healthy_percent=50)
+    sick_old = inst("i-old09", OLD, az="us-east-1b", age=7200, asg_health="Unhealthy")
+    state = fleet(*olds(2), sick_old, *news(1), launch_image_id=OLD)
+    back = record(state, policy).for_rollback(T0 - timedelta(minutes=5), "i-new0 unhealthy")
+    action = plan(state, back, policy)
+    assert not isinstance(action, Halt), action
+    assert action == Terminate(("i-old09",), decrement_desired=False)  # the sick one first: it costs nothing
+    # and a rollback whose instances are all back on the previous image, the sick one replaced, is done
+    done = fleet(*olds(4), launch_image_id=OLD, suspended_processes=frozenset())
+    assert isinstance(plan(done, back, policy), Done)
+
+
+def test_a_rollback_removes_outdated_instances_stuck_launching() -> None:
+    """Issue 13 item 9: new-image instances held in Pending:Wait (a lifecycle hook that never completes) used
+    to hold the rollback (a settled wait) until its deadline, then rollback-failed. The rollback terminates
+    them instead: with decrement while they are surplus, without once they are not."""
+    stuck = news(2, age=1200, lifecycle="Pending:Wait")
+    state = fleet(*olds(4), *stuck, desired=6, max_size=6, launch_image_id=OLD)
+    rec = record(state, SURGE, original_desired=4)
+    back = rec.for_rollback(T0 - timedelta(minutes=10), "i-new0 not healthy")
+    action = plan(state, back, SURGE)
+    assert action == Terminate(("i-new0", "i-new1"), decrement_desired=True, record=back.writing(6, 4))
+    # replace: the two were launched for terminated old ones (desired at the baseline): no decrement
+    rstate = fleet(*olds(2), *stuck, launch_image_id=OLD)
+    rback = record(rstate, REPLACE).for_rollback(T0 - timedelta(minutes=10), "x")
+    assert plan(rstate, rback, REPLACE) == Terminate(("i-new0", "i-new1"), decrement_desired=False)
+    # forward, the same instances on the target are waited for (they may still pass their hook)
+    fwd = fleet(*olds(4), *news(2, age=20, lifecycle="Pending:Wait"), desired=6, max_size=6)
+    assert isinstance(plan(fwd, record(fwd, SURGE, original_desired=4), SURGE), Wait)
 
 
 def test_rollback_done_reports_the_reason() -> None:
@@ -230,7 +316,8 @@ def test_deadline_rolls_back_or_halts_while_outdated_instances_remain() -> None:
     rec = record(state, SURGE)
     action = plan(state, rec, SURGE)
     assert isinstance(action, StartRollback) and action.reason == "deadline passed (60 min) with 2 outdated left"
-    halt = plan(state, rec, replace(SURGE, on_failure="halt"))
+    halting = replace(SURGE, on_failure="halt")
+    halt = plan(state, record(state, halting), halting)
     assert isinstance(halt, Halt) and halt.record is not None and halt.record.reason.startswith("halted: deadline")
 
 
@@ -273,14 +360,15 @@ def test_replace_unprotects_and_brings_standby_back_first() -> None:
     prep = plan(state, rec, policy)
     # ExitStandby raises desired by one (AWS): the baseline grows with it, persisted before acting
     assert prep == PrepareInstances(exit_standby=("i-stby",), unprotect=("i-prot",), new_max=4,
-                                    record=rec.with_baseline(4))
+                                    record=rec.with_baseline(4).writing(3, 4))
     # surge: standby instances come back only while no surge is in flight
     surge = replace(SURGE, standby="replace")
     prep = plan(state, record(state, surge), surge)
     assert isinstance(prep, PrepareInstances) and prep.exit_standby == ("i-stby",) and prep.unprotect == ()
     surging = fleet(*olds(2), inst("i-stby", lifecycle="Standby"), *news(2), desired=4, max_size=4)
-    assert plan(surging, record(surging, surge, baseline=2, original_desired=2), surge) == Terminate(
-        ("i-old00", "i-old01"), decrement_desired=True
+    srec = record(surging, surge, baseline=2, original_desired=2)
+    assert plan(surging, srec, surge) == Terminate(
+        ("i-old00", "i-old01"), decrement_desired=True, record=srec.writing(4, 2)
     )
 
 
@@ -290,24 +378,122 @@ def test_replace_unprotects_and_brings_standby_back_first() -> None:
 def test_a_scale_in_by_someone_else_becomes_the_baseline() -> None:
     policy = replace(REPLACE, min_healthy_percent=50)
     state = fleet(*olds(3), max_size=6)
-    rec = record(state, policy, original_desired=5, baseline=5, original_min=3)
+    rec = record(state, policy, original_desired=5, baseline=5, original_min=3, desired_written=(5, 5))
     action = plan(state, rec, policy)
-    assert action == Terminate(("i-old02",), decrement_desired=False, record=rec.with_baseline(3))
+    adopted = replace(rec, baseline=3, desired_written=(3, 3))
+    assert action == Terminate(("i-old02",), decrement_desired=False, record=adopted)
+    assert describe_outside_change(state, rec, policy) == "outside change: desired 5 -> 3 adopted (baseline 5 -> 3)"
     converged = fleet(*news(3), max_size=6)
-    restore = plan(converged, action.record, policy)  # type: ignore[arg-type]
+    restore = plan(converged, adopted, policy)
     assert restore == Restore(desired=3, min_size=3, max_size=6,
                               resume_processes=("AZRebalance", "AlarmNotification", "ScheduledActions"))
 
 
-def test_a_scale_out_within_the_surge_band_is_used_as_surge_beyond_it_adopted() -> None:
-    state = fleet(*olds(4), *news(1), max_size=8)
-    rec = record(state, SURGE, original_desired=4, baseline=4)
-    # desired 5 with baseline 4 and max_surge 2: indistinguishable from our own surge, used as one
-    assert plan(state, rec, SURGE) == Terminate(("i-old02",), decrement_desired=True)
-    big = fleet(*olds(4), *news(4), max_size=8)
-    beyond = plan(big, rec, SURGE)
-    assert beyond.record is not None and beyond.record.base == 8
-    assert beyond == Launch(count=2, new_desired=10, new_max=10, record=rec.with_baseline(8))
+def test_an_outside_scale_out_before_the_first_launch_is_adopted_not_undone() -> None:
+    """Issue 13 item 2: desired raised 4 -> 6 from outside just before the first surge launch used to look like
+    our own surge (inside [baseline, baseline + max_surge]) and the rollout ended at 4. The record holds the
+    desired the rollout last wrote (4): 6 is an outside change, adopted as the baseline, and the end keeps it."""
+    start = fleet(*olds(4), max_size=8)
+    rec = record(start, SURGE)  # desired written: 4 (observed when it began)
+    raised = fleet(*olds(4), *news(2, age=5, lifecycle="Pending"), desired=6, max_size=8)
+    assert describe_outside_change(raised, rec, SURGE) == "outside change: desired 4 -> 6 adopted (baseline 4 -> 6)"
+    wait = plan(raised, rec, SURGE)
+    assert isinstance(wait, Wait) and wait.record == replace(rec, baseline=6, desired_written=(6, 6))
+    # the batch is then surged on top of 6, and the end restores 6
+    settled = fleet(*olds(4), *news(2), desired=6, max_size=8)
+    launch = plan(settled, wait.record, SURGE)
+    assert launch == Launch(count=2, new_desired=8, new_max=8, record=wait.record.writing(6, 8))
+    done = fleet(*news(6), min_size=4, max_size=8, suspended_processes=frozenset())
+    assert plan(done, wait.record, SURGE) == Done(outcome="completed", summary="6/6 on ami-0new (2026.11.30-1)")
+    # the same value written by us (a launch in flight: the record says 4 -> 6) is ours, not adopted
+    ours = rec.writing(4, 6)
+    assert describe_outside_change(raised, ours, SURGE) is None
+    assert plan(raised, ours, SURGE).record == ours.writing(6, 6)  # our write seen: settled
+
+
+def test_an_outside_change_during_a_surge_keeps_our_surge_out_of_the_baseline() -> None:
+    # our launch 4 -> 6 landed; then an autoscaler adds 2 more (8): the baseline is 8 minus our surge of 2
+    state = fleet(*olds(4), *news(4), min_size=4, max_size=10)
+    rec = record(fleet(*olds(4)), SURGE).writing(4, 6)
+    action = plan(state, rec, SURGE)
+    adopted = replace(rec, baseline=6, desired_written=(8, 8))
+    assert action == Terminate(("i-old02", "i-old03"), decrement_desired=True, record=adopted.writing(8, 6))
+    assert describe_outside_change(state, rec, SURGE) == "outside change: desired 6 -> 8 adopted (baseline 4 -> 6)"
+    # a record of an older version (no desired written) keeps the surge band it used
+    legacy = replace(rec, desired_written=None)
+    assert describe_outside_change(fleet(*olds(4), *news(1), max_size=8), legacy, SURGE) is None
+
+
+def test_the_policy_a_rollout_began_with_is_used_on_resume() -> None:
+    """Issue 13 item 2: a fleet.yaml changed between the canary and the recycle (surge 2 -> replace) used to
+    change the rollout under way (a surge in flight became permanent capacity). The core of the policy the
+    rollout began with is in its record and wins."""
+    start = fleet(*olds(4), *news(2), desired=6, max_size=6)
+    rec = record(start, SURGE, original_desired=4, baseline=4)  # canary: surge of 2 in flight, new ones healthy
+    changed = replace(SURGE, strategy="replace", max_surge=0, batch_size=1, min_healthy_percent=50)
+    action = plan(start, rec, changed)
+    assert action == Terminate(("i-old02", "i-old03"), decrement_desired=True, record=rec.writing(6, 4))
+    assert rec.policy == "strategy=surge batch=2 max-surge=2 min-healthy=100 deadline=60 on-failure=rollback"
+    assert rec.policy_for(changed) == SURGE
+
+
+def test_unknown_health_is_never_acted_on() -> None:
+    """Issue 13 item 1: two tolerated API errors (DescribeInstanceStatus NotFound for a chunk, TargetGroupNotFound)
+    made health unknown, and unknown counted as unhealthy: victims for free. Reproduced: replace, batch 3,
+    min-healthy 75 %, 4 healthy old instances: known status terminates 1, unknown status terminated 3 (healthy
+    4 -> 1, floor 3). Now the planner re-observes, and halts naming the API error past the bound."""
+    policy = replace(REPLACE, batch_size=3, min_healthy_percent=75)
+    known = fleet(*olds(4), launch_image_id=NEW)
+    assert plan(known, record(known, policy), policy) == Terminate(("i-old02",), decrement_desired=False)
+    error = "DescribeInstanceStatus: InvalidInstanceID.NotFound (i-0gone)"
+    blind = fleet(*olds(4, status=None), launch_image_id=NEW, observe_errors=(error,))
+    rec = record(blind, policy)
+    wait = plan(blind, rec, policy)
+    assert isinstance(wait, Wait) and wait.condition == WaitFor.UNKNOWN, wait
+    assert error in wait.reason and wait.instance_ids == ("i-old00", "i-old01", "i-old02", "i-old03")
+    assert wait.record == replace(rec, unknown_since=T0) and wait.until == T0 + timedelta(seconds=300)
+    # still unknown at the bound: halt (blocked), naming the API error; nothing was terminated
+    late = replace(blind, now=T0 + timedelta(seconds=300))
+    halt = plan(late, wait.record, policy)  # type: ignore[arg-type]
+    assert isinstance(halt, Halt) and halt.record is not None
+    assert halt.record.reason.startswith("blocked: health of 4 instance(s) unknown for 300s") and error in halt.reason
+    # known again before the bound: the mark is cleared (the bound starts over next time) and it proceeds
+    seen = replace(known, now=T0 + timedelta(seconds=60))
+    assert plan(seen, wait.record, policy) == Terminate(  # type: ignore[arg-type]
+        ("i-old02",), decrement_desired=False, record=rec)
+    # the target group not found: every instance's ELB health is unknown, the same
+    no_tg = fleet(*olds(4, unknown=frozenset({"elb"})), launch_image_id=NEW)
+    assert plan(no_tg, record(no_tg, policy), policy).condition == WaitFor.UNKNOWN  # type: ignore[union-attr]
+    # a signal the policy does not count does not matter
+    asg_only = replace(policy, health_signals=frozenset({"asg"}))
+    assert isinstance(plan(no_tg, record(no_tg, asg_only), asg_only), Terminate)
+
+
+def test_unknown_is_neither_healthy_nor_a_failure() -> None:
+    policy = replace(SURGE, health_timeout_seconds=60)
+    # new instances long past their health deadline with unknown status: not a failure, not healthy
+    state = fleet(*olds(4), *news(2, age=3000, status=None), desired=6, max_size=6)
+    action = plan(state, record(state, policy, original_desired=4), policy)
+    assert isinstance(action, Wait) and action.condition == WaitFor.UNKNOWN
+    # one known failure among unknown ones still rolls back (acting on what is known)
+    bad = fleet(*olds(4), *news(1, age=3000, status=None), inst("i-bad", NEW, age=3000, asg_health="Unhealthy"),
+                desired=6, max_size=6)
+    assert isinstance(plan(bad, record(bad, policy, original_desired=4), policy), StartRollback)
+
+
+def test_the_deadline_holds_when_the_group_has_more_instances_than_desired() -> None:
+    """Issue 13 item 11: all instances scale-in protected and desired lowered from outside: the ASG cannot
+    remove any, and Wait(capacity) repeated forever. Past the deadline any live != desired halts (blocked)."""
+    policy = replace(SURGE, protected="skip")
+    protected = [inst(f"i-new{k}", NEW, age=600 + k, protected=True) for k in range(4)]
+    state = fleet(*protected, desired=3, min_size=1, max_size=4, now_offset=1800)
+    rec = record(state, policy, original_desired=4, baseline=3)
+    wait = plan(state, rec, policy)
+    assert isinstance(wait, Wait) and wait.condition == WaitFor.CAPACITY
+    late = replace(state, now=T0 + timedelta(minutes=60))
+    halt = plan(late, rec, policy)
+    assert isinstance(halt, Halt) and halt.record is not None, halt
+    assert halt.record.reason == "blocked: deadline passed waiting for the ASG to reach desired capacity (4 live for desired 3)"
 
 
 # -- instance refresh, progress, triggers, dry run ------------------------------------------------------

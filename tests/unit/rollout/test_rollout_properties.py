@@ -17,8 +17,13 @@ Invariants (checked by rollout_sim.check_action / check_after / check_final on e
   the original min/max, the rollout's processes resumed; Done(rolled_back): the same on the previous
   image, only under on_failure=rollback; Fail: only under halt, or for a failed rollback, or when blocked,
   with capacity and processes restored;
-- crash-resume: dropping the operator's memory at random steps (and doing only part of an action) ends
-  in the same outcome and fleet as an uninterrupted run, with no extra terminations.
+- crash-resume: dropping the operator's memory at random steps (and doing only part of an action, or
+  losing the reply of a write that was made) ends in the same outcome and fleet as an uninterrupted run,
+  with no extra terminations;
+- unknown health (observations with some health hidden by an API error) is never acted on: with any subset
+  of observations unknown, healthy capacity *by the true state* never drops below the floor;
+- outside changes of desired (on a schedule, or right between an observation and the operator's write) are
+  adopted, never undone: the end capacity is the baseline the simulator tracked on its own.
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ chaos_events = st.builds(
 )
 crash_points = st.dictionaries(
     st.integers(0, 150),
-    st.tuples(st.sampled_from(["drop", "record-only", "partial"]), st.integers(0, 10)),
+    st.tuples(st.sampled_from(["drop", "record-only", "partial", "lost"]), st.integers(0, 10)),
     max_size=3,
 )
 
@@ -101,6 +106,8 @@ def test_invariants_hold_under_chaos(data: st.DataObject) -> None:
         flake=data.draw(st.sampled_from([0.0, 0.0, 0.0, 0.02, 0.1]), label="flake"),
         chaos=tuple(data.draw(st.lists(chaos_events, max_size=4), label="chaos")),
         launch_delay=data.draw(st.sampled_from([0, 10, 45]), label="launch_delay"),
+        unknown=data.draw(st.sampled_from([0.0, 0.0, 0.1, 0.4]), label="unknown"),
+        race=data.draw(st.sampled_from([0.0, 0.0, 0.05]), label="race"),
     )
     sim = data.draw(fleets(world), label="fleet")
     policy = data.draw(policies(), label="policy")
@@ -113,6 +120,51 @@ def test_invariants_hold_under_chaos(data: st.DataObject) -> None:
     record = begin(sim, policy, previous=previous, replace_before=cutoff)
     run = drive(sim, policy, record, crashes=crashes, restart_delay=restart)
     note(f"steps={run.steps} final={run.final} terminated={len(sim.planner_terminated)}")
+    assert isinstance(run.final, Done | Fail)
+    _events(run.final, sim, run.steps)
+
+
+@rollout_settings(max_examples=100)
+@given(data=st.data())
+def test_unknown_health_never_takes_true_healthy_below_the_floor(data: st.DataObject) -> None:
+    """Issue 13 item 1: any subset of observations comes back with some health unknown (status checks missing
+    for a chunk, the target group not found, some targets missing): judged on the *true* state after every
+    step, healthy capacity never drops below the floor and every rule holds; the rollout still ends (Done,
+    or a blocked halt naming the API error when health stayed unknown past the bound)."""
+    world = World(
+        seed=data.draw(st.integers(0, 2**32), label="seed"),
+        hooks=data.draw(st.booleans(), label="hooks"),
+        bad_images=data.draw(st.sampled_from([frozenset(), frozenset({NEW})]), label="bad"),
+        unknown=data.draw(st.sampled_from([0.2, 0.5, 0.9]), label="unknown"),
+        chaos=tuple(data.draw(st.lists(chaos_events, max_size=2), label="chaos")),
+    )
+    sim = data.draw(fleets(world), label="fleet")
+    policy = replace(data.draw(policies(), label="policy"),
+                     unknown_timeout_seconds=data.draw(st.sampled_from([0, 60, 300, 900]), label="bound"))
+    run = drive(sim, policy, begin(sim, policy))
+    assert isinstance(run.final, Done | Fail)
+    if isinstance(run.final, Fail) and "unknown" in run.final.reason:
+        assert run.final.fail_kind.value == "blocked" and "simulated API error" in run.final.reason
+    _events(run.final, sim, run.steps)
+
+
+@rollout_settings(max_examples=100)
+@given(data=st.data())
+def test_outside_desired_changes_are_adopted_not_undone(data: st.DataObject) -> None:
+    """Issue 13 items 2 and 3: desired moved from outside at any step (scheduled, and right between an
+    observation and the operator's write, which re-reads desired first): every change is adopted as the new
+    baseline (minus the surge our own writes had added), never undone, and the rollout ends exactly there."""
+    world = World(
+        seed=data.draw(st.integers(0, 2**32), label="seed"),
+        hooks=data.draw(st.booleans(), label="hooks"),
+        bad_images=data.draw(st.sampled_from([frozenset(), frozenset(), frozenset({NEW})]), label="bad"),
+        race=data.draw(st.sampled_from([0.05, 0.2, 0.4]), label="race"),
+        chaos=tuple(data.draw(st.lists(chaos_events.filter(lambda c: c.kind in ("scale", "kill")), max_size=4),
+                              label="chaos")),
+    )
+    sim = data.draw(fleets(world), label="fleet")
+    policy = replace(data.draw(policies(), label="policy"), deadline_minutes=24 * 60)
+    run = drive(sim, policy, begin(sim, policy), oracle=True)
     assert isinstance(run.final, Done | Fail)
     _events(run.final, sim, run.steps)
 
