@@ -63,7 +63,7 @@ def test_an_alarm_firing_mid_roll_rolls_back(sandbox_clean):
         cw.set_alarm_state(AlarmName="web-5xx", StateValue="ALARM", StateReason="5xx after the new image")
 
     op = F.operator(f, policy={"alarms": ["web-5xx"]})
-    op.hook = F.scripted_hook(on_action={4: fire})  # right after the first launch
+    op.hook = F.scripted_hook(on_action={"set_capacity": fire})  # right after the first launch
     ctx = make_context()
     with pytest.raises(RolloutFailed, match=r"rolled back: .*\(alarm web-5xx in ALARM\)"):
         run_task(op, ctx)
@@ -83,18 +83,18 @@ def test_instance_killed_from_outside_mid_roll(sandbox_clean):
         ec2.terminate_instances(InstanceIds=killed)
 
     op = F.operator(f)
-    # write 4 is the first launch (record, LT version, suspend, launch): kill right after it
-    op.hook, samples = sampled_hook(sandbox_clean, f, on_action={4: kill_one_old_and_one_new})
+    # right after the first launch
+    op.hook, samples = sampled_hook(sandbox_clean, f, on_action={"set_capacity": kill_one_old_and_one_new})
     result = run_task(op, make_context()).result
-    assert op.hook.actions[3][0] == "set_capacity" and len(killed) == 2
+    assert len(killed) == 2
     assert result["outcome"] == "forward"
     F.assert_converged(sandbox_clean, f, f.new_ami, 4)
     assert not set(killed) & set(F.fleet_images(sandbox_clean))
     assert not set(killed) & set(F.terminations(op.hook))  # never asked to terminate what was already gone
 
 
-@pytest.mark.parametrize("new_desired", [8, 3])
-def test_desired_capacity_changed_mid_roll(sandbox_clean, new_desired):
+@pytest.mark.parametrize(("new_desired", "end"), [(8, 6), (3, 3)])
+def test_desired_capacity_changed_mid_roll(sandbox_clean, new_desired, end):
     f = F.build_fleet(sandbox_clean)
     autoscaling = sandbox_clean.client("autoscaling")
 
@@ -104,12 +104,49 @@ def test_desired_capacity_changed_mid_roll(sandbox_clean, new_desired):
         )
 
     op = F.operator(f)
-    op.hook, samples = sampled_hook(sandbox_clean, f, on_action={4: autoscaler})
+    # right after our first launch (desired 4 -> 6: a surge of 2 in flight)
+    op.hook, samples = sampled_hook(sandbox_clean, f, on_action={"set_capacity": autoscaler})
     result = run_task(op, make_context()).result
     assert result["outcome"] == "forward"
-    # the new desired is adopted as the baseline, never fought; min/max back to the originals, widened to hold it
-    F.assert_converged(sandbox_clean, f, f.new_ami, new_desired, max_size=max(5, new_desired))
-    assert result["capacity"]["desired"] == new_desired
+    # adopted as the baseline, never fought: a scale-out counts our surge of 2 (8 -> 6), a scale-in is kept as
+    # set; min/max back to the originals, widened to hold it
+    F.assert_converged(sandbox_clean, f, f.new_ami, end, max_size=max(5, end))
+    assert result["capacity"]["desired"] == end
+    assert result["outside_changes"] == [f"outside change: desired 6 -> {new_desired} adopted (baseline 4 -> {end})"]
+
+
+def test_desired_raised_between_the_observation_and_the_write_is_adopted(sandbox_clean):
+    """Issue 13 items 2 and 3: desired raised 4 -> 6 from outside just before the first surge launch, after the
+    observation that planned it. The operator re-reads desired right before the capacity write, writes nothing
+    (its Launch would have written 6 over it, and 6 then looked like its own surge: the rollout ended at 4),
+    adopts 6 as the baseline and ends there."""
+    f = F.build_fleet(sandbox_clean, max_size=10)
+    autoscaling = sandbox_clean.client("autoscaling")
+    state = {"armed": False, "fired": False}
+
+    def raise_desired() -> None:
+        autoscaling.update_auto_scaling_group(AutoScalingGroupName=f.asg, DesiredCapacity=6)
+
+    op = F.operator(f)
+    op.hook, samples = sampled_hook(sandbox_clean, f, on_action={"suspend_processes": lambda: state.update(armed=True)})
+    observe = op.hook.observe
+
+    def observe_then_race(*args, **kwargs):
+        obs = observe(*args, **kwargs)
+        if state["armed"] and not state["fired"]:  # the observation the first launch is planned on
+            state["fired"] = True
+            raise_desired()
+        return obs
+
+    op.hook.observe = observe_then_race
+    result = run_task(op, make_context()).result
+    assert state["fired"] and result["outcome"] == "forward"
+    assert result["outside_changes"] == ["outside change: desired 4 -> 6 adopted (baseline 4 -> 6)"]
+    F.assert_converged(sandbox_clean, f, f.new_ami, 6, max_size=10)
+    # our launches went on top of 6, never wrote 6 over it
+    launches = [kw["desired"] for n, _, kw in op.hook.actions if n == "set_capacity" and kw.get("desired")]
+    assert launches and launches[0] == 8, launches
+    assert min(samples) >= 4
 
 
 def test_throttling_is_retried_with_backoff(sandbox_clean, monkeypatch):

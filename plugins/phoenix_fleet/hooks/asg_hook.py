@@ -542,12 +542,20 @@ class AsgHook(AwsBaseHook):
         self.calls += obs.calls
         return obs
 
-    def record_of(self, asg_name: str) -> RolloutRecord | None:
-        """The rollout record in the group's tags (one DescribeAutoScalingGroups); RecordError when malformed."""
+    def describe_group(self, asg_name: str) -> dict[str, Any]:
+        """The group as DescribeAutoScalingGroups answers now (one call); AsgNotFoundError when it is gone."""
         groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg_name])["AutoScalingGroups"]
         if not groups:
             raise AsgNotFoundError(f"asg_name: AutoScaling group {asg_name!r} does not exist")
-        return RolloutRecord.from_tags(groups[0].get("Tags") or [])
+        return dict(groups[0])
+
+    def desired_capacity(self, asg_name: str) -> int:
+        """The group's desired capacity now (read right before a capacity write)."""
+        return int(self.describe_group(asg_name)["DesiredCapacity"])
+
+    def record_of(self, asg_name: str) -> RolloutRecord | None:
+        """The rollout record in the group's tags (one DescribeAutoScalingGroups); RecordError when malformed."""
+        return RolloutRecord.from_tags(self.describe_group(asg_name).get("Tags") or [])
 
     # ------------------------------------------------------------------ launch templates and images
 

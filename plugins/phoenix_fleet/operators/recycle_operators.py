@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -268,6 +269,8 @@ class AsgRecycleOperator(BaseOperator):
         record = obs.record
         if record is not None and record.rollout_id != rid:
             self._locked(self._locked_message(record, rid))
+        if record is not None:
+            policy = self._policy_of(record)
         refresh = self.hook.active_instance_refresh(self.asg_name)
         ours = record is not None and policy.strategy == "instance-refresh" and record.phase == R.FORWARD
         if refresh is not None and not ours:
@@ -395,8 +398,13 @@ class AsgRecycleOperator(BaseOperator):
         for _ in range(MAX_STEPS):
             obs = self._observe()
             record = self._own_record(obs, rid)
+            policy = self._policy_of(record)
             action = R.plan(obs.state, record, policy)
             carry["steps"] = int(carry.get("steps", 0)) + 1
+            outside = R.describe_outside_change(obs.state, record, policy)
+            if outside:
+                self.log.warning("%s: %s", self.asg_name, outside)
+                carry["outside_changes"] = [*carry.get("outside_changes", []), outside]
             self.log.info("%s: %s", self.asg_name, R.progress_line(obs.state, record, policy, action))
             if max_batches and not safe_halt and self._canary_done(obs, record, policy, action, max_batches):
                 summary = self._summary(context, obs, record, carry, "canary",
@@ -404,6 +412,8 @@ class AsgRecycleOperator(BaseOperator):
                                         f"locked by {rid} for the next task to resume")
                 self.log.info("%s", summary["message"])
                 raise _WorkerStop(summary)
+            if self._writes_capacity(action) and self._desired_moved(obs, record, policy):
+                continue  # desired moved since the observation: plan again with the freshest view
             if action.record is not None and action.record != record:
                 self._persist(obs.tags, action.record)
                 record = action.record
@@ -413,6 +423,46 @@ class AsgRecycleOperator(BaseOperator):
             if safe_halt and time.monotonic() - started > SAFE_HALT_SECONDS:
                 raise AirflowException(f"{self.asg_name}: the safe halt did not finish within {SAFE_HALT_SECONDS}s")
         raise AirflowException(f"{self.asg_name}: no end after {MAX_STEPS} steps")
+
+    def _policy_of(self, record: RolloutRecord) -> Policy:
+        """The policy with the core the rollout began with (strategy, batch, surge, floor, deadline,
+        on_failure, kept in its record): a fleet config changed since does not change a rollout under way."""
+        policy = self.resolved_policy
+        effective = record.policy_for(policy)
+        if effective != policy and not getattr(self, "_policy_noted", False):
+            self._policy_noted = True
+            self.log.warning(
+                "%s: the rollout policy changed since rollout %s began; it goes on with what it began with: %s "
+                "(the config says now: %s)", self.asg_name, record.rollout_id, record.policy, policy.core(),
+            )
+        return effective
+
+    @staticmethod
+    def _writes_capacity(action: Action) -> bool:
+        """Does the action write desired capacity (absolutely, or by a decrement / ExitStandby)?"""
+        R = _rollout()
+        return (
+            isinstance(action, R.Launch | R.Restore)
+            or (isinstance(action, R.Terminate) and action.decrement_desired)
+            or (isinstance(action, R.PrepareInstances) and bool(action.exit_standby))
+        )
+
+    def _desired_moved(self, obs: Any, record: RolloutRecord, policy: Policy) -> bool:
+        """Re-read desired right before a capacity write (one DescribeAutoScalingGroups): when it moved since
+        the observation the plan was made on, write nothing (keep only what that observation settled in the
+        record) and plan again. What remains is the window between this read and the write."""
+        R = _rollout()
+        now = self.hook.desired_capacity(self.asg_name)
+        if now == obs.state.desired:
+            return False
+        self.log.warning(
+            "%s: desired capacity moved %d -> %d since the observation; not writing, planning again",
+            self.asg_name, obs.state.desired, now,
+        )
+        settled = R.adopt_baseline(obs.state, record, policy)
+        if settled != record:
+            self._persist(obs.tags, settled)
+        return True
 
     def _own_record(self, obs: Any, rid: str) -> RolloutRecord:
         record = obs.record
@@ -746,6 +796,7 @@ class AsgRecycleOperator(BaseOperator):
             target_label=str(self.target_label) if self.target_label else labels.get(target_image),
             previous_label=labels.get(previous) if previous else None,
             replace_before=replace_before,
+            token=uuid.uuid4().hex,
         )
 
     def _check_same_target(self, record: RolloutRecord, target_image: str) -> None:
@@ -840,7 +891,7 @@ class AsgRecycleOperator(BaseOperator):
         summary = {
             "asg": self.asg_name,
             "rollout_id": record.rollout_id,
-            "strategy": self.resolved_policy.strategy,
+            "strategy": record.policy_for(self.resolved_policy).strategy,
             "outcome": outcome,
             "from_image": carry.get("from_image"),
             "to_image": carry.get("to_image", record.target_image),
@@ -853,6 +904,7 @@ class AsgRecycleOperator(BaseOperator):
             "skipped": list(skipped),
             "reason": carry.get("rollback_reason") or (record.reason if record.phase in (R.ROLLBACK, R.FAILED) else None),
             "resumed": bool(carry.get("resumed")),
+            "outside_changes": list(carry.get("outside_changes", [])),
             "steps": int(carry.get("steps", 0)),
             "defers": int(carry.get("defers", 0)),
             "message": message,

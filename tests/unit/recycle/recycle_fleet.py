@@ -155,14 +155,16 @@ class WorkerKilled(BaseException):  # noqa: N818 - a BaseException, like SIGKILL
 
 def scripted_hook(
     *,
-    on_action: dict[int, Any] | None = None,
+    on_action: dict[Any, Any] | None = None,
     kill_before: Any = None,
     monitor: Any = None,
     **kwargs: Any,
 ) -> Any:
     """An ``AsgHook`` that records each write in ``.actions`` as ``(method, args, kwargs)``.
 
-    ``on_action[n]()`` runs right after the n-th write (something happening between two steps);
+    ``on_action[n]()`` runs right after the n-th write (something happening between two steps); a key
+    ``"set_capacity"`` (a write's name) runs after the first write of that name, ``("set_capacity", 2)``
+    after the second;
     ``kill_before(name, actions)`` returning True raises :class:`WorkerKilled` instead of that write (an
     exception instance: raises that);
     ``monitor()`` runs after every write (e.g. to sample healthy capacity)."""
@@ -182,9 +184,11 @@ def scripted_hook(
                 raise WorkerKilled(f"killed before {name}{args}")
             self.actions.append((name, args, kw))
             result = base(self, *args, **kw)
-            hook = self.on_action.get(len(self.actions))
-            if hook is not None:
-                hook()
+            nth = count_of(self.actions, name)
+            for key in (len(self.actions), (name, nth), name if nth == 1 else None):
+                hook = self.on_action.get(key)
+                if hook is not None:
+                    hook()
             if self.monitor is not None:
                 self.monitor()
             return result
