@@ -19,6 +19,7 @@ config, the release logic (``phoenix_fleet.release``), hooks and the Amazon prov
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,26 @@ class _RoleMixin:
 
 def _empty(value: Any) -> bool:
     return value in (None, "", "None")
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_env(value: str, field: str) -> str:
+    """``$NAME`` / ``${NAME}`` in ``value`` replaced from this process's environment (``os.path.expandvars`` syntax);
+    a reference to an unset variable raises ValueError naming ``field`` (Terraform would get the literal text)."""
+    import os
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name not in os.environ:
+            raise ValueError(
+                f"{field}: ${{{name}}} is not set in the environment of the worker that runs Terraform. Fix: set "
+                f"{name} there (or write the value into the config)"
+            )
+        return os.environ[name]
+
+    return _ENV_REF.sub(sub, value)
 
 
 def resolve_release_image(
@@ -116,7 +137,10 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
 
     :param role: fleet role: its ``terraform.workdir`` (relative to include/) and ``terraform.allow_destroy``
     :param workdir: the Terraform root (overrides the role's; relative paths resolve against include/)
-    :param variables: ``-var`` values (e.g. ``{"endpoint": ...}`` for the sandbox); maps and lists go as JSON
+    :param variables: ``-var`` values (e.g. ``{"endpoint": ...}`` for the sandbox); maps and lists go as JSON. With
+        ``role``, they are added to (and win over) the role's ``terraform.vars``, whose ``${ENV_VAR}`` references are
+        expanded here, on the worker that runs Terraform, as the task runs (:meth:`resolved_variables`): expanded
+        values never travel through XCom or a rendered template field. Values given here are used as they are.
     :param var_files: ``-var-file`` paths (relative to the workdir)
     :param env: extra environment for Terraform (``TF_VAR_*``; never logged)
     :param allow_destroy: let destroys and replacements through the guard (default: the role's
@@ -179,7 +203,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         self.role = role
         self.dry_run = dry_run
         self.workdir = workdir
-        self.variables = variables if variables is not None else {}  # a mapping, or an XComArg resolved at run time
+        self.variables = variables  # a mapping (or None: the role's vars only); never holds an expanded value
         self.var_files = list(var_files or [])
         self.env = dict(env or {})
         self.allow_destroy = allow_destroy
@@ -245,12 +269,22 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
             env["AWS_ENDPOINT_URL"] = endpoint
         return env
 
+    def resolved_variables(self) -> dict[str, Any]:
+        """The ``-var`` values for this run: the role's ``terraform.vars`` with ``${ENV_VAR}`` expanded from this
+        process's environment, then ``variables`` over them. Call it only where Terraform runs."""
+        out: dict[str, Any] = {}
+        if self.role:
+            for name, value in self.role_config().terraform.vars.items():
+                out[name] = expand_env(value, f"roles.{self.role}.terraform.vars.{name}")
+        out.update(dict(self.variables or {}))
+        return out
+
     def make_hook(self, workdir: Path) -> TerraformHook:
         from phoenix_fleet.hooks.terraform_hook import TerraformHook
 
         return TerraformHook(
             workdir,
-            variables=dict(self.variables or {}),
+            variables=self.resolved_variables(),
             var_files=self.var_files,
             env={**self._aws_env(), **{k: str(v) for k, v in self.env.items()}},
             lock_timeout=self.lock_timeout,

@@ -116,8 +116,6 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
 
         @task(multiple_outputs=True, retries=1)
         def plan(params: dict[str, Any] | None = None, triggering_asset_events: Any = None) -> dict[str, Any]:
-            import os
-
             from airflow.sdk.exceptions import AirflowFailException
 
             from phoenix_fleet.config import cached_fleet_config
@@ -138,7 +136,6 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
                 )
             except RolloutParamError as e:  # bad input: fail now, no retry, nothing changed
                 raise AirflowFailException(str(e)) from None
-            result["tf_vars"] = {k: os.path.expandvars(v) for k, v in cfg.role(role_name).terraform.vars.items()}
             print(describe_rollout(result))
             return result
 
@@ -154,7 +151,8 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         p = plan()
         if backend == "terraform":
             apply = TerraformApplyOperator(
-                task_id="apply", role=role_name, variables=p["tf_vars"], region_name=home, dry_run=p["dry_run"],
+                # the role's terraform.vars: read and ${ENV}-expanded by the operator on its worker, never here
+                task_id="apply", role=role_name, region_name=home, dry_run=p["dry_run"],
                 execution_timeout=timedelta(minutes=30),
             )
         else:

@@ -342,3 +342,37 @@ def test_a_task_timeout_inside_a_command_interrupts_terraform_first(root, terraf
     assert pgid, lines
     assert live_in_group(pgid[0]) == [], "\n".join(lines[-15:])  # terraform, the shell and the sleep are gone
     assert h._proc is None
+
+
+def test_the_roles_terraform_vars_are_expanded_on_the_worker(root, terraform_state_dir, tmp_path, monkeypatch):
+    """Without ``variables``, the operator takes the role's ``terraform.vars`` and expands ``${ENV}`` in them as it
+    runs Terraform: the value reaches Terraform, but never the operator's (templated) ``variables``. Explicit
+    ``variables`` win key by key. A reference to an unset variable fails naming the field, before Terraform runs."""
+    import yaml
+
+    cfg = tmp_path / "fleet.yaml"
+    role = {
+        "env": "sandbox",
+        "image": {"packer_template": "p", "base_ami": {"name": "n-*", "owners": ["self"]}},
+        "asgs": {"tags": {"phoenix:role": "web"}},
+        "regions": ["us-east-1"],
+        "terraform": {"backend": "terraform", "workdir": str(root),
+                      "vars": {"image": "ami-${PHX_TEST_IMAGE_SUFFIX}", "generation": "${PHX_TEST_UNSET_VAR}"}},
+    }
+    cfg.write_text(yaml.safe_dump({"version": 1, "artifacts_bucket": "phoenix-fleet-artifacts", "roles": {"web": role}}))
+    monkeypatch.setenv("PHX_TEST_IMAGE_SUFFIX", "0a1b2c3d")
+    monkeypatch.delenv("PHX_TEST_UNSET_VAR", raising=False)
+
+    def op(**kwargs: Any) -> TerraformApplyOperator:
+        return TerraformApplyOperator(task_id="apply", role="web", config_path=str(cfg), state_dir=str(terraform_state_dir),
+                                      aws_conn_id=None, allow_other_changes=True, **kwargs)
+
+    with pytest.raises(ValueError, match=r"^roles\.web\.terraform\.vars\.generation: \$\{PHX_TEST_UNSET_VAR\} is not set"):
+        op().execute(make_context())
+    assert not (root / "terraform.tfstate").exists()
+    monkeypatch.setenv("PHX_TEST_UNSET_VAR", "3")
+    task = op(variables={"generation": 2})
+    result = task.execute(make_context())
+    assert result["outputs"]["image"] == "ami-0a1b2c3d"
+    assert task.variables == {"generation": 2}  # the template field never holds an expanded value
+    assert task.resolved_variables() == {"image": "ami-0a1b2c3d", "generation": 2}

@@ -4,10 +4,12 @@ from types import SimpleNamespace
 
 import pytest
 from phoenix_fleet.config import load_fleet_config
+from phoenix_fleet.config_file import default_config_path
 from phoenix_fleet.pipelines.release_plan import ReleaseParamError, validate_release_params
 from phoenix_fleet.pipelines.rollout_plan import RolloutParamError, policy_overrides, version_from_events
 
 FLEET = load_fleet_config()
+FLEET_PATH = default_config_path()
 WEB = FLEET.role("web")
 
 
@@ -121,3 +123,47 @@ def test_the_release_plan_task_skips_a_late_scheduled_run_before_any_aws_call(mo
     manual = SimpleNamespace(run_type="manual", run_after=late.run_after)
     with pytest.raises(AssertionError, match="touched AWS"):  # a manual run goes on to plan (and reads AWS)
         callable_(params={}, dag_run=manual)
+
+
+def test_terraform_vars_are_expanded_on_the_apply_worker_never_in_the_plan(sandbox_clean, tmp_path, monkeypatch):
+    """fleet.yaml's terraform.vars may reference the worker's environment (``${AWS_ENDPOINT_URL}``, a token): the
+    rollout's ``plan`` task must not expand them, since its return value is XCom (stored in the metadata DB, shown
+    in the UI) and the ``apply`` task's ``variables`` would be a rendered template field. ``apply`` reads the role's
+    vars itself and expands them where Terraform runs."""
+    import json
+
+    import yaml
+    from phoenix_fleet.dag_facts import facts_from_config
+    from phoenix_fleet.pipelines.rollout_dag import build_rollout_dag
+
+    from sandbox.seed import seed
+
+    raw = yaml.safe_load(open(FLEET_PATH).read())
+    raw["roles"]["web"]["terraform"]["vars"] = {"endpoint": "${AWS_ENDPOINT_URL}", "token": "${PHX_TEST_TF_TOKEN}"}
+    raw["roles"]["web"]["regions"] = ["us-east-1"]
+    (tmp_path / "terraform" / "envs" / "sandbox").mkdir(parents=True)
+    cfg_path = tmp_path / "fleet.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("PHOENIX_FLEET_CONFIG", str(cfg_path))
+    monkeypatch.setenv("PHX_TEST_TF_TOKEN", "tf-token-0123456789")
+    seed(sandbox_clean.endpoint_url, roles={"web": ["us-east-1"]})
+    ec2, autoscaling = sandbox_clean.client("ec2"), sandbox_clean.client("autoscaling")
+    ami = sandbox_clean.client("ssm").get_parameter(Name="/phoenix/images/web/latest")["Parameter"]["Value"]
+    lt = ec2.create_launch_template(LaunchTemplateName="web-a", LaunchTemplateData={"ImageId": ami})["LaunchTemplate"]
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="web-a", MinSize=0, MaxSize=1, DesiredCapacity=0, AvailabilityZones=["us-east-1a"],
+        LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplateId"], "Version": "$Default"},
+        Tags=[{"Key": k, "Value": v} for k, v in {"phoenix:role": "web", "phoenix:env": "sandbox"}.items()],
+    )
+
+    from phoenix_fleet.config import load_fleet_config as load
+
+    dag = build_rollout_dag(facts_from_config(load(cfg_path))["web"])
+    result = dag.task_dict["plan"].python_callable(params={}, triggering_asset_events=None)
+    assert result["targets"] == [{"asg_name": "web-a", "region_name": "us-east-1", "target_image_id": ami}]
+    text = json.dumps(result)
+    assert "tf-token-0123456789" not in text and sandbox_clean.endpoint_url not in text, text
+    apply = dag.task_dict["apply"]
+    assert apply.variables is None  # nothing wired from XCom: the operator takes the role's vars at run time
+    assert apply.resolved_variables() == {"endpoint": sandbox_clean.endpoint_url, "token": "tf-token-0123456789"}
+    assert apply.variables is None
