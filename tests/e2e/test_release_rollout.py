@@ -79,3 +79,43 @@ def test_a_rollout_dry_run_plans_everything_and_changes_nothing(airflow_db, seed
     assert (lt["DefaultVersionNumber"], lt["LatestVersionNumber"]) == (1, 1)
     _, images = images_in(h, worker_fleet["asg"])
     assert set(images.values()) == {worker_fleet["old_ami"]}
+
+
+def test_apply_refuses_a_group_another_rollout_holds(airflow_db, seeded, worker_fleet):
+    """Another rollout's record on sandbox-worker-a (a canary that stopped, a renewal in flight): the next rollout's
+    apply must not move its launch template. It fails naming the holder and the fix; the template, the group and the
+    holder's record stay as they were, and nothing downstream runs."""
+    import datetime as dt
+
+    from phoenix_fleet.rollout import FleetState, Policy, RolloutRecord
+
+    h = seeded["handle"]
+    ec2, autoscaling = h.client("ec2"), h.client("autoscaling")
+    instance = autoscaling.describe_auto_scaling_groups(
+        AutoScalingGroupNames=[worker_fleet["asg"]])["AutoScalingGroups"][0]["Instances"][0]["InstanceId"]
+    # a new version, as publish leaves it (the release DAG itself is tested above): verified, the pointer moved
+    ami = ec2.create_image(InstanceId=instance, Name="phoenix-worker-2099.01.01-1")["ImageId"]
+    ec2.create_tags(Resources=[ami], Tags=[{"Key": k, "Value": v} for k, v in {
+        "phoenix:role": "worker", "phoenix:version": "2099.01.01-1", "phoenix:verified": "true"}.items()])
+    ssm = h.client("ssm")
+    ssm.put_parameter(Name="/phoenix/images/worker/latest", Value=ami, Type="String", DataType="aws:ec2:image",
+                      Overwrite=True)
+    ssm.put_parameter(Name="/phoenix/images/worker/latest-version", Value="2099.01.01-1", Type="String", Overwrite=True)
+    now = dt.datetime.now(dt.UTC)
+    record = RolloutRecord.begin("fleet_max_age:renew-1", FleetState(worker_fleet["asg"], 2, 1, 4, (), now), Policy(),
+                                 target_image=worker_fleet["old_ami"], previous_image=worker_fleet["old_ami"])
+    autoscaling.create_or_update_tags(Tags=[
+        {"ResourceId": worker_fleet["asg"], "ResourceType": "auto-scaling-group", "Key": k, "Value": v,
+         "PropagateAtLaunch": False} for k, v in record.to_tags().items()])
+
+    run = dag_from("fleet_rollout", "fleet_rollout_worker").test(run_conf={})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed" and states["apply"] == "failed", states
+    assert states["canary"] == "upstream_failed", states
+    lt = ec2.describe_launch_templates(LaunchTemplateIds=[worker_fleet["lt"]])["LaunchTemplates"][0]
+    assert (lt["DefaultVersionNumber"], lt["LatestVersionNumber"]) == (1, 1)
+    group, images = images_in(h, worker_fleet["asg"])
+    assert set(images.values()) == {worker_fleet["old_ami"]}
+    assert group["LaunchTemplate"]["Version"] == "$Default"
+    tags = {t["Key"]: t["Value"] for t in group["Tags"] if t["Key"].startswith("phoenix:rollout:")}
+    assert tags == record.to_tags()

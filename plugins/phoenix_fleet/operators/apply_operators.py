@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -98,6 +99,51 @@ def resolve_release_image(
     return str(found["Value"])
 
 
+class AsgLockedError(AirflowFailException):
+    """An ASG the apply would move is held by another rollout (its ``phoenix:rollout:id`` tag); nothing changed."""
+
+
+ROLLOUT_ID_TAG = "phoenix:rollout:id"
+
+
+def rollout_lock_problems(asgs: Sequence[Mapping[str, Any]], rollout_id: str | None, region: str | None) -> list[str]:
+    """One line per group in ``asgs`` (DescribeAutoScalingGroups entries) that a rollout other than ``rollout_id``
+    holds: who holds it (the record's id, phase, target, start)."""
+    from phoenix_fleet.rollout.rollout_record import RecordError, RolloutRecord
+
+    problems = []
+    for g in asgs:
+        tags = {t["Key"]: t.get("Value", "") for t in g.get("Tags", [])}
+        holder = tags.get(ROLLOUT_ID_TAG)
+        if holder is None or (rollout_id and holder == str(rollout_id)):
+            continue
+        try:
+            record = RolloutRecord.from_tags(tags)
+        except RecordError as exc:
+            detail = f"malformed rollout tags: {exc}"
+        else:
+            assert record is not None
+            detail = (f"phase {record.phase}, target {record.target_image}, started "
+                      f"{record.started_at.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+        where = f" ({region})" if region else ""
+        problems.append(f"{g['AutoScalingGroupName']}{where} is locked by rollout {holder} ({detail})")
+    return problems
+
+
+def refuse_locked(problems: Sequence[str], rollout_id: str | None, what: str) -> None:
+    """Raise :class:`AsgLockedError` naming every holder and the fix, if ``problems``."""
+    if not problems:
+        return
+    me = f"rollout {rollout_id}" if rollout_id else "this apply"
+    raise AsgLockedError(
+        f"{me} refuses to {what}: " + "; ".join(problems) + ". Moving the launch template under another rollout "
+        "would leave its instances and its target on one image while every launch takes the new one. Nothing was "
+        "changed. Fix: let that rollout finish; if its run died, resume it (clear its recycle task, or run "
+        "AsgRecycleOperator with its rollout_id); if it halted (phase failed), look at the group, then delete its "
+        "phoenix:rollout:* tags; then run this rollout again"
+    )
+
+
 def verify_asg_images(
     hook: ImageHook,
     image_id: str,
@@ -156,6 +202,11 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
     :param region_name: exported as ``AWS_REGION``/``AWS_DEFAULT_REGION`` when set
     :param dry_run: init, plan and the plan guard as usual (a plan the guard refuses still fails), then stop:
         the saved plan is logged and not applied
+    :param rollout_id: the rollout this apply belongs to (``fleet_rollout_<role>`` passes the one its recycle tasks
+        use). With ``role``, every ASG of the role (in each of its regions) is checked before Terraform starts and
+        again right before the saved plan is applied: a group another rollout holds (tag ``phoenix:rollout:id``)
+        fails the task with :class:`AsgLockedError`, naming the holder and the fix, and nothing is applied.
+    :param check_locks: False skips that check (a root that moves no role's groups)
 
     Returns (and pushes under each key) ``{"changed", "workdir", "launch_templates", "asgs", "allowed",
     "outputs", "dry_run"}``: ``outputs`` is ``{name: value}`` from ``output -json`` (sensitive values replaced;
@@ -174,6 +225,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         "aws_conn_id",
         "region_name",
         "dry_run",
+        "rollout_id",
     )
     template_fields_renderers = {"variables": "json", "env": "json"}
     ui_color = "#ede0ff"
@@ -197,11 +249,15 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         dry_run: bool | str = False,
+        rollout_id: str | None = None,
+        check_locks: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.role = role
         self.dry_run = dry_run
+        self.rollout_id = rollout_id
+        self.check_locks = check_locks
         self.workdir = workdir
         self.variables = variables  # a mapping (or None: the role's vars only); never holds an expanded value
         self.var_files = list(var_files or [])
@@ -295,6 +351,21 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
             line_logger=lambda line: self.log.info("terraform: %s", line),
         )
 
+    def _check_locks(self) -> None:
+        """Every ASG of the role, in each of its regions: none may be held by another rollout."""
+        if not self.check_locks or not self.role:
+            return
+        from phoenix_fleet.hooks.image_hook import ImageHook
+
+        role = self.role_config()
+        rid = None if _empty(self.rollout_id) else str(self.rollout_id)
+        problems: list[str] = []
+        for region in role.regions:
+            hook = ImageHook(aws_conn_id=self.aws_conn_id, region_name=region)
+            asgs = hook.find_asgs(tags=role.asgs.tags, names=role.asgs.names, region=region)
+            problems += rollout_lock_problems(asgs, rid, region)
+        refuse_locked(problems, rid, f"apply Terraform for role {self.role}")
+
     def execute(self, context: Context) -> dict[str, Any]:
         from phoenix_fleet.hooks.terraform_hook import output_values
         from phoenix_fleet.release.plan_guard import PlanGuardError, check_plan
@@ -303,6 +374,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         dry_run = parse_bool(self.dry_run, "dry_run")
         workdir = self.resolve_workdir()
         allow_destroy, allow_other = self._guard_flags()
+        self._check_locks()  # before Terraform starts: fail fast
         hook = self._hook = self.make_hook(workdir)
         try:
             hook.init()
@@ -326,6 +398,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
                 if dry_run:
                     self.log.info("dry run: the plan above passed the guard and was NOT applied")
                 else:
+                    self._check_locks()  # again, right before anything changes (a renewal may have started since)
                     hook.apply_plan(plan_file)
             else:
                 self.log.info("no changes: the infrastructure already matches (nothing applied)")
@@ -360,7 +433,9 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
 
 
 class _AsgImageOperator(_RoleMixin, BaseOperator):
-    template_fields: Sequence[str] = ("role", "image_id", "version", "asg_names", "aws_conn_id", "region_name")
+    template_fields: Sequence[str] = (
+        "role", "image_id", "version", "asg_names", "aws_conn_id", "region_name", "rollout_id",
+    )
 
     def __init__(
         self,
@@ -373,10 +448,12 @@ class _AsgImageOperator(_RoleMixin, BaseOperator):
         config_path: str | None = None,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
+        rollout_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.role = role
+        self.rollout_id = rollout_id
         self.image_id = image_id
         self.version = version
         self.asg_names = list(asg_names) if asg_names is not None else None
@@ -455,6 +532,10 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
     Groups that pin an explicit version number are moved to the new default (``move_pinned_asgs``); ``$Default``
     and ``$Latest`` groups follow by themselves. Then :func:`verify_asg_images` (``verify=True``).
 
+    Before anything changes, every selected group is checked for another rollout's lock (tag ``phoenix:rollout:id``
+    other than ``rollout_id``): one held fails the task with :class:`AsgLockedError` naming the holder and the fix,
+    and nothing is changed (``check_locks=False`` skips it).
+
     The AMI must be ours and verified (``phoenix:verified=true``), like everything that is rolled out.
 
     With ``dry_run`` the same checks run and every change is logged as "would ...", none is made (and nothing is
@@ -468,9 +549,11 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
     ui_color = "#e0f7fa"
 
     def __init__(
-        self, *, move_pinned_asgs: bool = True, verify: bool = True, dry_run: bool | str = False, **kwargs: Any
+        self, *, move_pinned_asgs: bool = True, verify: bool = True, dry_run: bool | str = False,
+        check_locks: bool = True, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
+        self.check_locks = check_locks
         self.move_pinned_asgs = move_pinned_asgs
         self.verify = verify
         self.dry_run = dry_run
@@ -491,6 +574,9 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
             raise LaunchTemplateCheckError(
                 image_id, [], [f"<none>: no AutoScaling group matches tags={tags} names={names} in {region}"]
             )
+        if self.check_locks:
+            rid = None if _empty(self.rollout_id) else str(self.rollout_id)
+            refuse_locked(rollout_lock_problems(asgs, rid, region), rid, f"move the launch templates of role {self.role}")
         description = f"phoenix-fleet {self.role}: {image_id}" + (f" ({self.version})" if not _empty(self.version) else "")
 
         templates: dict[str, dict[str, Any]] = {}
@@ -567,6 +653,7 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
 
 
 __all__ = [
+    "AsgLockedError",
     "NativeLaunchTemplateUpdateOperator",
     "TerraformApplyOperator",
     "VerifyAsgLaunchTemplatesOperator",

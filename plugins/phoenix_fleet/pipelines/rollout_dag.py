@@ -25,7 +25,9 @@ version), or by hand from the trigger form.
    release log), lists the role's ASGs ({asg_tags}), validates the form. Bad input fails here, before
    anything changes, naming the field.
 2. **apply**: {apply_doc}; then checks every ASG resolves to a launch-template version with the new AMI.
-   A dry run plans and logs the changes (the Terraform plan, after its guard) and makes none.
+   A dry run plans and logs the changes (the Terraform plan, after its guard) and makes none. Before anything
+   changes, no ASG it would move may be held by another rollout (tag `phoenix:rollout:id`): one that is fails the
+   run naming the holder and the fix, and nothing changes.
 3. **canary**: replaces the first batch of `{{first ASG}}` and holds it healthy.
 4. **approval** ({approval_doc}): a human approves in the UI (or REST API) after reading what will change.
 5. **recycle**: every ASG in every region, batch by batch ({strategy}; at most {concurrency} ASGs at a
@@ -149,21 +151,23 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             return "approval" if plan["require_approval"] and not plan["dry_run"] else "recycle"
 
         p = plan()
+        # the lock of every ASG (tags phoenix:rollout:*): apply refuses to move a group another rollout holds
+        rollout_id = "{{ dag.dag_id }}:{{ run_id }}"
         if backend == "terraform":
             apply = TerraformApplyOperator(
                 # the role's terraform.vars: read and ${ENV}-expanded by the operator on its worker, never here
-                task_id="apply", role=role_name, region_name=home, dry_run=p["dry_run"],
+                task_id="apply", role=role_name, region_name=home, dry_run=p["dry_run"], rollout_id=rollout_id,
                 execution_timeout=timedelta(minutes=30),
             )
         else:
             apply = NativeLaunchTemplateUpdateOperator(
                 task_id="apply", role=role_name, image_id=p["home_ami"], region_name=home, dry_run=p["dry_run"],
+                rollout_id=rollout_id,
             )
         check = VerifyAsgLaunchTemplatesOperator(
             task_id="check_launch_templates", role=role_name, image_id=p["home_ami"],
             region_name=home, dry_run=p["dry_run"],
         )
-        rollout_id = "{{ dag.dag_id }}:{{ run_id }}"
         canary = AsgRecycleOperator(
             task_id="canary", asg_name=p["canary_asg"], region_name=p["canary_region"],
             target_image_id=p["canary_ami"], target_label=p["version"], role=role_name,

@@ -93,3 +93,26 @@ def asg(sandbox: Any, name: str, lt_id: str, version: str, role: str = "worker",
         ],
     )
     return name
+
+
+def lock(sandbox: Any, asg_name: str, rollout_id: str, target: str, previous: str) -> dict[str, str]:
+    """Put another rollout's record (made by the record itself) on the group, as a canary or a renewal leaves it."""
+    import datetime as dt
+
+    from phoenix_fleet.rollout import FleetState, Policy, RolloutRecord
+
+    now = dt.datetime.now(dt.UTC)
+    record = RolloutRecord.begin(rollout_id, FleetState(asg_name, 1, 0, 4, (), now), Policy(),
+                                 target_image=target, previous_image=previous)
+    tags = record.to_tags()
+    sandbox.client("autoscaling").create_or_update_tags(Tags=[
+        {"ResourceId": asg_name, "ResourceType": "auto-scaling-group", "Key": k, "Value": v, "PropagateAtLaunch": False}
+        for k, v in tags.items()
+    ])
+    return tags
+
+
+def group_spec(sandbox: Any, name: str) -> dict[str, Any]:
+    return sandbox.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0][
+        "LaunchTemplate"
+    ]

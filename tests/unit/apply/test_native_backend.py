@@ -204,3 +204,29 @@ def test_template_fields():
                                             "dry_run"}
         op = cls(task_id="x", role="worker")
         assert op.aws_conn_id == "aws_default" and op.region_name is None
+
+
+def test_a_group_locked_by_another_rollout_stops_the_native_apply_before_anything_changes(fleet):
+    """Another rollout (a canary, a renewal) holds worker-pinned: moving the templates now would re-pin that group,
+    and its holder's instances and target would be on the old image while any scale-out launches the new one. The
+    apply fails naming the holder and the fix; no template version is made, no default moves, no group moves."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from apply_helpers import group_spec, lock
+
+    sb, old, new = fleet["sb"], fleet["old"], fleet["new"]
+    lock(sb, "worker-pinned", "fleet_max_age/renew-night-1", target=old, previous=old)
+    before = {lt: lt_state(sb, lt) for lt in (fleet["lt_a"], fleet["lt_b"])}
+    specs = {name: group_spec(sb, name) for name in fleet["groups"]}
+    op = NativeLaunchTemplateUpdateOperator(task_id="apply", role="worker", config_path=fleet["cfg"],
+                                            rollout_id="fleet_rollout_worker:manual__2")
+    with pytest.raises(AirflowFailException) as err:
+        run_task(op, make_context())
+    message = str(err.value)
+    assert "worker-pinned (us-east-1) is locked by rollout fleet_max_age/renew-night-1" in message
+    assert "Nothing was changed" in message and "Fix: " in message
+    assert {lt: lt_state(sb, lt) for lt in before} == before
+    assert {name: group_spec(sb, name) for name in fleet["groups"]} == specs
+    # the holder itself (a retry of its own run) may apply
+    mine = NativeLaunchTemplateUpdateOperator(task_id="apply", role="worker", config_path=fleet["cfg"],
+                                              rollout_id="fleet_max_age/renew-night-1")
+    assert run_task(mine, make_context()).result["image_id"] == new

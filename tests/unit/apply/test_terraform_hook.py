@@ -344,7 +344,8 @@ def test_a_task_timeout_inside_a_command_interrupts_terraform_first(root, terraf
     assert h._proc is None
 
 
-def test_the_roles_terraform_vars_are_expanded_on_the_worker(root, terraform_state_dir, tmp_path, monkeypatch):
+def test_the_roles_terraform_vars_are_expanded_on_the_worker(root, terraform_state_dir, tmp_path, monkeypatch,
+                                                            sandbox_clean):
     """Without ``variables``, the operator takes the role's ``terraform.vars`` and expands ``${ENV}`` in them as it
     runs Terraform: the value reaches Terraform, but never the operator's (templated) ``variables``. Explicit
     ``variables`` win key by key. A reference to an unset variable fails naming the field, before Terraform runs."""
@@ -376,3 +377,75 @@ def test_the_roles_terraform_vars_are_expanded_on_the_worker(root, terraform_sta
     assert result["outputs"]["image"] == "ami-0a1b2c3d"
     assert task.variables == {"generation": 2}  # the template field never holds an expanded value
     assert task.resolved_variables() == {"image": "ami-0a1b2c3d", "generation": 2}
+
+
+def _web_role_config(tmp_path: Path, root: Path) -> str:
+    import yaml
+
+    role = {
+        "env": "sandbox",
+        "image": {"packer_template": "p", "base_ami": {"name": "n-*", "owners": ["self"]}},
+        "asgs": {"tags": {"phoenix:role": "web"}},
+        "regions": ["us-east-1"],
+        "terraform": {"backend": "terraform", "workdir": str(root), "vars": {"image": "ami-1"}},
+    }
+    cfg = tmp_path / "fleet.yaml"
+    cfg.write_text(yaml.safe_dump({"version": 1, "artifacts_bucket": "phoenix-fleet-artifacts", "roles": {"web": role}}))
+    return str(cfg)
+
+
+def test_a_group_locked_by_another_rollout_stops_terraform_before_it_applies(root, terraform_state_dir, tmp_path,
+                                                                             sandbox_clean):
+    """The role's groups are checked before Terraform starts, and again right before the saved plan is applied (a
+    renewal may take a group while Terraform plans): a group another rollout holds fails the task naming the holder
+    and the fix, and nothing is applied."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from apply_helpers import lock
+
+    sb = sandbox_clean
+    lt = sb.client("ec2").create_launch_template(LaunchTemplateName="web-a", LaunchTemplateData={"ImageId": "ami-1"})
+    sb.client("autoscaling").create_auto_scaling_group(
+        AutoScalingGroupName="web-a", MinSize=0, MaxSize=1, DesiredCapacity=0, AvailabilityZones=["us-east-1a"],
+        LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplate"]["LaunchTemplateId"], "Version": "$Default"},
+        Tags=[{"Key": "phoenix:role", "Value": "web"}],
+    )
+    cfg = _web_role_config(tmp_path, root)
+    lines: list[str] = []
+
+    def op(rollout_id: str, **kwargs: Any) -> TerraformApplyOperator:
+        task = TerraformApplyOperator(task_id="apply", role="web", config_path=cfg, state_dir=str(terraform_state_dir),
+                                      aws_conn_id=None, allow_other_changes=True, rollout_id=rollout_id, **kwargs)
+        task.log.info = lambda msg, *a: lines.append(msg % a if a else msg)  # type: ignore[method-assign]
+        return task
+
+    tags = lock(sb, "web-a", "fleet_rollout_web:manual__1", target="ami-9", previous="ami-1")
+    with pytest.raises(AirflowFailException, match=r"web-a \(us-east-1\) is locked by rollout fleet_rollout_web:manual__1 "
+                       r"\(phase forward, target ami-9.*Nothing was changed.*Fix: "):
+        op("fleet_rollout_web:manual__2").execute(make_context())
+    assert not any(line.startswith("terraform: ") for line in lines)  # refused before Terraform started
+    assert not (root / "terraform.tfstate").exists()
+
+    # free at the start, taken while Terraform plans: refused before the apply
+    sb.client("autoscaling").delete_tags(Tags=[{"ResourceId": "web-a", "ResourceType": "auto-scaling-group", "Key": k}
+                                              for k in tags])
+    task = op("fleet_rollout_web:manual__2")
+    make_hook = task.make_hook
+
+    def hook_that_races(workdir: Path) -> TerraformHook:
+        h = make_hook(workdir)
+        plan = h.plan
+
+        def plan_then_lock(*a: Any, **k: Any) -> bool:
+            changed = plan(*a, **k)
+            lock(sb, "web-a", "fleet_max_age/renew-1", target="ami-1", previous="ami-1")
+            return changed
+
+        h.plan = plan_then_lock  # type: ignore[method-assign]
+        return h
+
+    task.make_hook = hook_that_races  # type: ignore[method-assign]
+    with pytest.raises(AirflowFailException, match=r"locked by rollout fleet_max_age/renew-1.*Nothing was changed"):
+        task.execute(make_context())
+    assert not (root / "terraform.tfstate").exists() or "ami-1" not in (root / "terraform.tfstate").read_text()
+    # the holder's own run applies
+    assert op("fleet_max_age/renew-1").execute(make_context())["outputs"]["image"] == "ami-1"
