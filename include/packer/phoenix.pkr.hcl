@@ -105,6 +105,12 @@ variable "git_sha" {
   default     = "unknown"
 }
 
+variable "build_inputs" {
+  type        = string
+  description = "Digest of the other build variables (phoenix-fleet computes it; tag phoenix:build-inputs): a retry reuses only an image built from the same inputs."
+  default     = ""
+}
+
 variable "root_device_name" {
   type        = string
   description = "Device name of the base AMI's root volume (Debian cloud images: /dev/xvda)."
@@ -188,6 +194,7 @@ source "amazon-ebs" "phoenix" {
     "phoenix:source-ami-name" = "{{ .SourceAMIName }}"
     "phoenix:build-run"       = var.build_run
     "phoenix:git-sha"         = var.git_sha
+    "phoenix:build-inputs"    = var.build_inputs
     "phoenix:verified"        = "false"
     "phoenix:managed-by"      = "phoenix-fleet"
   }
@@ -200,6 +207,7 @@ source "amazon-ebs" "phoenix" {
     "phoenix:source-ami-name" = "{{ .SourceAMIName }}"
     "phoenix:build-run"       = var.build_run
     "phoenix:git-sha"         = var.git_sha
+    "phoenix:build-inputs"    = var.build_inputs
     "phoenix:verified"        = "false"
     "phoenix:managed-by"      = "phoenix-fleet"
   }

@@ -33,6 +33,7 @@ EXPECTED_VARIABLES = {
     "ssh_username": "string",
     "build_run": "string",
     "git_sha": "string",
+    "build_inputs": "string",
     "root_device_name": "string",
     "root_volume_size": "number",
     "kms_key_id": "string",
@@ -43,6 +44,7 @@ EXPECTED_TAGS = {
     "phoenix:source-ami": "{{ .SourceAMI }}",
     "phoenix:build-run": "${var.build_run}",
     "phoenix:git-sha": "${var.git_sha}",
+    "phoenix:build-inputs": "${var.build_inputs}",
     "phoenix:verified": "false",
     "phoenix:managed-by": "phoenix-fleet",
 }

@@ -4,9 +4,12 @@ Retry and idempotency rules (an AMI is identified by role + version, owner self:
 ``phoenix:version``, or the name ``phoenix-<role>-<version>`` because Packer tags an AMI only once it is
 available):
 
-* **available and tagged** -> reused, no second build. The manifest and package list come from S3 when an
-  earlier try uploaded them; otherwise the manifest is rebuilt from the AMI's tags and the package list is
-  reported missing (``packages_s3_key: None``).
+* **available and tagged, by this run from these inputs** (tags ``phoenix:build-run`` = this run,
+  ``phoenix:build-inputs`` = the digest of the Packer variables) -> reused, no second build. The manifest and
+  package list come from S3 when an earlier try uploaded them; otherwise the manifest is rebuilt from the AMI's
+  tags and the package list is reported missing (``packages_s3_key: None``).
+* **available and tagged, by another run or from other inputs** -> refused (``AirflowFailException``): nothing
+  is built, nothing is deregistered (it may be published); the fix is a new version.
 * **pending** -> the task defers on ``AmiAvailableTrigger`` (a Packer of an earlier try, or a concurrent
   run, is still creating it) and decides again when it is available or failed.
 * **failed / error / invalid** -> deregistered (and its snapshots deleted), then built again: a failed AMI
@@ -37,6 +40,11 @@ from airflow.sdk.exceptions import AirflowException
 
 ROLE_TAG = "phoenix:role"
 VERSION_TAG = "phoenix:version"
+BUILD_RUN_TAG = "phoenix:build-run"
+INPUTS_TAG = "phoenix:build-inputs"
+GIT_SHA_TAG = "phoenix:git-sha"
+# variables that do not change what is built (where and by which run): left out of the inputs digest
+_NOT_INPUTS = ("build_run", "build_inputs", "subnet_id")
 FAILED_STATES = ("failed", "error", "invalid")
 GIT_SHA_ENV = "PHOENIX_GIT_SHA"
 
@@ -57,6 +65,16 @@ def packages_key(role: str, version: str) -> str:
 
 def _tag_map(resource: Mapping[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags", []) or []}
+
+
+def build_inputs(variables: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of the Packer variables that shape the image (all but build run and subnet), canonical
+    JSON: the tag ``phoenix:build-inputs`` that lets a retry recognise its own build."""
+    import hashlib
+    import json
+
+    shaping = {k: v for k, v in sorted(variables.items()) if k not in _NOT_INPUTS}
+    return "sha256:" + hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 class PackerBuildOperator(BaseOperator):
@@ -252,9 +270,39 @@ class PackerBuildOperator(BaseOperator):
         self.log.info("AMI %s of an earlier try: %s", event.get("image_id"), event.get("message") or "available")
         return self._decide(context, waited=True)
 
+    def _own_build_problem(self, image: Mapping[str, Any], variables: Mapping[str, Any]) -> str | None:
+        """None when ``image`` is this run's build from these inputs; else why it is not."""
+        tags = _tag_map(image)
+        run, want_run = tags.get(BUILD_RUN_TAG), str(variables["build_run"])
+        if run != want_run:
+            return f"by run {run or '(untagged)'}, not by this run ({want_run})"
+        if tags.get(INPUTS_TAG) != variables["build_inputs"]:
+            differs = []
+            if tags.get(GIT_SHA_TAG) != variables.get("git_sha"):
+                differs.append(f"git sha {tags.get(GIT_SHA_TAG) or '?'} there, {variables.get('git_sha')} now")
+            return (
+                f"by this run ({want_run}) but built from other inputs ({INPUTS_TAG} {tags.get(INPUTS_TAG) or '(none)'} "
+                f"there, {variables['build_inputs']} now" + (f"; {'; '.join(differs)}" if differs else "") + ")"
+            )
+        return None
+
+    def _refuse_foreign(self, image: Mapping[str, Any], problem: str) -> AirflowException:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        tags = _tag_map(image)
+        verified = tags.get("phoenix:verified")
+        return AirflowFailException(
+            f"{self.role} {self.version} is already baked as {image['ImageId']} ({image.get('Name')}, "
+            f"phoenix:verified={verified or 'unset'}) {problem}. A bake reuses only its own build and versions are "
+            f"immutable, so nothing was built or changed. Fix: release under a new version (leave params.version "
+            f"empty for the next free one); if {image['ImageId']} is an abandoned build that was never published, "
+            "deregister it first"
+        )
+
     def _decide(self, context: Context, waited: bool) -> dict[str, Any]:
         ec2_hook, s3 = self._hooks()
         ec2 = ec2_hook.conn
+        variables = self._variables(context, ec2, self._template_path())
         existing = self._existing(ec2)
         for image in existing:
             self.log.info(
@@ -266,6 +314,9 @@ class PackerBuildOperator(BaseOperator):
         failed = [i for i in existing if i.get("State") in FAILED_STATES]
         tagged = [i for i in available if self._tagged(i)]
         if tagged:
+            problem = self._own_build_problem(tagged[-1], variables)
+            if problem:
+                raise self._refuse_foreign(tagged[-1], problem)
             return self._reuse(context, tagged[-1], s3)
         if pending:
             image = pending[-1]
@@ -297,12 +348,15 @@ class PackerBuildOperator(BaseOperator):
         for image in available:  # untagged: its Packer may still be tagging it
             image = self._wait_for_tags(ec2, image)
             if self._tagged(image):
+                problem = self._own_build_problem(image, variables)
+                if problem:
+                    raise self._refuse_foreign(image, problem)
                 return self._reuse(context, image, s3)
             self._deregister(ec2, image, "available but never tagged: its build did not finish")
         for image in failed:
             reason = (image.get("StateReason") or {}).get("Message") or image.get("State")
             self._deregister(ec2, image, f"it is {image.get('State')} ({reason}); building it again")
-        return self._build(context, ec2, s3)
+        return self._build(context, ec2, s3, variables)
 
     def _reuse(self, context: Context, image: Mapping[str, Any], s3: Any) -> dict[str, Any]:
         tags = _tag_map(image)
@@ -378,14 +432,14 @@ class PackerBuildOperator(BaseOperator):
             "git_sha": self._git_sha(template),
         }
         variables.update(self.extra_vars)
+        variables["build_inputs"] = build_inputs(variables)
         return variables
 
-    def _build(self, context: Context, ec2: Any, s3: Any) -> dict[str, Any]:
+    def _build(self, context: Context, ec2: Any, s3: Any, variables: dict[str, Any]) -> dict[str, Any]:
         from phoenix_fleet.hooks.packer_hook import PackerHook
         from phoenix_fleet.release.package_diff import parse_package_list
 
         template = self._template_path()
-        variables = self._variables(context, ec2, template)
         with tempfile.TemporaryDirectory(prefix=f"phoenix-bake-{self.role}-") as workdir:
             self._hook = PackerHook(
                 packer_bin=self.packer_bin,

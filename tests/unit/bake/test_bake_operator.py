@@ -57,6 +57,7 @@ def test_bake_builds_tags_and_uploads(seeded, packer_env, sandbox_clean):
     assert tags["phoenix:source-ami"] == seeded["base_ami"]["id"] == out["source_ami"]
     assert tags["phoenix:build-run"] == "scheduled__2026-11-30T03:00:00+00:00" == out["build_run"]
     assert tags["phoenix:git-sha"] == "abc1234" and tags["phoenix:verified"] == "false"
+    assert tags["phoenix:build-inputs"].startswith("sha256:")
     assert out["manifest"]["artifact_id"] == f"us-east-1:{image['ImageId']}"
 
     assert out["bucket"] == "phoenix-fleet-artifacts"
@@ -84,13 +85,21 @@ def test_retry_reuses_the_available_ami(seeded, packer_env, sandbox_clean):
     assert _builds(packer_env) == 1
 
 
+def _own_build_tags(op: PackerBuildOperator, ctx: dict[str, Any], sandbox: Any) -> dict[str, str]:
+    """The tags a build of this task (same run, same inputs) leaves on its AMI."""
+    from phoenix_fleet.operators.bake_operators import INPUTS_TAG
+
+    variables = op._variables(ctx, sandbox.client("ec2"), op._template_path())
+    return {
+        "phoenix:role": "web", "phoenix:version": VERSION, "phoenix:build-run": variables["build_run"],
+        "phoenix:git-sha": variables["git_sha"], INPUTS_TAG: variables["build_inputs"],
+    }
+
+
 def test_reuse_without_uploaded_artifacts_rebuilds_the_manifest_from_tags(seeded, packer_env, sandbox_clean):
-    ami = make_image(
-        sandbox_clean, seeded["base_ami"]["id"], NAME,
-        {"phoenix:role": "web", "phoenix:version": VERSION, "phoenix:build-run": "run-0", "phoenix:git-sha": "f00"},
-        settle=True,
-    )
-    out = run_task(_op(), make_context()).result
+    op, ctx = _op(git_sha="f00"), make_context()
+    ami = make_image(sandbox_clean, seeded["base_ami"]["id"], NAME, _own_build_tags(op, ctx, sandbox_clean), settle=True)
+    out = run_task(op, ctx).result
     assert out["reused"] is True and out["ami_id"] == ami
     assert out["manifest"]["reconstructed"] is True and out["manifest"]["custom_data"]["git_sha"] == "f00"
     assert out["packages_s3_key"] is None and out["manifest_s3_key"] is None
@@ -99,8 +108,9 @@ def test_reuse_without_uploaded_artifacts_rebuilds_the_manifest_from_tags(seeded
 
 def test_pending_ami_of_an_earlier_try_is_waited_for_then_reused(seeded, packer_env, sandbox_clean):
     sandbox_clean.update_config(image_build={"describes": 4})
-    ami = make_image(sandbox_clean, seeded["base_ami"]["id"], NAME, {"phoenix:role": "web", "phoenix:version": VERSION})
-    record = run_task(_op(), make_context())
+    op, ctx = _op(), make_context()
+    ami = make_image(sandbox_clean, seeded["base_ami"]["id"], NAME, _own_build_tags(op, ctx, sandbox_clean))
+    record = run_task(op, ctx)
     assert [d["trigger"] for d in record.deferrals] == ["AmiAvailableTrigger"]
     assert record.deferrals[0]["event"] == {"status": "success", "image_id": ami}
     assert record.deferrals[0]["timeout"].total_seconds() == 3600
@@ -122,6 +132,32 @@ def test_failed_ami_of_an_earlier_try_is_deregistered_and_rebuilt(seeded, packer
     assert out["reused"] is False and out["ami_id"] != bad
     assert [i["ImageId"] for i in _images(ec2)] == [out["ami_id"]]
     assert _builds(packer_env) == 1
+
+
+def test_another_runs_image_of_the_version_is_never_reused(seeded, packer_env, sandbox_clean):
+    """Run B with the same explicit version and a new base AMI must not take run A's (failed) image as its own:
+    the task refuses, builds nothing, and leaves A's image alone."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    ec2 = sandbox_clean.client("ec2")
+    first = run_task(_op(), make_context(run_id="run-A")).result
+    ec2.create_tags(Resources=[first["ami_id"]], Tags=[{"Key": "phoenix:verified-reason", "Value": "2 checks failed"}])
+    other_base = {"base_ami_name": "phoenix-base-debian-12-*", "base_ami_owners": ["self", "123456789012"]}
+    with pytest.raises(AirflowFailException, match=r"already baked as .* by run run-A") as err:
+        run_task(_op(extra_vars=other_base), make_context(run_id="run-B"))
+    assert "Fix: release under a new version" in str(err.value)
+    assert _builds(packer_env) == 1
+    assert [i["ImageId"] for i in _images(ec2)] == [first["ami_id"]]
+
+
+def test_the_same_run_with_other_inputs_does_not_reuse_its_image(seeded, packer_env, sandbox_clean):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    first = run_task(_op(git_sha="abc1234"), make_context(run_id="run-A")).result
+    with pytest.raises(AirflowFailException, match="built from other inputs"):
+        run_task(_op(git_sha="def5678"), make_context(run_id="run-A"))
+    assert _builds(packer_env) == 1
+    assert [i["ImageId"] for i in _images(sandbox_clean.client("ec2"))] == [first["ami_id"]]
 
 
 def test_untagged_available_ami_is_incomplete_and_rebuilt(seeded, packer_env, sandbox_clean):

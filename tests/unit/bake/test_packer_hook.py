@@ -94,6 +94,7 @@ def test_build_success_parses_artifacts_manifest_and_packages(seeded, packer_env
         "phoenix:source-ami-name": seeded["base_ami"]["name"],
         "phoenix:build-run": "manual__test",
         "phoenix:git-sha": "abc1234",
+        "phoenix:build-inputs": "",  # the operator computes it; the hook passes what it is given
         "phoenix:verified": "false",
         "phoenix:managed-by": "phoenix-fleet",
     }
