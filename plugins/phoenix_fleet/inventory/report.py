@@ -11,6 +11,9 @@ returns a JSON-safe dict (schema: ``inventory/schema.json``, ``SCHEMA_ID``):
   template behind the role's latest version, or instances behind their launch template;
 * ``amis``: every AMI of ours in the swept regions plus every AMI referenced, with where it is used;
   AMIs that are not ours (or no longer exist) are flagged;
+* ``canaries``: every canary instance of the verify stage (``phoenix:canary=true``) with its bound
+  (``phoenix:canary-expires``, else launch + ``canaries.DEFAULT_LIFETIME``) and whether it is past it: an orphan
+  of a run that ended without its teardown;
 * ``totals`` and ``collection`` (calls, pages and notes of each region's sweep).
 
 Renderers: ``to_json``, ``to_csv`` (``INSTANCE_COLUMNS``), and ``report_html.render_html``.
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from phoenix_fleet.canaries import canary_record, is_canary
 from phoenix_fleet.release.versions import Version, VersionError
 
 SCHEMA_ID = "phoenix-inventory-report/1"
@@ -376,6 +380,15 @@ def build_report(
                 }
             )
 
+    # Canaries of the verify stage, with their bound: one past it outlived its run (phoenix_fleet.canaries)
+    canary_rows = [
+        {"region": s["region"], **canary_record(inst, now)}
+        for s in snaps
+        for inst in s.get("instances", [])
+        if is_canary(inst)
+    ]
+    canary_rows.sort(key=lambda c: (not c["expired"], c["region"], c["instance_id"] or ""))
+
     role_rows = _role_summaries(rows, asg_rows, role_latest, settings)
     stale = [r for r in rows if r["past_max_age"]]
     report = {
@@ -396,11 +409,14 @@ def build_report(
             "roles": len(role_rows),
             "amis": len(ami_rows),
             "amis_not_ours": sum(1 for a in ami_rows if not a["ours"]),
+            "canaries": len(canary_rows),
+            "canaries_expired": sum(1 for c in canary_rows if c["expired"]),
         },
         "roles": role_rows,
         "asgs": asg_rows,
         "instances": rows,
         "amis": ami_rows,
+        "canaries": canary_rows,
         "collection": [
             {
                 "region": s["region"],
@@ -497,6 +513,7 @@ def summary(report: Mapping[str, Any]) -> dict[str, Any]:
         "behind_latest": t["behind_latest"],
         "not_ours": t["not_ours"],
         "asgs_drifted": t["asgs_drifted"],
+        "canaries_expired": t.get("canaries_expired", 0),
         "roles": {r["role"]: {"latest": r["latest_version"], "stale": r["stale"], "behind": r["behind_latest"]} for r in report["roles"]},
     }
 
@@ -513,6 +530,12 @@ def summary_text(report: Mapping[str, Any], where: str | None = None) -> str:
         lines.append(
             f"  {r['role']}: latest {r['latest_version'] or '-'}, {r['instances']} instances, "
             f"{r['stale']} stale, {r['behind_latest']} behind, versions {r['versions']}"
+        )
+    expired = [c for c in report.get("canaries", []) if c["expired"]]
+    if expired:
+        lines.append(
+            f"  {len(expired)} canary instance(s) outlived their run (past their bound; the next release in the "
+            "region terminates them): " + ", ".join(f"{c['instance_id']} ({c['region']})" for c in expired[:10])
         )
     if where:
         lines.append(f"  Report: {where}")

@@ -240,6 +240,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     out.append(card("behind their launch template", t["behind_launch_template"], bad=True, key="behind_launch_template"))
     out.append(card("on AMIs not ours", t["not_ours"], bad=True, key="not_ours"))
     out.append(card(f"of {t['asgs']} ASGs drifted", t["asgs_drifted"], bad=True, key="asgs_drifted"))
+    out.append(card("canaries past their bound", t.get("canaries_expired", 0), bad=True, key="canaries_expired"))
     out.append("</div></section>")
 
     # Versions per role
@@ -354,6 +355,32 @@ def render_html(report: Mapping[str, Any]) -> str:
         out.append("</tbody></table>")
     else:
         out.append('<p class="note">Every AMI in use is ours.</p>')
+    out.append("</section>")
+
+    # Canaries
+    canaries = report.get("canaries", [])
+    expired = sum(1 for c in canaries if c["expired"])
+    out.append(f'<section id="canaries"><h2>Canaries ({len(canaries)}, {expired} past their bound)</h2>')
+    if canaries:
+        out.append(
+            '<p class="note">Verify-stage instances. One past its bound outlived its run (the run ended without its '
+            "teardown); the next release in its region terminates it.</p>"
+        )
+        out.append('<table><thead><tr><th>instance</th><th>region</th><th>role</th><th>verify run</th><th>state</th>'
+                   '<th class="num">age (h)</th><th>bound</th></tr></thead><tbody>')
+        for c in canaries[:MAX_STALE_ROWS]:
+            bound = (c["expires_at"] or "-") + ("" if c["bound_from"] == "tag" else " (default)")
+            age = "-" if c["age_hours"] is None else f'{c["age_hours"]:.1f}'
+            cls = ' class="stale"' if c["expired"] else ""
+            out.append(
+                f'<tr{cls} data-canary="{_e(c["instance_id"])}">'
+                f'<td><code>{_e(c["instance_id"])}</code></td><td>{_e(c["region"])}</td><td>{_e(c["role"] or "-")}</td>'
+                f'<td>{_e(c["verify_run"] or "-")}</td><td>{_e(c["state"] or "-")}</td><td class="num">{age}</td>'
+                f"<td>{_e(bound)}</td></tr>"
+            )
+        out.append("</tbody></table>")
+    else:
+        out.append('<p class="note">No canary is running.</p>')
     out.append("</section>")
 
     # Collection

@@ -87,6 +87,8 @@ def test_rows_versions_ages_and_flags(fleet_report: Any) -> None:
         "roles": 2,
         "amis": 5,
         "amis_not_ours": 1,
+        "canaries": 0,
+        "canaries_expired": 0,
     }
 
 
@@ -269,3 +271,45 @@ def test_missing_ami_is_flagged(fleet_report: Any) -> None:
     ami = next(a for a in report["amis"] if a["image_id"] == fleet.amazon_ami)
     assert ami["missing"] is True and ami["ours"] is False
     validate_report(report)
+
+
+def test_canaries_past_their_bound_are_reported(sandbox_clean: Any) -> None:
+    """A canary that outlived its run (its release ended without the terminate_canary teardown) shows up in the
+    report with its bound: the expiry tag, else launch time + canaries.DEFAULT_LIFETIME."""
+    fleet = F.build_fleet(sandbox_clean)
+    ec2 = sandbox_clean.client("ec2")
+    ami = fleet.web["2026.11.15-1"]
+
+    def canary(expires: str | None, run: str) -> str:
+        tags = {"phoenix:canary": "true", "phoenix:role": "web", "phoenix:verify-run": run,
+                "phoenix:managed-by": "phoenix-fleet", **({"phoenix:canary-expires": expires} if expires else {})}
+        return ec2.run_instances(
+            ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.small",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": F.tags(tags)}],
+        )["Instances"][0]["InstanceId"]
+
+    orphan = canary("2026-11-25T06:00:00+00:00", "manual__timed-out")
+    live = canary("2026-11-25T18:00:00+00:00", "manual__running")
+    old_untagged = canary(None, "manual__old")
+    F.backdate(F.REGION, old_untagged, F.NOW - dt.timedelta(hours=13))
+    F.backdate(F.REGION, orphan, F.NOW - dt.timedelta(hours=7))
+
+    report = build_report([collect_region(*F.clients(sandbox_clean), F.REGION)], load_fleet_config(), now=F.NOW)
+    validate_report(report)
+    by_id = {c["instance_id"]: c for c in report["canaries"]}
+    assert set(by_id) == {orphan, live, old_untagged}
+    assert by_id[orphan]["expired"] is True and by_id[orphan]["bound_from"] == "tag"
+    assert by_id[orphan]["expires_at"] == "2026-11-25T06:00:00+00:00" and by_id[orphan]["age_hours"] == 7.0
+    assert by_id[orphan]["verify_run"] == "manual__timed-out" and by_id[orphan]["role"] == "web"
+    assert by_id[live]["expired"] is False
+    assert by_id[old_untagged]["expired"] is True and by_id[old_untagged]["bound_from"] == "default"
+    assert [c["instance_id"] for c in report["canaries"][:2]] == sorted([orphan, old_untagged])
+    assert report["totals"]["canaries"] == 3 and report["totals"]["canaries_expired"] == 2
+    html = render_html(report)
+    section = html.split('<section id="canaries">')[1].split("</section>")[0]
+    assert f'<tr class="stale" data-canary="{orphan}">' in section and f'<tr data-canary="{live}">' in section
+    assert 'data-total="canaries_expired"><div class="n">2</div>' in html
+    from phoenix_fleet.inventory.report import summary, summary_text
+
+    assert summary(report)["canaries_expired"] == 2
+    assert f"{orphan} (us-east-1)" in summary_text(report)
