@@ -340,6 +340,9 @@ class LaunchCanaryOperator(_VerifyOperator):
     :param instance_type: override ``roles.<role>.image.instance_type``.
     :param instance_profile: override ``roles.<role>.image.instance_profile`` (``""``: none).
     :param extra_tags: more instance tags.
+    :param max_lifetime: the canary's bound (timedelta or seconds; default ``canaries.DEFAULT_LIFETIME``): tagged
+        ``phoenix:canary-expires`` = launch + this. The release DAG sets the longest its verify stage can take;
+        a canary past it is an orphan that every release's sweep terminates.
 
     Idempotent: a live canary (pending/running) of the same run, role and AMI is reused.
     """
@@ -357,6 +360,7 @@ class LaunchCanaryOperator(_VerifyOperator):
         instance_type: str | None = None,
         instance_profile: str | None = None,
         extra_tags: dict[str, str] | None = None,
+        max_lifetime: timedelta | float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(role=role, **kwargs)
@@ -365,6 +369,7 @@ class LaunchCanaryOperator(_VerifyOperator):
         self.instance_type = instance_type
         self.instance_profile = instance_profile
         self.extra_tags = extra_tags or {}
+        self.max_lifetime = max_lifetime
 
     def execute(self, context: Context) -> str:
         assert self.role is not None
@@ -393,9 +398,18 @@ class LaunchCanaryOperator(_VerifyOperator):
         subnet = resolve_role_subnet(ec2, self.role, role.image, self.subnet_id)
         profile = role.image.instance_profile if self.instance_profile is None else self.instance_profile
         version = _tag_map(image).get(VERSION_TAG, "")
+        import datetime as dt
+
+        from phoenix_fleet.canaries import DEFAULT_LIFETIME, EXPIRES_TAG, iso
+
+        lifetime = self.max_lifetime if self.max_lifetime is not None else DEFAULT_LIFETIME
+        if not isinstance(lifetime, timedelta):
+            lifetime = timedelta(seconds=float(lifetime))
+        expires = iso(dt.datetime.now(dt.UTC) + lifetime)
         tags = {
             "Name": f"phoenix-canary-{self.role}-{version or self.image_id}",
             CANARY_TAG: "true",
+            EXPIRES_TAG: expires,
             ROLE_TAG: self.role,
             VERIFY_RUN_TAG: tag_value(run_id),
             "phoenix:image": self.image_id,
@@ -426,8 +440,8 @@ class LaunchCanaryOperator(_VerifyOperator):
         instance = ec2.run_instances(**args)["Instances"][0]
         instance_id = str(instance["InstanceId"])
         self.log.info(
-            "Launched canary %s from %s (%s, subnet %s, profile %s, IMDSv2 required)",
-            instance_id, self.image_id, args["InstanceType"], subnet or "default", profile or "none",
+            "Launched canary %s from %s (%s, subnet %s, profile %s, IMDSv2 required); its bound: %s",
+            instance_id, self.image_id, args["InstanceType"], subnet or "default", profile or "none", expires,
         )
         return instance_id
 

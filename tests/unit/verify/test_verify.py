@@ -358,3 +358,51 @@ def test_non_deferrable_stage(seeded, sandbox_clean, new_ami):
     )
     result = tests.execute(ctx)
     assert result["passed"] is True and result["output_s3_uri"] is None
+
+
+# ---------------------------------------------------------------------------------------- canary bound
+def test_launch_tags_the_canary_with_its_bound(seeded, sandbox_clean, new_ami):
+    import datetime as dt
+
+    ops, ctx = _ops(new_ami), _ctx()
+    ops["launch"].max_lifetime = timedelta(hours=5, minutes=55)
+    before = dt.datetime.now(dt.UTC)
+    instance_id = _run_launch(ops, ctx)
+    expires = dt.datetime.fromisoformat(tag_map(_instance(sandbox_clean.client("ec2"), instance_id))["phoenix:canary-expires"])
+    assert before + timedelta(hours=5, minutes=55) - timedelta(seconds=2) <= expires
+    assert expires <= dt.datetime.now(dt.UTC) + timedelta(hours=5, minutes=55)
+
+
+def test_the_sweep_ends_only_canaries_past_their_bound(seeded, sandbox_clean, new_ami):
+    """A canary whose run ended without its teardown (dagrun_timeout skips it) is terminated by the next release's
+    sweep once past its bound; a canary of a live run, and any other instance, is left alone; a dry run only
+    reports."""
+    import datetime as dt
+
+    from phoenix_fleet.canaries import sweep_expired_canaries
+
+    ec2 = sandbox_clean.client("ec2")
+    now = dt.datetime.now(dt.UTC)
+
+    def launch(tags: dict[str, str]) -> str:
+        return ec2.run_instances(
+            ImageId=new_ami, MinCount=1, MaxCount=1, InstanceType="t3.small",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        )["Instances"][0]["InstanceId"]
+
+    ours = {"phoenix:canary": "true", "phoenix:managed-by": "phoenix-fleet", "phoenix:role": "web"}
+    orphan = launch({**ours, "phoenix:verify-run": "timed-out", "phoenix:canary-expires": (now - timedelta(minutes=5)).isoformat()})
+    live = launch({**ours, "phoenix:verify-run": "running", "phoenix:canary-expires": (now + timedelta(hours=5)).isoformat()})
+    bystander = launch({"phoenix:role": "web", "phoenix:canary-expires": (now - timedelta(hours=1)).isoformat()})
+    sandbox_clean.settle()
+
+    dry = sweep_expired_canaries(ec2, now, dry_run=True)
+    assert [c["instance_id"] for c in dry] == [orphan] and dry[0]["terminated"] is False
+    assert _instance(ec2, orphan)["State"]["Name"] == "running"
+
+    swept = sweep_expired_canaries(ec2, now)
+    assert [(c["instance_id"], c["verify_run"], c["terminated"]) for c in swept] == [(orphan, "timed-out", True)]
+    assert _instance(ec2, orphan)["State"]["Name"] in ("shutting-down", "terminated")
+    assert _instance(ec2, live)["State"]["Name"] == "running"
+    assert _instance(ec2, bystander)["State"]["Name"] == "running"
+    assert sweep_expired_canaries(ec2, now) == []
