@@ -73,3 +73,34 @@ def test_skip_bake_releases_an_existing_ami_after_verifying_it(airflow_db, seede
     tags = {t["Key"]: t["Value"] for t in ec2.describe_images(ImageIds=[ami])["Images"][0]["Tags"]}
     assert tags["phoenix:verified"] == "true"
     assert tags["phoenix:version"] == ssm.get_parameter(Name="/phoenix/images/worker/latest-version")["Parameter"]["Value"]
+
+
+def test_a_failed_reverify_of_the_live_image_releases_its_claim_and_demotes_nothing(airflow_db, seeded, worker_fleet):
+    """skip_bake on the AMI that latest points at, and its image tests fail on the canary: the run fails, the live
+    image stays phoenix:verified=true (the failure is recorded in phoenix:verify-failed), the canary is gone, and
+    the run's version claim is released (nothing was published under it)."""
+    h = seeded["handle"]
+    ec2, ssm = h.client("ec2"), h.client("ssm")
+    live = ssm.get_parameter(Name="/phoenix/images/worker/latest")["Parameter"]["Value"]
+    ec2.create_tags(Resources=[live], Tags=[
+        {"Key": "phoenix-sandbox:ssm-exit-code", "Value": "1"},
+        {"Key": "phoenix-sandbox:ssm-output", "Value": (
+            "phoenix-check: FAILED test_ssh.py::test_sshd_setting[permitrootlogin]\n"
+            "phoenix-image-test: result=fail exit=1 stage=instance role=worker junit=x\n")},
+    ])
+    dr = dag_from("ami_release", "ami_release_worker").test(run_conf={"skip_bake": True, "ami_id": live})
+    states = _states(dr)
+    assert dr.state == "failed", states
+    assert states["verify.run_image_tests"] == "failed" and states["publish"] in ("upstream_failed", None), states
+    assert states["verify.terminate_canary"] == "success" and states["settle_version_claim"] == "success", states
+    tags = {t["Key"]: t["Value"] for t in ec2.describe_images(ImageIds=[live])["Images"][0]["Tags"]}
+    assert tags["phoenix:verified"] == "true"
+    assert tags["phoenix:verify-failed"].startswith("1 image check(s) failed: test_ssh.py::test_sshd_setting")
+    assert ssm.get_parameter(Name="/phoenix/images/worker/latest")["Parameter"]["Value"] == live
+    canaries = ec2.describe_instances(Filters=[{"Name": "tag:phoenix:canary", "Values": ["true"]},
+                                               {"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    assert not [i for r in canaries["Reservations"] for i in r["Instances"]], "a canary was left running"
+    plan = [ti for ti in dr.get_task_instances() if ti.task_id == "plan"][0]
+    claim = plan.xcom_pull(task_ids="plan", key="claim")
+    assert claim and claim["run_id"] == dr.run_id
+    assert not ssm.get_parameters(Names=[claim["parameter"]])["Parameters"], "the claim of a failed run stayed"

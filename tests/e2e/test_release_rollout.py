@@ -14,16 +14,33 @@ pytestmark = pytest.mark.e2e
 
 def test_release_then_rollout_moves_the_fleet(airflow_db, seeded, worker_fleet):
     h = seeded["handle"]
-    release = dag_from("ami_release", "ami_release_worker").test(run_conf={})
-    assert release.state == "success", {ti.task_id: ti.state for ti in release.get_task_instances()}
-    assert {ti.task_id: ti.state for ti in release.get_task_instances()}["verify.terminate_canary"] == "success"
     ssm, ec2 = h.client("ssm"), h.client("ec2")
+    # a canary an earlier run left behind (its dagrun_timeout skipped the teardown), past its bound
+    orphan = ec2.run_instances(
+        ImageId=worker_fleet["old_ami"], MinCount=1, MaxCount=1, InstanceType="t3.small",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [
+            {"Key": k, "Value": v} for k, v in {
+                "phoenix:canary": "true", "phoenix:managed-by": "phoenix-fleet", "phoenix:role": "worker",
+                "phoenix:verify-run": "manual__timed-out", "phoenix:canary-expires": "2026-01-01T00:00:00+00:00",
+            }.items()]}],
+    )["Instances"][0]["InstanceId"]
+    release = dag_from("ami_release", "ami_release_worker").test(run_conf={})
+    states = {ti.task_id: ti.state for ti in release.get_task_instances()}
+    assert release.state == "success", states
+    assert states["verify.terminate_canary"] == "success" and states["settle_version_claim"] == "success", states
+    plan = [ti for ti in release.get_task_instances() if ti.task_id == "plan"][0]
+    assert plan.xcom_pull(task_ids="plan", key="expired_canaries") == [orphan]
+    orphan_state = ec2.describe_instances(InstanceIds=[orphan])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert orphan_state in ("shutting-down", "terminated")
     new_ami = ssm.get_parameter(Name="/phoenix/images/worker/latest")["Parameter"]["Value"]
     version = ssm.get_parameter(Name="/phoenix/images/worker/latest-version")["Parameter"]["Value"]
     assert new_ami != worker_fleet["old_ami"]
     image = ec2.describe_images(ImageIds=[new_ami])["Images"][0]
     tags = {t["Key"]: t["Value"] for t in image["Tags"]}
     assert tags["phoenix:verified"] == "true" and tags["phoenix:version"] == version
+    # the published version keeps its claim, naming this run
+    claim = ssm.get_parameter(Name=f"/phoenix/images-claims/worker/{version}")["Parameter"]["Value"]
+    assert release.run_id in claim
     canaries = ec2.describe_instances(Filters=[{"Name": "tag:phoenix:canary", "Values": ["true"]},
                                                {"Name": "instance-state-name", "Values": ["pending", "running"]}])
     assert not [i for r in canaries["Reservations"] for i in r["Instances"]], "a canary was left running"

@@ -18,8 +18,9 @@ DOC = """
 
 **What it does**
 
-1. **plan**: validates the trigger form and resolves the version (`YYYY.MM.DD-N`, the next free one
-   today unless given); a dry run prints the plan and stops here.
+1. **plan**: validates the trigger form, resolves the version (`YYYY.MM.DD-N`, the next free one today
+   unless given) and **claims** it atomically (SSM `{prefix}-claims/{role}/<version>`, created only if absent);
+   terminates canaries of earlier runs that are past their bound; a dry run prints the plan and stops here.
 2. **bake**: Packer builds the AMI from `include/{template}` (base AMI `{base_name}` owned by
    `{owners}`), with the testinfra image suite run during the build: a failed check fails the bake.
    A retry reuses an AMI already built for this version.
@@ -29,6 +30,9 @@ DOC = """
 5. **publish**: versions and tags the AMI, writes the release notes (package diff against the previous
    version), copies it to {regions}, shares it with {accounts}, moves `{prefix}/{role}/latest` and emits
    the Asset `x-phoenix://images/{role}`, which starts `fleet_rollout_{role}`.
+
+**Afterwards** (teardown `settle_version_claim`): a run that did not publish releases its version claim.
+The run's `dagrun_timeout` is sized from the stages' own limits (every task has one).
 
 **Schedule**: `{schedule}` (UTC). One run at a time; no catch-up. A scheduled run that starts more than
 `schedule_grace_hours` ({grace:g} h) after its slot (created by unpausing the DAG, or after a scheduler outage)
@@ -97,10 +101,15 @@ def build_release_dag(facts: RoleFacts) -> DAG:
         WaitCanaryHealthyOperator,
     )
     from phoenix_fleet.pipelines.notify import dag_callbacks
+    from phoenix_fleet.pipelines.run_budget import DEFAULT_TASK_LIMIT, longest_path, run_bound
     from phoenix_fleet.sensors.ami_sensors import AmiAvailableSensor
 
     role_name = facts["role"]
     home = facts["home_region"]
+    # filled once every task exists (below): the run's bound (dagrun_timeout, also the version claim's lifetime)
+    # and the canary's (launch_canary to terminate_canary), both sized from the tasks' own limits
+    limits: dict[str, timedelta] = {}
+    QUICK = timedelta(minutes=5)  # noqa: N806 - a constant of this builder
     doc = DOC.format(
         role=role_name, template=facts["packer_template"], base_name=facts["base_ami_name"],
         owners=", ".join(facts["base_ami_owners"]), regions=", ".join(facts["regions"]),
@@ -114,7 +123,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
         start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
-        dagrun_timeout=timedelta(hours=4),
+        dagrun_timeout=timedelta(hours=4),  # replaced below by the bound computed from the stage limits
         tags=["phoenix-fleet", "release", f"role:{role_name}"],
         doc_md=doc,
         params=release_params(),
@@ -124,11 +133,12 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             "retries": 2,
             "retry_delay": timedelta(minutes=1),
             "retry_exponential_backoff": True,
+            "execution_timeout": DEFAULT_TASK_LIMIT,  # every task is bounded (bake sets its own)
             "region_name": home,
         },
     ) as dag:
 
-        @task(multiple_outputs=True, retries=1)
+        @task(multiple_outputs=True, retries=1, execution_timeout=QUICK * 2)
         def plan(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -148,17 +158,31 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             )
             if late:
                 raise AirflowSkipException(late)
+            from phoenix_fleet.canaries import sweep_expired_canaries
+
+            hook = ImageHook(aws_conn_id="aws_default", region_name=home)
             try:
                 result = plan_release(
-                    cached_fleet_config(), role_name, params or {},
-                    ImageHook(aws_conn_id="aws_default", region_name=home),
+                    cached_fleet_config(), role_name, params or {}, hook,
+                    run_id=getattr(dag_run, "run_id", None), dag_id=getattr(dag_run, "dag_id", None),
+                    claim_ttl=limits["run"],
                 )
             except ReleaseParamError as e:  # bad input: fail now, no retry, nothing changed
                 raise AirflowFailException(str(e)) from None
+            # canaries of runs that ended without their teardown (dagrun_timeout skips it; a killed worker)
+            try:
+                swept = sweep_expired_canaries(
+                    hook.ec2(home), pendulum.now("UTC"), default_lifetime=limits["canary"], dry_run=result["dry_run"],
+                    log=hook.log,
+                )
+                result["expired_canaries"] = [c["instance_id"] for c in swept]
+            except Exception as e:  # the release goes on; the inventory report lists what is left
+                hook.log.warning("Sweeping expired canaries in %s failed: %s", home, e)
+                result["expired_canaries"] = None
             print(describe_plan(result))
             return result
 
-        @task.branch
+        @task.branch(execution_timeout=QUICK)
         def choose_source(plan: dict[str, Any]) -> str | None:
             if plan["dry_run"]:
                 print("dry run: nothing baked, verified or published")
@@ -166,7 +190,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             # skip_bake: straight to the join (bake is skipped; the existing AMI is verified below before release)
             return "image_under_test" if plan["skip_bake"] else "bake"
 
-        @task(trigger_rule="none_failed_min_one_success")
+        @task(trigger_rule="none_failed_min_one_success", execution_timeout=QUICK)
         def image_under_test(plan: dict[str, Any], ti: Any = None) -> str:
             if plan["dry_run"]:
                 from airflow.sdk.exceptions import AirflowSkipException
@@ -179,9 +203,36 @@ def build_release_dag(facts: RoleFacts) -> DAG:
                 raise RuntimeError("bake returned no AMI id. Fix: see the bake task log")
             return str(baked["ami_id"])
 
-        @task
+        @task(execution_timeout=QUICK)
         def publish_regions(plan: dict[str, Any]) -> list[str]:
             return list(plan["regions"])
+
+        @task(trigger_rule="all_done", retries=3, execution_timeout=QUICK * 2)
+        def settle_version_claim(ti: Any = None, dag_run: Any = None) -> dict[str, Any]:
+            """Teardown: a run that did not publish its version releases its claim; a published one keeps it."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from phoenix_fleet.config import cached_fleet_config
+            from phoenix_fleet.hooks.image_hook import ImageHook
+            from phoenix_fleet.pipelines.version_claims import release_claim
+
+            claim = ti.xcom_pull(task_ids="plan", key="claim")
+            version = ti.xcom_pull(task_ids="plan", key="version")
+            if not claim:
+                raise AirflowSkipException("this run claimed no version (dry run, skipped or failed plan)")
+            hook = ImageHook(aws_conn_id="aws_default", region_name=home)
+            history = hook.parameter_history(cached_fleet_config().latest_version_parameter(role_name))
+            if any(str(h.get("Value")) == str(version) for h in history):
+                print(f"{version} was published: its claim {claim['parameter']} stays (versions are immutable)")
+                return {"version": version, "claim": claim["parameter"], "released": False}
+            released = release_claim(
+                hook.client("ssm", home), claim["parameter"], run_id=claim["run_id"], dag_id=claim["dag_id"],
+            )
+            print(
+                f"{version} was not published: claim {claim['parameter']} "
+                + ("released" if released else "already gone or held by another run (left alone)")
+            )
+            return {"version": version, "claim": claim["parameter"], "released": released}
 
         the_plan = plan()
         source = choose_source(the_plan)
@@ -201,16 +252,23 @@ def build_release_dag(facts: RoleFacts) -> DAG:
         available = AmiAvailableSensor(task_id="ami_available", image_id=ami, region_name=home, timeout=3600)
 
         with TaskGroup("verify", tooltip="boot a canary from the AMI and run the image test suite on it"):
-            launch = LaunchCanaryOperator(task_id="launch_canary", image_id=ami, role=role_name)
-            healthy = WaitCanaryHealthyOperator(task_id="wait_canary_healthy", launch_task_id="verify.launch_canary")
+            # execution_timeout bounds the time on a worker; the waits are deferred, bounded by each `timeout`
+            launch = LaunchCanaryOperator(
+                task_id="launch_canary", image_id=ami, role=role_name, execution_timeout=QUICK * 2
+            )
+            healthy = WaitCanaryHealthyOperator(
+                task_id="wait_canary_healthy", launch_task_id="verify.launch_canary", execution_timeout=QUICK
+            )
             tests = RunImageTestsOperator(
-                task_id="run_image_tests", image_id=ami, role=role_name, launch_task_id="verify.launch_canary"
+                task_id="run_image_tests", image_id=ami, role=role_name, launch_task_id="verify.launch_canary",
+                execution_timeout=QUICK * 2,
             )
             mark = MarkVerifiedOperator(
-                task_id="mark_verified", image_id=ami, role=role_name, tests_task_id="verify.run_image_tests"
+                task_id="mark_verified", image_id=ami, role=role_name, tests_task_id="verify.run_image_tests",
+                execution_timeout=QUICK * 2,
             )
             terminate = TerminateCanaryOperator(
-                task_id="terminate_canary", launch_task_id="verify.launch_canary"
+                task_id="terminate_canary", launch_task_id="verify.launch_canary", execution_timeout=QUICK * 3
             ).as_teardown(setups=launch)
             launch >> healthy >> tests >> mark
             [healthy, tests, mark] >> terminate
@@ -226,4 +284,13 @@ def build_release_dag(facts: RoleFacts) -> DAG:
         )
         available >> launch
         mark >> release >> copies >> publish
+        publish >> settle_version_claim().as_teardown()
+
+    sizes = {"copy_to_region": len(facts["regions"])}
+    limits["run"] = run_bound(dag, sizes)
+    limits["canary"], _path = longest_path(
+        dag, start="verify.launch_canary", end="verify.terminate_canary", map_sizes=sizes
+    )
+    dag.dagrun_timeout = limits["run"]
+    launch.max_lifetime = limits["canary"]
     return dag

@@ -86,36 +86,115 @@ def validate_release_params(params: Mapping[str, Any], role: Role, role_name: st
     }
 
 
+CLAIM_ATTEMPTS = 20  # next-free versions tried when others are claimed (concurrent runs, released failures)
+
+
+def _image_version(image: Mapping[str, Any], role_name: str) -> str:
+    """The version an image stands for: its ``phoenix:version`` tag, else its name ``phoenix-<role>-<version>``
+    (Packer tags an AMI only once it is available: a build in flight, or an orphaned one, has only its name)."""
+    from phoenix_fleet.release.publish_rules import tag_map
+
+    tagged = tag_map(image).get("phoenix:version")
+    if tagged:
+        return tagged
+    name = str(image.get("Name") or "")
+    prefix = f"phoenix-{role_name}-"
+    return name[len(prefix):] if name.startswith(prefix) else ""
+
+
+def _refuse_held_version(version: str, images: list[dict[str, Any]], role_name: str, ami_id: str | None, run_id: str | None) -> None:
+    """An explicit version is refused when an image already stands for it: verified (held), or marked
+    ``phoenix:verified=false`` by another run (a failed build or verify is never re-released under its number,
+    and bake would refuse to adopt it), or a build of it in flight or abandoned (no tags yet)."""
+    from phoenix_fleet.release.publish_rules import tag_map
+
+    fix = "Fix: leave version empty for the next free one, or pick another"
+    for image in images:
+        if image["ImageId"] == ami_id or _image_version(image, role_name) != version:
+            continue
+        if image.get("State") in ("failed", "error", "invalid", "deregistered"):
+            continue  # a failed AMI stands for nothing (bake deregisters it)
+        t = tag_map(image)
+        if t.get("phoenix:verified") == "true":
+            raise ReleaseParamError(
+                f"params.version: {version} is already held by {image['ImageId']} (versions are immutable). {fix}"
+            )
+        if run_id is not None and t.get("phoenix:build-run") == run_id:
+            continue  # this run's own build (plan re-run after a clear): bake reuses it
+        if t.get("phoenix:verified") == "false":
+            why = t.get("phoenix:verified-reason") or "baked, never verified"
+            raise ReleaseParamError(
+                f"params.version: {version} already has image {image['ImageId']} marked phoenix:verified=false "
+                f"({why}; build run {t.get('phoenix:build-run') or '?'}): a version whose image failed is not "
+                f"released again. {fix}"
+            )
+        if not t.get("phoenix:version"):
+            raise ReleaseParamError(
+                f"params.version: {version} has an untagged image {image['ImageId']} ({image.get('Name')}, "
+                f"{image.get('State')}): a build of it is in flight or was abandoned. {fix}; or, once no build is "
+                f"running, deregister {image['ImageId']}"
+            )
+
+
 def plan_release(
     fleet: FleetConfig,
     role_name: str,
     params: Mapping[str, Any],
     hook: Any,
     today: dt.date | None = None,
+    *,
+    run_id: str | None = None,
+    dag_id: str | None = None,
+    claim_ttl: dt.timedelta | None = None,
+    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Validate params, resolve the version, check an existing AMI: the release plan (XCom)."""
+    """Validate params, resolve the version, check an existing AMI, and (given ``run_id``/``dag_id``, not on a
+    dry run) claim the version atomically (:mod:`phoenix_fleet.pipelines.version_claims`): the release plan (XCom).
+    Claims live for ``claim_ttl`` (the release run's ``dagrun_timeout``)."""
+    from phoenix_fleet.pipelines.version_claims import claim_parameter, claim_version
     from phoenix_fleet.release.publish_rules import resolve_version, tag_map
     from phoenix_fleet.release.versions import Version
 
     role = fleet.role(role_name)
     p = validate_release_params(params, role, role_name)
-    today = today or dt.datetime.now(dt.UTC).date()
+    now = now or dt.datetime.now(dt.UTC)
+    today = today or now.date()
     history = hook.parameter_history(fleet.latest_version_parameter(role_name))
     images = hook.find_images({"tag:phoenix:role": role_name})
-    seen = [str(h["Value"]) for h in history] + [tag_map(i).get("phoenix:version", "") for i in images]
+    known = {i["ImageId"] for i in images}
+    images += [i for i in hook.find_images({"name": f"phoenix-{role_name}-*"}) if i["ImageId"] not in known]
+    seen = [str(h["Value"]) for h in history] + [_image_version(i, role_name) for i in images]
     if p["version"]:
-        for image in images:
-            t = tag_map(image)
-            if (
-                t.get("phoenix:version") == p["version"]
-                and image["ImageId"] != p["ami_id"]
-                and t.get("phoenix:verified") == "true"
-            ):
-                raise ReleaseParamError(
-                    f"params.version: {p['version']} is already held by {image['ImageId']} (versions are "
-                    "immutable). Fix: leave version empty for the next free one, or pick another"
-                )
+        _refuse_held_version(p["version"], images, role_name, p["ami_id"], run_id)
     resolved = resolve_version(p["version"], None, seen, today)
+    claim: dict[str, Any] | None = None
+    if run_id and dag_id and not p["dry_run"]:
+        ssm = hook.client("ssm", role.home_region)
+        ttl = claim_ttl or dt.timedelta(hours=24)
+        for _attempt in range(CLAIM_ATTEMPTS):
+            parameter = claim_parameter(fleet.ssm_prefix, role_name, str(resolved.version))
+            ok, holder = claim_version(
+                ssm, parameter, run_id=run_id, dag_id=dag_id, now=now, ttl=ttl,
+                description=f"phoenix-fleet: {role_name} {resolved.version} is being released by {dag_id} {run_id}",
+            )
+            if ok and holder is not None:
+                claim = holder.as_dict()
+                break
+            if p["version"]:
+                raise ReleaseParamError(
+                    f"params.version: {resolved.version} is claimed by "
+                    f"{holder.describe() if holder else 'another run'} ({parameter}). Fix: leave version empty for "
+                    "the next free one, or pick another; if that run is over and never released its claim, delete "
+                    f"the parameter {parameter}"
+                )
+            seen.append(str(resolved.version))
+            resolved = resolve_version(None, None, seen, today)
+        else:
+            raise ReleaseParamError(
+                f"params.version: {CLAIM_ATTEMPTS} versions in a row were claimed by other runs "
+                f"({claim_parameter(fleet.ssm_prefix, role_name, '')}*). Fix: let the other releases finish, or "
+                "give an explicit version"
+            )
     version = str(resolved.version)
     if p["skip_bake"]:
         image = hook.describe_image(p["ami_id"])
@@ -148,6 +227,7 @@ def plan_release(
             "base_ami_name": role.image.base_ami.name,
             "base_ami_owners": role.image.base_ami.owners,
         },
+        "claim": claim,
     }
     return plan
 
