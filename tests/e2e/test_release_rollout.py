@@ -98,10 +98,13 @@ def test_a_rollout_dry_run_plans_everything_and_changes_nothing(airflow_db, seed
     assert set(images.values()) == {worker_fleet["old_ami"]}
 
 
-def test_apply_refuses_a_group_another_rollout_holds(airflow_db, seeded, worker_fleet):
-    """Another rollout's record on sandbox-worker-a (a canary that stopped, a renewal in flight): the next rollout's
-    apply must not move its launch template. It fails naming the holder and the fix; the template, the group and the
-    holder's record stay as they were, and nothing downstream runs."""
+def test_apply_refuses_a_locked_group_then_a_protected_instance_is_skipped_and_reported(airflow_db, seeded, worker_fleet):
+    """1. Another rollout's record on sandbox-worker-a (a canary that stopped, a renewal in flight): the next
+    rollout's apply must not move its launch template. It fails naming the holder and the fix; the template, the
+    group and the holder's record stay as they were, and nothing downstream runs.
+    2. The lock gone and one instance protected from scale-in (the worker role's policy: protected: skip), the
+    rollout succeeds: the recycle leaves that instance on the old image, the health gate accepts exactly it, and
+    the summary and the notification say "1 instance skipped (scale-in protected)"."""
     import datetime as dt
 
     from phoenix_fleet.rollout import FleetState, Policy, RolloutRecord
@@ -136,3 +139,27 @@ def test_apply_refuses_a_group_another_rollout_holds(airflow_db, seeded, worker_
     assert group["LaunchTemplate"]["Version"] == "$Default"
     tags = {t["Key"]: t["Value"] for t in group["Tags"] if t["Key"].startswith("phoenix:rollout:")}
     assert tags == record.to_tags()
+
+    # 2. the holder is gone; one instance is protected from scale-in
+    autoscaling.delete_tags(Tags=[{"ResourceId": worker_fleet["asg"], "ResourceType": "auto-scaling-group", "Key": k}
+                                  for k in tags])
+    kept = sorted(images)[0]
+    autoscaling.set_instance_protection(AutoScalingGroupName=worker_fleet["asg"], InstanceIds=[kept],
+                                        ProtectedFromScaleIn=True)
+    dag = dag_from("fleet_rollout", "fleet_rollout_worker")
+    run = dag.test(run_conf={})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert states["health_gate"] == "success", states
+    group, images = images_in(h, worker_fleet["asg"])
+    assert images[kept] == worker_fleet["old_ami"] and sorted(images.values()).count(ami) == 1, images
+    assert group["DesiredCapacity"] == 2
+    from phoenix_fleet.pipelines.notify import rollout_message, xcom
+
+    context = {"dag": dag, "dag_run": run, "run_id": run.run_id}
+    summary = xcom(context, "summary")
+    [line] = summary["lines"]  # (the canary replaced the one instance; the recycle that resumed it counts its own)
+    assert line.startswith(f"{worker_fleet['asg']}: forward {worker_fleet['old_ami']} -> {ami}, "), line
+    assert line.endswith(f"; 1 instance skipped (scale-in protected): {kept} (still on {worker_fleet['old_ami']})"), line
+    message = rollout_message("worker", "succeeded", context)
+    assert "1 instance skipped (scale-in protected)" in message.body, message.body

@@ -102,6 +102,19 @@ def _as_days(value: Any, name: str) -> float | None:
     return days
 
 
+def _skip_reasons(state: Any, ids: Sequence[str]) -> dict[str, str]:
+    """Why the policy left each of ``ids`` on its image (``protected: skip`` / ``standby: skip``), for the
+    summary and the notification: ``scale-in protected``, ``in standby`` (or both)."""
+    by_id = state.by_id()
+    out: dict[str, str] = {}
+    for iid in ids:
+        inst = by_id.get(iid)
+        why = [w for w, on in (("scale-in protected", getattr(inst, "protected", False)),
+                               ("in standby", getattr(inst, "standby", False))) if on]
+        out[iid] = ", ".join(why) or "skipped by policy"
+    return out
+
+
 def _lt_parts(ref: str) -> tuple[str, str]:
     key, _, version = str(ref).rpartition(":")
     return key, version
@@ -902,6 +915,7 @@ class AsgRecycleOperator(BaseOperator):
             "duration_seconds": round((state.now - record.started_at).total_seconds(), 1),
             "capacity": {"desired": state.desired, "min": state.min_size, "max": state.max_size},
             "skipped": list(skipped),
+            "skipped_reasons": _skip_reasons(state, skipped),
             "reason": carry.get("rollback_reason") or (record.reason if record.phase in (R.ROLLBACK, R.FAILED) else None),
             "resumed": bool(carry.get("resumed")),
             "outside_changes": list(carry.get("outside_changes", [])),

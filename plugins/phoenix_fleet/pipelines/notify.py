@@ -249,11 +249,10 @@ def rollout_message(role: str | None, outcome: str, context: Mapping[str, Any]) 
     end = getattr(dag_run, "end_date", None)
     took = f" (took {(end - start).total_seconds() / 60:.1f} min)" if start and end else ""
     lines = [f"Rollout of {role} to {version}: {outcome}{took}."]
+    from phoenix_fleet.pipelines.rollout_summary import asg_line
+
     for asg in summary.get("asgs") or []:
-        lines.append(
-            f"- {asg.get('asg')}: {asg.get('outcome')} {asg.get('from_image')} -> {asg.get('to_image')}, "
-            f"{asg.get('replaced')} instances replaced"
-        )
+        lines.append(f"- {asg_line(asg)}")
     if not summary.get("asgs") and plan.get("targets"):
         lines.append("ASGs: " + ", ".join(t["asg_name"] for t in plan["targets"]))
     if summary.get("dry_run") or plan.get("dry_run"):

@@ -32,7 +32,9 @@ version), or by hand from the trigger form.
 4. **approval** ({approval_doc}): a human approves in the UI (or REST API) after reading what will change.
 5. **recycle**: every ASG in every region, batch by batch ({strategy}; at most {concurrency} ASGs at a
    time), never below the healthy floor; on failure it **rolls back** to the previous version ({on_failure}).
-6. **health_gate**: every ASG at desired capacity, all instances healthy on the new image.
+6. **health_gate**: every ASG at desired capacity, all instances healthy on the new image (but those the
+   recycle left by policy, `protected: skip` / `standby: skip`: exactly those may stay on the old image; the
+   summary and the notification say e.g. "1 instance skipped (scale-in protected)").
 7. **summary**: what changed, which version, how long it took, the operator's release notes; a failure (what
    failed, the version, the run link, what to do) and, unless the environment's `notify_on_success` is off, the
    summary go to the environment's SNS topic and Slack connection, and always to the log.
@@ -195,20 +197,30 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         ).expand_kwargs(targets(p))
 
         @task(trigger_rule="none_failed_min_one_success")
-        def gate_targets(plan: dict[str, Any]) -> list[dict[str, Any]]:
+        def gate_targets(plan: dict[str, Any], ti: Any = None) -> list[dict[str, Any]]:
             if plan["dry_run"]:
                 from airflow.sdk.exceptions import AirflowSkipException
 
                 raise AirflowSkipException("dry run: nothing was recycled")
-            return [
-                {"asg_name": t["asg_name"], "region_name": t["region_name"], "image_id": t["target_image_id"]}
-                for t in plan["targets"]
-            ]
+            out = []
+            for index, t in enumerate(plan["targets"]):  # recycle is mapped over the same list, in this order
+                result = ti.xcom_pull(task_ids="recycle", map_indexes=index) or {}
+                out.append({
+                    "asg_name": t["asg_name"], "region_name": t["region_name"], "image_id": t["target_image_id"],
+                    # left on their image by policy (protected / standby: skip): exactly these may stay there
+                    "skipped_instances": list(result.get("skipped") or []),
+                })
+            return out
 
-        health = AsgHealthySensor.partial(task_id="health_gate", role=role_name, timeout=1800).expand_kwargs(gate_targets(p))
+        health_targets = gate_targets(p)
+        health = AsgHealthySensor.partial(task_id="health_gate", role=role_name, timeout=1800).expand_kwargs(
+            health_targets
+        )
 
         @task(trigger_rule="none_failed_min_one_success")
         def summary(plan: dict[str, Any], ti: Any = None, dag_run: Any = None) -> dict[str, Any]:
+            from phoenix_fleet.pipelines.rollout_summary import asg_line
+
             pulled = ti.xcom_pull(task_ids="recycle")  # one mapped instance comes back bare, several as a list
             results = [r for r in (pulled if isinstance(pulled, list) else [pulled]) if isinstance(r, dict)]
             out = {
@@ -217,13 +229,14 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
                 "amis": plan["amis"],
                 "dry_run": plan["dry_run"],
                 "asgs": results,
+                "lines": [asg_line(r) for r in results],
             }
-            for r in results:
-                print(f"{r.get('asg')}: {r.get('outcome')} {r.get('from_image')} -> {r.get('to_image')} "
-                      f"({r.get('replaced')} replaced in {r.get('duration_seconds')}s)")
+            for line in out["lines"]:
+                print(line)
             return out
 
         apply >> check >> canary
         canary >> gate >> [approval, recycle]  # branch and join: recycle runs after approval, or without it
-        approval >> recycle >> health >> summary(p)
+        approval >> recycle >> health_targets
+        recycle >> health >> summary(p)
     return dag

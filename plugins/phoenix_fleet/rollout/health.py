@@ -28,6 +28,7 @@ failure: the planner does not act on it (it re-observes, and halts when it stays
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -183,10 +184,16 @@ def failure(inst: Instance, state: FleetState, policy: Policy) -> str | None:
     return None
 
 
-def fleet_healthy(state: FleetState, policy: Policy, image_id: str | None = None) -> tuple[bool, str]:
+def fleet_healthy(
+    state: FleetState, policy: Policy, image_id: str | None = None, skipped: Collection[str] = ()
+) -> tuple[bool, str]:
     """(healthy?, why): the group at desired capacity, nothing in transition, every instance healthy and,
     when ``image_id`` is given, on it. The gate of ``AsgHealthySensor`` and ``AsgHealthyTrigger`` (both call
-    it; it lives here, in the pure core, so that neither imports the other)."""
+    it; it lives here, in the pure core, so that neither imports the other).
+
+    ``skipped``: the instances the rollout left on their image by policy (``protected: skip`` / ``standby:
+    skip``, the recycle result's ``skipped``): exactly those may be on another image than ``image_id`` (they
+    must still be healthy); any other instance off ``image_id`` keeps the gate closed."""
     live = state.live
     moving = [i for i in state.members if i.in_transition]
     if len(live) != state.desired:
@@ -194,13 +201,16 @@ def fleet_healthy(state: FleetState, policy: Policy, image_id: str | None = None
     if moving:
         sample = sorted(moving, key=lambda i: i.instance_id)[0]
         return False, f"{len(moving)} instance(s) in transition (e.g. {sample.instance_id} {sample.lifecycle})"
+    left: list[str] = []
     if image_id:
-        other = sorted(i.instance_id for i in live if i.image_id != image_id)
+        other = sorted(i.instance_id for i in live if i.image_id != image_id and i.instance_id not in skipped)
         if other:
             return False, f"{len(other)} instance(s) not on {image_id} (e.g. {other[0]})"
+        left = sorted(i.instance_id for i in live if i.image_id != image_id)
     sick = sorted((i for i in live if not is_healthy(i, state, policy)), key=lambda i: i.instance_id)
     if sick:
         why = "; ".join(health_problems(sick[0], state, policy))
         return False, f"{len(sick)} instance(s) not healthy (e.g. {sick[0].instance_id}: {why})"
     on = f" on {image_id}" if image_id else ""
-    return True, f"{state.asg_name}: {len(live)}/{state.desired} healthy{on}"
+    kept = f" ({len(left)} skipped by policy on another image: {' '.join(left[:5])})" if left else ""
+    return True, f"{state.asg_name}: {len(live)}/{state.desired} healthy{on}{kept}"

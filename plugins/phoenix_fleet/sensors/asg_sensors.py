@@ -88,6 +88,8 @@ class AsgHealthySensor(BaseSensorOperator):
 
     :param asg_name: the AutoScaling group.
     :param image_id: every instance must run this AMI (EC2 ImageId); None: any image.
+    :param skipped_instances: instances the rollout left on their image by policy (the recycle result's
+        ``skipped``: ``protected: skip``, ``standby: skip``): exactly these may run another image (healthy still).
     :param role: take the health signals, alarms and warmup from this role's rollout policy.
     :param policy: overrides of the rollout policy (e.g. ``{"health_signals": ["asg", "elb"]}``).
     :param deferrable: wait in the triggerer (``AsgHealthyTrigger``) instead of a worker slot.
@@ -95,7 +97,9 @@ class AsgHealthySensor(BaseSensorOperator):
         ``min_poll_interval`` up to this); not deferrable: ``poke_interval`` applies.
     """
 
-    template_fields: Sequence[str] = ("asg_name", "image_id", "role", "policy", "aws_conn_id", "region_name")
+    template_fields: Sequence[str] = (
+        "asg_name", "image_id", "skipped_instances", "role", "policy", "aws_conn_id", "region_name",
+    )
     template_fields_renderers = {"policy": "json"}
     ui_color = "#e6f7e6"
 
@@ -104,6 +108,7 @@ class AsgHealthySensor(BaseSensorOperator):
         *,
         asg_name: str,
         image_id: str | None = None,
+        skipped_instances: Sequence[str] | None = None,
         role: str | None = None,
         policy: Mapping[str, Any] | str | None = None,
         fleet_config_path: str | None = None,
@@ -121,6 +126,7 @@ class AsgHealthySensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.asg_name = asg_name
         self.image_id = image_id
+        self.skipped_instances = skipped_instances
         self.role = role
         self.policy = policy
         self.fleet_config_path = fleet_config_path
@@ -132,6 +138,14 @@ class AsgHealthySensor(BaseSensorOperator):
         self.verify = verify
         self.botocore_config = botocore_config
         self._hook: Any = None
+
+    def _skipped(self) -> list[str]:
+        value = self.skipped_instances
+        if value in (None, "", "None"):
+            return []
+        if isinstance(value, str):  # rendered from a template
+            return [v for v in value.replace(",", " ").split() if v.startswith("i-")]
+        return [str(v) for v in value]
 
     def _policy(self) -> Policy:
         return resolve_policy(self.role, self.policy, self.fleet_config_path)
@@ -150,7 +164,7 @@ class AsgHealthySensor(BaseSensorOperator):
         from phoenix_fleet.rollout import fleet_healthy
 
         obs = self.hook.observe(self.asg_name, self._policy(), resolve_launch_template=False)
-        ok, message = fleet_healthy(obs.state, self._policy(), self.image_id or None)
+        ok, message = fleet_healthy(obs.state, self._policy(), self.image_id or None, skipped=self._skipped())
         self.log.info("%s", message)
         return ok
 
@@ -166,6 +180,7 @@ class AsgHealthySensor(BaseSensorOperator):
             trigger=AsgHealthyTrigger(
                 asg_name=self.asg_name,
                 image_id=self.image_id or None,
+                skipped=self._skipped(),
                 policy=policy_to_json(self._policy()),
                 deadline=deadline.isoformat(),
                 poll_interval=self.poll_interval,

@@ -267,15 +267,16 @@ class AsgHealthyTrigger(_AsgPollTrigger):
     ``image_id`` when given): ``{"status": "success", "message"}``; at the deadline ``{"status": "error",
     "message"}`` with the last reason it was not healthy."""
 
-    def __init__(self, *, image_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, image_id: str | None = None, skipped: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.image_id = image_id
+        self.skipped = list(skipped or [])  # instances the rollout skipped by policy: may stay on another image
 
     def _fields(self) -> dict[str, Any]:
-        return {**super()._fields(), "image_id": self.image_id}
+        return {**super()._fields(), "image_id": self.image_id, "skipped": self.skipped}
 
     def check(self, obs: Observation, policy: Policy) -> dict[str, Any] | None:
-        ok, message = fleet_healthy(obs.state, policy, self.image_id)
+        ok, message = fleet_healthy(obs.state, policy, self.image_id, skipped=self.skipped)
         self._last = message
         return {"status": "success", "message": message} if ok else None
 

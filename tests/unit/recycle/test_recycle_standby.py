@@ -26,6 +26,7 @@ def test_standby_instance(sandbox_clean, rule):
     images = F.fleet_images(sandbox_clean)
     if rule == "skip":
         assert result["skipped"] == [parked] and states[parked] == "Standby" and images[parked] == f.old_ami
+        assert result["skipped_reasons"] == {parked: "in standby"}
         assert g["DesiredCapacity"] == 3
         assert sorted(a for i, a in images.items() if i != parked) == [f.new_ami] * 3
     else:
@@ -47,6 +48,7 @@ def test_protected_instance(sandbox_clean, rule):
     g = F.group(sandbox_clean)
     if rule == "skip":
         assert result["skipped"] == [kept] and images[kept] == f.old_ami
+        assert result["skipped_reasons"] == {kept: "scale-in protected"}
         assert sorted(images.values()).count(f.new_ami) == 3
     else:
         assert kept not in images and set(images.values()) == {f.new_ami}
