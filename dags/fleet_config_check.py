@@ -40,7 +40,7 @@ from phoenix_fleet.form_params import form_param
     },
 )
 def fleet_config_check():
-    @task
+    @task(multiple_outputs=False)  # one XCom (its keys are never pulled alone)
     def validate(params: dict | None = None) -> dict:
         from phoenix_fleet.config import load_fleet_config
 

@@ -110,7 +110,8 @@ def fleet_max_age():
         execution_timeout=pendulum.duration(hours=3),
     ).expand_kwargs(select())
 
-    @task(trigger_rule="none_failed")  # skipped groups (locked, template moved, none due) are not failures
+    # skipped groups (locked, template moved, none due) are not failures; one XCom (its keys are never pulled alone)
+    @task(trigger_rule="none_failed", multiple_outputs=False)
     def summary(ti=None) -> dict:
         from phoenix_fleet.operators.recycle_operators import SUMMARY_XCOM_KEY
 

@@ -207,7 +207,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
         def publish_regions(plan: dict[str, Any]) -> list[str]:
             return list(plan["regions"])
 
-        @task(trigger_rule="all_done", retries=3, execution_timeout=QUICK * 2)
+        @task(trigger_rule="all_done", retries=3, execution_timeout=QUICK * 2, multiple_outputs=False)
         def settle_version_claim(ti: Any = None, dag_run: Any = None) -> dict[str, Any]:
             """Teardown: a run that did not publish its version releases its claim; a published one keeps it."""
             from airflow.sdk.exceptions import AirflowSkipException

@@ -217,7 +217,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             health_targets
         )
 
-        @task(trigger_rule="none_failed_min_one_success")
+        @task(trigger_rule="none_failed_min_one_success", multiple_outputs=False)
         def summary(plan: dict[str, Any], ti: Any = None, dag_run: Any = None) -> dict[str, Any]:
             from phoenix_fleet.pipelines.rollout_summary import asg_line
 
