@@ -90,13 +90,15 @@ class RealAirflow:
         self.started = time.monotonic()
 
     # ------------------------------------------------------------------------------------------ lifecycle
-    def _airflow(self, *args: str, log: str) -> subprocess.Popen[bytes]:
+    def _airflow(
+        self, *args: str, log: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         fh = (self.home / f"{log}.log").open("ab")
         self._logs.append(fh)
         return subprocess.Popen(
             [sys.executable, "-m", "airflow", *args],
-            env=self.env,
-            cwd=self.home,
+            env=self.env if env is None else env,
+            cwd=cwd or self.home,
             stdout=fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -235,12 +237,13 @@ class RealAirflow:
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}"))
 
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's task instances as the REST API gives them (state, hostname, operator, trigger, ...)."""
         tis = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances?limit=200")
-        return {
-            ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
-            for ti in tis["task_instances"]
-        }
+        return list(tis["task_instances"])
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        return {ti_key(ti): ti["state"] for ti in self.task_instances(dag_id, run_id)}
 
     def task_state(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str | None:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}"
@@ -261,19 +264,34 @@ class RealAirflow:
         bad = sorted({t.split("[")[0] for t, s in states.items() if s in BAD_TASK_STATES})
         return f"{dag_id} {run_id} task states: {states}\n{self.task_logs(dag_id, run_id, bad)}"
 
-    def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
-        """Until the run succeeds; fails at once when the run fails or any task fails or goes up for retry."""
+    def wait_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout: float,
+        on_poll: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Until the run succeeds; fails at once when the run fails or any task fails or goes up for retry.
+        ``on_poll`` sees the run's task instances at every poll (to watch deferrals, act on a state, ...)."""
 
         def probe() -> dict[str, Any] | None:
             run = self.run(dag_id, run_id)
             if run["state"] == "success":
                 return run
-            states = self.task_states(dag_id, run_id)
+            tis = self.task_instances(dag_id, run_id)
+            if on_poll is not None:
+                on_poll(tis)
+            states = {ti_key(ti): ti["state"] for ti in tis}
             if run["state"] == "failed" or BAD_TASK_STATES & set(states.values()):
                 raise AssertionError(f"run {dag_id} {run_id} is {run['state']}\n{self.failure_report(dag_id, run_id)}")
             return None
 
         return dict(self.wait(f"{dag_id} {run_id} to succeed", probe, timeout))
+
+
+def ti_key(ti: dict[str, Any]) -> str:
+    """``task_id``, or ``task_id[map_index]`` for a mapped task instance."""
+    return str(ti["task_id"]) + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else "")
 
 
 def _q(value: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
+from e2e_fleet import sandbox_network
 from phoenix_fleet.operators.apply_operators import TerraformApplyOperator, VerifyAsgLaunchTemplatesOperator
 from phoenix_fleet.operators.publish_operators import (
     CopyImageToRegionOperator,
@@ -74,28 +75,6 @@ def _env(sandbox: Any) -> dict[str, str]:
             }
         ),
     }
-
-
-def _network(sandbox: Any) -> None:
-    """What include/terraform/envs/sandbox/network makes, as far as the fleet root looks it up (by tags and names)."""
-    ec2, elbv2 = sandbox.client("ec2"), sandbox.client("elbv2")
-    net = [{"Key": "phoenix:network", "Value": ENV}]
-    vpc = ec2.create_vpc(
-        CidrBlock="10.42.0.0/16",
-        TagSpecifications=[{"ResourceType": "vpc", "Tags": [*net, {"Key": "Name", "Value": f"{ENV}-phoenix"}]}],
-    )["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(
-            VpcId=vpc,
-            CidrBlock=f"10.42.{i}.0/24",
-            AvailabilityZone=az,
-            TagSpecifications=[{"ResourceType": "subnet", "Tags": [*net, {"Key": "phoenix:tier", "Value": "public"}]}],
-        )["Subnet"]["SubnetId"]
-        for i, az in enumerate(("us-east-1a", "us-east-1b"))
-    ]
-    ec2.create_security_group(GroupName=f"{ENV}-phoenix-instances", Description="instances", VpcId=vpc)
-    alb_sg = ec2.create_security_group(GroupName=f"{ENV}-phoenix-alb", Description="alb", VpcId=vpc)["GroupId"]
-    elbv2.create_load_balancer(Name=f"{ENV}-phoenix", Subnets=subnets, SecurityGroups=[alb_sg], Type="application")
 
 
 class Fleet:
@@ -163,7 +142,7 @@ def fleet(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fl
         sandbox.reset(config=True)
         started = time.monotonic()
         seeded = seed(sandbox.endpoint_url)
-        _network(sandbox)
+        sandbox_network(sandbox)
         fleet = Fleet(sandbox, tmp_path_factory.mktemp("apply-terraform"), seeded)
         # building the fleet creates everything: one plain `apply -auto-approve` (the operator would refuse creates
         # unless allowed, and its plan + show + apply cost three provider start-ups instead of one apply's)
