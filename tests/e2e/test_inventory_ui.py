@@ -246,7 +246,7 @@ def test_the_page_requires_an_airflow_user(tmp_path: Path) -> None:
 
 
 def test_inventory_page_through_airflow_api_server(inventory_run: dict[str, Any], sandbox: Any, tmp_path: Path) -> None:
-    """A real ``airflow api-server`` (simple auth manager, all admins) loads plugins/phoenix_plugin.py: the app
+    """A real ``airflow api-server`` (simple auth manager, all admins) loads the plugin (entry point): the app
     answers at /phoenix/inventory, the plugins API lists the external view, and the UI shows the page in its nav."""
     from sandbox.airflow_env import airflow_env
 

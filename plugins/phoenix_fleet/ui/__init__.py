@@ -1,1 +1,1 @@
-"""Pages phoenix-fleet adds to the Airflow UI (FastAPI apps registered by plugins/phoenix_plugin.py)."""
+"""Pages phoenix-fleet adds to the Airflow UI (FastAPI apps registered by phoenix_fleet.airflow_plugin)."""

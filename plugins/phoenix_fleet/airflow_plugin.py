@@ -2,13 +2,17 @@
 
 It registers the project's macros and the fleet inventory page: a FastAPI app mounted at ``/phoenix``
 (``/phoenix/inventory`` serves the latest report of the fleet_inventory DAG) and an external view that puts it in
-the UI's navigation (Browse → Fleet inventory). The package itself (plugins/phoenix_fleet) is excluded from the
-plugin loader by plugins/.airflowignore and imported as a normal package.
+the UI's navigation (Browse → Fleet inventory).
+
+Airflow finds it through the ``airflow.plugins`` entry point of the installed distribution (pyproject.toml),
+so the package is the one copy: nothing is loaded from the plugins folder (plugins/.airflowignore keeps the
+folder loader out of the package, which lives there for development).
 """
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
+
 from phoenix_fleet.ui.inventory_app import app as inventory_app
 
 INVENTORY_URL_PREFIX = "/phoenix"
