@@ -92,12 +92,34 @@ def chunks(items: Sequence[str], size: int) -> list[list[str]]:
 @dataclass(frozen=True)
 class Call:
     """One AWS call of an observation: ``clients[service].<method>(**params)``. An error whose code is in
-    ``tolerate`` answers ``None`` instead of raising."""
+    ``tolerate`` answers a :class:`Tolerated` instead of raising."""
 
     service: str
     method: str
     params: Mapping[str, Any]
     tolerate: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tolerated:
+    """The answer of a call whose error was tolerated: what it hid becomes *unknown* in the observation (never
+    "bad"). ``partial`` is what a narrower retry still answered (DescribeInstanceStatus without the ids that
+    vanished), else None."""
+
+    code: str
+    message: str
+    partial: Mapping[str, Any] | None = None
+
+    def describe(self, what: str) -> str:
+        text = " ".join(self.message.split())
+        return f"{what}: {self.code}" + (f" ({text[:160]})" if text else "")
+
+
+def _answer(resp: Any) -> Mapping[str, Any]:
+    """A call's answer as a dict (a Tolerated error: what its retry answered, else nothing)."""
+    if isinstance(resp, Tolerated):
+        return resp.partial or {}
+    return resp or {}
 
 
 @dataclass(frozen=True)
@@ -181,15 +203,22 @@ def fleet_state_from(
     alarms_in_alarm: Iterable[str],
     launch_image_id: str | None,
     now: datetime,
+    *,
+    unknown_target_groups: Iterable[str] = (),
+    errors: Sequence[str] = (),
 ) -> FleetState:
     """The planner's FleetState from raw describe results (pure).
 
     ``ec2_info``: instance id -> (EC2 ImageId, LaunchTime). A member EC2 does not describe (yet) is left
     out: the planner then sees the group below desired and waits rather than act on a guess.
-    ``statuses``: instance id -> worst status check (None: status checks not observed, reported "ok"
-    only when the policy does not count them: the planner ignores the field then).
-    ``target_health``: target group ARN -> {instance id: state}.
+    ``statuses``: instance id -> worst status check; an instance missing from it has status None (unknown:
+    its chunk's DescribeInstanceStatus failed, or EC2 did not answer for it). None for the whole map: status
+    checks not observed, reported "ok" (the policy does not count them: the planner ignores the field then).
+    ``target_health``: target group ARN -> {instance id: state}; a member missing there is not registered.
+    ``unknown_target_groups``: target groups whose DescribeTargetHealth failed (TargetGroupNotFound): every
+    member's ELB health is then unknown (never "not registered"). ``errors``: the tolerated API errors.
     """
+    blind = frozenset({"elb"}) if set(unknown_target_groups) else frozenset()
     instances = []
     for member in group.get("Instances") or []:
         iid = member["InstanceId"]
@@ -207,6 +236,7 @@ def fleet_state_from(
                 target_health={tg: th[iid] for tg, th in target_health.items() if iid in th},
                 status=statuses.get(iid) if statuses is not None else "ok",
                 protected=bool(member.get("ProtectedFromScaleIn")),
+                unknown=blind,
             )
         )
     return FleetState(
@@ -221,6 +251,7 @@ def fleet_state_from(
         alarms_in_alarm=frozenset(alarms_in_alarm),
         suspended_processes=frozenset(p["ProcessName"] for p in group.get("SuspendedProcesses") or []),
         launch_image_id=launch_image_id,
+        observe_errors=tuple(errors),
     )
 
 
@@ -275,7 +306,8 @@ def observation_calls(
     alarm_parts = chunks(alarm_names, ALARMS_PER_DESCRIBE)
     for part in alarm_parts:
         batch.append(
-            Call("cloudwatch", "describe_alarms", {"AlarmNames": part, "AlarmTypes": ["MetricAlarm", "CompositeAlarm"]})
+            Call("cloudwatch", "describe_alarms",
+                 {"AlarmNames": part, "AlarmTypes": ["MetricAlarm", "CompositeAlarm"], "MaxRecords": ALARMS_PER_DESCRIBE})
         )
     lt = launch_template_of(group)
     lt_call = False
@@ -293,6 +325,7 @@ def observation_calls(
         calls_made += len(batch)
         responses = yield batch
 
+    errors: list[str] = []
     # EC2 instances: page on if AWS paginated (rare without MaxResults)
     pages = [(batch[k].params, responses[k]) for k in range(n_ec2)]
     while pages:
@@ -311,22 +344,37 @@ def observation_calls(
     statuses: dict[str, str | None] | None = None
     if policy.uses("ec2_status"):
         statuses = {}
-        for resp_ in responses[pos : pos + n_status]:
-            for entry in (resp_ or {}).get("InstanceStatuses") or []:
+        for call, resp_ in zip(batch[pos : pos + n_status], responses[pos : pos + n_status], strict=True):
+            if isinstance(resp_, Tolerated):  # those instances' status checks are unknown, not bad
+                errors.append(resp_.describe(f"DescribeInstanceStatus ({len(call.params['InstanceIds'])} instances)"))
+            for entry in _answer(resp_).get("InstanceStatuses") or []:
                 statuses[entry["InstanceId"]] = worst_status(entry)
     pos += n_status
 
     target_health: dict[str, dict[str, str]] = {}
+    unknown_tgs: list[str] = []
     for tg, resp_ in zip(tgs, responses[pos : pos + len(tgs)], strict=True):
+        if isinstance(resp_, Tolerated):  # every member's ELB health is unknown, not "not registered"
+            unknown_tgs.append(tg)
+            errors.append(resp_.describe(f"DescribeTargetHealth {tg.rsplit(':', 1)[-1]}"))
+            continue
         target_health[tg] = {
-            d["Target"]["Id"]: d["TargetHealth"]["State"] for d in (resp_ or {}).get("TargetHealthDescriptions") or []
+            d["Target"]["Id"]: d["TargetHealth"]["State"] for d in _answer(resp_).get("TargetHealthDescriptions") or []
         }
     pos += len(tgs)
 
     firing: set[str] = set()
-    for resp_ in responses[pos : pos + len(alarm_parts)]:
+    alarm_pages = [(batch[k].params, responses[k]) for k in range(pos, pos + len(alarm_parts))]
+    while alarm_pages:  # DescribeAlarms pages by MaxRecords + NextToken
+        params, page = alarm_pages.pop(0)
         for kind in ("MetricAlarms", "CompositeAlarms"):
-            firing |= {a["AlarmName"] for a in (resp_ or {}).get(kind) or [] if a.get("StateValue") == "ALARM"}
+            firing |= {a["AlarmName"] for a in _answer(page).get(kind) or [] if a.get("StateValue") == "ALARM"}
+        token = _answer(page).get("NextToken")
+        if token:
+            follow = {**params, "NextToken": token}
+            (more,) = yield [Call("cloudwatch", "describe_alarms", follow)]
+            calls_made += 1
+            alarm_pages.append((follow, more))
     pos += len(alarm_parts)
 
     if lt_call and lt is not None:
@@ -350,7 +398,10 @@ def observation_calls(
     launch_image = lt.image_id if (lt is not None and resolve_launch_template) else None
     if launch_image is not None and launch_image.startswith("resolve:ssm:"):
         launch_image = None  # an SSM-parameter AMI: trusted, not resolved here
-    state = fleet_state_from(group, known, statuses, target_health, firing, launch_image, now())
+    state = fleet_state_from(
+        group, known, statuses, target_health, firing, launch_image, now(),
+        unknown_target_groups=unknown_tgs, errors=errors,
+    )
     return Observation(
         state=state,
         group=group,
@@ -460,18 +511,21 @@ class AsgHook(AwsBaseHook):
                 return self._tolerated(call, exc, clients)
             raise
 
-    def _tolerated(self, call: Call, exc: ClientError, clients: Mapping[str, Any] | None) -> Any:
-        """An instance id vanished between the two describes: describe the rest (once)."""
+    def _tolerated(self, call: Call, exc: ClientError, clients: Mapping[str, Any] | None) -> Tolerated:
+        """A tolerated error: what it hides is unknown. An instance id that vanished between the two describes:
+        describe the rest (once); the vanished ones stay unknown until the group drops them."""
+        tolerated = Tolerated(error_code(exc), str(exc.response.get("Error", {}).get("Message", "")))
         if call.method == "describe_instance_status":
             gone = set(_NOT_FOUND_ID.findall(str(exc)))
             rest = [i for i in call.params["InstanceIds"] if i not in gone]
             if rest and gone:
                 client = clients[call.service] if clients is not None else self.client(call.service)
                 try:
-                    return client.describe_instance_status(**{**call.params, "InstanceIds": rest})
+                    partial = client.describe_instance_status(**{**call.params, "InstanceIds": rest})
+                    return Tolerated(tolerated.code, tolerated.message, partial)
                 except ClientError:
-                    return None
-        return None
+                    pass
+        return tolerated
 
     def _invoke_all(self, calls: Sequence[Call]) -> list[Any]:
         """The calls of one batch, concurrently in threads when there are several (answers in order)."""
@@ -489,15 +543,17 @@ class AsgHook(AwsBaseHook):
         except ClientError as exc:
             if error_code(exc) not in call.tolerate:
                 raise
+            tolerated = Tolerated(error_code(exc), str(exc.response.get("Error", {}).get("Message", "")))
             if call.method == "describe_instance_status":
                 gone = set(_NOT_FOUND_ID.findall(str(exc)))
                 rest = [i for i in call.params["InstanceIds"] if i not in gone]
                 if rest and gone:
                     try:
-                        return await client.describe_instance_status(**{**call.params, "InstanceIds": rest})
+                        partial = await client.describe_instance_status(**{**call.params, "InstanceIds": rest})
+                        return Tolerated(tolerated.code, tolerated.message, partial)
                     except ClientError:
-                        return None
-            return None
+                        pass
+            return tolerated
 
     def observe(
         self, asg_name: str, policy: Policy, *, resolve_launch_template: bool = True, now: Callable[[], datetime] = utcnow

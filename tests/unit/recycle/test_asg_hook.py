@@ -187,7 +187,84 @@ def test_status_of_a_vanished_instance_is_dropped_not_fatal():
     call = Call("ec2", "describe_instance_status", {"InstanceIds": ["i-1", "i-0dead00000000beef"], "IncludeAllInstances": True},
                 tolerate=("InvalidInstanceID.NotFound",))
     resp = hook._invoke(call, {"ec2": FakeEc2()})
-    assert [s["InstanceId"] for s in resp["InstanceStatuses"]] == ["i-1"]
+    assert [s["InstanceId"] for s in resp.partial["InstanceStatuses"]] == ["i-1"]
+    assert resp.code == "InvalidInstanceID.NotFound"
+
+
+def _answers(ids, *, status_error=None, tg_error=None, alarm_pages=None):
+    g = group([(i, "InService") for i in ids], tgs=(TG1,))
+    pages = list(alarm_pages or [])
+
+    def answer(call):
+        if call.method == "describe_auto_scaling_groups":
+            return {"AutoScalingGroups": [g]}
+        if call.method == "describe_instances":
+            return {"Reservations": [{"Instances": [
+                {"InstanceId": i, "ImageId": "ami-old", "LaunchTime": NOW - timedelta(hours=1)}
+                for i in call.params["Filters"][0]["Values"]]}]}
+        if call.method == "describe_instance_status":
+            if status_error:
+                return status_error
+            return {"InstanceStatuses": [ok_status(i) for i in call.params["InstanceIds"]]}
+        if call.method == "describe_target_health":
+            if tg_error:
+                return tg_error
+            return {"TargetHealthDescriptions": [{"Target": {"Id": i}, "TargetHealth": {"State": "healthy"}} for i in ids]}
+        if call.method == "describe_alarms":
+            return pages.pop(0)
+        raise AssertionError(call)
+
+    return answer
+
+
+def test_tolerated_errors_make_health_unknown_and_are_named():
+    """Issue 13 item 1: DescribeInstanceStatus NotFound for a whole chunk and TargetGroupNotFound used to make
+    every instance look unhealthy (status None, "not registered"): free victims. They are unknown now, and
+    the observation names the error, so that a halt can name it."""
+    from phoenix_fleet.hooks.asg_hook import Tolerated
+    from phoenix_fleet.rollout import unknown_ids
+
+    ids = ["i-1", "i-2", "i-3", "i-4"]
+    policy = Policy(warmup_seconds=0, strategy="replace", batch_size=3, min_healthy_percent=75)
+    gone = Tolerated("InvalidInstanceID.NotFound", "The instance IDs 'i-0gone' do not exist")
+    obs, _ = drive(observation_calls("web", policy, resolve_launch_template=False, now=lambda: NOW),
+                   _answers(ids, status_error=gone))
+    assert all(i.status is None for i in obs.state.instances)
+    assert unknown_ids(obs.state, policy) == set(ids)
+    assert obs.state.observe_errors == (
+        "DescribeInstanceStatus (4 instances): InvalidInstanceID.NotFound (The instance IDs 'i-0gone' do not exist)",)
+    no_tg = Tolerated("TargetGroupNotFound", "One or more target groups not found")
+    obs, _ = drive(observation_calls("web", policy, resolve_launch_template=False, now=lambda: NOW),
+                   _answers(ids, tg_error=no_tg))
+    assert all(i.unknown == {"elb"} for i in obs.state.instances)
+    assert unknown_ids(obs.state, policy) == set(ids)
+    assert "DescribeTargetHealth targetgroup/web/1: TargetGroupNotFound" in obs.state.observe_errors[0]
+    # the planner waits on it (re-observes) and names the error; it never picks the 4 as free victims
+    from dataclasses import replace
+
+    state = replace(obs.state, suspended_processes=frozenset(policy.suspend_processes))
+    record = RolloutRecord.begin("r", state, policy, target_image="ami-new", previous_image="ami-old")
+    action = plan(state, record, policy)
+    assert isinstance(action, Wait) and action.condition == WaitFor.UNKNOWN
+    assert "TargetGroupNotFound" in action.reason
+
+
+def test_describe_alarms_is_paginated():
+    """Issue 13 item 17: DescribeAlarms answers at most MaxRecords alarms and a NextToken: the alarm in ALARM
+    on the second page counts."""
+    ids = ["i-1"]
+    policy = Policy(warmup_seconds=0, alarms=("a-1", "a-2"))
+    pages = [
+        {"MetricAlarms": [{"AlarmName": "a-1", "StateValue": "OK"}], "CompositeAlarms": [], "NextToken": "t-2"},
+        {"MetricAlarms": [{"AlarmName": "a-2", "StateValue": "ALARM"}], "CompositeAlarms": []},
+    ]
+    obs, calls = drive(observation_calls("web", policy, resolve_launch_template=False, now=lambda: NOW),
+                       _answers(ids, alarm_pages=pages))
+    alarm_calls = [c for c in calls if c.method == "describe_alarms"]
+    assert [c.params.get("NextToken") for c in alarm_calls] == [None, "t-2"]
+    assert alarm_calls[0].params["MaxRecords"] == 100
+    assert obs.state.alarms_in_alarm == {"a-2"}
+    assert obs.calls == len(calls)
 
 
 def test_sync_and_async_observations_agree(sandbox_clean):
