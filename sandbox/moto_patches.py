@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from moto.autoscaling.exceptions import ValidationError as AsgValidationError
 from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup
 from moto.autoscaling.models import InstanceState as AsgInstanceState
 from moto.autoscaling.responses import AutoScalingResponse
@@ -443,6 +444,40 @@ def _patch_autoscaling() -> None:
         return notify_terminate_instances
 
     _wrap(AutoScalingBackend, "notify_terminate_instances", make_notify)
+
+    def make_terminate(original: Any) -> Any:
+        # AutoScalingBackend.terminate_instance looks the instance up with a bare next(...): for an instance no
+        # group has (already terminated, e.g. a retried request whose first reply was lost) it raises
+        # StopIteration and moto answers HTTP 500. AWS answers a ValidationError.
+        def terminate_instance(self: Any, instance_id: str, should_decrement: bool) -> Any:
+            if current() is not None and not any(
+                state.instance.id == instance_id
+                for group in self.autoscaling_groups.values()
+                for state in group.instance_states
+            ):
+                raise AsgValidationError(f"Instance Id not found - No managed instance found for instance ID {instance_id}")
+            return original(self, instance_id, should_decrement)
+
+        return terminate_instance
+
+    _wrap(AutoScalingBackend, "terminate_instance", make_terminate)
+
+    def make_exit_standby(original: Any) -> Any:
+        # AutoScalingBackend.exit_standby_instances moves any named instance to InService and raises desired
+        # again, even one that is not in Standby (a retried ExitStandby would add capacity twice). AWS refuses
+        # the request, changing nothing.
+        def exit_standby_instances(self: Any, group_name: str, instance_ids: list[str]) -> Any:
+            group = self.autoscaling_groups.get(group_name)
+            if current() is not None and group is not None:
+                states = {st.instance.id: st.__dict__.get("lifecycle_state") for st in group.instance_states}
+                for iid in instance_ids:
+                    if states.get(iid) != "Standby":
+                        raise AsgValidationError(f"The instance {iid} is not in Standby.")
+            return original(self, group_name, instance_ids)
+
+        return exit_standby_instances
+
+    _wrap(AutoScalingBackend, "exit_standby_instances", make_exit_standby)
 
 
 # --------------------------------------------------------------------------------------------- ELBv2

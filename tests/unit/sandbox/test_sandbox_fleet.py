@@ -152,3 +152,38 @@ def test_terraform_fidelity_fixes(ec2: Any, autoscaling: Any, web_stack: Any) ->
         "LaunchTemplateVersions"
     ]
     assert "TagSpecifications" not in data[0]["LaunchTemplateData"]
+
+
+def test_a_repeated_terminate_or_exit_standby_answers_as_aws_does(
+    web_stack: Any, autoscaling: Any, asg_states: Any, tg_states: Any
+) -> None:
+    """Issue 13 item 16: a retried TerminateInstanceInAutoScalingGroup (its first reply lost) reaches an instance
+    the group no longer has: moto raised StopIteration (HTTP 500, which botocore retries as a parse error);
+    AWS answers ValidationError. A repeated ExitStandby made moto add the capacity twice; AWS refuses it."""
+    import pytest
+    from botocore.exceptions import ClientError
+
+    stack = web_stack(desired=3)
+    _boot(asg_states, tg_states, stack)
+    first, second, _ = sorted(asg_states(stack.asg_name))
+    autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=first, ShouldDecrementDesiredCapacity=True)
+    with pytest.raises(ClientError) as err:
+        autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=first, ShouldDecrementDesiredCapacity=True)
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert err.value.response["Error"]["Message"] == (
+        f"Instance Id not found - No managed instance found for instance ID {first}")
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+    def desired() -> int:
+        return autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[stack.asg_name])[
+            "AutoScalingGroups"][0]["DesiredCapacity"]
+
+    assert desired() == 2  # decremented once, not twice
+    autoscaling.enter_standby(AutoScalingGroupName=stack.asg_name, InstanceIds=[second],
+                              ShouldDecrementDesiredCapacity=True)
+    assert desired() == 1
+    autoscaling.exit_standby(AutoScalingGroupName=stack.asg_name, InstanceIds=[second])
+    assert desired() == 2
+    with pytest.raises(ClientError, match=f"The instance {second} is not in Standby"):
+        autoscaling.exit_standby(AutoScalingGroupName=stack.asg_name, InstanceIds=[second])
+    assert desired() == 2 and asg_states(stack.asg_name)[second] == "InService"
