@@ -175,6 +175,29 @@ def test_throttling_is_retried_with_backoff(sandbox_clean, monkeypatch):
     assert len(F.terminations(op.hook)) == 4  # a throttled terminate is retried by botocore, not replanned
 
 
+@pytest.mark.parametrize("strategy", ["surge", "replace"])
+def test_every_write_loses_its_reply_once_and_the_rollout_still_ends_whole(sandbox_clean, monkeypatch, strategy):
+    """Issue 13 item 16: every write reaches AWS and is applied, then its reply is lost (a Throttling error in its
+    place), so each is sent again. The retried TerminateInstanceInAutoScalingGroup of an instance already gone
+    got an HTTP 500 from moto (now: AWS's ValidationError, taken as done); every other retried write is
+    idempotent. The rollout ends on one image at full capacity, each old instance terminated once, never
+    below the floor (healthy capacity sampled from outside after every write)."""
+    f = F.build_fleet(sandbox_clean)
+    monkeypatch.setattr(botocore.endpoint, "time", F.SleepRecorder())  # botocore's retry sleeps, not slept
+    policy = {"strategy": "replace", "batch_size": 1, "min_healthy_percent": 75} if strategy == "replace" else {}
+    op = F.operator(f, policy=policy)
+    op.hook, samples = sampled_hook(sandbox_clean, f)
+    lost = F.lose_replies(op.hook)
+    result = run_task(op, make_context()).result
+    assert result["outcome"] == "forward"
+    F.assert_converged(sandbox_clean, f, f.new_ami, 4)
+    assert lost.count("TerminateInstanceInAutoScalingGroup") == 4 and "CreateOrUpdateTags" in lost
+    assert "UpdateAutoScalingGroup" in lost and "DeleteTags" in lost
+    done = F.terminations(op.hook)
+    assert len(done) == len(set(done)) == 4
+    assert min(samples) >= (3 if strategy == "replace" else 4)
+
+
 @pytest.mark.parametrize(
     "kill_at",
     [

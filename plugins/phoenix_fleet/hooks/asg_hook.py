@@ -46,7 +46,7 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 from phoenix_fleet.rollout import FleetState, Instance, Policy, RecordError, RolloutRecord
@@ -652,6 +652,28 @@ class AsgHook(AwsBaseHook):
         return out
 
     # ------------------------------------------------------------------ actions
+    #
+    # Every write is checked when it fails: a reply can be lost after AWS applied the write (a throttle or a
+    # timeout on the way back, then botocore's retry, or our retry, meets what the first one did). Before a
+    # failed write is called failed, the group is looked at again (one describe): when it shows the write
+    # done, it is done.
+
+    def _checked(self, what: str, write: Callable[[], Any], done: Callable[[], bool]) -> Any:
+        try:
+            return write()
+        except (ClientError, BotoCoreError, ResponseParserError) as exc:
+            try:
+                landed = done()
+            except (ClientError, BotoCoreError, ResponseParserError):
+                landed = False
+            if not landed:
+                raise
+            log.warning("%s failed (%s) but the group shows it done (a lost reply): going on", what,
+                        error_code(exc) or type(exc).__name__)
+            return None
+
+    def _group_now(self, asg_name: str) -> dict[str, Any]:
+        return self.describe_group(asg_name)
 
     def set_capacity(
         self, asg_name: str, *, desired: int | None = None, min_size: int | None = None, max_size: int | None = None
@@ -665,20 +687,40 @@ class AsgHook(AwsBaseHook):
         if desired is not None:
             params["DesiredCapacity"] = int(desired)
         if len(params) > 1:
-            self.autoscaling.update_auto_scaling_group(**params)
+
+            def done() -> bool:
+                g = self._group_now(asg_name)
+                return all(g.get(k) == v for k, v in params.items() if k != "AutoScalingGroupName")
+
+            self._checked(f"UpdateAutoScalingGroup {params}", lambda: self.autoscaling.update_auto_scaling_group(**params),
+                          done)
 
     def set_desired_capacity(self, asg_name: str, desired: int) -> None:
-        self.autoscaling.set_desired_capacity(
-            AutoScalingGroupName=asg_name, DesiredCapacity=int(desired), HonorCooldown=False
+        self._checked(
+            f"SetDesiredCapacity {asg_name} {desired}",
+            lambda: self.autoscaling.set_desired_capacity(
+                AutoScalingGroupName=asg_name, DesiredCapacity=int(desired), HonorCooldown=False
+            ),
+            lambda: int(self._group_now(asg_name)["DesiredCapacity"]) == int(desired),
         )
 
     def terminate_instance(self, instance_id: str, *, decrement_desired: bool) -> bool:
-        """TerminateInstanceInAutoScalingGroup; False when the instance is already gone or terminating."""
-        try:
+        """TerminateInstanceInAutoScalingGroup; False when the instance is already gone or terminating (AWS: a
+        ValidationError, e.g. a retry after a lost reply)."""
+
+        def write() -> bool:
             self.autoscaling.terminate_instance_in_auto_scaling_group(
                 InstanceId=instance_id, ShouldDecrementDesiredCapacity=bool(decrement_desired)
             )
             return True
+
+        def done() -> bool:
+            found = self.autoscaling.describe_auto_scaling_instances(InstanceIds=[instance_id])
+            states = [i.get("LifecycleState", "") for i in found.get("AutoScalingInstances") or []]
+            return not states or all(s.startswith("Terminat") for s in states)
+
+        try:
+            return bool(self._checked(f"TerminateInstanceInAutoScalingGroup {instance_id}", write, done) is not False)
         except ClientError as exc:
             text = str(exc).lower()
             if error_code(exc) == "ValidationError" and ("not found" in text or "terminat" in text):
@@ -691,51 +733,102 @@ class AsgHook(AwsBaseHook):
         terminations in one group race inside moto: the sandbox answers InvalidTarget); the ids terminated."""
         return [i for i in instance_ids if self.terminate_instance(i, decrement_desired=decrement_desired)]
 
+    def _suspended(self, asg_name: str) -> set[str]:
+        return {p["ProcessName"] for p in self._group_now(asg_name).get("SuspendedProcesses") or []}
+
     def suspend_processes(self, asg_name: str, processes: Sequence[str]) -> None:
         if processes:
-            self.autoscaling.suspend_processes(AutoScalingGroupName=asg_name, ScalingProcesses=list(processes))
+            self._checked(
+                f"SuspendProcesses {' '.join(processes)}",
+                lambda: self.autoscaling.suspend_processes(AutoScalingGroupName=asg_name, ScalingProcesses=list(processes)),
+                lambda: set(processes) <= self._suspended(asg_name),
+            )
 
     def resume_processes(self, asg_name: str, processes: Sequence[str]) -> None:
         if processes:
-            self.autoscaling.resume_processes(AutoScalingGroupName=asg_name, ScalingProcesses=list(processes))
+            self._checked(
+                f"ResumeProcesses {' '.join(processes)}",
+                lambda: self.autoscaling.resume_processes(AutoScalingGroupName=asg_name, ScalingProcesses=list(processes)),
+                lambda: not set(processes) & self._suspended(asg_name),
+            )
+
+    def _tags_now(self, asg_name: str) -> dict[str, str]:
+        return {t["Key"]: t.get("Value", "") for t in self._group_now(asg_name).get("Tags") or []}
 
     def put_tags(self, asg_name: str, tags: Mapping[str, str]) -> None:
         """CreateOrUpdateTags on the group, PropagateAtLaunch=False (the record is not for instances)."""
         if tags:
-            self.autoscaling.create_or_update_tags(
-                Tags=[
-                    {"ResourceId": asg_name, "ResourceType": "auto-scaling-group", "Key": k, "Value": v,
-                     "PropagateAtLaunch": False}
-                    for k, v in tags.items()
-                ]
+            self._checked(
+                f"CreateOrUpdateTags {', '.join(tags)}",
+                lambda: self.autoscaling.create_or_update_tags(
+                    Tags=[
+                        {"ResourceId": asg_name, "ResourceType": "auto-scaling-group", "Key": k, "Value": v,
+                         "PropagateAtLaunch": False}
+                        for k, v in tags.items()
+                    ]
+                ),
+                lambda: all(self._tags_now(asg_name).get(k) == v for k, v in tags.items()),
             )
 
     def delete_tags(self, asg_name: str, keys: Iterable[str]) -> None:
         keys = list(keys)
         if keys:
-            self.autoscaling.delete_tags(
-                Tags=[{"ResourceId": asg_name, "ResourceType": "auto-scaling-group", "Key": k} for k in keys]
+            self._checked(
+                f"DeleteTags {', '.join(keys)}",
+                lambda: self.autoscaling.delete_tags(
+                    Tags=[{"ResourceId": asg_name, "ResourceType": "auto-scaling-group", "Key": k} for k in keys]
+                ),
+                lambda: not set(keys) & set(self._tags_now(asg_name)),
             )
 
     def set_launch_template(self, asg_name: str, lt: LaunchTemplateRef, version: int) -> None:
         """Point the group at an explicit version of its template (plain or in its MixedInstancesPolicy)."""
         spec = {**lt.spec(), "Version": str(int(version))}
-        if lt.mixed:
-            self.autoscaling.update_auto_scaling_group(
-                AutoScalingGroupName=asg_name,
-                MixedInstancesPolicy={"LaunchTemplate": {"LaunchTemplateSpecification": spec}},
-            )
-        else:
-            self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg_name, LaunchTemplate=spec)
+
+        def write() -> None:
+            if lt.mixed:
+                self.autoscaling.update_auto_scaling_group(
+                    AutoScalingGroupName=asg_name,
+                    MixedInstancesPolicy={"LaunchTemplate": {"LaunchTemplateSpecification": spec}},
+                )
+            else:
+                self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg_name, LaunchTemplate=spec)
+
+        def done() -> bool:
+            now = launch_template_of(self._group_now(asg_name))
+            return now is not None and now.key == lt.key and now.version == str(int(version))
+
+        self._checked(f"UpdateAutoScalingGroup LaunchTemplate {lt.key}:{version}", write, done)
+
+    def _members(self, asg_name: str) -> dict[str, dict[str, Any]]:
+        return {i["InstanceId"]: i for i in self._group_now(asg_name).get("Instances") or []}
 
     def exit_standby(self, asg_name: str, instance_ids: Sequence[str]) -> None:
         if instance_ids:
-            self.autoscaling.exit_standby(AutoScalingGroupName=asg_name, InstanceIds=list(instance_ids))
+
+            def done() -> bool:
+                members = self._members(asg_name)
+                return all(i in members and members[i].get("LifecycleState") != "Standby" for i in instance_ids)
+
+            self._checked(
+                f"ExitStandby {' '.join(instance_ids)}",
+                lambda: self.autoscaling.exit_standby(AutoScalingGroupName=asg_name, InstanceIds=list(instance_ids)),
+                done,
+            )
 
     def set_instance_protection(self, asg_name: str, instance_ids: Sequence[str], protected: bool) -> None:
         if instance_ids:
-            self.autoscaling.set_instance_protection(
-                AutoScalingGroupName=asg_name, InstanceIds=list(instance_ids), ProtectedFromScaleIn=bool(protected)
+
+            def done() -> bool:
+                members = self._members(asg_name)
+                return all(bool(members.get(i, {}).get("ProtectedFromScaleIn")) == protected for i in instance_ids)
+
+            self._checked(
+                f"SetInstanceProtection {' '.join(instance_ids)}",
+                lambda: self.autoscaling.set_instance_protection(
+                    AutoScalingGroupName=asg_name, InstanceIds=list(instance_ids), ProtectedFromScaleIn=bool(protected)
+                ),
+                done,
             )
 
     # ------------------------------------------------------------------ instance refresh

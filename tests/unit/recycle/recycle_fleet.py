@@ -316,3 +316,34 @@ class SleepRecorder:
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+
+
+def lose_replies(hook: Any, *, retried: bool = True) -> list[str]:
+    """Make every write of the hook's AutoScaling client reach AWS (the sandbox) and be applied, then lose its
+    reply: the first attempt of each write is sent for real and answered with a ``Throttling`` error instead,
+    so botocore retries it (a lost reply: the retry meets what the first attempt did). With
+    ``retried=False`` the reply is an ``InternalFailure`` instead and the caller sets ``max_attempts=1``: the
+    hook itself sees the error. Describes are untouched. Returns the writes whose reply was lost."""
+    from botocore.awsrequest import AWSResponse
+    from botocore.httpsession import URLLib3Session
+
+    lost: list[str] = []
+    http = URLLib3Session()
+    failure = (400, _THROTTLE["query"][1]) if retried else (
+        500, b"<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code><Message>reply lost</Message>"
+             b"</Error><RequestId>t</RequestId></ErrorResponse>")
+
+    def reply(request: Any = None, event_name: str = "", **_: Any) -> Any:
+        operation = event_name.rsplit(".", 1)[-1]
+        if operation.startswith("Describe"):
+            return None
+        attempt = request.headers.get("amz-sdk-request", b"")
+        attempt = attempt.decode() if isinstance(attempt, bytes) else str(attempt)
+        if "attempt=1" not in attempt:
+            return None  # a retry: answered for real
+        http.send(request)  # applied...
+        lost.append(operation)
+        return AWSResponse(request.url, failure[0], {}, _Raw(failure[1]))  # ...and its reply lost
+
+    hook.client("autoscaling").meta.events.register("before-send.autoscaling", reply)
+    return lost

@@ -289,3 +289,27 @@ def test_sync_and_async_observations_agree(sandbox_clean):
     assert {i.image_id for i in aobs.state.instances} == {f.old_ami}
     assert all(i.target_health == {f.tg_arn: "healthy"} and i.status == "ok" for i in aobs.state.instances)
     assert Lifecycle.IN_SERVICE == aobs.state.instances[0].lifecycle
+
+
+def test_a_failed_write_is_looked_at_again_before_it_counts_as_failed(sandbox_clean):
+    """Issue 13 item 16: a write applied whose reply was lost (here an InternalFailure in its place, and no
+    botocore retry) is not an error when the group shows it done; a write that did not happen still fails."""
+    import pytest
+
+    f = F.build_fleet(sandbox_clean)
+    hook = AsgHook(aws_conn_id="aws_default", region_name=F.REGION, config={"retries": {"mode": "standard", "total_max_attempts": 1}})
+    lost = F.lose_replies(hook, retried=False)
+    hook.set_capacity(f.asg, max_size=7, desired=5)
+    hook.put_tags(f.asg, {"phoenix:test": "x"})
+    victim = sorted(F.fleet_images(sandbox_clean))[0]
+    assert hook.terminate_instance(victim, decrement_desired=True) is True
+    g = F.group(sandbox_clean)
+    assert lost == ["UpdateAutoScalingGroup", "CreateOrUpdateTags", "TerminateInstanceInAutoScalingGroup"]
+    assert (g["MaxSize"], g["DesiredCapacity"]) == (7, 4) and victim not in F.fleet_images(sandbox_clean)
+    assert {"Key": "phoenix:test", "Value": "x"} in [{"Key": t["Key"], "Value": t["Value"]} for t in g["Tags"]]
+    # a write that never reached AWS still fails (here: refused before it was sent)
+    fresh = AsgHook(aws_conn_id="aws_default", region_name=F.REGION, config={"retries": {"mode": "standard", "total_max_attempts": 1}})
+    F.inject_throttling(fresh, {("autoscaling", "UpdateAutoScalingGroup"): 1})
+    with pytest.raises(ClientError, match="Throttling"):
+        fresh.set_capacity(f.asg, desired=6)
+    assert F.group(sandbox_clean)["DesiredCapacity"] == 4
