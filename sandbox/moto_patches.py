@@ -201,11 +201,24 @@ def _patch_dispatch() -> None:
 # --------------------------------------------------------------------------------------------- EC2
 
 
+def _resolve_ssm_image(backend: Any, image_id: str) -> str:
+    """``resolve:ssm:<name>[:version|label]`` -> the parameter's value (the literal when it does not resolve)."""
+    try:
+        param = ssm_backends[backend.account_id][backend.region_name].get_parameter(image_id[len("resolve:ssm:"):])
+    except Exception:  # noqa: BLE001 - AWS fails the launch; moto keeps going with the literal
+        return image_id
+    return str(param.value) if param is not None else image_id
+
+
 def _patch_ec2() -> None:
     def make_run(original: Any) -> Any:
         def run_instances(
             self: Any, image_id: Any, count: Any, user_data: Any, sgs: Any, **kwargs: Any
         ) -> Any:
+            if current() is not None and isinstance(image_id, str) and image_id.startswith("resolve:ssm:"):
+                # AWS resolves an SSM-parameter AMI (a launch template's ImageId "resolve:ssm:<name>[:version]")
+                # when it launches; moto launches the literal string as the instance's ImageId
+                image_id = _resolve_ssm_image(self, image_id)
             reservation = original(self, image_id, count, user_data, sgs, **kwargs)
             req = current()
             if req is not None:  # also ASG launches: they call EC2Backend.run_instances
