@@ -64,6 +64,7 @@ MAX_PARALLEL = 5
 #: instance refresh statuses during which another rollout must not start
 REFRESH_ACTIVE = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
 _NOT_FOUND_ID = re.compile(r"i-[0-9a-f]+")
+_AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
 _STATUS_ORDER = ("impaired", "insufficient-data", "initializing", "not-applicable")
 #: custom endpoints known to lack the instance-refresh API (asked once per process)
 _NO_REFRESH_API: set[str] = set()
@@ -633,6 +634,15 @@ class AsgHook(AwsBaseHook):
             if image:
                 self.lt_cache[(lt.key, int(v["VersionNumber"]))] = image
         return sorted(out, key=lambda v: -int(v["VersionNumber"]))
+
+    def resolve_ssm_image(self, image: str) -> str:
+        """``resolve:ssm:<name>[:version|label]`` (a launch template's ImageId) -> the AMI id the parameter holds
+        now (SSM GetParameter). ValueError when its value is not an AMI id; ClientError when it cannot be read."""
+        name = image[len("resolve:ssm:"):] if image.startswith("resolve:ssm:") else image
+        value = str(self.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]).strip()
+        if not _AMI_ID.match(value):
+            raise ValueError(f"parameter {name} holds {value[:60]!r}, not an AMI id")
+        return value
 
     def image_labels(self, image_ids: Iterable[str]) -> dict[str, str]:
         """AMI id -> its ``phoenix:version`` tag (best effort: missing or unreadable images are left out)."""

@@ -720,7 +720,8 @@ class AsgRecycleOperator(BaseOperator):
             if not versions:
                 raise ValueError(f"target_launch_template_version: {text!r} not found in launch template {ref.key}")
             v = versions[0]
-            image = (v.get("LaunchTemplateData") or {}).get("ImageId")
+            image = self._ami((v.get("LaunchTemplateData") or {}).get("ImageId"), "target_launch_template_version",
+                              f"version {text} of {ref.key}")
             if not image:
                 raise ValueError(f"target_launch_template_version: version {text} of {ref.key} names no ImageId")
             if wanted_image and image != wanted_image:
@@ -730,10 +731,10 @@ class AsgRecycleOperator(BaseOperator):
                 )
             return str(image), f"{v.get('LaunchTemplateId') or ref.key}:{int(v['VersionNumber'])}"
         assert wanted_image is not None
-        if lt.image_id == wanted_image and lt.number is not None:
+        if lt.number is not None and self._ami(lt.image_id, None, "") == wanted_image:
             return wanted_image, lt.explicit()
         for v in self.hook.launch_template_versions(lt):
-            if (v.get("LaunchTemplateData") or {}).get("ImageId") == wanted_image:
+            if self._ami((v.get("LaunchTemplateData") or {}).get("ImageId"), None, "") == wanted_image:
                 return wanted_image, f"{v.get('LaunchTemplateId') or lt.key}:{int(v['VersionNumber'])}"
         if dry_run:  # a rollout's dry run comes before its apply has made that version
             self.log.info(
@@ -754,13 +755,38 @@ class AsgRecycleOperator(BaseOperator):
                 f"max_age_days: the launch template of {self.asg_name} ({lt.key} {lt.version}) names no ImageId. "
                 "Fix: give the launch template version an AMI"
             )
-        if wanted_image and lt.image_id != wanted_image:
+        image = self._ami(lt.image_id, "max_age_days", f"the launch template of {self.asg_name} ({lt.key} version "
+                          f"{lt.number})")
+        if wanted_image and image != wanted_image:
             raise AirflowSkipException(
-                f"{self.asg_name}: its launch template ({lt.key} version {lt.number}) launches {lt.image_id} now, "
+                f"{self.asg_name}: its launch template ({lt.key} version {lt.number}) launches {image} now, "
                 f"not {wanted_image}: a rollout of the new image is due (it renews these instances too), not a "
                 "renewal. Skipping"
             )
-        return str(lt.image_id), lt.explicit()
+        return str(image), lt.explicit()
+
+    def _ami(self, image: str | None, field: str | None, where: str) -> str | None:
+        """A launch template's ImageId as the AMI it launches: ``resolve:ssm:<parameter>`` is resolved once,
+        here at the start (AWS resolves it at every launch: the record must hold the AMI instances will run,
+        or every instance looks outdated forever). Unresolvable: ValueError naming ``field`` (None: answer None
+        instead, e.g. while searching the versions)."""
+        if not image or not str(image).startswith("resolve:ssm:"):
+            return image
+        cache: dict[str, str] = self.__dict__.setdefault("_ssm_amis", {})
+        if image not in cache:
+            try:
+                cache[image] = self.hook.resolve_ssm_image(str(image))
+            except Exception as exc:
+                if field is None:
+                    self.log.info("%s: %s does not resolve to an AMI (%s)", self.asg_name, image, exc)
+                    return None
+                raise ValueError(
+                    f"{field}: {where} launches {image}, and that SSM parameter does not resolve to an AMI ({exc}). "
+                    "Fix: create the parameter with an AMI id (phoenix-fleet resolves it once, when a rollout begins), "
+                    "or give the launch template version an AMI id"
+                ) from None
+            self.log.info("%s: %s resolves to %s (kept in the rollout record)", self.asg_name, image, cache[image])
+        return cache[image]
 
     def _begin(
         self, obs: Any, policy: Policy, rid: str, target_image: str, target_lt: str | None,
@@ -768,19 +794,21 @@ class AsgRecycleOperator(BaseOperator):
     ) -> RolloutRecord:
         R = _rollout()
         state, lt = obs.state, obs.launch_template
+        lt_image = self._ami(lt.image_id, None, "") if lt is not None else None
         counts = Counter(i.image_id for i in state.live if i.image_id != target_image)
         previous = counts.most_common(1)[0][0] if counts else None
-        if previous is None and lt is not None and lt.image_id and lt.image_id != target_image:
-            previous = lt.image_id
+        if previous is None and lt is not None and lt_image and lt_image != target_image:
+            previous = lt_image
         self._from_image = previous
         previous_lt: str | None = None
         if previous is not None and lt is not None:
-            if lt.image_id == previous and lt.number is not None:
+            if lt_image == previous and lt.number is not None:
                 previous_lt = lt.explicit()
             else:
                 target_no = int(_lt_parts(target_lt)[1]) if target_lt else None
                 for v in self.hook.launch_template_versions(lt):
-                    if (v.get("LaunchTemplateData") or {}).get("ImageId") == previous and int(v["VersionNumber"]) != target_no:
+                    v_image = self._ami((v.get("LaunchTemplateData") or {}).get("ImageId"), None, "")
+                    if v_image == previous and int(v["VersionNumber"]) != target_no:
                         previous_lt = f"{v.get('LaunchTemplateId') or lt.key}:{int(v['VersionNumber'])}"
                         break
         rollback_image = previous

@@ -71,6 +71,9 @@ from .rollout_actions import (
 from .rollout_policy import Policy
 from .rollout_record import FAILED, FORWARD, ROLLBACK, RolloutRecord
 
+#: launches this long after a phase began count as the phase's own (see the stray check in _plan_active)
+STRAY_GRACE = timedelta(minutes=5)
+
 # ------------------------------------------------------------------------------------------------------
 # derived view of one observation
 
@@ -321,6 +324,23 @@ def _plan_active(v: _View) -> Action:
         why = health.failure(inst, state, policy)
         if why:
             return _fail_over(v, why)
+
+    # 1b. launches of this phase on an image that is neither the target nor the previous one: the group's
+    # launch template launches something else (a resolve:ssm: parameter that moved, a template edited by
+    # hand). Replacing them would only launch more of them: halt, naming it (after a grace for launches
+    # that were already under way when the phase began)
+    strays = sorted(
+        (i for i in state.live
+         if i.launch_time >= rec.phase_start + STRAY_GRACE and i.image_id not in (rec.target_image, rec.previous_image)),
+        key=lambda i: i.instance_id,
+    )
+    if strays:
+        return _halt(
+            v, FailKind.BLOCKED,
+            f"{len(strays)} instance(s) launched during this {rec.phase} phase run {strays[0].image_id} (e.g. "
+            f"{strays[0].instance_id}), not the target {rec.target_image}: the group's launch template launches "
+            "something else (an SSM parameter that moved?). Fix: point the template back, then resume",
+        )
 
     # 2. deadline
     if v.now >= v.deadline:

@@ -136,3 +136,46 @@ def test_a_renewal_never_rolls_back_to_an_older_image(sandbox_clean):
     record = RolloutRecord.from_tags({t["Key"]: t["Value"] for t in F.group(sandbox_clean)["Tags"]})
     assert record is not None and record.target_image == f.new_ami
     assert record.previous_image is None and record.previous_lt is None
+
+
+def _ssm_template(sandbox, f, parameter: str) -> None:
+    """Version 3 of the group's template launches ``resolve:ssm:<parameter>``; the group is moved onto it and its
+    instances replaced by it (the sandbox resolves the parameter at launch, as AWS does)."""
+    ec2 = sandbox.client("ec2", region_name=F.REGION)
+    autoscaling = sandbox.client("autoscaling", region_name=F.REGION)
+    data = F.lt_data(f.old_ami)
+    data["ImageId"] = f"resolve:ssm:{parameter}"
+    ec2.create_launch_template_version(LaunchTemplateId=f.lt_id, LaunchTemplateData=data)
+    autoscaling.update_auto_scaling_group(AutoScalingGroupName=f.asg,
+                                          LaunchTemplate={"LaunchTemplateId": f.lt_id, "Version": "3"})
+
+
+def test_renewal_on_a_resolve_ssm_template_resolves_the_parameter_once(sandbox_clean):
+    """Issue 13 item 14: a launch template whose ImageId is ``resolve:ssm:/phoenix/web/ami`` launches the AMI the
+    parameter holds. The renewal took that string for the target, so every instance (also its own launches)
+    looked outdated, until the deadline. The parameter is resolved when the rollout begins (the record holds the
+    AMI): exactly the old instances are replaced."""
+    f = F.build_fleet(sandbox_clean)
+    sandbox_clean.client("ssm", region_name=F.REGION).put_parameter(
+        Name="/phoenix/web/ami", Value=f.old_ami, Type="String", DataType="aws:ec2:image")
+    _ssm_template(sandbox_clean, f, "/phoenix/web/ami")
+    old = _age(sandbox_clean, f, 2)
+    op = renewal(f, policy={"batch_size": 1, "max_surge": 1, "deadline_minutes": 2})
+    op.hook = F.scripted_hook()
+    result = run_task(op, make_context()).result
+    assert result["outcome"] == "forward" and result["to_image"] == f.old_ami
+    assert sorted(F.terminations(op.hook)) == old  # only the two past max age, each once
+    g = F.assert_converged(sandbox_clean, f, f.old_ami, 4)
+    assert g["LaunchTemplate"]["Version"] == "3"
+
+
+def test_renewal_on_an_unresolvable_resolve_ssm_template_is_refused_naming_the_field(sandbox_clean):
+    f = F.build_fleet(sandbox_clean)
+    _ssm_template(sandbox_clean, f, "/phoenix/web/missing")
+    before = F.group(sandbox_clean)
+    op = renewal(f)
+    op.hook = F.scripted_hook()
+    with pytest.raises(ValueError, match=r"max_age_days: the launch template of web \(.* version 3\) launches "
+                                         r"resolve:ssm:/phoenix/web/missing, and that SSM parameter does not resolve"):
+        run_task(op, make_context())
+    assert op.hook.actions == [] and F.group(sandbox_clean) == before

@@ -481,6 +481,21 @@ def test_unknown_is_neither_healthy_nor_a_failure() -> None:
     assert isinstance(plan(bad, record(bad, policy, original_desired=4), policy), StartRollback)
 
 
+def test_launches_on_a_third_image_halt_instead_of_being_chased() -> None:
+    """Issue 13 item 14: when the launch template launches something else than the record's target (a
+    resolve:ssm: parameter that moved mid-rollout), every replacement is 'outdated' again: the planner halts
+    (blocked) naming it instead of replacing its own launches until the deadline."""
+    OTHER = "ami-0other"
+    stray = inst("i-stray", OTHER, age=-540)  # launched 9 min into the rollout (now: 10 min in)
+    state = fleet(*olds(3), stray, launch_image_id=None, now_offset=600)
+    halt = plan(state, record(state, SURGE), SURGE)
+    assert isinstance(halt, Halt) and halt.record is not None, halt
+    assert halt.reason.startswith("1 instance(s) launched during this forward phase run ami-0other (e.g. i-stray)")
+    # one launched before the rollout (or in the first minutes, already under way) is replaced like any other
+    early = fleet(*olds(3), inst("i-early", OTHER, age=-60), launch_image_id=None, now_offset=600)
+    assert not isinstance(plan(early, record(early, SURGE), SURGE), Halt)
+
+
 def test_the_deadline_holds_when_the_group_has_more_instances_than_desired() -> None:
     """Issue 13 item 11: all instances scale-in protected and desired lowered from outside: the ASG cannot
     remove any, and Wait(capacity) repeated forever. Past the deadline any live != desired halts (blocked)."""
