@@ -225,6 +225,97 @@ def test_worker_killed_then_retried_completes_without_extra_terminations(sandbox
     assert len(done) == len(set(done)) == 4, done  # each old instance terminated once, nothing else
 
 
+def test_a_crash_right_after_the_lock_is_released_never_rolls_forward_again(sandbox_clean):
+    """Issue 13 item 7: the record (the lock) used to be deleted before the summary and the RolloutFailed of a
+    rollback; a crash in between restarted the task with no record, and it rolled forward again onto the
+    known-bad version. The end is recorded first (XCom, then ``phoenix:rollout-ended``), and the same rollout,
+    run again, ends the same way without touching the group."""
+    f = F.build_fleet(sandbox_clean, bad_new=True)
+    first = F.operator(f, rollout_id="rel/run-5")
+    first.hook = F.scripted_hook()
+
+    def crash_once_unlocked() -> None:
+        name, args, _ = first.hook.actions[-1]
+        if name == "delete_tags" and "phoenix:rollout:id" in args[1]:
+            raise F.WorkerKilled("killed right after the lock was released")
+
+    first.hook.monitor = crash_once_unlocked
+    ctx = make_context()
+    with pytest.raises(F.WorkerKilled):
+        run_task(first, ctx)
+    assert ctx["ti"].xcom[SUMMARY_XCOM_KEY]["outcome"] == "rolled_back"  # recorded before the lock went
+    before = F.group(sandbox_clean)
+    retry = F.operator(f, rollout_id="rel/run-5")
+    retry.hook = F.scripted_hook()
+    with pytest.raises(RolloutFailed, match=r"rollout rel/run-5 already ended on this group \(rolled_back\)"):
+        run_task(retry, make_context())
+    assert retry.hook.actions == [] and F.group(sandbox_clean) == before
+    assert set(F.fleet_images(sandbox_clean).values()) == {f.old_ami}
+    # another rollout (a new run) is not bound by it
+    nxt = F.operator(f, target_launch_template_version=1, rollout_id="rel/run-6")
+    assert run_task(nxt, make_context()).result["outcome"] == "forward"
+
+
+def test_two_operators_racing_for_one_group_exactly_one_acts(sandbox_clean):
+    """Issue 13 item 8: two starters that both saw no record could both pass the read-back (it compared only the
+    id, right after their own write), and the loser's record keys (here a renewal's replace-before) merged into
+    the winner's. Now: the whole record with a unique token, read back after a settle, every key compared; the
+    winner removes the loser's keys. A renewal (A) and a rollout to v2 (B) both look, then A writes, then B."""
+    import threading
+    import time
+
+    f = F.build_fleet(sandbox_clean)
+    looked = threading.Barrier(2, timeout=60)
+    a_wrote = threading.Event()
+    ops = {
+        "A": F.operator(f, rollout_id="renew/run-1", target_launch_template_version=None, max_age_days=1,
+                        deferrable=False, lock_settle_seconds=0.5),
+        "B": F.operator(f, rollout_id="release/run-1", deferrable=False, lock_settle_seconds=0.5),
+    }
+    seen_by_b: list[dict[str, str]] = []
+
+    def first_lock_write(who: str):
+        def hold(name, actions):
+            if name == "put_tags" and not actions:  # both have looked (no record), neither has written
+                looked.wait()
+                if who == "B":
+                    a_wrote.wait(timeout=30)
+                    time.sleep(0.2)  # B's write lands after A's, inside A's settle
+            return None
+        return hold
+
+    def after_a_write():
+        a_wrote.set()
+
+    ops["A"].hook = F.scripted_hook(kill_before=first_lock_write("A"), on_action={1: after_a_write})
+    ops["B"].hook = F.scripted_hook(
+        kill_before=first_lock_write("B"),
+        on_action={"set_launch_template": lambda: seen_by_b.append(
+            {t["Key"]: t["Value"] for t in F.group(sandbox_clean)["Tags"]})},
+    )
+    results: dict[str, object] = {}
+
+    def run(who: str) -> None:
+        try:
+            results[who] = run_task(ops[who], make_context(run_id=who)).result
+        except BaseException as exc:  # noqa: BLE001 - the outcome is asserted below
+            results[who] = exc
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in ("A", "B")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    acted = [w for w, r in results.items() if isinstance(r, dict) and r.get("outcome") == "forward"]
+    refused = [w for w, r in results.items() if isinstance(r, RolloutLockedError)]
+    assert (acted, refused) == (["B"], ["A"]), results
+    # A wrote its record once (the lock attempt) and nothing else; B's record never carried A's keys
+    assert [n for n, _, _ in ops["A"].hook.actions] == ["put_tags"]
+    assert seen_by_b and "phoenix:rollout:replace-before" not in seen_by_b[0]
+    assert seen_by_b[0]["phoenix:rollout:id"] == "release/run-1"
+    F.assert_converged(sandbox_clean, f, f.new_ami, 4)
+
+
 def test_second_rollout_on_the_same_group_is_refused(sandbox_clean):
     f = F.build_fleet(sandbox_clean)
     first = F.operator(f, rollout_id="rel/run-1")

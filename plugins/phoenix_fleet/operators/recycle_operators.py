@@ -147,6 +147,8 @@ class AsgRecycleOperator(BaseOperator):
         is no other image to go back to): on failure it halts and restores capacity.
     :param if_locked: ``fail`` (default) or ``skip`` when another rollout or an AWS instance refresh holds
         the group at the start (fleet_max_age skips, the next night tries again).
+    :param lock_settle_seconds: taking the lock, the pause between writing the record and reading it back
+        whole (compare-and-set on tags: another starter's write lands within it).
     :param deferrable: wait in the triggerer for long waits (else poll in the worker).
     :param inline_wait_seconds: waits expected to end within this are polled in the worker: a deferral
         costs ~2.4 s in a real Airflow (defer, trigger, resume).
@@ -186,6 +188,7 @@ class AsgRecycleOperator(BaseOperator):
         max_batches: int | str | None = None,
         max_age_days: float | str | None = None,
         if_locked: str = "fail",
+        lock_settle_seconds: float = 2.0,
         deferrable: bool = True,
         inline_wait_seconds: float = 20.0,
         poll_interval: float = 15.0,
@@ -218,6 +221,7 @@ class AsgRecycleOperator(BaseOperator):
         self.max_batches = max_batches
         self.max_age_days = max_age_days
         self.if_locked = if_locked
+        self.lock_settle_seconds = float(lock_settle_seconds)
         self.deferrable = deferrable
         self.inline_wait_seconds = float(inline_wait_seconds)
         self.poll_interval = float(poll_interval)
@@ -282,6 +286,9 @@ class AsgRecycleOperator(BaseOperator):
         record = obs.record
         if record is not None and record.rollout_id != rid:
             self._locked(self._locked_message(record, rid))
+        ended = R.ended_outcome(obs.tags, rid) if record is None and not dry_run else None
+        if ended is not None:  # this very rollout ended on the group already (a retry after its last step)
+            return self._ended_already(context, obs, rid, ended)
         if record is not None:
             policy = self._policy_of(record)
         refresh = self.hook.active_instance_refresh(self.asg_name)
@@ -313,14 +320,7 @@ class AsgRecycleOperator(BaseOperator):
             carry["from_image"] = self._from_image
             if dry_run:
                 return self._dry_run(context, obs, record, policy, carry)
-            self._persist(obs.tags, record)
-            holder = self.hook.record_of(self.asg_name)  # read the lock back: did another writer win?
-            if holder is None or holder.rollout_id != rid:
-                raise RolloutLockedError(
-                    self._locked_message(holder, rid) if holder else
-                    f"{self.asg_name}: the rollout record vanished right after it was written; another tool is "
-                    "editing the group's tags. Fix: find it, then retry"
-                )
+            self._take_lock(record, rid)
             self.log.info(
                 "Rollout %s of %s started: %s -> %s (%s), strategy %s, baseline %d (min %d max %d)",
                 rid, self.asg_name, record.previous_image or "?", record.target_image, target_lt or "no LT version",
@@ -373,16 +373,16 @@ class AsgRecycleOperator(BaseOperator):
         refresh_id = event.get("instance_refresh_id")
         if event.get("status") == "success":
             on = sum(1 for i in obs.state.live if i.image_id == record.target_image)
-            self._clear_tags(obs.tags)
             summary = self._summary(context, obs, record, carry, "forward",
                                     f"instance refresh {refresh_id} Successful: {on}/{len(obs.state.live)} on {record.target_image}")
+            self._end(obs, rid, "forward")
             self.log.info("%s", summary["message"])
             return summary
         status = event.get("refresh_status")
         message = str(event.get("message"))
         if status == "RollbackSuccessful":
-            self._clear_tags(obs.tags)
             summary = self._summary(context, obs, record, carry, "rolled_back", message)
+            self._end(obs, rid, "rolled_back")
             raise RolloutFailed(f"{self.asg_name}: rolled back by AWS: {message}")
         self.log.warning("%s", message)
         self._persist(obs.tags, record.halted(obs.state.now, f"halted: {message}"))
@@ -538,9 +538,11 @@ class AsgRecycleOperator(BaseOperator):
             if action.resume_processes:
                 hook.resume_processes(asg, action.resume_processes)
         elif isinstance(action, R.Done):
-            self._clear_tags(obs.tags)
             outcome = "forward" if action.outcome == "completed" else "rolled_back"
+            # the end is recorded (XCom, then the ended marker) before the lock goes: a crash in between
+            # resumes the record (or honours the marker), never starts over onto a known-bad version
             summary = self._summary(context, obs, record, carry, outcome, action.summary, skipped=action.skipped)
+            self._end(obs, rid, outcome)
             self.log.info("%s: %s", asg, summary["message"])
             if outcome == "rolled_back":
                 raise RolloutFailed(f"{asg}: {action.summary}")
@@ -839,6 +841,76 @@ class AsgRecycleOperator(BaseOperator):
             replace_before=replace_before,
             token=uuid.uuid4().hex,
         )
+
+    def _take_lock(self, record: RolloutRecord, rid: str) -> None:
+        """Compare-and-set on tags (AutoScaling has no conditional write): look again right before writing,
+        write the whole record with its unique token (deleting every record key that is not ours), wait
+        ``lock_settle_seconds``, read the whole record back and compare every key. Another writer's record
+        (or any of its keys on ours) means it won: refuse, touching nothing more. Won: delete the record keys a
+        loser left behind. What remains: two starters whose writes land more than the settle apart after
+        both looked (a worker paused for longer than that between its look and its write)."""
+        R = _rollout()
+
+        def tags_now() -> dict[str, str]:
+            group = self.hook.describe_group(self.asg_name)
+            return {t["Key"]: t.get("Value", "") for t in group.get("Tags") or []}
+
+        def holder_of(tags: Mapping[str, str]) -> str:
+            try:
+                holder = R.RolloutRecord.from_tags(tags)
+            except R.RecordError:
+                holder = None
+            if holder is not None and holder.rollout_id != rid:
+                return self._locked_message(holder, rid)
+            return (
+                f"{self.asg_name}: another writer changed the rollout tags while rollout {rid} took the lock "
+                "(two rollouts started at the same moment?); refusing to act. Fix: look at the group's "
+                "phoenix:rollout:* tags, then run again"
+            )
+
+        before = tags_now()  # the freshest look, right before the write
+        if before.get(_ID_TAG) not in (None, rid):
+            self._locked(holder_of(before))
+        ours = record.to_tags()
+        self.hook.put_tags(self.asg_name, ours)
+        stale = [k for k in R.RolloutRecord.tag_keys() if k in before and k not in ours]
+        if stale:
+            self.hook.delete_tags(self.asg_name, stale)
+        self._sleep(self.lock_settle_seconds)
+        after = tags_now()
+        if any(after.get(k) != v for k, v in ours.items()):
+            raise RolloutLockedError(holder_of(after))
+        leftovers = [k for k in R.RolloutRecord.tag_keys() if k in after and k not in ours]
+        if leftovers:  # a loser's keys merged into ours (its write came first): not ours, never used
+            self.log.warning("%s: removing rollout tags another writer left: %s", self.asg_name, ", ".join(leftovers))
+            self.hook.delete_tags(self.asg_name, leftovers)
+
+    def _ended_already(self, context: Context, obs: Any, rid: str, ended: str) -> Any:
+        """The group says this rollout ended already (``phoenix:rollout-ended``, written before its lock was
+        released): end the same way, acting on nothing (a retry never rolls forward again after a rollback)."""
+        state = obs.state
+        message = f"{self.asg_name}: rollout {rid} already ended on this group ({ended}); nothing to do"
+        summary = {
+            "asg": self.asg_name, "rollout_id": rid, "strategy": self.resolved_policy.strategy, "outcome": ended,
+            "from_image": None, "to_image": None, "final_images": dict(Counter(i.image_id for i in state.live)),
+            "replaced": 0, "launched": 0, "batches": 0, "duration_seconds": 0.0,
+            "capacity": {"desired": state.desired, "min": state.min_size, "max": state.max_size},
+            "skipped": [], "reason": None, "resumed": True, "outside_changes": [], "steps": 0, "defers": 0,
+            "message": message,
+        }
+        ti = context.get("ti") if context else None
+        if ti is not None:
+            ti.xcom_push(key=SUMMARY_XCOM_KEY, value=summary)
+        self.log.info("%s", message)
+        if ended != "forward":
+            raise RolloutFailed(message)
+        return summary
+
+    def _end(self, obs: Any, rid: str, outcome: str) -> None:
+        """Record the terminal outcome (outside the record: it outlives the lock), then release the lock."""
+        R = _rollout()
+        self.hook.put_tags(self.asg_name, {R.ENDED_TAG: R.ended_value(rid, outcome)})
+        self._clear_tags(obs.tags)
 
     def _check_same_target(self, record: RolloutRecord, target_image: str) -> None:
         if target_image in (record.target_image, record.previous_image):

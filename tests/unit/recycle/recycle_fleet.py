@@ -245,6 +245,7 @@ def operator(f: Fleet, **kwargs: Any) -> Any:
     kwargs.setdefault("min_poll_interval", 0.01)
     kwargs.setdefault("poll_interval", 0.05)
     kwargs.setdefault("inline_wait_seconds", 0)
+    kwargs.setdefault("lock_settle_seconds", 0.01)
     kwargs.setdefault("task_id", "recycle")
     return AsgRecycleOperator(asg_name=f.asg, region_name=REGION, policy=policy, **kwargs)
 
