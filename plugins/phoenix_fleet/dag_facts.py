@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 CACHE_DIR_ENV = "PHOENIX_PARSE_CACHE_DIR"
 #: cache files written longer ago than this are removed when a new one is written (a live one is rewritten)
 STALE_AFTER_SECONDS = 7 * 86400
-_CODE = tuple(Path(__file__).with_name(n) for n in ("config.py", "config_file.py", "dag_facts.py"))
+_CODE = tuple(Path(__file__).with_name(n) for n in ("config.py", "config_file.py", "dag_facts.py")) + (
+    Path(__file__).parent / "rollout" / "rollout_policy.py",  # the recycle's execution budget
+)
 
 
 class RoleFacts(TypedDict):
@@ -60,13 +62,19 @@ class RoleFacts(TypedDict):
     max_concurrent_asgs: int
     on_failure: str
     deadline_minutes: int
+    #: the recycle task's execution_timeout: the role policy's execution budget (forward + rollback deadlines,
+    #: what a replaced fleet may take past a deadline, a safe halt, slack), in whole minutes
+    recycle_timeout_minutes: int
 
 
 def facts_from_config(fleet: FleetConfig) -> dict[str, RoleFacts]:
     """Every role's facts, in the config's role order, from a validated config."""
+    from phoenix_fleet.rollout.rollout_policy import Policy
+
     out: dict[str, RoleFacts] = {}
     for name, role in fleet.roles.items():
         env = fleet.environment(name)
+        budget = Policy.from_config(role.rollout).execution_budget()
         out[name] = RoleFacts(
             role=name,
             env=role.env,
@@ -88,6 +96,7 @@ def facts_from_config(fleet: FleetConfig) -> dict[str, RoleFacts]:
             max_concurrent_asgs=role.rollout.max_concurrent_asgs,
             on_failure=role.rollout.on_failure,
             deadline_minutes=role.rollout.deadline_minutes,
+            recycle_timeout_minutes=-(-int(budget.total_seconds()) // 60),
         )
     return out
 

@@ -370,6 +370,45 @@ def test_an_error_on_the_last_try_halts_safely(sandbox_clean):
     assert len(F.fleet_images(sandbox_clean)) == 4
 
 
+def test_an_execution_timeout_mid_rollout_still_restores_capacity_and_processes(sandbox_clean):
+    """Issue 13 item 12: AirflowTaskTimeout (execution_timeout's SIGALRM) is a BaseException: it skipped the safe
+    halt and left the group surged, with its processes suspended. Now the timeout halts safely (phase failed,
+    surplus drained, capacity and processes restored), then the timeout goes on up."""
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    f = F.build_fleet(sandbox_clean)
+    op = F.operator(f, retries=2, deferrable=False)  # retries left: a timeout halts anyway (its budget is spent)
+    op.hook = F.scripted_hook(
+        kill_before=lambda n, actions: AirflowTaskTimeout("Timeout") if n == "terminate_instance" else None
+    )
+    with pytest.raises(AirflowTaskTimeout):
+        run_task(op, make_context())
+    g = F.group(sandbox_clean)
+    assert g["DesiredCapacity"] == 4 and g["MaxSize"] == 5 and g["MinSize"] == 1 and g["SuspendedProcesses"] == []
+    tags = {t["Key"]: t["Value"] for t in g["Tags"]}
+    assert tags["phoenix:rollout:phase"] == "failed" and "timed out" in tags["phoenix:rollout:reason"]
+    assert len(F.fleet_images(sandbox_clean)) == 4
+
+
+def test_a_wait_timed_out_in_the_triggerer_still_restores_capacity_and_processes(sandbox_clean):
+    """Issue 13 item 12: a trigger timeout fails the task in resume_execution, before any method of ours runs."""
+    from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
+    from airflow.sdk.exceptions import TaskDeferralTimeout
+
+    f = F.build_fleet(sandbox_clean)
+    op = F.operator(f, rollout_id="rel/run-3")  # dies before its first termination: surged, processes suspended
+    op.hook = F.scripted_hook(kill_before=lambda n, actions: n == "terminate_instance")
+    with pytest.raises(F.WorkerKilled):
+        run_task(op, make_context())
+    assert F.group(sandbox_clean)["DesiredCapacity"] == 6
+    late = F.operator(f, rollout_id="rel/run-3")
+    with pytest.raises(TaskDeferralTimeout):
+        late.resume_execution(TRIGGER_FAIL_REPR, {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, make_context())
+    g = F.group(sandbox_clean)
+    assert g["DesiredCapacity"] == 4 and g["MaxSize"] == 5 and g["SuspendedProcesses"] == []
+    assert {t["Key"]: t["Value"] for t in g["Tags"]}["phoenix:rollout:phase"] == "failed"
+
+
 def test_an_error_with_retries_left_leaves_the_rollout_to_the_retry(sandbox_clean):
     f = F.build_fleet(sandbox_clean)
     op = F.operator(f, retries=2, rollout_id="rel/run-9")

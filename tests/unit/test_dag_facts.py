@@ -60,6 +60,27 @@ def test_facts_are_the_validated_configs_values() -> None:
     assert json.loads(json.dumps(facts)) == facts  # plain JSON: what the cache stores is what a parse gets
 
 
+def test_the_recycle_task_fits_a_rollback() -> None:
+    """Issue 13 item 12: the recycle task's execution_timeout was the deadline + 10 min: a rollback (a second
+    deadline) was killed mid-way. It is the role policy's execution budget: forward + rollback deadlines, what a
+    replaced fleet may take past one (warmup, health timeout, soak), unknown health's bound, a halt, slack."""
+    from datetime import timedelta
+
+    from phoenix_fleet.pipelines.rollout_dag import build_rollout_dag
+    from phoenix_fleet.rollout import Policy
+
+    fleet = load_fleet_config(SANDBOX_CONFIG)
+    facts = facts_from_config(fleet)["web"]
+    policy = Policy.from_config(fleet.role("web").rollout)
+    budget = policy.execution_budget()
+    assert budget >= timedelta(minutes=2 * policy.deadline_minutes) + timedelta(
+        seconds=policy.soak_seconds + policy.warmup_seconds + policy.health_timeout_seconds) + timedelta(minutes=5)
+    assert facts["recycle_timeout_minutes"] * 60 >= budget.total_seconds()
+    recycle = build_rollout_dag(facts).task_dict["recycle"]
+    assert recycle.partial_kwargs["execution_timeout"] == timedelta(minutes=facts["recycle_timeout_minutes"])
+    assert Policy(on_failure="halt").execution_budget() < Policy(on_failure="rollback").execution_budget()
+
+
 def test_second_parse_reads_the_cache_and_an_edit_validates_again(cfg: Path, validations: list[str]) -> None:
     first = fleet_dag_facts(cfg)
     assert validations == [str(cfg)]

@@ -873,6 +873,22 @@ class AsgHook(AwsBaseHook):
                 return refresh
         return None
 
+    def cancel_instance_refresh(self, asg_name: str) -> str | None:
+        """CancelInstanceRefresh: the id of the refresh being cancelled, or None when none is active."""
+        try:
+            resp = self.autoscaling.cancel_instance_refresh(AutoScalingGroupName=asg_name)
+        except ClientError as exc:
+            if error_code(exc) == "ActiveInstanceRefreshNotFound":
+                return None
+            raise
+        return str(resp.get("InstanceRefreshId") or "") or None
+
+    def instance_refresh_status(self, asg_name: str, refresh_id: str) -> str | None:
+        """The status of one instance refresh (None when AWS does not list it)."""
+        resp = self.autoscaling.describe_instance_refreshes(AutoScalingGroupName=asg_name, InstanceRefreshIds=[refresh_id])
+        refreshes = resp.get("InstanceRefreshes") or []
+        return str(refreshes[0].get("Status")) if refreshes else None
+
     def start_instance_refresh(
         self, asg_name: str, preferences: Mapping[str, Any], desired_configuration: Mapping[str, Any] | None = None
     ) -> str:

@@ -51,6 +51,10 @@ MAX_STEPS = 5000
 DEFER_GRACE = timedelta(minutes=10)
 #: after an unexpected error on the last try: how long the safe halt may run inline
 SAFE_HALT_SECONDS = 300
+#: an instance refresh that timed out is cancelled: how long to wait for AWS to say Cancelled
+REFRESH_CANCEL_SECONDS = 600
+#: instance refresh statuses that are not an end yet
+REFRESH_RUNNING = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
 #: instances whose (image, launch time) travel in the trigger's kwargs (~80 bytes each, stored in the DB)
 KNOWN_MAX = 1000
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
@@ -291,6 +295,7 @@ class AsgRecycleOperator(BaseOperator):
             return self._ended_already(context, obs, rid, ended)
         if record is not None:
             policy = self._policy_of(record)
+        self._check_timeout(policy)
         refresh = self.hook.active_instance_refresh(self.asg_name)
         ours = record is not None and policy.strategy == "instance-refresh" and record.phase == R.FORWARD
         if refresh is not None and not ours:
@@ -339,6 +344,19 @@ class AsgRecycleOperator(BaseOperator):
             return self._defer_refresh(context, str(refresh["InstanceRefreshId"]), record, policy, carry)
         return self._run(context, rid, carry)
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """A wait that timed out in the triggerer (its trigger timeout: the wait's horizon + DEFER_GRACE) fails
+        the task before any method of ours runs: halt safely first (restore capacity and processes)."""
+        from airflow.sdk.exceptions import TaskDeferralTimeout
+
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout as exc:
+            rid = self._rid(context)
+            self.log.error("%s: the wait timed out in the triggerer: halting rollout %s safely", self.asg_name, rid)
+            self._safe_halt(context, rid, f"timed out: the wait in the triggerer ran past its timeout ({exc})", {})
+            raise
+
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after a wait: validate the event, then the same loop (everything re-observed)."""
         if not event:
@@ -385,13 +403,35 @@ class AsgRecycleOperator(BaseOperator):
             self._end(obs, rid, "rolled_back")
             raise RolloutFailed(f"{self.asg_name}: rolled back by AWS: {message}")
         self.log.warning("%s", message)
+        if status is None or status in REFRESH_RUNNING:  # it timed out (our deadline), still running: cancel it
+            message = self._cancel_refresh(refresh_id, message)
         self._persist(obs.tags, record.halted(obs.state.now, f"halted: {message}"))
         return self._run(context, rid, carry)
+
+    def _cancel_refresh(self, refresh_id: Any, message: str) -> str:
+        """CancelInstanceRefresh and wait (inline, at most REFRESH_CANCEL_SECONDS) until AWS says Cancelled (or
+        another end): only then may the halt restore capacity. Returns the halt's reason."""
+        cancelled = self.hook.cancel_instance_refresh(self.asg_name)
+        refresh_id = cancelled or refresh_id
+        self.log.warning("%s: cancelling instance refresh %s (%s)", self.asg_name, refresh_id, message)
+        started = time.monotonic()
+        status: str | None = None
+        waited = 0.0
+        while time.monotonic() - started < REFRESH_CANCEL_SECONDS:
+            status = self.hook.instance_refresh_status(self.asg_name, str(refresh_id))
+            if status is None or status not in REFRESH_RUNNING:
+                break
+            self._sleep(min(self.poll_interval, max(self.min_poll_interval, self.poll_backoff * waited)))
+            waited = time.monotonic() - started
+        if status in REFRESH_RUNNING:
+            return (f"{message}; cancelled instance refresh {refresh_id}, still {status} after "
+                    f"{REFRESH_CANCEL_SECONDS}s")
+        return f"{message}; instance refresh {refresh_id} cancelled ({status or 'gone'})"
 
     # ------------------------------------------------------------------ the loop
 
     def _run(self, context: Context, rid: str, carry: dict[str, Any]) -> Any:
-        from airflow.sdk.exceptions import TaskDeferred
+        from airflow.sdk.exceptions import AirflowTaskTimeout, TaskDeferred
 
         try:
             return self._loop(context, rid, carry)
@@ -399,6 +439,11 @@ class AsgRecycleOperator(BaseOperator):
             raise
         except _WorkerStop as stop:
             return stop.args[0]
+        except AirflowTaskTimeout as exc:  # a BaseException: execution_timeout ran out mid-rollout
+            self.log.error("%s: execution_timeout reached mid-rollout: halting rollout %s safely", self.asg_name, rid)
+            self._safe_halt(context, rid, f"timed out: the task's execution_timeout ({self.execution_timeout}) "
+                                          "ran out", carry)
+            raise exc
         except Exception as exc:
             self._after_error(context, rid, exc, carry)
             raise
@@ -436,6 +481,17 @@ class AsgRecycleOperator(BaseOperator):
             if safe_halt and time.monotonic() - started > SAFE_HALT_SECONDS:
                 raise AirflowException(f"{self.asg_name}: the safe halt did not finish within {SAFE_HALT_SECONDS}s")
         raise AirflowException(f"{self.asg_name}: no end after {MAX_STEPS} steps")
+
+    def _check_timeout(self, policy: Policy) -> None:
+        """Warn when the task's execution_timeout is shorter than what this rollout may need."""
+        budget = policy.execution_budget()
+        if self.execution_timeout is not None and self.execution_timeout < budget and self.deferrable is False:
+            self.log.warning(
+                "%s: execution_timeout %s is shorter than this rollout's budget %s (forward and rollback deadlines, "
+                "what a replaced fleet may take past one, a safe halt): a late rollback may be cut short (it then "
+                "halts, restoring capacity). Fix: execution_timeout=timedelta(minutes=%d)", self.asg_name,
+                self.execution_timeout, budget, -(-int(budget.total_seconds()) // 60),
+            )
 
     def _policy_of(self, record: RolloutRecord) -> Policy:
         """The policy with the core the rollout began with (strategy, batch, surge, floor, deadline,
@@ -653,7 +709,7 @@ class AsgRecycleOperator(BaseOperator):
         left = max(60.0, (record.deadline(policy) - datetime.now(UTC)).total_seconds())
         delay = max(0, round(self.poll_interval))
         if not self.deferrable:
-            waiter = self.hook.get_waiter("InstanceRefreshComplete")
+            waiter = self.hook.get_waiter("InstanceRefreshComplete", client=self.hook.autoscaling)
             from botocore.exceptions import WaiterError
 
             try:
@@ -1061,18 +1117,23 @@ class AsgRecycleOperator(BaseOperator):
     def _after_error(self, context: Context, rid: str, exc: BaseException, carry: dict[str, Any]) -> None:
         """An unexpected error mid-rollout. With retries left: leave everything for the retry to resume. On the
         last try: halt safely (phase failed -> drain unhealthy surplus, restore capacity and processes)."""
-        R = _rollout()
         if self._retries_left(context):
             self.log.warning("%s: %s; the retry resumes rollout %s from what it observes", self.asg_name, exc, rid)
             return
         self.log.error("%s: %s on the last try: halting rollout %s safely", self.asg_name, exc, rid)
+        self._safe_halt(context, rid, f"error: {exc}", carry)
+
+    def _safe_halt(self, context: Context, rid: str, why: str, carry: dict[str, Any]) -> None:
+        """Phase failed (reason ``why``), then the halting loop inline (drain unhealthy surplus, point back,
+        restore capacity and processes), at most SAFE_HALT_SECONDS. Never raises: the caller re-raises."""
+        R = _rollout()
         try:
             obs = self._observe()
             record = obs.record
             if record is None or record.rollout_id != rid:
                 return
             if record.phase != R.FAILED:
-                self._persist(obs.tags, record.halted(obs.state.now, f"halted: error: {exc}"))
+                self._persist(obs.tags, record.halted(obs.state.now, f"halted: {why}"))
             self._loop(context, rid, carry, safe_halt=True)
         except RolloutFailed as done:
             self.log.error("%s", done)

@@ -193,7 +193,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             rollout_id=rollout_id, dry_run=p["dry_run"],
             max_active_tis_per_dagrun=facts["max_concurrent_asgs"],
             trigger_rule="none_failed_min_one_success",
-            execution_timeout=timedelta(minutes=facts["deadline_minutes"] + 10),
+            execution_timeout=timedelta(minutes=facts["recycle_timeout_minutes"]),  # forward + rollback + ...
         ).expand_kwargs(targets(p))
 
         @task(trigger_rule="none_failed_min_one_success")

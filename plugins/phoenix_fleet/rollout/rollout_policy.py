@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 STRATEGIES = ("surge", "replace", "instance-refresh")
@@ -20,6 +21,10 @@ DEFAULT_SUSPEND = ("AZRebalance", "AlarmNotification", "ScheduledActions")
 DEFAULT_HEALTH_TIMEOUT = 600
 #: Health that stays unknown (an API error) this long halts the rollout (blocked) instead of acting on it.
 DEFAULT_UNKNOWN_TIMEOUT = 300
+#: A halt after an error or a timeout (restore capacity and processes) may take this long (execution_budget).
+HALT_ALLOWANCE = timedelta(minutes=5)
+#: On top of everything in execution_budget: the operator's own steps, clock skew.
+BUDGET_SLACK = timedelta(minutes=10)
 #: The policy fields a rollout keeps in its record (``Policy.core``): decided once, when it begins.
 CORE_FIELDS = ("strategy", "batch", "max-surge", "min-healthy", "deadline", "on-failure")
 
@@ -119,6 +124,18 @@ class Policy:
 
 
     # -- derived numbers ---------------------------------------------------------------------------------
+    def execution_budget(self) -> timedelta:
+        """The longest a recycle task of this policy may run (size its ``execution_timeout`` from this): the
+        forward deadline, the rollback's own deadline (on_failure rollback), what a fully replaced fleet may
+        still take past a deadline (warmup, health timeout, soak), health staying unknown up to its bound, a
+        safe halt, and slack."""
+        phases = 2 if self.on_failure == "rollback" else 1
+        past_deadline = self.warmup_seconds + self.health_timeout_seconds + self.soak_seconds
+        return (
+            timedelta(minutes=self.deadline_minutes * phases, seconds=past_deadline + self.unknown_timeout_seconds)
+            + HALT_ALLOWANCE + BUDGET_SLACK
+        )
+
     def batch_for(self, desired: int) -> int:
         """Instances per batch for a baseline of `desired` (same rule as config.RolloutPolicy.batch_for)."""
         if self.batch_size is not None:

@@ -17,7 +17,6 @@ from botocore.exceptions import WaiterError
 from botocore.stub import ANY, Stubber
 from phoenix_fleet.hooks.asg_hook import AsgHook
 from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator, RolloutFailed
-from phoenix_fleet.rollout import RolloutRecord
 from phoenix_fleet.triggers.rollout_triggers import InstanceRefreshTrigger
 
 from tests.helpers.airflow_run import make_context, run_task
@@ -55,13 +54,39 @@ def lt_version(number: int, image: str) -> dict[str, Any]:
 
 
 class StubbedWorld:
-    """The operator's sync clients, each behind a Stubber; ``record_tags`` is the record the operator writes."""
+    """The operator's sync clients, each behind a Stubber. The group's tags are live: every response made by
+    ``self.group`` shares one ``Tags`` list that follows what the operator writes and deletes (its record holds
+    a random token and the time it began, and the lock reads the whole record back)."""
 
     def __init__(self) -> None:
         self.hook = AsgHook(aws_conn_id=None, region_name="us-east-1")
         self.hook.session.__dict__  # noqa: B018 - build the session now
         self.stubs = {s: Stubber(self.hook.client(s)) for s in ("autoscaling", "ec2")}
         self.asg, self.ec2 = self.stubs["autoscaling"], self.stubs["ec2"]
+        self.tags: dict[str, str] = {}
+        self.tag_list: list[dict[str, Any]] = []
+        events = self.hook.client("autoscaling").meta.events
+        events.register("before-parameter-build.autoscaling.CreateOrUpdateTags", self._written)
+        events.register("before-parameter-build.autoscaling.DeleteTags", self._deleted)
+
+    def _sync(self) -> None:
+        self.tag_list[:] = [{"ResourceId": "web", "ResourceType": "auto-scaling-group", "Key": k, "Value": v,
+                             "PropagateAtLaunch": False} for k, v in self.tags.items()]
+
+    def _written(self, params: dict[str, Any], **_: Any) -> None:
+        self.tags.update({t["Key"]: t["Value"] for t in params.get("Tags") or []})
+        self._sync()
+
+    def _deleted(self, params: dict[str, Any], **_: Any) -> None:
+        for t in params.get("Tags") or []:
+            self.tags.pop(t["Key"], None)
+        self._sync()
+
+    def group(self, ids: list[str], version: str) -> dict[str, Any]:
+        """DescribeAutoScalingGroups' answer, with the live tags."""
+        g = group(ids, version)
+        g["Tags"] = self.tag_list
+        return {"AutoScalingGroups": [g]}
 
     def start(self, old_ids: list[str]) -> None:
         """Everything up to StartInstanceRefresh (then the task defers)."""
@@ -75,10 +100,11 @@ class StubbedWorld:
         self.ec2.add_response("describe_images", {"Images": [
             {"ImageId": NEW, "Tags": [{"Key": "phoenix:version", "Value": "2026.11.30-1"}]},
             {"ImageId": OLD, "Tags": [{"Key": "phoenix:version", "Value": "2026.11.23-1"}]}]})
+        # the lock: look again, write the whole record, read it back whole; then the loop's observation
+        self.asg.add_response("describe_auto_scaling_groups", self.group(old_ids, "1"))
         self.asg.add_response("create_or_update_tags", {})
-        self.tags = self._record_tags(old_ids)
-        for _ in range(2):  # the lock check, then the loop's observation
-            self.asg.add_response("describe_auto_scaling_groups", {"AutoScalingGroups": [group(old_ids, "1", self.tags)]})
+        for _ in range(2):
+            self.asg.add_response("describe_auto_scaling_groups", self.group(old_ids, "1"))
         self.asg.add_response("describe_instance_refreshes", {"InstanceRefreshes": []})
         self.asg.add_response(
             "start_instance_refresh",
@@ -94,20 +120,11 @@ class StubbedWorld:
         )
 
     def unlock(self) -> None:
-        """The record deleted: the id (the lock) first, then the rest."""
+        """The end recorded (phoenix:rollout-ended), then the record deleted: the id (the lock) first, the rest."""
+        self.asg.add_response("create_or_update_tags", {})
         lock = [{"ResourceId": "web", "ResourceType": "auto-scaling-group", "Key": "phoenix:rollout:id"}]
         self.asg.add_response("delete_tags", {}, {"Tags": lock})
         self.asg.add_response("delete_tags", {}, {"Tags": ANY})
-
-    def _record_tags(self, ids: list[str]) -> dict[str, str]:
-        from phoenix_fleet.hooks.asg_hook import fleet_state_from
-        from phoenix_fleet.sensors.asg_sensors import resolve_policy
-
-        state = fleet_state_from(group(ids, "1"), {i: (OLD, LAUNCHED) for i in ids}, None, {}, (), OLD,
-                                 datetime.now(UTC))
-        return RolloutRecord.begin("dag/manual__test", state, resolve_policy(None, POLICY, None), target_image=NEW,
-                                   previous_image=OLD, target_lt=f"{LT}:2", previous_lt=f"{LT}:1",
-                                   target_label="2026.11.30-1", previous_label="2026.11.23-1").to_tags()
 
     def __enter__(self) -> StubbedWorld:
         for s in self.stubs.values():
@@ -154,7 +171,7 @@ def stub_trigger(monkeypatch: pytest.MonkeyPatch, statuses: list[tuple[str, str 
 
 def refresh_operator(world: StubbedWorld) -> AsgRecycleOperator:
     op = AsgRecycleOperator(task_id="recycle", asg_name="web", target_launch_template_version=2, policy=POLICY,
-                            poll_interval=0, aws_conn_id=None, region_name="us-east-1")
+                            poll_interval=0, aws_conn_id=None, region_name="us-east-1", lock_settle_seconds=0)
     op.hook = world.hook
     return op
 
@@ -162,7 +179,7 @@ def refresh_operator(world: StubbedWorld) -> AsgRecycleOperator:
 def test_instance_refresh_starts_with_the_planner_preferences_and_waits_on_the_waiter(monkeypatch):
     world = StubbedWorld()
     world.start(["i-01", "i-02"])
-    world.asg.add_response("describe_auto_scaling_groups", {"AutoScalingGroups": [group(["i-11", "i-12"], "2", world.tags)]})
+    world.asg.add_response("describe_auto_scaling_groups", world.group(["i-11", "i-12"], "2"))
     world.ec2.add_response("describe_instances", instances(["i-11", "i-12"], NEW))
     world.unlock()
     stub_trigger(monkeypatch, [("InProgress", None), ("Successful", None)])
@@ -180,7 +197,7 @@ def test_instance_refresh_starts_with_the_planner_preferences_and_waits_on_the_w
 def test_an_instance_refresh_rolled_back_by_aws_fails_the_task_and_unlocks(monkeypatch):
     world = StubbedWorld()
     world.start(["i-01", "i-02"])
-    world.asg.add_response("describe_auto_scaling_groups", {"AutoScalingGroups": [group(["i-01", "i-02"], "1", world.tags)]})
+    world.asg.add_response("describe_auto_scaling_groups", world.group(["i-01", "i-02"], "1"))
     world.unlock()
     stub_trigger(monkeypatch, [("RollbackSuccessful", "alarm web-5xx fired")])
     ctx = make_context()
@@ -192,14 +209,39 @@ def test_an_instance_refresh_rolled_back_by_aws_fails_the_task_and_unlocks(monke
 def test_a_failed_instance_refresh_halts_and_keeps_the_lock(monkeypatch):
     world = StubbedWorld()
     world.start(["i-01", "i-02"])
-    world.asg.add_response("describe_auto_scaling_groups", {"AutoScalingGroups": [group(["i-01", "i-02"], "1", world.tags)]})
+    world.asg.add_response("describe_auto_scaling_groups", world.group(["i-01", "i-02"], "1"))
     world.asg.add_response("create_or_update_tags", {})  # the record, phase failed
-    failed = {**world.tags, "phoenix:rollout:phase": "failed", "phoenix:rollout:reason": "halted: refresh failed"}
-    world.asg.add_response("describe_auto_scaling_groups", {"AutoScalingGroups": [group(["i-01", "i-02"], "1", failed)]})
+    world.asg.add_response("describe_auto_scaling_groups", world.group(["i-01", "i-02"], "1"))
     stub_trigger(monkeypatch, [("Failed", "instances failed to launch")])
-    with world, pytest.raises(RolloutFailed, match=r"failed \(halted\): refresh failed"):
+    with world, pytest.raises(RolloutFailed, match=r"failed \(halted\): instance refresh ir-1 of web ended Failed: "
+                                                       "instances failed to launch"):
         run_task(refresh_operator(world), make_context())
     world.asg.assert_no_pending_responses()
+
+
+def test_an_instance_refresh_past_the_deadline_is_cancelled_before_the_halt():
+    """Issue 13 item 13: the waiter ran out (the rollout's deadline) while the refresh was still InProgress: it is
+    cancelled (CancelInstanceRefresh), and only once AWS says Cancelled does the rollout halt and restore."""
+    world = StubbedWorld()
+    world.start(["i-01", "i-02"])
+    in_progress = {"InstanceRefreshes": [{"InstanceRefreshId": "ir-1", "Status": "InProgress"}]}
+    asked = {"AutoScalingGroupName": "web", "InstanceRefreshIds": ["ir-1"]}
+    for _ in range(61):  # the waiter's attempts up to the deadline (1 min, delay 0: 61)
+        world.asg.add_response("describe_instance_refreshes", in_progress, asked)
+    world.asg.add_response("describe_auto_scaling_groups", world.group(["i-01", "i-02"], "1"))
+    world.asg.add_response("cancel_instance_refresh", {"InstanceRefreshId": "ir-1"}, {"AutoScalingGroupName": "web"})
+    for status in ("Cancelling", "Cancelling", "Cancelled"):
+        world.asg.add_response("describe_instance_refreshes",
+                               {"InstanceRefreshes": [{"InstanceRefreshId": "ir-1", "Status": status}]}, asked)
+    world.asg.add_response("create_or_update_tags", {})  # the record, phase failed
+    world.asg.add_response("describe_auto_scaling_groups", world.group(["i-01", "i-02"], "1"))
+    op = refresh_operator(world)
+    op.deferrable = False
+    op.policy = {**POLICY, "deadline_minutes": 1}
+    with world, pytest.raises(RolloutFailed, match=r"failed \(halted\): .*instance refresh ir-1 cancelled \(Cancelled\)"):
+        run_task(op, make_context())
+    world.asg.assert_no_pending_responses()
+    assert world.tags["phoenix:rollout:phase"] == "failed"
 
 
 @pytest.mark.parametrize(
