@@ -53,6 +53,8 @@ DEFER_GRACE = timedelta(minutes=10)
 SAFE_HALT_SECONDS = 300
 #: an instance refresh that timed out is cancelled: how long to wait for AWS to say Cancelled
 REFRESH_CANCEL_SECONDS = 600
+#: taking the lock: the read-back waits at least this many times what our own look and write took
+LOCK_SETTLE_FACTOR = 5
 #: instance refresh statuses that are not an end yet
 REFRESH_RUNNING = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
 #: instances whose (image, launch time) travel in the trigger's kwargs (~80 bytes each, stored in the DB)
@@ -151,8 +153,9 @@ class AsgRecycleOperator(BaseOperator):
         is no other image to go back to): on failure it halts and restores capacity.
     :param if_locked: ``fail`` (default) or ``skip`` when another rollout or an AWS instance refresh holds
         the group at the start (fleet_max_age skips, the next night tries again).
-    :param lock_settle_seconds: taking the lock, the pause between writing the record and reading it back
-        whole (compare-and-set on tags: another starter's write lands within it).
+    :param lock_settle_seconds: taking the lock, the least pause between writing the record and reading it
+        back whole (compare-and-set on tags: another starter's write lands within it); at least 5 times what
+        this starter's own look and write took.
     :param deferrable: wait in the triggerer for long waits (else poll in the worker).
     :param inline_wait_seconds: waits expected to end within this are polled in the worker: a deferral
         costs ~2.4 s in a real Airflow (defer, trigger, resume).
@@ -192,7 +195,7 @@ class AsgRecycleOperator(BaseOperator):
         max_batches: int | str | None = None,
         max_age_days: float | str | None = None,
         if_locked: str = "fail",
-        lock_settle_seconds: float = 2.0,
+        lock_settle_seconds: float = 0.5,
         deferrable: bool = True,
         inline_wait_seconds: float = 20.0,
         poll_interval: float = 15.0,
@@ -901,7 +904,8 @@ class AsgRecycleOperator(BaseOperator):
     def _take_lock(self, record: RolloutRecord, rid: str) -> None:
         """Compare-and-set on tags (AutoScaling has no conditional write): look again right before writing,
         write the whole record with its unique token (deleting every record key that is not ours), wait
-        ``lock_settle_seconds``, read the whole record back and compare every key. Another writer's record
+        ``lock_settle_seconds`` and at least LOCK_SETTLE_FACTOR times what that look and write took, read the
+        whole record back and compare every key. Another writer's record
         (or any of its keys on ours) means it won: refuse, touching nothing more. Won: delete the record keys a
         loser left behind. What remains: two starters whose writes land more than the settle apart after
         both looked (a worker paused for longer than that between its look and its write)."""
@@ -924,6 +928,7 @@ class AsgRecycleOperator(BaseOperator):
                 "phoenix:rollout:* tags, then run again"
             )
 
+        started = time.monotonic()
         before = tags_now()  # the freshest look, right before the write
         if before.get(_ID_TAG) not in (None, rid):
             self._locked(holder_of(before))
@@ -932,7 +937,8 @@ class AsgRecycleOperator(BaseOperator):
         stale = [k for k in R.RolloutRecord.tag_keys() if k in before and k not in ours]
         if stale:
             self.hook.delete_tags(self.asg_name, stale)
-        self._sleep(self.lock_settle_seconds)
+        # another starter's look-to-write takes about what ours took: wait well past that
+        self._sleep(max(self.lock_settle_seconds, LOCK_SETTLE_FACTOR * (time.monotonic() - started)))
         after = tags_now()
         if any(after.get(k) != v for k, v in ours.items()):
             raise RolloutLockedError(holder_of(after))
