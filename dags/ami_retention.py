@@ -35,9 +35,46 @@ import airflow.sdk.bases.sensor  # noqa: F401
 import airflow.sdk.definitions.decorators  # noqa: F401
 import pendulum
 from airflow.sdk import dag, task
-from phoenix_fleet.form_params import form_param
+from phoenix_fleet.form_params import ROLE_PATTERN, form_param, string_list
 from phoenix_fleet.operators.retention_operators import AmiRetentionOperator
 from phoenix_fleet.pipelines.notify import dag_callbacks
+
+GRACE_DAYS = 14
+
+PARAMS = {
+    "roles": form_param(
+        None,
+        "Only these roles, one per line. Empty: every role in include/fleet.yaml.",
+        title="Roles",
+        section="What to clean up",
+        **string_list(ROLE_PATTERN, 31, 50, "one role name per line, as in include/fleet.yaml, e.g. web"),
+    ),
+    "keep_versions": form_param(
+        None,
+        "Versions to keep besides those in use. Empty or 0: each role's keep_versions (5 by default).",
+        title="Versions to keep",
+        section="What to clean up",
+        type="integer",
+        minimum=0,
+        maximum=100,
+    ),
+    "grace_days": form_param(
+        GRACE_DAYS,
+        f"Days an AMI stays deprecated before it is deregistered and its snapshots deleted. Empty: {GRACE_DAYS}.",
+        title="Grace before deletion (days)",
+        section="What to clean up",
+        type="integer",
+        minimum=0,
+        maximum=365,
+    ),
+    "dry_run": form_param(
+        False,
+        "On: only log what would be deprecated and deleted; change nothing.",
+        title="Dry run (plan only)",
+        section="Safety",
+        type="boolean",
+    ),
+}
 
 
 @dag(
@@ -51,51 +88,35 @@ from phoenix_fleet.pipelines.notify import dag_callbacks
     **dag_callbacks("retention"),
     render_template_as_native_obj=True,
     default_args={"owner": "platform", "retries": 1, "retry_delay": pendulum.duration(minutes=10)},
-    params={
-        "roles": form_param(
-            [],
-            type="array",
-            items={"type": "string"},
-            description="Only these roles (empty: every role in include/fleet.yaml).",
-        ),
-        "dry_run": form_param(
-            False,
-            type="boolean",
-            description="Only log what would be deprecated and deleted; change nothing.",
-        ),
-        "keep_versions": form_param(
-            0,
-            type="integer",
-            minimum=0,
-            maximum=100,
-            description="Versions to keep besides those in use (0: each role's keep_versions, 5 by default).",
-        ),
-        "grace_days": form_param(
-            14,
-            type="integer",
-            minimum=0,
-            maximum=365,
-            description="Days an AMI stays deprecated before it is deregistered and its snapshots deleted.",
-        ),
-    },
+    params=PARAMS,
 )
 def ami_retention():
     @task
     def roles(params: dict | None = None) -> list[str]:
+        from airflow.sdk.exceptions import AirflowFailException
         from phoenix_fleet.config import load_fleet_config
+        from phoenix_fleet.form_params import unknown_fields
 
+        params = params or {}
+        problems = unknown_fields(params, PARAMS)
         cfg = load_fleet_config()
-        wanted = [r for r in (params or {}).get("roles") or [] if r]
-        for name in wanted:
-            cfg.role(name)  # unknown role: the error names it and the fix
+        wanted = [r for r in params.get("roles") or [] if r]
+        problems += [
+            f"params.roles: {name!r} is not a role of include/fleet.yaml. Fix: use some of {sorted(cfg.roles)} "
+            "or leave it empty"
+            for name in wanted
+            if name not in cfg.roles
+        ]
+        if problems:  # bad input: fail now, no retry, nothing changed
+            raise AirflowFailException("invalid ami_retention parameters:\n  " + "\n  ".join(problems))
         return wanted or sorted(cfg.roles)
 
     AmiRetentionOperator.partial(
         task_id="retention",
         aws_conn_id="aws_default",
         keep_versions="{{ params.keep_versions }}",
-        grace_days="{{ params.grace_days }}",
-        dry_run_only="{{ params.dry_run }}",
+        grace_days=f"{{{{ params.grace_days if params.grace_days is not none else {GRACE_DAYS} }}}}",
+        dry_run_only="{{ params.dry_run is true }}",
     ).expand(role=roles())
 
 

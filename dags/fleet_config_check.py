@@ -19,7 +19,20 @@ import airflow.providers.standard.decorators.python  # noqa: F401
 import airflow.sdk.definitions.decorators  # noqa: F401
 import pendulum
 from airflow.sdk import dag, task
-from phoenix_fleet.form_params import form_param
+from phoenix_fleet.form_params import ROLE_PATTERN, form_param
+
+PARAMS = {
+    "role": form_param(
+        None,
+        "Only check this role. Empty: every role in include/fleet.yaml.",
+        title="Role",
+        section="What to check",
+        type="string",
+        pattern=ROLE_PATTERN,
+        maxLength=31,
+        **{"x-fix": "a role name as in include/fleet.yaml (lowercase letters, digits, -), e.g. web"},
+    ),
+}
 
 
 @dag(
@@ -31,21 +44,26 @@ from phoenix_fleet.form_params import form_param
     tags=["phoenix-fleet", "config"],
     doc_md=__doc__,
     default_args={"owner": "platform", "retries": 1},
-    params={
-        "role": form_param(
-            "",
-            type="string",
-            description="Only check this role (empty: every role in include/fleet.yaml).",
-        ),
-    },
+    params=PARAMS,
 )
 def fleet_config_check():
     @task(multiple_outputs=False)  # one XCom (its keys are never pulled alone)
     def validate(params: dict | None = None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
         from phoenix_fleet.config import load_fleet_config
+        from phoenix_fleet.form_params import unknown_fields
 
+        params = params or {}
+        problems = unknown_fields(params, PARAMS)
+        if problems:  # bad input: fail now, no retry
+            raise AirflowFailException("invalid fleet_config_check parameters:\n  " + "\n  ".join(problems))
         cfg = load_fleet_config()
-        roles = [params["role"]] if params and params.get("role") else sorted(cfg.roles)
+        if params.get("role") and params["role"] not in cfg.roles:
+            raise AirflowFailException(
+                f"params.role: {params['role']!r} is not a role of include/fleet.yaml. "
+                f"Fix: use one of {sorted(cfg.roles)} or leave it empty"
+            )
+        roles = [params["role"]] if params.get("role") else sorted(cfg.roles)
         summary = {}
         for name in roles:
             role = cfg.role(name)

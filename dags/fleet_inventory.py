@@ -32,13 +32,49 @@ import airflow.sdk.bases.sensor  # noqa: F401
 import airflow.sdk.definitions.decorators  # noqa: F401
 import pendulum
 from airflow.sdk import dag, task
-from phoenix_fleet.form_params import form_param
+from phoenix_fleet.form_params import REGION_PATTERN, SNS_TOPIC_ARN_PATTERN, form_param, string_list
 from phoenix_fleet.operators.inventory_operators import (
     BuildInventoryReportOperator,
     CollectInventoryOperator,
     InventoryNotifyOperator,
 )
 from phoenix_fleet.pipelines.notify import dag_callbacks
+
+PARAMS = {
+    "regions": form_param(
+        None,
+        "Only these regions, one per line. Empty: every region of every role in include/fleet.yaml.",
+        title="Regions",
+        section="Scope",
+        **string_list(REGION_PATTERN, 32, 30, "one region per line, e.g. us-east-1"),
+    ),
+    "max_age_days": form_param(
+        None,
+        "Max age in days for this run, for every role. Empty or 0: each role's in include/fleet.yaml (14 by default).",
+        title="Max age (days)",
+        section="Report",
+        type="integer",
+        minimum=0,
+        maximum=365,
+    ),
+    "write_s3": form_param(
+        True,
+        "On: also write the report to s3://<artifacts_bucket>/inventory/ (the local copy is always written).",
+        title="Write the report to S3",
+        section="Report",
+        type="boolean",
+    ),
+    "sns_topic_arn": form_param(
+        None,
+        "SNS topic ARN for the summary. Empty: $PHOENIX_INVENTORY_SNS_TOPIC_ARN or the config's; else log only.",
+        title="SNS topic for the summary",
+        section="Report",
+        type="string",
+        pattern=SNS_TOPIC_ARN_PATTERN,
+        maxLength=400,
+        **{"x-fix": "an SNS topic ARN, arn:aws:sns:<region>:<12-digit account>:<name>, or leave it empty"},
+    ),
+}
 
 
 @dag(
@@ -52,39 +88,24 @@ from phoenix_fleet.pipelines.notify import dag_callbacks
     **dag_callbacks("inventory", success=False),
     render_template_as_native_obj=True,
     default_args={"owner": "platform", "retries": 2, "retry_delay": pendulum.duration(minutes=5)},
-    params={
-        "regions": form_param(
-            [],
-            type="array",
-            items={"type": "string"},
-            description="Only these regions (empty: every region of every role in include/fleet.yaml).",
-        ),
-        "max_age_days": form_param(
-            0,
-            type="integer",
-            minimum=0,
-            maximum=365,
-            description="Max age in days for this run, for every role (0: the fleet config's, 14 by default).",
-        ),
-        "write_s3": form_param(
-            True,
-            type="boolean",
-            description="Also write the report to s3://<artifacts_bucket>/inventory/ (the local copy is always written).",
-        ),
-        "sns_topic_arn": form_param(
-            "",
-            type="string",
-            description="SNS topic for the summary (empty: $PHOENIX_INVENTORY_SNS_TOPIC_ARN or the config's; else log only).",
-        ),
-    },
+    params=PARAMS,
 )
 def fleet_inventory():
     @task
     def regions(params: dict | None = None) -> list[str]:
+        from airflow.sdk.exceptions import AirflowFailException
         from phoenix_fleet.config import load_fleet_config
+        from phoenix_fleet.form_params import unknown_fields
         from phoenix_fleet.inventory.report import fleet_regions
 
-        return fleet_regions(load_fleet_config(), (params or {}).get("regions"))
+        params = params or {}
+        problems = unknown_fields(params, PARAMS)
+        if problems:  # bad input: fail now, no retry, nothing written
+            raise AirflowFailException("invalid inventory parameters:\n  " + "\n  ".join(problems))
+        try:
+            return fleet_regions(load_fleet_config(), params.get("regions"))
+        except ValueError as e:
+            raise AirflowFailException(str(e)) from None
 
     collect = CollectInventoryOperator.partial(task_id="collect", aws_conn_id="aws_default").expand(
         region_name=regions()
@@ -93,7 +114,7 @@ def fleet_inventory():
         task_id="report",
         snapshots=collect.output,
         max_age_days="{{ params.max_age_days }}",
-        write_s3="{{ params.write_s3 }}",
+        write_s3="{{ params.write_s3 is not false }}",  # empty (null): the default, write
     )
     InventoryNotifyOperator(task_id="notify", summary=report.output, sns_topic_arn="{{ params.sns_topic_arn }}")
 

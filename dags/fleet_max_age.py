@@ -34,10 +34,49 @@ import airflow.sdk.bases.sensor  # noqa: F401
 import airflow.sdk.definitions.decorators  # noqa: F401
 import pendulum
 from airflow.sdk import dag, task
-from phoenix_fleet.form_params import form_param
+from phoenix_fleet.form_params import REPORT_REF_PATTERN, form_param
 from phoenix_fleet.inventory.inventory_assets import INVENTORY_ASSET
 from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
 from phoenix_fleet.pipelines.notify import dag_callbacks
+
+PARAMS = {
+    "report": form_param(
+        None,
+        "A report.json path on the worker or an s3:// URI. Empty: the report that triggered this run, else the "
+        "latest (s3://<artifacts_bucket>/inventory/latest/report.json).",
+        title="Inventory report",
+        section="What to renew",
+        type="string",
+        pattern=REPORT_REF_PATTERN,
+        maxLength=1024,
+        **{"x-fix": "an absolute path or s3://bucket/key ending in report.json (no '..'), or leave it empty"},
+    ),
+    "max_asgs": form_param(
+        None,
+        "ASGs to renew this run, most overdue first. Empty or 0: max_age_asgs_per_run in include/fleet.yaml.",
+        title="ASGs per run",
+        section="What to renew",
+        type="integer",
+        minimum=0,
+        maximum=500,
+    ),
+    "lead_days": form_param(
+        1,
+        "Also renew instances that pass max age within this many days (the time to the next run). Empty: 1.",
+        title="Lead (days)",
+        section="What to renew",
+        type="number",
+        minimum=0,
+        maximum=30,
+    ),
+    "dry_run": form_param(
+        False,
+        "On: print each ASG's renewal plan and change nothing.",
+        title="Dry run (plan only)",
+        section="Safety",
+        type="boolean",
+    ),
+}
 
 
 @dag(
@@ -51,28 +90,7 @@ from phoenix_fleet.pipelines.notify import dag_callbacks
     **dag_callbacks("max_age"),
     render_template_as_native_obj=True,
     default_args={"owner": "platform", "retries": 1, "retry_delay": pendulum.duration(minutes=5)},
-    params={
-        "dry_run": form_param(False, type="boolean", description="Print each ASG's renewal plan; change nothing."),
-        "max_asgs": form_param(
-            0,
-            type="integer",
-            minimum=0,
-            maximum=500,
-            description="ASGs to renew this run, most overdue first (0: max_age_asgs_per_run in include/fleet.yaml).",
-        ),
-        "lead_days": form_param(
-            1,
-            type="number",
-            minimum=0,
-            maximum=30,
-            description="Also renew instances that pass max age within this many days (the time to the next run).",
-        ),
-        "report": form_param(
-            "",
-            type="string",
-            description="A report.json path or s3:// URI (empty: the report that triggered this run, else the latest).",
-        ),
-    },
+    params=PARAMS,
 )
 def fleet_max_age():
     @task
@@ -80,6 +98,7 @@ def fleet_max_age():
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
         from airflow.sdk.exceptions import AirflowFailException
         from phoenix_fleet.config import cached_fleet_config
+        from phoenix_fleet.form_params import unknown_fields
         from phoenix_fleet.inventory.max_age import (
             MaxAgeParamError,
             describe,
@@ -92,6 +111,9 @@ def fleet_max_age():
         cfg = cached_fleet_config()
         params = params or {}
         try:
+            problems = unknown_fields(params, PARAMS)
+            if problems:
+                raise MaxAgeParamError("invalid fleet_max_age parameters:\n  " + "\n  ".join(problems))
             limit, lead = limits(params, cfg.max_age_asgs_per_run)
             ref = report_ref(params.get("report"), triggering_asset_events, cfg.artifacts_bucket)
             report = read_report(ref, lambda: AwsBaseHook(aws_conn_id="aws_default", client_type="s3").conn)

@@ -86,9 +86,54 @@ def test_params_are_described_and_typed(dagbag):
     assert not problems, "\n".join(problems)
 
 
+def _types(schema):
+    kind = schema.get("type")
+    return [kind] if isinstance(kind, str) else list(kind or [])
+
+
+def test_forms_explain_themselves_and_open_submittable(dagbag):
+    """What the trigger form needs so that a person can read it and submit it as it opens (issue 14):
+
+    - a human label (``title``, not the raw name) and a ``section``;
+    - optional: ``"null"`` in the type (Airflow's form marks every other field required, and a required field
+      that is empty or a switch that is off blocks Trigger), and the default valid against the schema;
+    - bounded: every string (and string item) has a ``maxLength``, every list a ``maxItems``;
+    - every enum value has a label in ``values_display`` (the empty choice included).
+    """
+    from jsonschema import Draft7Validator
+
+    problems = []
+    for dag in _dags(dagbag):
+        for name in dag.params:
+            p = dag.params.get_param(name)
+            where, schema = f"{dag.dag_id}.{name}", p.schema
+            title = schema.get("title")
+            if not title or title == name or "_" in title:
+                problems.append(f"{where}: no human title (the form would show the raw name)")
+            if not schema.get("section"):
+                problems.append(f"{where}: no section")
+            if "null" not in _types(schema):
+                problems.append(f"{where}: required in the form (its type {schema.get('type')} has no 'null')")
+            if not Draft7Validator(schema).is_valid(p.value):
+                problems.append(f"{where}: its default {p.value!r} fails its own schema")
+            for part, label in ((schema, where), (schema.get("items") or {}, f"{where}[]")):
+                if "string" in _types(part) and not part.get("maxLength"):
+                    problems.append(f"{label}: a string without maxLength")
+                if "array" in _types(part) and not part.get("maxItems"):
+                    problems.append(f"{label}: a list without maxItems")
+            if "enum" in schema:
+                shown = {"null" if v is None else str(v) for v in schema["enum"]}
+                missing = shown - set(schema.get("values_display") or {})
+                if missing:
+                    problems.append(f"{where}: enum values without a label in values_display: {sorted(missing)}")
+    assert not problems, "\n".join(problems)
+
 
 _PROBES = [None, "", "latest", "2026.11.02-1", "2026.11.02-0", "ami-0123456789abcdef0", "ami-XYZ", "surge", "yolo",
-           -1, 0, 0.5, 1, 2.5, 30, 31, 100, 101, 365, 366, 500, 501, True, False, [], ["a", "b"], [1], {"a": 1}]
+           -1, 0, 0.5, 1, 2.5, 30, 31, 100, 101, 365, 366, 500, 501, True, False, [], ["a", "b"], [1], {"a": 1},
+           "../../etc", "$(reboot)", "{{ conf }}", "a\n{% x %}", "x" * 5000, ["us-east-1"], ["self", "x" * 200],
+           "/tmp/r/report.json", "/tmp/../etc/report.json", "s3://b-1/inventory/latest/report.json",
+           "arn:aws:sns:us-east-1:123456789012:fleet", "debian-12-amd64-*"]
 
 
 def test_every_form_validates_as_the_default_dialect_would(dagbag):

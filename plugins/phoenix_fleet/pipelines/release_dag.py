@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 from airflow.sdk import DAG, Param, TaskGroup, task
 
-from phoenix_fleet.form_params import form_param
+from phoenix_fleet.form_params import (
+    AMI_ID_PATTERN,
+    AMI_NAME_PATTERN,
+    AMI_OWNER_PATTERN,
+    NAME_MAX,
+    NO_JINJA_PATTERN,
+    NOTES_MAX,
+    REGION_PATTERN,
+    VERSION_PATTERN,
+    form_param,
+    string_list,
+)
 
 if TYPE_CHECKING:
     from phoenix_fleet.dag_facts import RoleFacts
@@ -52,33 +63,51 @@ for the checks; `release` for the release notes (also in `s3://{bucket}/images/{
 
 
 def release_params() -> dict[str, Param]:
+    """The trigger form (every field optional: the untouched form releases the next version of the role)."""
+    what, source, publish, safety = "What to release", "Source image", "Publish", "Safety"
     return {
         "version": form_param(
-            None, type=["null", "string"], pattern=r"^\d{4}\.\d{2}\.\d{2}-[1-9]\d*$",
-            description="Release version YYYY.MM.DD-N. Empty: the next free version today.",
+            None, "YYYY.MM.DD-N, e.g. 2026.11.30-1. Empty: the next free version today.",
+            title="Version", section=what, type="string", pattern=VERSION_PATTERN, maxLength=32,
+            **{"x-fix": "use YYYY.MM.DD-N, e.g. 2026.11.30-1, or leave it empty for the next free version"},
         ),
         "skip_bake": form_param(
-            False, type="boolean", description="Release an existing AMI (ami_id) instead of baking one.",
+            False, "On: release the existing AMI below (it is verified first) instead of baking a new one.",
+            title="Release an existing AMI (no bake)", section=what, type="boolean",
         ),
         "ami_id": form_param(
-            None, type=["null", "string"], pattern=r"^ami-[0-9a-f]{8,17}$",
-            description="With skip_bake: the existing AMI to verify and release (owned by this account).",
+            None, "With 'Release an existing AMI': its id, ami- and 8-17 hex digits, owned by this account.",
+            title="Existing AMI id", section=what, type="string", pattern=AMI_ID_PATTERN, maxLength=21,
+            **{"x-fix": "use ami- followed by 8-17 hex digits, e.g. ami-0123456789abcdef0"},
         ),
         "base_ami_name": form_param(
-            None, type=["null", "string"],
-            description="Override the base AMI name pattern (e.g. debian-12-amd64-*). Needs base_ami_owners.",
+            None, "Bake from another base image: its AMI name pattern, e.g. debian-12-amd64-*. "
+            "Needs the owners below. Empty: the role's base image in include/fleet.yaml.",
+            title="Base AMI name pattern", section=source, type="string", pattern=AMI_NAME_PATTERN,
+            maxLength=NAME_MAX,
+            **{"x-fix": "3-128 characters: letters, digits, ( ) [ ] space . / - ' @ _ and the wildcard *"},
         ),
         "base_ami_owners": form_param(
-            [], type="array", items={"type": "string"},
-            description="Owners of the base AMI override: 12-digit account ids or 'self'. Required with base_ami_name.",
+            None, "Owners of that base image, one per line: 12-digit account ids, 'self' or 'amazon'. "
+            "Required with a base AMI name (a name alone can be squatted).",
+            title="Base AMI owners", section=source,
+            **string_list(AMI_OWNER_PATTERN, 12, 10, "one owner per line: a 12-digit account id, 'self' or 'amazon'"),
         ),
         "regions": form_param(
-            [], type="array", items={"type": "string"},
-            description="Publish only to these regions of the role (must include the home region). Empty: all.",
+            None, "Publish only to these regions of the role, one per line (the home region included). "
+            "Empty: all of the role's regions.",
+            title="Regions", section=publish,
+            **string_list(REGION_PATTERN, 32, 30, "one region per line, e.g. us-east-1"),
         ),
-        "dry_run": form_param(False, type="boolean", description="Print the release plan and change nothing."),
         "release_notes": form_param(
-            "", type="string", description="Operator's notes, added to the release notes and the asset event.",
+            None, f"Your notes for this release, at most {NOTES_MAX} characters (kept in the release plan).",
+            title="Release notes", section=publish, type="string", maxLength=NOTES_MAX, format="multiline",
+            pattern=NO_JINJA_PATTERN,
+            **{"x-fix": f"plain text of at most {NOTES_MAX} characters, without {{{{, {{% or {{#"},
+        ),
+        "dry_run": form_param(
+            False, "On: print the release plan and change nothing.",
+            title="Dry run (plan only)", section=safety, type="boolean",
         ),
     }
 

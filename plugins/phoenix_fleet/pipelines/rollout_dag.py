@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from phoenix_fleet.form_params import form_param
+from phoenix_fleet.form_params import ASG_NAME_PATTERN, NAME_MAX, VERSION_PATTERN, form_param, string_list
 
 if TYPE_CHECKING:
     from phoenix_fleet.dag_facts import RoleFacts
+
+TARGET_VERSION_PATTERN = "^(latest|" + VERSION_PATTERN[1:-1] + ")$"
 
 DOC = """
 ### fleet_rollout_{role}: move every **{role}** instance to the new image
@@ -47,34 +49,48 @@ One rollout per role at a time (max_active_runs=1), and an ASG lock (tags) again
 
 
 def rollout_params() -> dict[str, Param]:
+    """The trigger form (every field optional: the untouched form rolls the role to its latest release)."""
+    what, overrides, safety = "What to roll out", "Rollout overrides", "Safety"
     return {
         "target_version": form_param(
-            "latest", type="string", pattern=r"^(latest|\d{4}\.\d{2}\.\d{2}-[1-9]\d*)$",
-            description="'latest' (what publish announced) or a published version YYYY.MM.DD-N (e.g. to roll back).",
+            "latest", "'latest' (what publish announced last) or a published version YYYY.MM.DD-N, e.g. to roll "
+            "back. Empty: latest.",
+            title="Target version", section=what, type="string", pattern=TARGET_VERSION_PATTERN, maxLength=32,
+            **{"x-fix": "'latest' or a published version YYYY.MM.DD-N, e.g. 2026.11.30-1"},
         ),
         "asgs": form_param(
-            [], type="array", items={"type": "string"},
-            description="Only these ASGs of the role (names). Empty: every ASG of the role.",
+            None, "Only these Auto Scaling groups of the role, one name per line. Empty: every ASG of the role.",
+            title="Auto Scaling groups", section=what,
+            **string_list(ASG_NAME_PATTERN, NAME_MAX, 200, "one ASG name per line, e.g. sandbox-web-a"),
         ),
         "strategy": form_param(
-            None, type=["null", "string"], enum=[None, "surge", "replace", "instance-refresh"],
-            description="Override the rollout strategy: surge (launch first), replace, or instance-refresh.",
+            None, "How instances are replaced. Empty: the role's strategy in include/fleet.yaml.",
+            title="Strategy", section=overrides, type="string", maxLength=32,
+            enum=["surge", "replace", "instance-refresh"],
+            values_display={
+                "null": "The role's setting (include/fleet.yaml)",
+                "surge": "Surge: launch new instances first, then retire old ones",
+                "replace": "Replace: retire a batch, then launch its replacements",
+                "instance-refresh": "Instance refresh: let EC2 Auto Scaling replace them",
+            },
+            **{"x-fix": "choose surge, replace or instance-refresh, or leave it empty for the role's"},
         ),
         "batch_size": form_param(
-            None, type=["null", "integer"], minimum=1,
-            description="Override: instances replaced per batch (at least 1).",
+            None, "Instances replaced per batch. Empty: the role's batch size or batch percent.",
+            title="Batch size", section=overrides, type="integer", minimum=1, maximum=1000,
         ),
         "min_healthy_percent": form_param(
-            None, type=["null", "integer"], minimum=0, maximum=100,
-            description="Override: share of desired capacity that must stay healthy (0-100).",
+            None, "Share of desired capacity that must stay healthy during the rollout (0-100). Empty: the role's.",
+            title="Minimum healthy percent", section=overrides, type="integer", minimum=0, maximum=100,
         ),
         "require_approval": form_param(
-            None, type=["null", "boolean"],
-            description="Ask a human before recycling. Empty: the environment's setting.",
+            False, "On: a person approves in the UI after the canary, before the rest is recycled. Environments "
+            "that require approval always ask.",
+            title="Ask for approval", section=safety, type="boolean",
         ),
         "dry_run": form_param(
-            False, type="boolean",
-            description="Print the whole plan (the Terraform plan too) and change nothing.",
+            False, "On: print the whole plan (the Terraform plan too) and change nothing.",
+            title="Dry run (plan only)", section=safety, type="boolean",
         ),
     }
 
