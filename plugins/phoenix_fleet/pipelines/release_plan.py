@@ -14,6 +14,11 @@ from typing import Any
 from phoenix_fleet.config import FleetConfig, Role
 
 _AMI_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
+#: the trigger form's fields (``release_dag.release_params``); any other conf key fails the plan
+FIELDS = ("version", "skip_bake", "ami_id", "base_ami_name", "base_ami_owners", "regions", "release_notes", "dry_run")
+#: what Packer's source_ami_filter asks for besides name and owners (include/packer/phoenix.pkr.hcl)
+#: (root-device-type is left to Packer: moto reports CreateImage AMIs as "standard", see sandbox/packer_double.py)
+BASE_AMI_FILTERS = {"architecture": "x86_64", "virtualization-type": "hvm", "state": "available"}
 
 
 class ReleaseParamError(ValueError):
@@ -25,13 +30,26 @@ def _str(params: Mapping[str, Any], key: str) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _lines(params: Mapping[str, Any], key: str) -> list[str]:
+    """A list field: a list (the form's lines; blank ones dropped) or a comma-separated string (the REST API)."""
+    value = params.get(key) or []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple):
+        return [str(value)]
+    return [str(v).strip() for v in value if str(v if v is not None else "").strip()]
+
+
 def validate_release_params(params: Mapping[str, Any], role: Role, role_name: str) -> dict[str, Any]:
-    """The pure part: types, formats and subsets. Returns the normalised params."""
+    """The pure part: fields, types, formats and subsets. Returns the normalised params."""
+    from phoenix_fleet.form_params import AMI_NAME_PATTERN, NOTES_MAX, shown, unknown_fields
     from phoenix_fleet.release.versions import Version
 
-    problems: list[str] = []
+    problems: list[str] = unknown_fields(params, FIELDS)
     version = _str(params, "version")
-    if version:
+    if len(version) > 32:
+        problems.append(f"params.version: {shown(version)} is not a release version. Fix: use YYYY.MM.DD-N")
+    elif version:
         try:
             Version.parse(version, field="params.version")
         except ValueError as e:
@@ -41,13 +59,16 @@ def validate_release_params(params: Mapping[str, Any], role: Role, role_name: st
     if skip_bake and not ami_id:
         problems.append("params.ami_id: required when skip_bake is true. Fix: give the existing AMI id (ami-...)")
     if ami_id and not _AMI_RE.match(ami_id):
-        problems.append(f"params.ami_id: {ami_id!r} is not an AMI id. Fix: use ami- followed by 8-17 hex digits")
+        problems.append(f"params.ami_id: {shown(ami_id)} is not an AMI id. Fix: use ami- followed by 8-17 hex digits")
     if ami_id and not skip_bake:
         problems.append("params.ami_id: given without skip_bake. Fix: set skip_bake true to release an existing AMI")
     base_name = _str(params, "base_ami_name")
-    owners = params.get("base_ami_owners") or []
-    if isinstance(owners, str):
-        owners = [o.strip() for o in owners.split(",") if o.strip()]
+    owners = _lines(params, "base_ami_owners")
+    if base_name and not re.fullmatch(AMI_NAME_PATTERN, base_name):
+        problems.append(
+            f"params.base_ami_name: {shown(base_name)} is not an AMI name pattern. Fix: 3-128 characters: letters, "
+            "digits, ( ) [ ] space . / - ' @ _ and the wildcard *"
+        )
     if base_name and not owners:
         problems.append(
             "params.base_ami_owners: required with base_ami_name (an AMI name alone can be squatted). "
@@ -57,14 +78,12 @@ def validate_release_params(params: Mapping[str, Any], role: Role, role_name: st
         problems.append("params.base_ami_name: required with base_ami_owners. Fix: give the AMI name pattern")
     for o in owners:
         if not (re.fullmatch(r"\d{12}", str(o)) or o in ("self", "amazon")):
-            problems.append(f"params.base_ami_owners: {o!r} is not an account id. Fix: 12 digits, 'self' or 'amazon'")
-    regions = params.get("regions") or []
-    if isinstance(regions, str):
-        regions = [r.strip() for r in regions.split(",") if r.strip()]
+            problems.append(f"params.base_ami_owners: {shown(o)} is not an account id. Fix: 12 digits, 'self' or 'amazon'")
+    regions = _lines(params, "regions")
     unknown = [r for r in regions if r not in role.regions]
     if unknown:
         problems.append(
-            f"params.regions: {unknown} are not regions of role {role_name}. "
+            f"params.regions: {shown(unknown, 200)} are not regions of role {role_name}. "
             f"Fix: choose a subset of {role.regions} (or leave empty for all)"
         )
     if regions and role.home_region not in regions:
@@ -72,6 +91,13 @@ def validate_release_params(params: Mapping[str, Any], role: Role, role_name: st
             f"params.regions: must include the home region {role.home_region} (the image is baked there). "
             "Fix: add it"
         )
+    notes = _str(params, "release_notes")
+    if len(notes) > NOTES_MAX:
+        problems.append(
+            f"params.release_notes: {len(notes)} characters, more than the {NOTES_MAX} allowed. Fix: shorten them"
+        )
+    if re.search(r"\{\{|\{%|\{#", notes):
+        problems.append("params.release_notes: contains a Jinja delimiter ({{, {% or {#). Fix: remove it")
     if problems:
         raise ReleaseParamError("invalid release parameters:\n  " + "\n  ".join(problems))
     return {
@@ -82,7 +108,7 @@ def validate_release_params(params: Mapping[str, Any], role: Role, role_name: st
         "base_ami_owners": list(owners),
         "regions": list(regions) or list(role.regions),
         "dry_run": bool(params.get("dry_run") or False),
-        "release_notes": _str(params, "release_notes"),
+        "release_notes": notes,
     }
 
 
@@ -211,6 +237,9 @@ def plan_release(
     packer_vars: dict[str, Any] = {}
     if p["base_ami_name"]:
         packer_vars = {"base_ami_name": p["base_ami_name"], "base_ami_owners": p["base_ami_owners"]}
+    base_ami = None
+    if not p["skip_bake"]:
+        base_ami = find_base_ami(hook, role_name, role, packer_vars)
     plan = {
         "role": role_name,
         "version": version,
@@ -223,13 +252,39 @@ def plan_release(
         "dry_run": p["dry_run"],
         "packer_vars": packer_vars,
         "operator_notes": p["release_notes"],
-        "base_ami": packer_vars or {
-            "base_ami_name": role.image.base_ami.name,
-            "base_ami_owners": role.image.base_ami.owners,
+        "base_ami": {
+            **(packer_vars or {
+                "base_ami_name": role.image.base_ami.name,
+                "base_ami_owners": role.image.base_ami.owners,
+            }),
+            "image_id": base_ami,
         },
         "claim": claim,
     }
     return plan
+
+
+def find_base_ami(hook: Any, role_name: str, role: Role, override: Mapping[str, Any]) -> str:
+    """The image Packer will bake from (the newest match, as its ``source_ami_filter`` with ``most_recent``),
+    looked up now: a base that does not exist fails the plan naming the field, instead of the bake failing
+    inside Packer after its retries."""
+    from phoenix_fleet.form_params import shown
+
+    name = str(override.get("base_ami_name") or role.image.base_ami.name)
+    owners = [str(o) for o in (override.get("base_ami_owners") or role.image.base_ami.owners)]
+    found = hook.find_images({"name": name, **BASE_AMI_FILTERS}, owners=owners)
+    if found:
+        return str(max(found, key=lambda i: (i.get("CreationDate", ""), i["ImageId"]))["ImageId"])
+    where = f"owned by {', '.join(owners)} in {role.home_region} (x86_64, hvm, available)"
+    if override.get("base_ami_name"):
+        raise ReleaseParamError(
+            f"params.base_ami_name: no AMI named {shown(name, 130)} {where}. Fix: check the name pattern and "
+            "params.base_ami_owners, or leave both empty for the role's base image"
+        )
+    raise ReleaseParamError(
+        f"roles.{role_name}.image.base_ami: no AMI named {name!r} {where}. Fix: correct the role's base_ami in "
+        "the fleet config, or give params.base_ami_name and params.base_ami_owners for this run"
+    )
 
 
 def late_scheduled_run(run_type: Any, slot: dt.datetime | None, now: dt.datetime, grace_hours: float) -> str | None:
@@ -257,7 +312,8 @@ def describe_plan(plan: Mapping[str, Any]) -> str:
         steps.append(f"use existing AMI {plan['ami_id']} (no bake)")
     else:
         b = plan["base_ami"]
-        steps.append(f"bake {plan['role']} {plan['version']} with Packer from {b['base_ami_name']} (owners {b['base_ami_owners']})")
+        steps.append(f"bake {plan['role']} {plan['version']} with Packer from {b['base_ami_name']} (owners {b['base_ami_owners']}; "
+                     f"today {b.get('image_id') or '?'})")
     steps += [
         f"wait until the AMI is available in {plan['home_region']}",
         "verify: launch a canary, wait for status ok, run the image test suite via SSM, terminate the canary",

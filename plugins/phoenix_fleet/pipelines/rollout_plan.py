@@ -12,6 +12,8 @@ from typing import Any
 from phoenix_fleet.config import FleetConfig, RolloutPolicy
 
 POLICY_PARAMS = ("strategy", "batch_size", "min_healthy_percent")
+#: the trigger form's fields (``rollout_dag.rollout_params``); any other conf key fails the plan
+FIELDS = ("target_version", "asgs", *POLICY_PARAMS, "require_approval", "dry_run")
 
 
 class RolloutParamError(ValueError):
@@ -22,6 +24,8 @@ def policy_overrides(params: Mapping[str, Any], base: RolloutPolicy) -> dict[str
     """The policy keys the trigger form overrides, validated against the full RolloutPolicy model."""
     from pydantic import ValidationError
 
+    from phoenix_fleet.form_params import shown
+
     overrides: dict[str, Any] = {}
     problems: list[str] = []
     for key in POLICY_PARAMS:
@@ -30,7 +34,7 @@ def policy_overrides(params: Mapping[str, Any], base: RolloutPolicy) -> dict[str
             continue
         if key in ("batch_size", "min_healthy_percent"):
             if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).lstrip("-").isdigit():
-                problems.append(f"params.{key}: {value!r} is not a whole number. Fix: e.g. 2")
+                problems.append(f"params.{key}: {shown(value)} is not a whole number. Fix: e.g. 2")
                 continue
             value = int(value)
         overrides[key] = value
@@ -47,6 +51,11 @@ def policy_overrides(params: Mapping[str, Any], base: RolloutPolicy) -> dict[str
     if problems:
         raise RolloutParamError("invalid rollout parameters:\n  " + "\n  ".join(problems))
     return overrides
+
+
+def approval_required(environment_requires: bool, asked: Any) -> bool:
+    """The form can ask for approval (``require_approval`` on); it cannot waive an environment's requirement."""
+    return bool(environment_requires) or asked is True
 
 
 def version_from_events(events: Any, asset_uri: str) -> str | None:
@@ -66,13 +75,20 @@ def plan_rollout(
     regions: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Resolve version → AMI per region and the ASGs to roll; raise RolloutParamError on bad input."""
-    from phoenix_fleet.release.versions import Version
+    from phoenix_fleet.form_params import shown, unknown_fields
+    from phoenix_fleet.release.versions import Version, is_version
 
+    unknown = unknown_fields(params, FIELDS)
+    if unknown:
+        raise RolloutParamError("invalid rollout parameters:\n  " + "\n  ".join(unknown))
     role = fleet.role(role_name)
     overrides = policy_overrides(params, role.rollout)
     wanted = params.get("target_version") or "latest"
-    if not isinstance(wanted, str):
-        raise RolloutParamError(f"params.target_version: {wanted!r} is not a string. Fix: 'latest' or YYYY.MM.DD-N")
+    if not isinstance(wanted, str) or (wanted != "latest" and not is_version(wanted)):
+        raise RolloutParamError(
+            f"params.target_version: {shown(wanted)} is not 'latest' or a release version. "
+            "Fix: 'latest' or YYYY.MM.DD-N, e.g. 2026.11.30-1"
+        )
     if wanted == "latest" and event_version:
         wanted = event_version
     pointer = fleet.latest_parameter(role_name)
@@ -101,7 +117,8 @@ def plan_rollout(
     if isinstance(asked, str):
         asked = [a.strip() for a in asked.split(",") if a.strip()]
     if not isinstance(asked, list):
-        raise RolloutParamError(f"params.asgs: {asked!r} is not a list. Fix: a list of ASG names, or empty for all")
+        raise RolloutParamError(f"params.asgs: {shown(asked)} is not a list. Fix: a list of ASG names, or empty for all")
+    asked = [str(a).strip() for a in asked if str(a or "").strip()]  # the form's blank lines are no names
     targets: list[dict[str, Any]] = []
     found_names: set[str] = set()
     for region in amis:
@@ -114,17 +131,15 @@ def plan_rollout(
     unknown = sorted(set(asked) - found_names)
     if unknown:
         raise RolloutParamError(
-            f"params.asgs: {unknown} are not ASGs of role {role_name}. Fix: choose from {sorted(found_names)}"
+            f"params.asgs: {shown(unknown, 200)} are not ASGs of role {role_name}. "
+            f"Fix: choose from {sorted(found_names)}"
         )
     if not targets:
         raise RolloutParamError(
             f"params.asgs: role {role_name} has no ASG matching {role.asgs.tags} in {list(amis)}. "
             "Fix: check roles.<role>.asgs in include/fleet.yaml"
         )
-    env = fleet.environment(role_name)
-    approval = params.get("require_approval")
-    if approval is None:
-        approval = env.require_approval
+    approval = approval_required(fleet.environment(role_name).require_approval, params.get("require_approval"))
     return {
         "role": role_name,
         "version": version,

@@ -8,6 +8,8 @@ from phoenix_fleet.config_file import default_config_path
 from phoenix_fleet.pipelines.release_plan import ReleaseParamError, validate_release_params
 from phoenix_fleet.pipelines.rollout_plan import RolloutParamError, policy_overrides, version_from_events
 
+from tests.helpers.image_fixtures import seeded  # noqa: F401
+
 FLEET = load_fleet_config()
 FLEET_PATH = default_config_path()
 WEB = FLEET.role("web")
@@ -167,3 +169,108 @@ def test_terraform_vars_are_expanded_on_the_apply_worker_never_in_the_plan(sandb
     assert apply.variables is None  # nothing wired from XCom: the operator takes the role's vars at run time
     assert apply.resolved_variables() == {"endpoint": sandbox_clean.endpoint_url, "token": "tf-token-0123456789"}
     assert apply.variables is None
+
+
+# ------------------------------------------------------------------------------- conf checked whole (issue 14)
+def test_unknown_conf_keys_fail_the_release_plan_naming_each_and_the_known_fields():
+    with pytest.raises(ReleaseParamError) as e:
+        validate_release_params({"evil": "x", "__class__": {"a": 1}, "dryrun": True}, WEB, "web")
+    lines = str(e.value).splitlines()[1:]
+    assert [ln.strip().split(":")[0] for ln in lines] == ["params.__class__", "params.dryrun", "params.evil"]
+    assert lines[2].strip() == (
+        "params.evil: unknown field. Fix: remove it; known fields: version, skip_bake, ami_id, base_ami_name, "
+        "base_ami_owners, regions, release_notes, dry_run"
+    )
+
+
+def test_the_release_form_fields_are_the_ones_plan_knows():
+    from phoenix_fleet.pipelines.release_dag import release_params
+    from phoenix_fleet.pipelines.release_plan import FIELDS as RELEASE_FIELDS
+    from phoenix_fleet.pipelines.rollout_dag import rollout_params
+    from phoenix_fleet.pipelines.rollout_plan import FIELDS as ROLLOUT_FIELDS
+
+    assert list(release_params()) == list(RELEASE_FIELDS)
+    assert list(rollout_params()) == list(ROLLOUT_FIELDS)
+
+
+def test_the_untouched_release_form_is_a_valid_plan():
+    """What the form sends as it opens (every default, the empty fields as null) plans the next release."""
+    from phoenix_fleet.pipelines.release_dag import release_params
+
+    p = validate_release_params({k: v.value for k, v in release_params().items()}, WEB, "web")
+    assert p == {"version": None, "skip_bake": False, "ami_id": None, "base_ami_name": None, "base_ami_owners": [],
+                 "regions": WEB.regions, "dry_run": False, "release_notes": ""}
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"release_notes": "x" * 4001}, "params.release_notes: 4001 characters, more than the 4000 allowed"),
+        ({"release_notes": "hello {{ conf }}"}, "params.release_notes: contains a Jinja delimiter"),
+        ({"base_ami_name": "$(reboot)", "base_ami_owners": ["self"]}, "params.base_ami_name: '$(reboot)' is not an"),
+        ({"version": "9" * 100_000}, "params.version: '99999"),
+        ({"ami_id": "a" * 100_000, "skip_bake": True}, "params.ami_id: 'aaaa"),
+    ],
+)
+def test_hostile_release_values_are_refused_and_not_echoed_whole(params, expected):
+    with pytest.raises(ReleaseParamError) as e:
+        validate_release_params(params, WEB, "web")
+    assert expected in str(e.value) and "Fix:" in str(e.value)
+    assert len(str(e.value)) < 1000
+
+
+def test_the_form_s_blank_lines_are_no_values():
+    p = validate_release_params({"regions": ["us-east-1", "", "  "], "base_ami_owners": None}, WEB, "web")
+    assert p["regions"] == ["us-east-1"] and p["base_ami_owners"] == []
+
+
+@pytest.mark.parametrize(
+    ("conf", "field"),
+    [
+        ({"evil": 1}, "params.evil: unknown field. Fix: remove it; known fields: target_version, asgs, strategy"),
+        ({"target_version": "../../etc"}, "params.target_version: '../../etc' is not 'latest' or a release version"),
+        ({"target_version": 7}, "params.target_version: 7 is not 'latest' or a release version"),
+    ],
+)
+def test_bad_rollout_conf_fails_before_any_aws_call(conf, field):
+    from phoenix_fleet.pipelines.rollout_plan import plan_rollout
+
+    class NoAws:
+        def __getattr__(self, name):
+            raise AssertionError(f"plan read AWS ({name}) before refusing the conf")
+
+    with pytest.raises(RolloutParamError) as e:
+        plan_rollout(FLEET, "web", conf, NoAws())
+    assert field in str(e.value)
+
+
+def test_the_form_can_ask_for_approval_but_not_waive_the_environment_s():
+    from phoenix_fleet.pipelines.rollout_plan import approval_required
+
+    assert [approval_required(False, asked) for asked in (None, False, True, "true")] == [False, False, True, False]
+    assert [approval_required(True, asked) for asked in (None, False, True)] == [True, True, True]
+
+
+def test_the_release_plan_finds_the_base_ami_or_fails_naming_the_field(seeded, sandbox_clean):  # noqa: F811
+    """plan looks the base image up as Packer's source_ami_filter will (name, owners, x86_64 hvm, available):
+    a name that matches nothing fails the plan, not the bake after its retries."""
+    from phoenix_fleet.hooks.image_hook import ImageHook
+    from phoenix_fleet.pipelines.release_plan import plan_release
+
+    hook = ImageHook(aws_conn_id="aws_default", region_name="us-east-1")
+    plan = plan_release(FLEET, "web", {}, hook)
+    assert plan["base_ami"]["image_id"] == seeded["base_ami"]["id"]
+    assert plan_release(FLEET, "web", {"skip_bake": True, "ami_id": seeded["roles"]["web"]["ami_id"]}, hook)
+    for override, shown in (
+        ({"base_ami_name": "../../etc", "base_ami_owners": ["self"]}, "'../../etc' owned by self"),
+        ({"base_ami_name": "phoenix-base-debian-12-*", "base_ami_owners": ["111122223333"]},
+         "'phoenix-base-debian-12-*' owned by 111122223333"),  # the right name from another owner is no base
+    ):
+        with pytest.raises(ReleaseParamError) as e:
+            plan_release(FLEET, "web", override, hook)
+        assert str(e.value).startswith(f"params.base_ami_name: no AMI named {shown} in us-east-1"), str(e.value)
+        assert "Fix: check the name pattern and params.base_ami_owners" in str(e.value)
+    sandbox_clean.client("ec2").deregister_image(ImageId=seeded["base_ami"]["id"])
+    with pytest.raises(ReleaseParamError, match=r"roles.web.image.base_ami: no AMI named 'phoenix-base-debian-12-\*' "
+                       r"owned by self in us-east-1 .*Fix: correct the role's base_ami in the fleet config"):
+        plan_release(FLEET, "web", {}, hook)
