@@ -47,6 +47,8 @@ GIT_SHA_TAG = "phoenix:git-sha"
 _NOT_INPUTS = ("build_run", "build_inputs", "subnet_id")
 FAILED_STATES = ("failed", "error", "invalid")
 GIT_SHA_ENV = "PHOENIX_GIT_SHA"
+#: what Packer's amazon-ebs builder says when its source_ami_filter matches nothing
+NO_SOURCE_AMI = "No AMI was found matching filters"
 
 
 def manifest_key(role: str, version: str) -> str:
@@ -436,7 +438,7 @@ class PackerBuildOperator(BaseOperator):
         return variables
 
     def _build(self, context: Context, ec2: Any, s3: Any, variables: dict[str, Any]) -> dict[str, Any]:
-        from phoenix_fleet.hooks.packer_hook import PackerHook
+        from phoenix_fleet.hooks.packer_hook import PackerBuildError, PackerHook
         from phoenix_fleet.release.package_diff import parse_package_list
 
         template = self._template_path()
@@ -456,6 +458,9 @@ class PackerBuildOperator(BaseOperator):
                     manifest_file=f"manifest-{self.role}-{self.version}.json",
                     packages_file=f"packages-{self.role}-{self.version}.tsv",
                 )
+            except PackerBuildError as exc:
+                self._fail_without_base_ami(exc, variables)
+                raise
             finally:
                 self._hook = None
             region = self._region()
@@ -489,6 +494,23 @@ class PackerBuildOperator(BaseOperator):
             ami_id, self._ami_name(), result.artifacts, manifest, bucket, mkey, pkey, packages_count,
             custom.get("source_ami"), variables["build_run"], variables["git_sha"], reused=False,
         )
+
+    def _fail_without_base_ami(self, exc: Any, variables: Mapping[str, Any]) -> None:
+        """A base image that does not exist is bad input, not a transient failure: fail now (no retry), naming
+        the field it came from (the trigger form's override, else the role's config). ``plan`` checks the same
+        before the bake; this catches a base image deregistered in between."""
+        lines = [*getattr(exc, "errors", []), *getattr(exc, "error_lines", [])]
+        if not any(NO_SOURCE_AMI in line for line in lines):
+            return
+        from airflow.sdk.exceptions import AirflowFailException
+
+        name, owners = variables.get("base_ami_name"), variables.get("base_ami_owners")
+        field = "params.base_ami_name" if "base_ami_name" in self.extra_vars else f"roles.{self.role}.image.base_ami"
+        raise AirflowFailException(
+            f"{field}: Packer found no base AMI named {str(name)[:130]!r} owned by {owners} in {self._region()}. "
+            "Fix: check the name pattern and owners (the trigger form's, else include/fleet.yaml's); retrying "
+            "cannot help"
+        ) from None
 
     def _result(
         self, ami_id: str, ami_name: str, artifacts: dict[str, str], manifest: dict[str, Any] | None, bucket: str,

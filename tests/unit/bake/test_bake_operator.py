@@ -177,6 +177,22 @@ def test_packer_failure_fails_the_task_with_the_error_lines(seeded, packer_env, 
     assert _images(sandbox_clean.client("ec2")) == []
 
 
+def test_no_base_ami_fails_at_once_naming_the_field(seeded, packer_env, sandbox_clean):
+    """A base image that matches nothing is bad input: AirflowFailException (no retry), naming where the name
+    came from: the trigger form's override, else the role's config (its AMI deregistered since)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    override = {"base_ami_name": "../../etc", "base_ami_owners": ["self"]}
+    with pytest.raises(AirflowFailException, match=r"params.base_ami_name: Packer found no base AMI named "
+                       r"'../../etc' owned by \['self'\] in us-east-1. Fix: .*retrying cannot help"):
+        run_task(_op(extra_vars=override), make_context())
+    sandbox_clean.client("ec2").deregister_image(ImageId=seeded["base_ami"]["id"])
+    with pytest.raises(AirflowFailException, match=r"roles.web.image.base_ami: Packer found no base AMI named "
+                       r"'phoenix-base-debian-12-\*'"):
+        run_task(_op(), make_context())
+    assert _builds(packer_env) == 2 and _images(sandbox_clean.client("ec2")) == []
+
+
 def test_bad_version_is_refused_before_anything_runs(packer_env):
     with pytest.raises(ValueError, match=r"version: '1; rm -rf /' is not a release version. Fix: use YYYY.MM.DD-N"):
         _op(version="1; rm -rf /").execute(make_context())
