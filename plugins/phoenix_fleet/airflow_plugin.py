@@ -2,7 +2,8 @@
 
 It registers the project's macros and the fleet inventory page: a FastAPI app mounted at ``/phoenix``
 (``/phoenix/inventory`` serves the latest report of the fleet_inventory DAG) and an external view that puts it in
-the UI's navigation (Browse → Fleet inventory).
+the UI's navigation (Browse → Fleet inventory). A root middleware of the api-server answers a trigger refused by a
+Param's schema with the field and the fix instead of Airflow's schema dump (phoenix_fleet.ui.trigger_errors).
 
 Airflow finds it through the ``airflow.plugins`` entry point of the installed distribution (pyproject.toml),
 so the package is the one copy: nothing is loaded from the plugins folder (plugins/.airflowignore keeps the
@@ -14,6 +15,7 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from phoenix_fleet.ui.inventory_app import app as inventory_app
+from phoenix_fleet.ui.trigger_errors import TriggerErrorMiddleware
 
 INVENTORY_URL_PREFIX = "/phoenix"
 
@@ -28,6 +30,9 @@ class PhoenixFleetPlugin(AirflowPlugin):
     macros = [phoenix_version_for]
     fastapi_apps = [
         {"app": inventory_app, "url_prefix": INVENTORY_URL_PREFIX, "name": "phoenix-fleet inventory"},
+    ]
+    fastapi_root_middlewares = [
+        {"middleware": TriggerErrorMiddleware, "args": [], "kwargs": {}, "name": "phoenix-fleet trigger errors"},
     ]
     external_views = [
         {
