@@ -97,7 +97,7 @@ def test_forms_explain_themselves_and_open_submittable(dagbag):
     - a human label (``title``, not the raw name) and a ``section``;
     - optional: ``"null"`` in the type (Airflow's form marks every other field required, and a required field
       that is empty or a switch that is off blocks Trigger), and the default valid against the schema;
-    - bounded: every string (and string item) has a ``maxLength``, every list a ``maxItems``;
+    - bounded: every string (and string item) has a ``maxLength`` (or an ``enum``), every list a ``maxItems``;
     - every enum value has a label in ``values_display`` (the empty choice included).
     """
     from jsonschema import Draft7Validator
@@ -117,7 +117,7 @@ def test_forms_explain_themselves_and_open_submittable(dagbag):
             if not Draft7Validator(schema).is_valid(p.value):
                 problems.append(f"{where}: its default {p.value!r} fails its own schema")
             for part, label in ((schema, where), (schema.get("items") or {}, f"{where}[]")):
-                if "string" in _types(part) and not part.get("maxLength"):
+                if "string" in _types(part) and not part.get("maxLength") and "enum" not in part:
                     problems.append(f"{label}: a string without maxLength")
                 if "array" in _types(part) and not part.get("maxItems"):
                     problems.append(f"{label}: a list without maxItems")

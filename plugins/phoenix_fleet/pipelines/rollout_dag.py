@@ -65,8 +65,7 @@ def rollout_params() -> dict[str, Param]:
         ),
         "strategy": form_param(
             None, "How instances are replaced. Empty: the role's strategy in include/fleet.yaml.",
-            title="Strategy", section=overrides, type="string", maxLength=32,
-            enum=["surge", "replace", "instance-refresh"],
+            title="Strategy", section=overrides, type="string", enum=["surge", "replace", "instance-refresh"],
             values_display={
                 "null": "The role's setting (include/fleet.yaml)",
                 "surge": "Surge: launch new instances first, then retire old ones",

@@ -57,6 +57,16 @@ def _literal(block: str) -> Any:
         return _NOTHING
 
 
+def _span(schema: dict[str, Any]) -> str:
+    """`` from 1 to 1000`` for a schema with bounds, else empty."""
+    lo, hi = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum", schema.get("exclusiveMaximum"))
+    if lo is not None and hi is not None:
+        return f" from {lo} to {hi}"
+    if lo is not None:
+        return f" of at least {lo}"
+    return f" of at most {hi}" if hi is not None else ""
+
+
 def explain(detail: str) -> str | None:
     """Airflow's ``Invalid input for param ...`` text as one line that names the field and the fix; None when
     ``detail`` is not such a text (it is then left as it is)."""
@@ -92,16 +102,14 @@ def explain(detail: str) -> str | None:
                     if t != "null"]
         got = _JSON_TYPES.get(type(value), "something else") if value is not _NOTHING else "of another type"
         problem = f"{what} is {got}, not {' or '.join(_TYPE_NAME.get(t, t) for t in expected)}"
-        fix = fix or " or ".join(_TYPE_FIX.get(t, t) for t in expected) + (" (or leave it empty)" if nullable else "")
+        fix = fix or " or ".join(_TYPE_FIX.get(t, t) for t in expected) + _span(schema) + empty
     elif keyword == "enum":
         choices = [c for c in schema.get("enum", []) if c is not None]
         problem = f"{what} is not one of the choices"
         fix = fix or "choose one of " + ", ".join(map(str, choices)) + empty
     elif keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        lo, hi = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum", schema.get("exclusiveMaximum"))
-        span = f"from {lo} to {hi}" if lo is not None and hi is not None else (f"of at least {lo}" if lo is not None else f"of at most {hi}")
         problem = f"{what} is out of range"
-        fix = fix or f"a number {span}{empty}"
+        fix = fix or f"a number{_span(schema)}{empty}"
     else:
         first = detail[head.end():].split("\n", 1)[0]
         problem = shown(first, 200, quote=False)

@@ -55,7 +55,10 @@ CASES = [
      "params.batch_size (Batch size): 0 is out of range. Fix: a number from 1 to 1000 (or leave it empty)"),
     (rollout_params, {"min_healthy_percent": "50"},
      "params.min_healthy_percent (Minimum healthy percent): '50' is text, not a whole number. Fix: a whole number "
-     "(or leave it empty)"),
+     "from 0 to 100 (or leave it empty)"),
+    (rollout_params, {"strategy": "$(reboot); rm -rf / `id` | nc 127.0.0.1 4444 && echo pwned"},
+     "params.strategy (Strategy): '$(reboot); rm -rf / `id` | nc 127.0.0.1 4444 && echo pwned' is not one of the "
+     "choices. Fix: choose surge, replace or instance-refresh, or leave it empty for the role's"),
 ]
 
 
