@@ -19,14 +19,16 @@ failed tasks' logs are printed. Every wait is bounded; the whole test takes ~2-3
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from phoenix_fleet.config import load_fleet_config
 
 from sandbox.airflow_env import airflow_env
-from tests.e2e.real_airflow import RealAirflow, fast_env, free_port
+from tests.e2e.real_airflow import RealAirflow, _q, fast_env, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
@@ -60,29 +62,34 @@ def worker_asg(seeded: dict[str, Any]) -> dict[str, Any]:
     return {"asg": ASG, "old_ami": ami}
 
 
-@pytest.fixture
-def manual_release_config(fast_fleet_config: Path) -> Path:
-    """The fast config with no weekly schedule for the role under test.
+@pytest.fixture(scope="module")
+def manual_release_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """include/fleet.yaml with no warmup and no weekly schedule for any role, shared by this module's Airflow.
 
     With ``catchup=False`` Airflow still runs the most recent missed cron slot as soon as a DAG is unpaused
-    (CronTriggerTimetable always considers ``_align_to_prev(now)``), so unpausing ``ami_release_worker``
-    would start a second, scheduled release next to the one this test triggers. Both would publish and
-    both Asset events would feed the rollout; the test wants exactly one release, triggered through REST.
+    (CronTriggerTimetable always considers ``_align_to_prev(now)``), so unpausing ``ami_release_<role>``
+    would start a scheduled release next to the runs these tests trigger (the hostile-conf table unpauses
+    every DAG). Each release here is one a test triggers through REST.
     """
     import yaml
 
-    raw = yaml.safe_load(fast_fleet_config.read_text())
-    raw["roles"][ROLE]["schedule"] = None
-    fast_fleet_config.write_text(yaml.safe_dump(raw))
-    return fast_fleet_config
+    from sandbox.airflow_env import fleet_config_with_warmup
+
+    path = fleet_config_with_warmup(tmp_path_factory.mktemp("include"), 0)
+    raw = yaml.safe_load(path.read_text())
+    for role in raw["roles"].values():
+        role["schedule"] = None
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
-@pytest.fixture
-def real_airflow(seeded: dict[str, Any], manual_release_config: Path, tmp_path: Path):
-    """The four components, started; stopped (process groups terminated, then killed) whatever happens."""
-    home = tmp_path / "airflow"
+@pytest.fixture(scope="module")
+def real_airflow(sandbox: Any, manual_release_config: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The four components, started once for this module's tests (each test resets and seeds the sandbox it
+    talks to); stopped (process groups terminated, then killed) whatever happens."""
+    home = tmp_path_factory.mktemp("airflow")
     port = free_port()
-    env = airflow_env(seeded["handle"].endpoint_url, home=home, api_port=port)
+    env = airflow_env(sandbox.endpoint_url, home=home, api_port=port)
     env["PHOENIX_FLEET_CONFIG"] = str(manual_release_config)
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[2] / "dags")
     af = RealAirflow(fast_env(env), home, port)
@@ -91,6 +98,11 @@ def real_airflow(seeded: dict[str, Any], manual_release_config: Path, tmp_path: 
         yield af
     finally:
         af.stop()
+
+
+def _runs_if_any(af: RealAirflow, dag_id: str) -> list[dict[str, Any]]:
+    status, payload = af.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")
+    return list(payload["dag_runs"]) if status == 200 else []
 
 
 def _fleet(h: Any) -> tuple[dict[str, Any], dict[str, str]]:
@@ -120,6 +132,165 @@ def _inventory_report(h: Any, config: Path, out: Path) -> str:
     return write_local(report, str(out), render_all(report))["report.json"]
 
 
+ALL_DAGS = [
+    "ami_release_web", "ami_release_worker", "fleet_rollout_web", "fleet_rollout_worker",
+    "fleet_inventory", "fleet_max_age", "ami_retention", "fleet_config_check",
+]
+
+
+@pytest.mark.timeout(900)  # includes starting this module's Airflow
+def test_every_trigger_form_can_be_submitted_as_it_opens(seeded, real_airflow: RealAirflow):
+    """Issue 14, item 1: each DAG's untouched trigger form in headless Chromium: no required mark, no red mark,
+    Trigger enabled, and one click creates a run whose conf the DAG accepts. One screenshot per form is kept
+    in .sandbox/forms/ (the form as it opens, every section shown)."""
+    from jsonschema import Draft7Validator
+    from phoenix_fleet.pipelines.release_plan import validate_release_params
+    from phoenix_fleet.pipelines.rollout_plan import FIELDS as ROLLOUT_FIELDS
+    from phoenix_fleet.pipelines.rollout_plan import policy_overrides
+
+    from sandbox.airflow_env import sandbox_dir
+    from tests.e2e.operator_surface import check_form, chromium
+
+    af = real_airflow
+    af.wait_api(timeout=120)
+    af.wait_dags(ALL_DAGS, timeout=180)
+    fleet = load_fleet_config(real_airflow.env["PHOENIX_FLEET_CONFIG"])
+    shots = sandbox_dir() / "forms"
+    problems: list[str] = []
+    with chromium() as browser:
+        for dag_id in ALL_DAGS:
+            form = check_form(browser, af.base, dag_id, shots)
+            print(f"{dag_id}: sections {form['sections']}, screenshot {form['screenshot']}", flush=True)
+            problems += [f"{dag_id}: {p}" for p in form["problems"]]
+            if form["status"] is None:
+                continue
+            if form["status"] != 200:
+                problems.append(f"{dag_id}: Trigger answered {form['status']}: {str(form['run'])[:500]}")
+                continue
+            run = af.run(dag_id, form["run"]["dag_run_id"])
+            assert run["state"] == "queued" and run["conf"] == form["sent"], run  # the DAG is paused: it waits
+            params = af.api("GET", f"/api/v2/dags/{dag_id}/details")["params"]
+            assert set(form["sent"]) == set(params), (dag_id, form["sent"])
+            for name, value in form["sent"].items():
+                if not Draft7Validator(params[name]["schema"]).is_valid(value):
+                    problems.append(f"{dag_id}: the form sent {name}={value!r}, which its schema refuses")
+            if dag_id.startswith("ami_release_"):
+                validate_release_params(form["sent"], fleet.role(dag_id.split("_")[-1]), dag_id.split("_")[-1])
+            if dag_id.startswith("fleet_rollout_"):
+                assert set(form["sent"]) == set(ROLLOUT_FIELDS)
+                policy_overrides(form["sent"], fleet.role(dag_id.split("_")[-1]).rollout)
+            af.api("DELETE", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run['dag_run_id'])}", ok=(204,))
+    assert not problems, "\n".join(problems)
+    assert sorted(p.name for p in shots.glob("*.png")) >= sorted(f"{d}.png" for d in ALL_DAGS)
+
+
+def test_hostile_conf_is_refused_naming_the_field_and_changes_nothing(seeded, real_airflow: RealAirflow):
+    """Issue 14, item 2: shell text, a path traversal, Jinja, 100 kB strings and wrong types in every field of
+    every DAG, and unknown keys per DAG, through the REST API: each gets HTTP 400 with a short answer naming the
+    field and the fix, or a run whose first task fails once naming the field; the sandbox (AMIs, launch-template
+    versions, instances, ASGs, SSM parameters, S3 objects) is the same afterwards. See operator_surface.py."""
+    from sandbox.airflow_env import sandbox_dir
+    from tests.e2e.operator_surface import (
+        UNKNOWN,
+        expected_outcome,
+        first_task,
+        hostile_values,
+        said_about,
+        sandbox_state,
+        wait_quiet,
+    )
+
+    af, h = real_airflow, seeded["handle"]
+    af.wait_api(timeout=120)
+    af.wait_dags(ALL_DAGS, timeout=180)
+    regions = sorted({r for role in load_fleet_config(af.env["PHOENIX_FLEET_CONFIG"]).roles.values()
+                      for r in role.regions})
+    for dag_id in ALL_DAGS:
+        af.unpause(dag_id)
+    wait_quiet(af, ALL_DAGS)  # unpausing a scheduled DAG (inventory, retention) starts its latest slot's run
+    before = sandbox_state(h, regions)
+
+    problems: list[str] = []
+    runs: list[tuple[str, str, str, str, Any]] = []  # dag, run id, field, expected outcome, the value
+    answers: list[str] = []  # what each person got: kept with the screenshots
+    cases = [
+        (dag_id, field, case, value, *expected_outcome(dag_id, field, case))
+        for dag_id in ALL_DAGS
+        for field, spec in af.api("GET", f"/api/v2/dags/{dag_id}/details")["params"].items()
+        for case, value in hostile_values(spec["schema"]).items()
+    ]
+    # the refusals first, while no task runs: SQLite (this test's metadata DB) locks under concurrent writers
+    for dag_id, field, case, value, outcome, extra in sorted(cases, key=lambda c: c[4] != "400"):
+        status, body = trigger(af, dag_id, {**extra, field: value})
+        where = f"{dag_id} {field} <- {case}"
+        if outcome == "400":
+            detail = body.get("detail") if isinstance(body, dict) else body
+            answers.append(f"{where}: HTTP {status} {detail}")
+            if status != 400:
+                problems.append(f"{where}: HTTP {status}, expected 400 ({str(body)[:300]})")
+            elif not (str(detail).startswith(f"params.{field}") and "Fix:" in str(detail)
+                      and len(json.dumps(body)) < 1000):
+                problems.append(f"{where}: the 400 answer does not name the field and the fix in short: "
+                                f"{json.dumps(body)[:400]} ({len(json.dumps(body))} bytes)")
+        elif status != 200:
+            problems.append(f"{where}: HTTP {status}, expected a run ({str(body)[:300]})")
+        else:
+            runs.append((dag_id, body["dag_run_id"], field, outcome, value))
+    for dag_id in ALL_DAGS:
+        status, body = trigger(af, dag_id, UNKNOWN)
+        if status != 200:
+            problems.append(f"{dag_id} unknown keys: HTTP {status} ({str(body)[:300]})")
+        else:
+            runs.append((dag_id, body["dag_run_id"], "__class__", "plan fails", None))
+            runs.append((dag_id, body["dag_run_id"], "evil", "plan fails", None))
+    print(f"{len(cases) + len(ALL_DAGS)} hostile triggers, {len(runs)} checks through a run", flush=True)
+
+    for dag_id, run_id, field, outcome, value in runs:
+        run = af.wait(f"{dag_id} {run_id}", lambda d=dag_id, r=run_id: _finished(af, d, r), timeout=240)
+        task = first_task(dag_id)
+        ti = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task}")
+        log = af.task_logs(dag_id, run_id, [task], lines=400)
+        where = f"{dag_id} {run_id} {field}"
+        if outcome == "plan fails":
+            if run["state"] != "failed" or ti["state"] != "failed" or ti["try_number"] != 1:
+                problems.append(f"{where}: run {run['state']}, {task} {ti['state']} try {ti['try_number']}; "
+                                f"expected {task} to fail once\n{log[-2000:]}")
+            elif not (said := said_about(log, field)) or "Fix:" not in said:
+                problems.append(f"{where}: {task}'s log does not name params.{field} and the fix\n{log[-2000:]}")
+            else:
+                answers.append(f"{dag_id} {field} (run {run_id}): {task} failed once: {said}")
+        else:  # shell text or a path as release notes: text, kept verbatim; the dry run changes nothing
+            notes = af.xcom(dag_id, run_id, task, "operator_notes") if run["state"] == "success" else None
+            if notes != value or af.xcom(dag_id, run_id, task, "dry_run") is not True:
+                problems.append(f"{where}: expected a dry run whose plan keeps the notes verbatim: {run['state']}, "
+                                f"{str(notes)[:300]}\n{log[-2000:]}")
+    wait_quiet(af, ALL_DAGS)
+    (sandbox_dir() / "forms").mkdir(parents=True, exist_ok=True)
+    (sandbox_dir() / "forms" / "hostile-conf-answers.txt").write_text("\n".join(answers) + "\n")
+    after = sandbox_state(h, regions)
+    changed = {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
+    assert not changed, f"the sandbox changed: {json.dumps(changed, indent=1)[:3000]}"
+    assert not problems, "\n".join(problems)
+    for dag_id in ALL_DAGS:  # as the other tests expect them
+        af.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": True})
+
+
+def trigger(af: RealAirflow, dag_id: str, conf: dict[str, Any]) -> tuple[int, Any]:
+    """POST a run; again (at most twice, 2 s apart) when SQLite was locked (HTTP 500 "Database error": the
+    api-server's write lost to a task's, this test's metadata DB is SQLite)."""
+    for _ in range(3):
+        status, body = af.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+        if status != 500 or "Database error" not in json.dumps(body):
+            break
+        time.sleep(2)
+    return status, body
+
+
+def _finished(af: RealAirflow, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    run = af.run(dag_id, run_id)
+    return run if run["state"] in ("success", "failed") else None
+
+
 def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflow: RealAirflow,
                                                  manual_release_config: Path, tmp_path: Path):
     h, af = seeded["handle"], real_airflow
@@ -136,6 +307,13 @@ def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflo
         mark(f"api-server up (Airflow {version_info['version']})")
         af.wait_dags([RELEASE, ROLLOUT], timeout=120)
         mark("DAGs parsed")
+        earlier = {(d, r["dag_run_id"]) for d in (RELEASE, ROLLOUT, MAX_AGE) for r in _runs_if_any(af, d)}
+
+        def new_runs(dag_id: str, run_type: str | None = None) -> list[dict[str, Any]]:
+            """This test's runs (the module's other tests ran this Airflow first)."""
+            return [r for r in af.runs(dag_id) if (dag_id, r["dag_run_id"]) not in earlier
+                    and run_type in (None, r["run_type"])]
+
         af.unpause(RELEASE)
         af.unpause(ROLLOUT)
 
@@ -151,11 +329,11 @@ def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflo
         version = ssm.get_parameter(Name=f"/phoenix/images/{ROLE}/latest-version")["Parameter"]["Value"]
         assert new_ami != worker_asg["old_ami"]
         assert af.xcom(RELEASE, release_run, "plan", "version") == version
-        assert [r["dag_run_id"] for r in af.runs(RELEASE)] == [release_run]
+        assert [r["dag_run_id"] for r in new_runs(RELEASE)] == [release_run]
 
         # 2. the Asset event starts the rollout by itself and hands it the version
         def asset_run() -> dict[str, Any] | None:
-            found = [r for r in af.runs(ROLLOUT) if r["run_type"] == "asset_triggered"]
+            found = new_runs(ROLLOUT, "asset_triggered")
             return found[0] if found else None
 
         auto = af.wait(f"the asset-triggered {ROLLOUT} run", asset_run, timeout=60)
@@ -215,7 +393,7 @@ def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflo
         af.api("POST", "/api/v2/assets/events", {"asset_id": assets[0]["id"], "extra": {"path": report}})
 
         def max_age_run() -> dict[str, Any] | None:
-            found = [r for r in af.runs(MAX_AGE) if r["run_type"] == "asset_triggered"]
+            found = new_runs(MAX_AGE, "asset_triggered")
             return found[0] if found else None
 
         renewal = af.wait(f"the asset-triggered {MAX_AGE} run", max_age_run, timeout=60)["dag_run_id"]
