@@ -8,7 +8,9 @@ invalid or an error text, a section title with the error icon, a disabled Trigge
 per form (the dialog with its first section open, then each other section: the whole form in one PNG) under
 ``.sandbox/forms/<dag_id>.png``. Then it unticks "Unpause <dag> on trigger" (the run would otherwise execute in
 the shared sandbox) and clicks Trigger once: the answer must be 200 and the run must exist, queued, with the conf
-the form sent, which the DAG's Param schemas and the release/rollout plan's own checks accept.
+the form sent, which the DAG's Param schemas and the release/rollout plan's own checks accept. Last, it opens the
+form again, types into each text field and empties it (the issue's "Empty: all" field that then said "This field
+is required"), and checks the form is still free of marks with Trigger enabled.
 
 **Hostile conf.** For every field of every DAG (read from the live DAG's Params through the REST API, so a new
 field is covered by itself): shell text, a path traversal, Jinja, a 100 kB string and a wrong type, each POSTed as
@@ -95,8 +97,13 @@ def _marks(dialog: Any) -> list[str]:
     return found
 
 
-def check_form(context: Any, base_url: str, dag_id: str, shots: Path) -> dict[str, Any]:
-    """Open the DAG's trigger form untouched, look at every section, keep a screenshot, click Trigger once.
+def check_form(
+    context: Any, base_url: str, dag_id: str, shots: Path, refuse: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """Open the DAG's trigger form untouched, look at every section and keep a screenshot; type into each text
+    field and empty it again (the form must stay submittable); with ``refuse=(field, value)``, send that bad value
+    (``result["refused"]``: what came back and what the dialog shows); last, open the form again untouched and
+    click Trigger once.
 
     Returns ``{"problems": [...], "sections": [...], "screenshot": path, "status": int, "sent": conf, "run": {...}}``
     (``status`` None: Trigger was disabled, nothing was sent).
@@ -104,27 +111,13 @@ def check_form(context: Any, base_url: str, dag_id: str, shots: Path) -> dict[st
     page = context.new_page()
     try:
         page.goto(f"{base_url}/dags/{dag_id}", wait_until="load")
-        page.get_by_role("button", name="Trigger").first.click()
-        dialog = page.get_by_role("dialog")
-        dialog.wait_for()
-        items = dialog.locator("[data-scope=accordion][data-part=item]")
-        items.first.wait_for()
-        page.wait_for_timeout(300)  # the form validates its fields right after it renders
+        dialog = _open(page)
         problems, sections, images = _marks(dialog), [], []
-        for i in range(items.count()):
-            item = items.nth(i)
-            trigger = item.locator("[data-part=item-trigger]")
-            name = trigger.inner_text().strip()
-            if name == "Advanced Options":  # Airflow's own: the raw conf JSON, run id, note
-                continue
+        for item, name in _sections(dialog):
             sections.append(name)
-            if trigger.get_attribute("aria-expanded") != "true":
-                trigger.click()
-            item.locator("[data-part=item-content]").first.wait_for(state="visible")
-            page.wait_for_timeout(300)  # the opening animation
+            _expand(page, item)
             problems += _marks(dialog)
             images.append(dialog.screenshot() if not images else item.screenshot())
-        button = dialog.get_by_role("button", name="Trigger")
         shots.mkdir(parents=True, exist_ok=True)
         screenshot = shots / f"{dag_id}.png"
         _stitch(context, images, screenshot)
@@ -132,16 +125,21 @@ def check_form(context: Any, base_url: str, dag_id: str, shots: Path) -> dict[st
             "problems": sorted(set(problems)), "sections": sections, "screenshot": screenshot, "status": None,
             "sent": None, "run": None,
         }
-        if not button.is_enabled():
+        if not dialog.get_by_role("button", name="Trigger").is_enabled():
             result["problems"].append("the Trigger button is disabled: the form cannot be submitted as it opens")
             return result
-        unpause = dialog.get_by_text(f"Unpause {dag_id} on trigger")
-        if unpause.count():
-            unpause.click()  # keep the run queued: it must not execute in the shared sandbox
+        result["problems"] += _typed_and_cleared(page, dialog)
+        _close(page, dialog)
+        if refuse:
+            dialog = _open(page)
+            result["refused"] = _refused(page, dialog, dag_id, *refuse, shots / f"{dag_id}-refused.png")
+            _close(page, dialog)
+        dialog = _open(page)  # untouched again: the form starts from the DAG's Params each time it opens
+        _keep_paused(dialog, dag_id)
         with page.expect_response(
             lambda r: r.request.method == "POST" and r.url.endswith(f"/api/v2/dags/{dag_id}/dagRuns"), timeout=30_000
         ) as answer:
-            button.click()
+            dialog.get_by_role("button", name="Trigger").click()
         response = answer.value
         result.update(
             status=response.status,
@@ -151,6 +149,83 @@ def check_form(context: Any, base_url: str, dag_id: str, shots: Path) -> dict[st
         return result
     finally:
         page.close()
+
+
+def _open(page: Any) -> Any:
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.wait_for()
+    dialog.locator("[data-scope=accordion][data-part=item]").first.wait_for()
+    page.wait_for_timeout(300)  # the form validates its fields right after it renders
+    return dialog
+
+
+def _close(page: Any, dialog: Any) -> None:
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="detached")
+
+
+def _sections(dialog: Any) -> Iterator[tuple[Any, str]]:
+    """(item, name) of each section of our Params (not Airflow's own "Advanced Options": conf JSON, run id)."""
+    items = dialog.locator("[data-scope=accordion][data-part=item]")
+    for i in range(items.count()):
+        item = items.nth(i)
+        name = item.locator("[data-part=item-trigger]").inner_text().strip()
+        if name != "Advanced Options":
+            yield item, name
+
+
+def _expand(page: Any, item: Any) -> None:
+    trigger = item.locator("[data-part=item-trigger]")
+    if trigger.get_attribute("aria-expanded") != "true":
+        trigger.click()
+    item.locator("[data-part=item-content]").first.wait_for(state="visible")
+    page.wait_for_timeout(300)  # the opening animation
+
+
+def _keep_paused(dialog: Any, dag_id: str) -> None:
+    """Untick "Unpause <dag> on trigger": the run must not execute in the shared sandbox."""
+    unpause = dialog.get_by_text(f"Unpause {dag_id} on trigger")
+    if unpause.count():
+        unpause.click()
+
+
+def _typed_and_cleared(page: Any, dialog: Any) -> list[str]:
+    """Each text field typed into and emptied: empty must still be fine ("Empty: all") and Trigger enabled."""
+    problems = []
+    for item, name in _sections(dialog):
+        _expand(page, item)
+        fields = item.locator("input[id^=element_]:not([type=checkbox]), textarea[id^=element_]")
+        for j in range(fields.count()):
+            field = fields.nth(j)
+            field.fill("2")  # a valid number too
+            field.fill("")
+            field.blur()
+        page.wait_for_timeout(300)
+        problems += [f"after typing into and emptying the fields of {name!r}: {m}" for m in _marks(dialog)]
+    if not dialog.get_by_role("button", name="Trigger").is_enabled():
+        problems.append("after typing into and emptying the text fields, the Trigger button is disabled")
+    return problems
+
+
+def _refused(page: Any, dialog: Any, dag_id: str, field: str, value: str, screenshot: Path) -> dict[str, Any]:
+    """``value`` typed into ``field`` and Trigger clicked: what the api-server answered and what the person reads
+    in the dialog (a screenshot of it is kept)."""
+    for item, _ in _sections(dialog):  # open the field's section (one section is open at a time)
+        _expand(page, item)
+        if dialog.locator(f"#element_{field}").is_visible():
+            break
+    dialog.locator(f"#element_{field}").fill(value)
+    _keep_paused(dialog, dag_id)
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith(f"/api/v2/dags/{dag_id}/dagRuns"), timeout=30_000
+    ) as answer:
+        dialog.get_by_role("button", name="Trigger").click()
+    response = answer.value
+    shown = dialog.get_by_text("Fix:", exact=False).first
+    shown.wait_for(timeout=10_000)
+    dialog.screenshot(path=str(screenshot))
+    return {"status": response.status, "body": response.text(), "shown": shown.inner_text()}
 
 
 def _stitch(context: Any, images: list[bytes], path: Path) -> None:
