@@ -192,6 +192,25 @@ def plan_release(
     seen = [str(h["Value"]) for h in history] + [_image_version(i, role_name) for i in images]
     if p["version"]:
         _refuse_held_version(p["version"], images, role_name, p["ami_id"], run_id)
+    # every check that can refuse the run comes before the claim: a refused run leaves nothing behind
+    if p["skip_bake"]:
+        image = hook.describe_image(p["ami_id"])
+        if image.get("OwnerId") != hook.get_account_id():
+            raise ReleaseParamError(
+                f"params.ami_id: {p['ami_id']} is owned by {image.get('OwnerId')}, not this account. "
+                "Fix: release only AMIs you built (copy it into this account first)"
+            )
+        tags = tag_map(image)
+        if tags.get("phoenix:role") not in (None, role_name):
+            raise ReleaseParamError(
+                f"params.ami_id: {p['ami_id']} is a {tags.get('phoenix:role')} image, not {role_name}. Fix: pick this role's AMI"
+            )
+    packer_vars: dict[str, Any] = {}
+    if p["base_ami_name"]:
+        packer_vars = {"base_ami_name": p["base_ami_name"], "base_ami_owners": p["base_ami_owners"]}
+    base_ami = None
+    if not p["skip_bake"]:
+        base_ami = find_base_ami(hook, role_name, role, packer_vars)
     resolved = resolve_version(p["version"], None, seen, today)
     claim: dict[str, Any] | None = None
     if run_id and dag_id and not p["dry_run"]:
@@ -222,24 +241,6 @@ def plan_release(
                 "give an explicit version"
             )
     version = str(resolved.version)
-    if p["skip_bake"]:
-        image = hook.describe_image(p["ami_id"])
-        if image.get("OwnerId") != hook.get_account_id():
-            raise ReleaseParamError(
-                f"params.ami_id: {p['ami_id']} is owned by {image.get('OwnerId')}, not this account. "
-                "Fix: release only AMIs you built (copy it into this account first)"
-            )
-        tags = tag_map(image)
-        if tags.get("phoenix:role") not in (None, role_name):
-            raise ReleaseParamError(
-                f"params.ami_id: {p['ami_id']} is a {tags.get('phoenix:role')} image, not {role_name}. Fix: pick this role's AMI"
-            )
-    packer_vars: dict[str, Any] = {}
-    if p["base_ami_name"]:
-        packer_vars = {"base_ami_name": p["base_ami_name"], "base_ami_owners": p["base_ami_owners"]}
-    base_ami = None
-    if not p["skip_bake"]:
-        base_ami = find_base_ami(hook, role_name, role, packer_vars)
     plan = {
         "role": role_name,
         "version": version,

@@ -266,10 +266,13 @@ def test_the_release_plan_finds_the_base_ami_or_fails_naming_the_field(seeded, s
         ({"base_ami_name": "phoenix-base-debian-12-*", "base_ami_owners": ["111122223333"]},
          "'phoenix-base-debian-12-*' owned by 111122223333"),  # the right name from another owner is no base
     ):
-        with pytest.raises(ReleaseParamError) as e:
-            plan_release(FLEET, "web", override, hook)
+        with pytest.raises(ReleaseParamError) as e:  # as the plan task calls it: a refused run claims nothing
+            plan_release(FLEET, "web", override, hook, run_id="manual__1", dag_id="ami_release_web")
         assert str(e.value).startswith(f"params.base_ami_name: no AMI named {shown} in us-east-1"), str(e.value)
         assert "Fix: check the name pattern and params.base_ami_owners" in str(e.value)
+    ssm = sandbox_clean.client("ssm")
+    names = [p["Name"] for page in ssm.get_paginator("describe_parameters").paginate() for p in page["Parameters"]]
+    assert not [n for n in names if "-claims/" in n], names
     sandbox_clean.client("ec2").deregister_image(ImageId=seeded["base_ami"]["id"])
     with pytest.raises(ReleaseParamError, match=r"roles.web.image.base_ami: no AMI named 'phoenix-base-debian-12-\*' "
                        r"owned by self in us-east-1 .*Fix: correct the role's base_ami in the fleet config"):
