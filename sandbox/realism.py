@@ -240,7 +240,7 @@ _LATENCY_FIELDS = (
     "image_build",
     "ssm_command",
 )
-_BOOL_FIELDS = ("fault_tags", "fix_ssm_targeting", "fix_target_registration")
+_BOOL_FIELDS = ("fault_tags", "fix_ssm_targeting", "fix_target_registration", "iam_access_control")
 
 
 @dataclass(frozen=True)
@@ -267,6 +267,9 @@ class RealismConfig:
     fix_ssm_targeting: bool = False
     #: Terminated instances leave their target groups; ASG replacements are registered; pending targets allowed.
     fix_target_registration: bool = False
+    #: Authorize every request against the caller's IAM policies (moto's IAM access control; root key
+    #: ``testing`` allowed everything). Off in every profile. See ``sandbox/iam_access.py``.
+    iam_access_control: bool = False
 
     def __post_init__(self) -> None:
         for name in _LATENCY_FIELDS:
@@ -423,6 +426,10 @@ class Realism:
         self._lock = threading.Lock()
         self._initial = config or RealismConfig()
         self._config = self._initial
+        from .iam_access import IamAudit
+
+        #: who called what, allowed or denied, while ``iam_access_control`` was on (forgotten by a state reset)
+        self.iam_audit = IamAudit()
 
     @property
     def config(self) -> RealismConfig:
@@ -449,6 +456,7 @@ class Realism:
             from moto.moto_api._internal.models import moto_api_backend
 
             moto_api_backend.reset()
+            self.iam_audit.clear()
         if config:
             self.set_config(self._initial)
 
@@ -535,7 +543,8 @@ def install() -> None:
             f"sandbox realism patches are written against moto=={MOTO_VERSION} internals, "
             f"but moto=={moto.__version__} is installed: re-check sandbox/moto_patches.py before bumping the pin"
         )
-    from . import moto_patches
+    from . import iam_access, moto_patches
 
     moto_patches.apply()
+    iam_access.apply()
     _installed = True

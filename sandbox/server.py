@@ -73,6 +73,10 @@ class SandboxApp:
     ``/phoenix-sandbox/settle``   POST  finish every transition in flight now
     ``/phoenix-sandbox/age``      POST  ``{"region", "instance_ids": [..], "asg", "days"}``: move launch times
                                         ``days`` into the past (try max-age enforcement); returns ``{"aged"}``
+    ``/phoenix-sandbox/iam``      GET   the IAM audit while ``iam_access_control`` is on: ``{"calls": [{"principal",
+                                        "action", "allowed", "denied"}], "denied": [{"principal", "action",
+                                        "resource", "reason"}]}`` (``sandbox/iam_access.py``)
+    ``/phoenix-sandbox/iam``      DELETE  forget the audit (a reset does too)
     =======================  ====  ===========================================================================
     """
 
@@ -123,6 +127,11 @@ class SandboxApp:
                 payload = {"status": "ok", "settled": self.realism.settle()}
             elif name == "age" and method == "POST":
                 payload = {"status": "ok", "aged": age_instances(**body)}
+            elif name == "iam" and method == "GET":
+                payload = self.realism.iam_audit.to_dict()
+            elif name == "iam" and method == "DELETE":
+                self.realism.iam_audit.clear()
+                payload = {"status": "ok"}
             else:
                 status, payload = "404 Not Found", {"error": f"no {method} /phoenix-sandbox/{name}"}
         except ValueError as exc:  # bad JSON or a bad config field
@@ -260,8 +269,14 @@ class SandboxHandle:
         """Move instances' launch times ``days`` into the past (see ``moto_patches.age_instances``)."""
         return age_instances(region or self.region_name, instance_ids=instance_ids, asg=asg, days=days)
 
+    def iam_audit(self) -> dict[str, Any]:
+        """Who called what while ``iam_access_control`` was on: ``{"calls": [...], "denied": [...]}``
+        (see ``sandbox/iam_access.py``)."""
+        return self.realism.iam_audit.to_dict()
+
     def env(self) -> dict[str, str]:
-        """Environment variables pointing AWS SDKs (and subprocesses) at this sandbox with dummy credentials."""
+        """Environment variables pointing AWS SDKs (and subprocesses) at this sandbox with dummy credentials (the
+        account's root key: allowed everything, also with ``iam_access_control`` on)."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_ACCESS_KEY_ID": "testing",
@@ -273,7 +288,8 @@ class SandboxHandle:
         }
 
     def client(self, service: str, region_name: str | None = None, **kwargs: Any) -> Any:
-        """A boto3 client on this sandbox: dummy credentials, and no retries (moto's 500s fail fast)."""
+        """A boto3 client on this sandbox: dummy credentials (the root key, see :meth:`env`), and no retries (moto's
+        500s fail fast)."""
         import boto3
         from botocore.config import Config
 
