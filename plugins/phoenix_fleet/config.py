@@ -83,6 +83,13 @@ class ImageSpec(_Strict):
     canary_subnet_id: str | None = None
     canary_subnet_tags: dict[str, str] = Field(default_factory=dict)
     volume_size_gb: int = Field(default=8, ge=4, le=16384)
+    packer_aws_conn_id: str | None = Field(
+        default=None,
+        description="AWS connection the Packer build runs as (the Packer builder's principal, include/iam/packer.json); "
+        "empty: the DAG's connection",
+    )
+
+    _packer_conn = field_validator("packer_aws_conn_id")(classmethod(lambda cls, v: _check_conn_id(v)))
 
     @model_validator(mode="after")
     def _subnet(self) -> ImageSpec:
@@ -196,6 +203,13 @@ class TerraformSpec(_Strict):
         default_factory=dict,
         description="-var values; ${ENV_VAR} references are expanded on the worker at run time",
     )
+    aws_conn_id: str | None = Field(
+        default=None,
+        description="AWS connection Terraform runs as (the Terraform principal, include/iam/terraform.json); "
+        "empty: the DAG's connection",
+    )
+
+    _conn = field_validator("aws_conn_id")(classmethod(lambda cls, v: _check_conn_id(v)))
 
     @model_validator(mode="after")
     def _workdir(self) -> TerraformSpec:

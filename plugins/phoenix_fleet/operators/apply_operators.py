@@ -197,8 +197,13 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
     :param data_dir: ``TF_DATA_DIR`` (default: a temporary one per run)
     :param terraform_timeout: seconds per Terraform command
     :param kill_grace_seconds: how long ``on_kill`` waits for Terraform to stop after SIGINT
-    :param aws_conn_id: Airflow connection whose credentials (and region, endpoint_url) Terraform gets as ``AWS_*``
-        variables; None: Terraform finds credentials itself (instance role, environment)
+    :param aws_conn_id: the task's own AWS calls (the rollout-lock check), and, unless ``terraform_aws_conn_id`` or
+        the role's ``terraform.aws_conn_id`` names another, the connection whose credentials (and region,
+        endpoint_url) Terraform gets as ``AWS_*`` variables; None: Terraform finds credentials itself (instance
+        role, environment)
+    :param terraform_aws_conn_id: the connection Terraform runs as (the Terraform principal,
+        ``include/iam/terraform.json``; a ``role_arn`` in its extra is assumed with the worker's credentials);
+        default: the role's ``terraform.aws_conn_id``, else ``aws_conn_id``
     :param region_name: exported as ``AWS_REGION``/``AWS_DEFAULT_REGION`` when set
     :param dry_run: init, plan and the plan guard as usual (a plan the guard refuses still fails), then stop:
         the saved plan is logged and not applied
@@ -223,6 +228,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         "allow_other_changes",
         "lock_timeout",
         "aws_conn_id",
+        "terraform_aws_conn_id",
         "region_name",
         "dry_run",
         "rollout_id",
@@ -247,6 +253,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         kill_grace_seconds: float = 60,
         config_path: str | None = None,
         aws_conn_id: str | None = "aws_default",
+        terraform_aws_conn_id: str | None = None,
         region_name: str | None = None,
         dry_run: bool | str = False,
         rollout_id: str | None = None,
@@ -271,6 +278,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         self.kill_grace_seconds = kill_grace_seconds
         self.config_path = config_path
         self.aws_conn_id = aws_conn_id
+        self.terraform_aws_conn_id = terraform_aws_conn_id
         self.region_name = region_name
         self._hook: TerraformHook | None = None
 
@@ -302,20 +310,30 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
             allow_destroy = self.role_config().terraform.allow_destroy if self.role else False
         return parse_bool(allow_destroy, "allow_destroy"), parse_bool(self.allow_other_changes, "allow_other_changes")
 
+    def terraform_conn_id(self) -> str | None:
+        """The connection Terraform runs as: ``terraform_aws_conn_id``, else the role's ``terraform.aws_conn_id``,
+        else ``aws_conn_id``."""
+        if not _empty(self.terraform_aws_conn_id):
+            return str(self.terraform_aws_conn_id)
+        if self.role and self.role_config().terraform.aws_conn_id:
+            return self.role_config().terraform.aws_conn_id
+        return self.aws_conn_id
+
     def _aws_env(self) -> dict[str, str]:
         env: dict[str, str] = {}
         if self.region_name:
             env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = str(self.region_name)
-        if not self.aws_conn_id:
+        conn_id = self.terraform_conn_id()
+        if not conn_id:
             return env
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-        hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, client_type="sts")
+        hook = AwsBaseHook(aws_conn_id=conn_id, region_name=self.region_name, client_type="sts")
         creds = hook.get_credentials(region_name=self.region_name)
         env["AWS_ACCESS_KEY_ID"] = creds.access_key
         env["AWS_SECRET_ACCESS_KEY"] = creds.secret_key
-        if creds.token:
-            env["AWS_SESSION_TOKEN"] = creds.token
+        # never the worker's own session token beside the connection's key (a mismatched pair is refused)
+        env["AWS_SESSION_TOKEN"] = creds.token or ""
         region = self.region_name or hook.conn_config.region_name
         if region:
             env.setdefault("AWS_REGION", region)

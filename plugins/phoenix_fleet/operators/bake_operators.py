@@ -96,6 +96,9 @@ class PackerBuildOperator(BaseOperator):
         an AMI of an earlier try that is not tagged yet.
     :param artifacts_bucket: S3 bucket for the manifest and the package list (default: the fleet config's).
     :param packer_bin / packer_env: the Packer binary and extra environment (see ``PackerHook``).
+    :param packer_aws_conn_id: the connection Packer runs as (the Packer builder's principal,
+        ``include/iam/packer.json``); default: the role's ``image.packer_aws_conn_id``, else ``aws_conn_id`` (which
+        the task's own calls use: finding an earlier build, the artifacts upload).
     :param deferrable, poll_interval, timeout: waiting for a pending AMI of an earlier try.
     :param kill_grace_seconds: after SIGINT on kill, how long Packer may clean up.
     :param tag_grace_seconds: how long to wait for Packer's tags on an AMI that just became available.
@@ -109,7 +112,7 @@ class PackerBuildOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "role", "version", "template", "git_sha", "build_run", "extra_vars", "subnet_id", "ami_name",
-        "artifacts_bucket", "aws_conn_id", "region_name",
+        "artifacts_bucket", "aws_conn_id", "packer_aws_conn_id", "region_name",
     )
     template_fields_renderers = {"extra_vars": "json"}
     ui_color = "#ffe8cc"
@@ -131,6 +134,7 @@ class PackerBuildOperator(BaseOperator):
         packer_bin: str | None = None,
         packer_env: dict[str, str] | None = None,
         aws_conn_id: str | None = "aws_default",
+        packer_aws_conn_id: str | None = None,
         region_name: str | None = None,
         verify: bool | str | None = None,
         botocore_config: dict | None = None,
@@ -156,6 +160,7 @@ class PackerBuildOperator(BaseOperator):
         self.packer_bin = packer_bin
         self.packer_env = packer_env or {}
         self.aws_conn_id = aws_conn_id
+        self.packer_aws_conn_id = packer_aws_conn_id
         self.region_name = region_name
         self.verify = verify
         self.botocore_config = botocore_config
@@ -180,6 +185,13 @@ class PackerBuildOperator(BaseOperator):
 
     def _region(self) -> str:
         return str(self.region_name or self._config().role(self.role).home_region)
+
+    def packer_conn_id(self) -> str | None:
+        """The connection Packer runs as: ``packer_aws_conn_id``, else the role's ``image.packer_aws_conn_id``, else
+        ``aws_conn_id``."""
+        if self.packer_aws_conn_id:
+            return str(self.packer_aws_conn_id)
+        return self._config().role(self.role).image.packer_aws_conn_id or self.aws_conn_id
 
     def _ami_name(self) -> str:
         return str(self.ami_name or f"phoenix-{self.role}-{self.version}")
@@ -447,7 +459,7 @@ class PackerBuildOperator(BaseOperator):
                 packer_bin=self.packer_bin,
                 working_dir=workdir,
                 env=self.packer_env,
-                aws_conn_id=self.aws_conn_id,
+                aws_conn_id=self.packer_conn_id(),
                 region_name=self._region(),
                 kill_grace_seconds=self.kill_grace_seconds,
             )

@@ -449,3 +449,42 @@ def test_a_group_locked_by_another_rollout_stops_terraform_before_it_applies(roo
     assert not (root / "terraform.tfstate").exists() or "ami-1" not in (root / "terraform.tfstate").read_text()
     # the holder's own run applies
     assert op("fleet_max_age/renew-1").execute(make_context())["outputs"]["image"] == "ami-1"
+
+
+def test_terraform_runs_as_the_roles_terraform_connection(tmp_path, monkeypatch):
+    """Terraform gets the credentials of roles.<role>.terraform.aws_conn_id (the Terraform principal), never the
+    worker's session token beside them; the operator's argument wins; without either, the task's connection."""
+    import json
+
+    import yaml
+
+    include = tmp_path / "include"
+    (include / "terraform" / "envs" / "x").mkdir(parents=True)
+    cfg = include / "fleet.yaml"
+    role = {
+        "env": "sandbox", "image": {"packer_template": "p", "base_ami": {"name": "n-*", "owners": ["self"]}},
+        "asgs": {"tags": {"phoenix:role": "web"}}, "regions": ["us-east-1"],
+        "terraform": {"backend": "terraform", "workdir": "terraform/envs/x", "aws_conn_id": "aws_terraform"},
+    }
+    cfg.write_text(yaml.safe_dump({"version": 1, "artifacts_bucket": "phoenix-fleet-artifacts", "roles": {"web": role}}))
+
+    def conn(login: str) -> str:
+        return json.dumps({"conn_type": "aws", "login": login, "password": f"{login}-secret",
+                           "extra": {"endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1"}})
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", conn("worker-key"))
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_TERRAFORM", conn("terraform-key"))
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_OTHER", conn("other-key"))
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "the-workers-own-token")
+    op = TerraformApplyOperator(task_id="a", role="web", config_path=str(cfg))
+    assert op.terraform_conn_id() == "aws_terraform"
+    env = op._aws_env()
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("terraform-key", "terraform-key-secret")
+    assert env["AWS_SESSION_TOKEN"] == "" and env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    explicit = TerraformApplyOperator(task_id="a", role="web", config_path=str(cfg), terraform_aws_conn_id="aws_other")
+    assert explicit._aws_env()["AWS_ACCESS_KEY_ID"] == "other-key"
+    assert "terraform_aws_conn_id" in TerraformApplyOperator.template_fields
+    role["terraform"].pop("aws_conn_id")
+    cfg.write_text(yaml.safe_dump({"version": 1, "artifacts_bucket": "phoenix-fleet-artifacts", "roles": {"web": role}}))
+    plain = TerraformApplyOperator(task_id="a", role="web", config_path=str(cfg))
+    assert plain.terraform_conn_id() == "aws_default" and plain._aws_env()["AWS_ACCESS_KEY_ID"] == "worker-key"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -39,7 +40,7 @@ def _builds(packer_env: Any) -> int:
 def test_template_fields():
     assert set(PackerBuildOperator.template_fields) == {
         "role", "version", "template", "git_sha", "build_run", "extra_vars", "subnet_id", "ami_name",
-        "artifacts_bucket", "aws_conn_id", "region_name",
+        "artifacts_bucket", "aws_conn_id", "packer_aws_conn_id", "region_name",
     }
 
 
@@ -361,6 +362,20 @@ def test_packer_gets_an_allow_listed_environment_and_no_worker_secret(seeded, pa
     log_text = captured.out + captured.err
     assert "Creating temporary keypair" in log_text  # Packer's output is in the task log ...
     assert not [s for s in FAKE_SECRETS.values() if s in log_text]  # ... and no secret is
+
+
+def test_packer_runs_as_the_packer_connection(seeded, packer_env, sandbox_clean, monkeypatch):
+    """Packer gets the credentials of packer_aws_conn_id (the Packer builder's principal), the task's own calls stay
+    on aws_conn_id; with neither set, Packer runs as the task's connection."""
+    conn = json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_PACKER", json.dumps({**conn, "login": "packer-key", "password": "packer-secret"}))
+    op = _op(packer_aws_conn_id="aws_packer")
+    assert "packer_aws_conn_id" in PackerBuildOperator.template_fields and op.packer_conn_id() == "aws_packer"
+    run_task(op, make_context())
+    logged = [json.loads(line) for line in packer_env.argv_log.read_text().splitlines() if line.strip()]
+    build = [e["env"] for e in logged if e["argv"][0] == "build"][0]
+    assert (build["AWS_ACCESS_KEY_ID"], build["AWS_SECRET_ACCESS_KEY"]) == ("packer-key", "packer-secret")
+    assert _op().packer_conn_id() == "aws_default"
 
 
 def test_an_env_allow_list_entry_cannot_open_airflow_secrets(packer_env, monkeypatch):

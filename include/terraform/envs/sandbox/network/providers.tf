@@ -1,8 +1,8 @@
 # The AWS provider talks to the local sandbox (moto with realism extensions), never to AWS.
 provider "aws" {
-  region     = var.region
-  access_key = "testing"
-  secret_key = "testing"
+  region = var.region
+  # credentials from the environment (AWS_ACCESS_KEY_ID, ...): TerraformApplyOperator exports its connection's, so
+  # Terraform runs as the Terraform principal (include/iam/terraform.json); the sandbox's root key is `testing`
 
   skip_credentials_validation = true
   skip_requesting_account_id  = true
