@@ -33,14 +33,18 @@ def fast_fleet_config(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def seeded(sandbox_clean, fast_fleet_config, monkeypatch):
+def seeded(sandbox_clean, fast_fleet_config, monkeypatch, request):
     """The sandbox after a reset and the seed (base AMI, releases, SSM pointers, bucket, canary subnet),
-    with the Packer double first on PATH.
+    with the Packer double first on PATH, and **IAM enforced**: the DAGs' AWS connection signs as the worker
+    principal, Terraform and Packer as theirs, each holding only its policy of include/iam/, and the sandbox
+    authorizes every request (tests/helpers/iam_enforced.py). The test's own checks use ``handle.client`` (the
+    account root). A call outside the policies fails the test at teardown, naming the action and the principal.
 
     Whole-DAG runs here check the wiring, so AWS transitions are instant (realism fixes stay on); the
     pending/failed paths are exercised per operator in tests/unit with describe-count latencies.
     """
     from sandbox.seed import seed
+    from tests.helpers.iam_enforced import assert_no_denials, enforce_iam
 
     monkeypatch.setenv("PATH", os.pathsep.join([str(REPO / "sandbox" / "bin"), os.environ["PATH"]]))
     monkeypatch.setenv("PHOENIX_PACKER_ENV_ALLOW", "PHOENIX_PACKER_DOUBLE_*")  # the double's controls reach it
@@ -49,7 +53,10 @@ def seeded(sandbox_clean, fast_fleet_config, monkeypatch):
     )
     info = seed(sandbox_clean.endpoint_url)
     info["handle"] = sandbox_clean
-    return info
+    info["principals"] = enforce_iam(sandbox_clean, monkeypatch, fast_fleet_config)
+    yield info
+    sandbox_clean.update_config(iam_access_control=False)
+    assert_no_denials(sandbox_clean, request.node.nodeid)
 
 
 @pytest.fixture
