@@ -43,6 +43,7 @@ from typing import Any
 from tests.e2e.real_airflow import COMPONENTS, AirflowDown, RealAirflow, fast_env, free_port
 
 REPO = Path(__file__).resolve().parents[2]
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 HOSTNAME_ENV = "E2E_WORKER_HOSTNAME"
 SERVICE_USER = "postgres"
 
@@ -459,9 +460,17 @@ class CeleryAirflow(RealAirflow):
         concurrency: int = 2,
         services: Sequence[Postgres | Redis] = (),
         service_timeout: float = 10,
+        admin: tuple[str, str] | None = None,
     ) -> None:
         home.mkdir(parents=True, exist_ok=True)
-        super().__init__(celery_env(env, db_url, broker_url, api_port=port, concurrency=concurrency), home, port)
+        env = celery_env(env, db_url, broker_url, api_port=port, concurrency=concurrency)
+        if admin is not None:  # docker-compose.yml's auth: the FAB auth manager and an admin user
+            env.pop("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", None)
+            env["AIRFLOW__CORE__AUTH_MANAGER"] = FAB_AUTH_MANAGER
+        super().__init__(env, home, port)
+        self.admin = admin
+        self.credentials = admin
+
         self.db_url = db_url
         self.broker_url = broker_url
         self.concurrency = concurrency
@@ -501,14 +510,25 @@ class CeleryAirflow(RealAirflow):
         return env
 
     def start(self, migrate_timeout: float = 180) -> None:
+        """What docker-compose.yml does: the services answer; ``db migrate``; with ``admin``, the same ``airflow users
+        create`` as compose's ``airflow-init`` before the api-server starts (both sync the FAB roles: run together they
+        collide on its unique keys), while the scheduler, dag-processor, triggerer and workers already start."""
         wait_for_services(self.db_url, self.broker_url, timeout=self.service_timeout)
-        super().start(migrate_timeout)  # db migrate, then the four components
+        self.run_once("db-migrate", ["db", "migrate"], migrate_timeout)
+        self.start_components(tuple(c for c in COMPONENTS if c != "api-server"))
         for worker in self.workers:
             self.procs[worker.name] = self._airflow(
                 "celery", "worker", "--celery-hostname", f"{worker.name}@phoenix.test",
                 "--concurrency", str(self.concurrency), "--pid", str(worker.home / "worker.pid"),
                 log=worker.name, env=self.worker_env(worker), cwd=worker.home,
             )
+        if self.admin is not None:
+            user, password = self.admin
+            self.run_once("airflow-init", [
+                "users", "create", "--role", "Admin", "--username", user, "--password", password,
+                "--email", "admin@example.com", "--firstname", "Phoenix", "--lastname", "Admin",
+            ], migrate_timeout)
+        self.start_components(("api-server",))
 
     def check_alive(self) -> None:
         for service in self.services:
@@ -551,7 +571,9 @@ class DistributedAirflow:
     On the way out, also when the start or the body failed, every process group is stopped and the data dirs
     removed; when something failed, each component's log tail is printed first. ``db_url`` / ``broker_url``
     point Airflow at a Postgres / Redis of your own instead of starting one. After the ``with``,
-    :meth:`leftovers` says what is still there (nothing, unless teardown failed).
+    :meth:`leftovers` says what is still there (nothing, unless teardown failed). ``admin=(user, password)``:
+    the FAB auth manager with that admin, created as ``airflow-init`` in docker-compose.yml creates it, and every
+    REST call made as that user (bearer token); None: the simple auth manager of ``env``.
     """
 
     def __init__(
@@ -566,8 +588,10 @@ class DistributedAirflow:
         broker_url: str | None = None,
         service_timeout: float = 10,
         tail_lines: int = 80,
+        admin: tuple[str, str] | None = None,
     ) -> None:
         self.root = root
+        self.admin = admin
         self.env = env
         self.port = port or free_port()
         self.workers = workers
@@ -594,7 +618,7 @@ class DistributedAirflow:
                 db_url=self.db_url or self.postgres.url(),  # type: ignore[union-attr]
                 broker_url=self.broker_url or self.redis.url,  # type: ignore[union-attr]
                 workers=self.workers, concurrency=self.concurrency, services=self.services,
-                service_timeout=self.service_timeout,
+                service_timeout=self.service_timeout, admin=self.admin,
             )
             self.airflow.start()
         except BaseException:

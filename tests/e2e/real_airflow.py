@@ -88,6 +88,10 @@ class RealAirflow:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[Any] = []
         self.started = time.monotonic()
+        #: (username, password) of an Airflow user: REST calls then carry a bearer token from ``POST
+        #: /auth/token`` (the FAB auth manager's login); None: no auth (the simple auth manager, all admins)
+        self.credentials: tuple[str, str] | None = None
+        self._token: str | None = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def _airflow(
@@ -107,15 +111,22 @@ class RealAirflow:
 
     def start(self, migrate_timeout: float = 180) -> None:
         """``airflow db migrate`` (it also writes airflow.cfg before four processes race to), then the components."""
-        migrate = self._airflow("db", "migrate", log="db-migrate")
+        self.run_once("db-migrate", ["db", "migrate"], migrate_timeout)
+        self.start_components()
+
+    def run_once(self, log: str, args: list[str], timeout: float) -> None:
+        """``airflow <args>`` to completion (bounded), logging to ``<log>.log``; fails with its log's tail."""
+        proc = self._airflow(*args, log=log)
         try:
-            rc = migrate.wait(timeout=migrate_timeout)
+            rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(migrate.pid, signal.SIGKILL)
-            raise AirflowDown(f"airflow db migrate took over {migrate_timeout}s\n{self.tail('db-migrate')}") from None
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AirflowDown(f"airflow {args[0]} {args[1]} took over {timeout}s\n{self.tail(log)}") from None
         if rc != 0:
-            raise AirflowDown(f"airflow db migrate failed ({rc})\n{self.tail('db-migrate')}")
-        for name in COMPONENTS:
+            raise AirflowDown(f"airflow {args[0]} {args[1]} failed ({rc})\n{self.tail(log)}")
+
+    def start_components(self, names: tuple[str, ...] = COMPONENTS) -> None:
+        for name in names:
             self.procs[name] = self._airflow(name, log=name)
         self.started = time.monotonic()
 
@@ -172,11 +183,30 @@ class RealAirflow:
 
     # ---------------------------------------------------------------------------------------------- REST
     def request(self, method: str, path: str, body: Any = None, timeout: float = 15) -> tuple[int, Any]:
+        """One REST call: (status, JSON payload or text). With ``credentials``, as that user (a bearer token,
+        fetched once and again when it is refused)."""
+        status, payload = self._send(method, path, body, timeout, self._bearer(timeout))
+        if status == 401 and self.credentials is not None:
+            self._token = None
+            status, payload = self._send(method, path, body, timeout, self._bearer(timeout))
+        return status, payload
+
+    def _bearer(self, timeout: float) -> str | None:
+        if self.credentials is None:
+            return None
+        if self._token is None:
+            user, password = self.credentials
+            status, payload = self._send("POST", "/auth/token", {"username": user, "password": password}, timeout, None)
+            assert status in (200, 201) and isinstance(payload, dict), f"POST /auth/token as {user} -> {status}: {payload}"
+            self._token = str(payload["access_token"])
+        return self._token
+
+    def _send(self, method: str, path: str, body: Any, timeout: float, token: str | None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.base + path, data=data, method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-        )
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             with _OPENER.open(req, timeout=timeout) as r:
                 raw = r.read()
@@ -210,8 +240,8 @@ class RealAirflow:
             time.sleep(every)
 
     def wait_api(self, timeout: float = 120) -> dict[str, Any]:
-        def probe() -> Any:
-            status, payload = self.request("GET", "/api/v2/version", timeout=3)
+        def probe() -> Any:  # public: no token needed (nor to be had before the api-server answers)
+            status, payload = self._send("GET", "/api/v2/version", None, 3, None)
             return payload if status == 200 else None
 
         return self.wait("the api-server (/api/v2/version)", probe, timeout)
