@@ -14,9 +14,11 @@ Wire it as setup/teardown (see docs/bake-verify.md)::
 * ``LaunchCanaryOperator`` (setup) launches one instance from the AMI in the role's canary subnet with the
   role's instance profile, IMDSv2 required, tagged ``phoenix:canary=true``, ``phoenix:role``,
   ``phoenix:verify-run=<run_id>``; a retry reuses the canary of the same run.
-* ``WaitCanaryHealthyOperator`` defers until it runs and both status checks are ok (``CanaryStatusOkTrigger``).
+* ``WaitCanaryHealthyOperator`` waits until it runs and both status checks are ok: inline for up to
+  ``inline_wait`` seconds, then deferred (``CanaryStatusOkTrigger``).
 * ``RunImageTestsOperator`` runs ``/usr/local/bin/phoenix-image-test`` on it through SSM Run Command
-  (``AWS-RunShellScript``; the provider's ``SsmHook`` and ``SsmRunCommandTrigger``), copies the output into
+  (``AWS-RunShellScript``; the provider's ``SsmHook``; polled inline up to ``inline_wait`` seconds, then
+  deferred on the provider's ``SsmRunCommandTrigger``), copies the output into
   the task log and ``s3://<bucket>/images/<role>/<version>/verify-<run>.txt``, pushes its verdict as XCom
   ``verify_result``. When the suite ran and failed it tags the AMI ``phoenix:verified=false`` with the reason
   (a published image is never demoted: ``phoenix:verify-failed`` instead) and fails with the failing checks;
@@ -41,6 +43,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from phoenix_fleet.operators.inline_wait import INLINE_POLL_SECONDS, INLINE_WAIT_SECONDS
 
 CANARY_TAG = "phoenix:canary"
 VERIFY_RUN_TAG = "phoenix:verify-run"
@@ -454,6 +458,8 @@ class WaitCanaryHealthyOperator(_VerifyOperator):
     :param deferrable: defer on ``CanaryStatusOkTrigger`` (default) or wait on the worker with the same waiter.
     :param poll_interval: seconds between DescribeInstanceStatus calls.
     :param timeout: seconds before giving up (defer timeout; the waiter's max attempts derive from it).
+    :param inline_wait: seconds the checks are polled on the worker (every ``inline_poll_interval``) before
+        deferring: checks that pass in seconds finish without a deferral (``inline_wait.py``). 0: defer at once.
 
     Returns (XCom) the instance id. Fails when the canary stops/terminates or a check is impaired.
     """
@@ -468,6 +474,8 @@ class WaitCanaryHealthyOperator(_VerifyOperator):
         deferrable: bool = True,
         poll_interval: float = 15,
         timeout: float = 900,
+        inline_wait: float = INLINE_WAIT_SECONDS,
+        inline_poll_interval: float = INLINE_POLL_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -476,6 +484,8 @@ class WaitCanaryHealthyOperator(_VerifyOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.timeout = timeout
+        self.inline_wait = inline_wait
+        self.inline_poll_interval = inline_poll_interval
 
     def _attempts(self) -> int:
         return max(1, math.ceil(self.timeout / self.poll_interval)) if self.poll_interval > 0 else 1000
@@ -485,7 +495,19 @@ class WaitCanaryHealthyOperator(_VerifyOperator):
         if not instance_id:
             raise CanaryError(f"no canary instance id (instance_id or XCom of {self.launch_task_id!r})")
         if self.deferrable:
+            from phoenix_fleet.operators.inline_wait import WaitFailed, wait_inline
             from phoenix_fleet.triggers.verify_triggers import CanaryStatusOkTrigger
+
+            try:
+                done = wait_inline(
+                    self.waiter_hook().get_waiter("CanaryStatusOk"), min(self.inline_wait, self.timeout),
+                    self.inline_poll_interval, InstanceIds=[instance_id], IncludeAllInstances=True,
+                )
+            except WaitFailed as exc:
+                raise CanaryError(f"canary {instance_id} did not pass its status checks: {exc}") from exc
+            if done:
+                self.log.info("Canary %s is running, status checks ok (polled inline, no deferral)", instance_id)
+                return instance_id
 
             self.log.info("Deferring until canary %s runs with status checks ok", instance_id)
             self.defer(
@@ -536,6 +558,8 @@ class RunImageTestsOperator(_VerifyOperator):
         ``images/<role>/<version>/verify-<run>/ssm/`` (``OutputS3BucketName``/``OutputS3KeyPrefix``).
     :param deferrable: defer on the provider's ``SsmRunCommandTrigger`` (default) or wait on the worker.
     :param poll_interval: seconds between GetCommandInvocation calls; ``timeout``: seconds overall.
+    :param inline_wait: seconds the command is polled on the worker (every ``inline_poll_interval``) before
+        deferring: a suite that ends in seconds finishes without a deferral (``inline_wait.py``). 0: defer at once.
 
     Returns (XCom) and pushes as XCom ``verify_result``: ``{"passed", "image_id", "instance_id",
     "command_id", "status", "exit_code", "failed_checks", "reason", "output_s3_uri"}``.
@@ -561,9 +585,13 @@ class RunImageTestsOperator(_VerifyOperator):
         deferrable: bool = True,
         poll_interval: float = 10,
         timeout: float = 1800,
+        inline_wait: float = INLINE_WAIT_SECONDS,
+        inline_poll_interval: float = INLINE_POLL_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.inline_wait = inline_wait
+        self.inline_poll_interval = inline_poll_interval
         self.image_id = image_id
         self.instance_id = instance_id
         self.launch_task_id = launch_task_id
@@ -605,6 +633,20 @@ class RunImageTestsOperator(_VerifyOperator):
         self.log.info("SSM command %s runs %r on canary %s", command_id, self.command, instance_id)
         if self.deferrable:
             from airflow.providers.amazon.aws.triggers.ssm import SsmRunCommandTrigger
+
+            from phoenix_fleet.operators.inline_wait import WaitFailed, wait_inline
+
+            try:
+                done = wait_inline(
+                    ssm.get_waiter("command_executed"), min(self.inline_wait, self.timeout),
+                    self.inline_poll_interval, CommandId=command_id, InstanceId=instance_id,
+                )
+            except WaitFailed as exc:  # Failed/TimedOut/Cancelled: the invocation says which
+                self.log.info("SSM command %s ended unsuccessfully: %s", command_id, exc)
+                done = True
+            if done:
+                self.log.info("SSM command %s ended (polled inline, no deferral)", command_id)
+                return self._finish(context, command_id, instance_id)
 
             self.defer(
                 trigger=SsmRunCommandTrigger(

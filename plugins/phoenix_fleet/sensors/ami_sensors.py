@@ -14,6 +14,8 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from phoenix_fleet.operators.inline_wait import INLINE_POLL_SECONDS, INLINE_WAIT_SECONDS
+
 FAILED_STATES = ("failed", "error", "invalid", "deregistered", "disabled")
 OWNER_ALIASES = ("amazon", "aws-marketplace")
 
@@ -66,7 +68,9 @@ class AmiAvailableSensor(BaseSensorOperator):
     """Wait until ``image_id`` is ``available``; owner-pinned, bounded, failing at once on ``failed``.
 
     Deferrable by default: one DescribeImages on the worker (already available: done; failed or not ours:
-    fail now), then the triggerer waits with ``AmiAvailableTrigger`` (waiter ``ImageAvailablePinned``).
+    fail now), then the same waiter the trigger uses (``ImageAvailablePinned``) polls inline for up to
+    ``inline_wait`` seconds (an AMI that becomes available in seconds needs no deferral), then the triggerer
+    waits with ``AmiAvailableTrigger``.
     With ``deferrable=False`` it pokes DescribeImages every ``poll_interval`` seconds (``mode`` applies).
 
     :param image_id: the AMI id (templated, e.g. ``{{ ti.xcom_pull(task_ids='bake')['ami_id'] }}``).
@@ -77,6 +81,8 @@ class AmiAvailableSensor(BaseSensorOperator):
         from it).
     :param max_attempts: override the waiter's max attempts (default ``ceil(timeout / poll_interval)``).
     :param deferrable: wait in the triggerer (default) or on the worker.
+    :param inline_wait: seconds to poll on the worker (every ``inline_poll_interval``) before deferring; 0: defer
+        at once (``phoenix_fleet.operators.inline_wait``).
 
     XCom (return value): ``{"image_id", "state": "available", "name", "owner_id"}``.
     Failure: ``AmiNotAvailableError`` (an ``AirflowFailException``, no retry) naming the state and the AMI's
@@ -99,8 +105,11 @@ class AmiAvailableSensor(BaseSensorOperator):
         poll_interval: float = 15,
         timeout: float = 3600,
         max_attempts: int | None = None,
+        inline_wait: float | None = None,
+        inline_poll_interval: float | None = None,
         **kwargs: Any,
     ) -> None:
+
         super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
         self.image_id = image_id
         self.owners = list(owners or ["self"])
@@ -111,6 +120,8 @@ class AmiAvailableSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
+        self.inline_wait = INLINE_WAIT_SECONDS if inline_wait is None else inline_wait
+        self.inline_poll_interval = INLINE_POLL_SECONDS if inline_poll_interval is None else inline_poll_interval
 
     # --------------------------------------------------------------------------------------- helpers
     def _ec2(self) -> Any:
@@ -170,7 +181,21 @@ class AmiAvailableSensor(BaseSensorOperator):
         image = self._observe()
         if image is not None:
             return self._result(image)
+        from phoenix_fleet.operators.inline_wait import WaitFailed, wait_inline
         from phoenix_fleet.triggers.ami_triggers import AmiAvailableTrigger
+
+        try:
+            done = wait_inline(
+                self._ec2().get_waiter("ImageAvailablePinned"), min(self.inline_wait, float(self.timeout)),
+                self.inline_poll_interval, ImageIds=[self.image_id], Owners=self.owners,
+            )
+        except WaitFailed:
+            done = True  # a failure state: observing again raises the error that names it
+        if done:
+            image = self._observe()
+            if image is not None:
+                self.log.info("AMI %s is available (polled inline, no deferral)", self.image_id)
+                return self._result(image)
 
         self.log.info(
             "Deferring until AMI %s is available (every %ss, at most %ss)", self.image_id, self.poll_interval, self.timeout

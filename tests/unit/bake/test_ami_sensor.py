@@ -15,6 +15,7 @@ from tests.helpers.image_support import make_image
 def _sensor(image_id: str, **kwargs: Any) -> AmiAvailableSensor:
     kwargs.setdefault("task_id", "ami_available")
     kwargs.setdefault("poll_interval", 0)
+    kwargs.setdefault("inline_poll_interval", 0)  # inline checks without sleeping (describe-count latencies)
     return AmiAvailableSensor(image_id=image_id, **kwargs)
 
 
@@ -50,12 +51,37 @@ def test_trigger_serialize_round_trip():
 def test_pending_then_available_defers_and_the_trigger_fires(sandbox_clean, base):
     sandbox_clean.update_config(image_build={"describes": 3})
     ami = make_image(sandbox_clean, base, "phoenix-web-2026.11.30-1", {"phoenix:role": "web"})
-    record = run_task(_sensor(ami, timeout=600), make_context())
+    record = run_task(_sensor(ami, timeout=600, inline_wait=0), make_context())
     (deferral,) = record.deferrals
     assert deferral["trigger"] == "AmiAvailableTrigger" and deferral["method"] == "execute_complete"
     assert deferral["timeout"] == timedelta(seconds=600)
     assert deferral["event"] == {"status": "success", "image_id": ami}
     assert record.result["image_id"] == ami and record.result["state"] == "available"
+
+
+def test_a_short_wait_is_polled_inline_and_never_deferred(sandbox_clean, base):
+    """An AMI available after a few checks: the sensor waits on the worker (no deferral, no resume race)."""
+    sandbox_clean.update_config(image_build={"describes": 3})
+    ami = make_image(sandbox_clean, base, "phoenix-web-2026.11.30-5", {"phoenix:role": "web"})
+    record = run_task(_sensor(ami, inline_wait=5), make_context())
+    assert record.deferrals == [] and record.result == {
+        "image_id": ami, "state": "available", "name": "phoenix-web-2026.11.30-5", "owner_id": record.result["owner_id"],
+    }
+
+
+def test_a_long_wait_is_polled_inline_up_to_the_bound_then_deferred(sandbox_clean, base):
+    sandbox_clean.update_config(image_build={"describes": 40})
+    ami = make_image(sandbox_clean, base, "phoenix-web-2026.11.30-6", {"phoenix:role": "web"})
+    record = run_task(_sensor(ami, inline_wait=1), make_context())  # 10 inline checks (no sleep in tests)
+    assert [d["trigger"] for d in record.deferrals] == ["AmiAvailableTrigger"]
+    assert record.result["state"] == "available"
+
+
+def test_an_ami_that_fails_while_polled_inline_fails_at_once(sandbox_clean, base):
+    sandbox_clean.update_config(fail_image_name_patterns=["phoenix-web-2026.11.30-7"], image_build={"describes": 3})
+    ami = make_image(sandbox_clean, base, "phoenix-web-2026.11.30-7", {})
+    with pytest.raises(AmiNotAvailableError, match="is failed"):
+        _sensor(ami, inline_wait=5).execute(make_context())  # no TaskDeferred
 
 
 def test_already_available_returns_without_deferring(sandbox_clean, base):
@@ -66,7 +92,7 @@ def test_already_available_returns_without_deferring(sandbox_clean, base):
 def test_failed_ami_fails_at_once_with_its_reason(sandbox_clean, base):
     ami = make_image(sandbox_clean, base, "phoenix-web-2026.11.30-2", {"phoenix-sandbox:fail": "true"})
     with pytest.raises(AmiNotAvailableError, match=rf"AMI {ami} is failed: phoenix-sandbox: injected image failure"):
-        run_task(_sensor(ami), make_context())
+        run_task(_sensor(ami, inline_wait=0), make_context())  # the trigger's failure
 
 
 def test_failed_by_config_pattern_fails_before_deferring(sandbox_clean, base):
@@ -95,7 +121,7 @@ def test_bounded_by_attempts(sandbox_clean, base):
     sandbox_clean.update_config(image_build={"describes": 50})
     ami = make_image(sandbox_clean, base, "phoenix-web-2026.11.30-3", {})
     with pytest.raises(AirflowException, match="max attempts reached") as err:
-        run_task(_sensor(ami, max_attempts=2), make_context())
+        run_task(_sensor(ami, max_attempts=2, inline_wait=0), make_context())
     assert not isinstance(err.value, AmiNotAvailableError)  # a timeout may be retried; a failed AMI may not
 
 

@@ -49,12 +49,15 @@ def _ctx() -> dict[str, Any]:
     return make_context(run_id=RUN_ID, task_id="verify")
 
 
-def _ops(ami: str) -> dict[str, Any]:
+def _ops(ami: str, inline_wait: float = 0) -> dict[str, Any]:
+    """The stage's operators, polling without sleeps; the waits defer at once unless ``inline_wait`` is given
+    (most tests here exercise the triggers)."""
     common = {"poll_interval": 0}
+    waits = {**common, "inline_wait": inline_wait, "inline_poll_interval": 0}
     return {
         "launch": LaunchCanaryOperator(task_id="launch_canary", image_id=ami, role="web"),
-        "healthy": WaitCanaryHealthyOperator(task_id="wait_canary_healthy", launch_task_id="launch_canary", **common),
-        "tests": RunImageTestsOperator(task_id="run_image_tests", image_id=ami, launch_task_id="launch_canary", **common),
+        "healthy": WaitCanaryHealthyOperator(task_id="wait_canary_healthy", launch_task_id="launch_canary", **waits),
+        "tests": RunImageTestsOperator(task_id="run_image_tests", image_id=ami, launch_task_id="launch_canary", **waits),
         "mark": MarkVerifiedOperator(task_id="mark_verified", image_id=ami, tests_task_id="run_image_tests"),
         "terminate": TerminateCanaryOperator(task_id="terminate_canary", launch_task_id="launch_canary", **common),
     }
@@ -326,6 +329,38 @@ def test_teardown_finds_the_canary_by_tag_after_a_kill_mid_launch(seeded, sandbo
     assert run_task(op, _ctx()).result == [orphan]  # no XCom from launch: found by tag
     assert _instance(ec2, orphan)["State"]["Name"] == "terminated"
     assert _instance(ec2, bystander)["State"]["Name"] != "terminated"
+
+
+def test_short_waits_are_polled_inline_and_never_deferred(seeded, sandbox_clean, new_ami):
+    """Status checks and an SSM command that end within the inline bound finish on the worker: no deferral, so
+    no resume for the scheduler to race (docs/e2e.md). A failing suite and an impaired canary fail the same way
+    inline as through the triggers."""
+    sandbox_clean.update_config(instance_status_checks={"describes": 3}, ssm_command={"describes": 3})
+    ops, ctx = _ops(new_ami, inline_wait=5), _ctx()  # 50 checks without sleeping (describe-count latencies)
+    instance_id = _run_launch(ops, ctx)
+    healthy = run_task(ops["healthy"], ctx)
+    assert healthy.deferrals == [] and healthy.result == instance_id
+    tests = run_task(ops["tests"], ctx)
+    assert tests.deferrals == [] and tests.result["passed"] is True and tests.result["status"] == "Success"
+    assert run_task(ops["mark"], ctx).result["verified"] is True
+
+    ec2 = sandbox_clean.client("ec2")
+    ec2.create_tags(Resources=[instance_id], Tags=[{"Key": "phoenix-sandbox:ssm-output", "Value": FAILING_OUTPUT},
+                                                  {"Key": "phoenix-sandbox:ssm-exit-code", "Value": "1"}])
+    with pytest.raises(ImageVerificationFailed, match="test_role.py::test_nginx"):
+        ops["tests"].execute(ctx)  # no TaskDeferred: the suite's failure came back inline
+    ec2.create_tags(Resources=[instance_id], Tags=[{"Key": "phoenix-sandbox:status-check", "Value": "impaired"}])
+    with pytest.raises(CanaryError, match=f"canary {instance_id} did not pass its status checks"):
+        ops["healthy"].execute(ctx)
+
+
+def test_a_long_wait_is_polled_inline_up_to_the_bound_then_deferred(seeded, sandbox_clean, new_ami):
+    sandbox_clean.update_config(instance_status_checks={"describes": 30}, ssm_command={"describes": 30})
+    ops, ctx = _ops(new_ami, inline_wait=1), _ctx()  # 10 inline checks, then the trigger
+    _run_launch(ops, ctx)
+    assert [d["trigger"] for d in run_task(ops["healthy"], ctx).deferrals] == ["CanaryStatusOkTrigger"]
+    tests = run_task(ops["tests"], ctx)
+    assert [d["trigger"] for d in tests.deferrals] == ["SsmRunCommandTrigger"] and tests.result["passed"] is True
 
 
 def test_impaired_canary_fails_the_health_wait(seeded, sandbox_clean, new_ami):
