@@ -15,7 +15,7 @@ export PHOENIX_SANDBOX_DIR ?= $(CURDIR)/.sandbox
 export PHOENIX_SANDBOX_PORT ?= 5055
 export PHOENIX_FLEET_CONFIG ?= $(CURDIR)/include/fleet.yaml
 
-.PHONY: help setup demo test lint sandbox-start sandbox-stop sandbox-reset airflow clean
+.PHONY: help setup demo test lint system-packages sandbox-start sandbox-stop sandbox-reset airflow clean
 
 help:
 	@sed -n '2,5p' Makefile
@@ -37,9 +37,14 @@ lint: setup
 	$(RUN) ruff check .
 	$(RUN) mypy
 
-test: lint
+# the Debian packages the tests need (.ci/apt-packages.txt): installed when root, else the command to run is printed
+system-packages:
+	.ci/install-packages
+
+# PHOENIX_NO_SKIP: a test that lacks a tool fails naming .ci/install-packages instead of skipping
+test: system-packages lint
 	mkdir -p $(PHOENIX_SANDBOX_DIR)
-	$(RUN) pytest --junitxml=$(PHOENIX_SANDBOX_DIR)/junit.xml $(PYTEST_ARGS)
+	PHOENIX_NO_SKIP=1 $(RUN) pytest --junitxml=$(PHOENIX_SANDBOX_DIR)/junit.xml $(PYTEST_ARGS)
 
 sandbox-start: setup
 	$(RUN) python -m sandbox start
