@@ -6,7 +6,9 @@ The role is ``web``: its rollout applies real Terraform (the fleet root, from a 
 by the test while Airflow starts). The sandbox runs in this process; the test drives its realism so that each
 wait it wants in the triggerer is deferred for sure, without depending on wall-clock timing:
 
-* the canary's status wait defers without looking; AMI copies and Run Command invocations are pending for
+* the verify stage's short waits defer without polling inline first (``PHOENIX_INLINE_WAIT_SECONDS=0`` on the
+  workers; by default they poll up to 20 s on the worker, docs/bake-verify.md), so the canary's status wait
+  defers without looking; AMI copies and Run Command invocations are pending for
   exactly one observation (``describes: 1``): the operator's own look sees them pending and defers; the
   trigger's first poll sees every one of them done;
 * new instances stay unhealthy in their target groups until the rollout's first recycle (the ``canary`` task)
@@ -186,6 +188,7 @@ def test_release_rollout_and_inventory_on_celery_workers(
     root = tmp_path / "cluster"
     env = airflow_env(h.endpoint_url, home=root / "airflow", api_port=0)
     env["PHOENIX_FLEET_CONFIG"] = str(web_fleet["config"])
+    env["PHOENIX_INLINE_WAIT_SECONDS"] = "0"  # the verify waits defer at once: their triggers must run here
     conn = json.loads(aws_connection_uri(h.endpoint_url))
     conn["extra"]["aws_session_token"] = secret  # the fake secret: it must reach AWS and nothing else
     env["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(conn)

@@ -44,7 +44,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from phoenix_fleet.operators.inline_wait import INLINE_POLL_SECONDS, INLINE_WAIT_SECONDS
+from phoenix_fleet.operators.inline_wait import INLINE_POLL_SECONDS
 
 CANARY_TAG = "phoenix:canary"
 VERIFY_RUN_TAG = "phoenix:verify-run"
@@ -459,7 +459,8 @@ class WaitCanaryHealthyOperator(_VerifyOperator):
     :param poll_interval: seconds between DescribeInstanceStatus calls.
     :param timeout: seconds before giving up (defer timeout; the waiter's max attempts derive from it).
     :param inline_wait: seconds the checks are polled on the worker (every ``inline_poll_interval``) before
-        deferring: checks that pass in seconds finish without a deferral (``inline_wait.py``). 0: defer at once.
+        deferring: checks that pass in seconds finish without a deferral (``inline_wait.py``). 0: defer at once;
+        None: ``$PHOENIX_INLINE_WAIT_SECONDS``, else 20.
 
     Returns (XCom) the instance id. Fails when the canary stops/terminates or a check is impaired.
     """
@@ -474,7 +475,7 @@ class WaitCanaryHealthyOperator(_VerifyOperator):
         deferrable: bool = True,
         poll_interval: float = 15,
         timeout: float = 900,
-        inline_wait: float = INLINE_WAIT_SECONDS,
+        inline_wait: float | None = None,
         inline_poll_interval: float = INLINE_POLL_SECONDS,
         **kwargs: Any,
     ) -> None:
@@ -495,12 +496,12 @@ class WaitCanaryHealthyOperator(_VerifyOperator):
         if not instance_id:
             raise CanaryError(f"no canary instance id (instance_id or XCom of {self.launch_task_id!r})")
         if self.deferrable:
-            from phoenix_fleet.operators.inline_wait import WaitFailed, wait_inline
+            from phoenix_fleet.operators.inline_wait import WaitFailed, inline_bound, wait_inline
             from phoenix_fleet.triggers.verify_triggers import CanaryStatusOkTrigger
 
             try:
                 done = wait_inline(
-                    self.waiter_hook().get_waiter("CanaryStatusOk"), min(self.inline_wait, self.timeout),
+                    self.waiter_hook().get_waiter("CanaryStatusOk"), min(inline_bound(self.inline_wait), self.timeout),
                     self.inline_poll_interval, InstanceIds=[instance_id], IncludeAllInstances=True,
                 )
             except WaitFailed as exc:
@@ -559,7 +560,8 @@ class RunImageTestsOperator(_VerifyOperator):
     :param deferrable: defer on the provider's ``SsmRunCommandTrigger`` (default) or wait on the worker.
     :param poll_interval: seconds between GetCommandInvocation calls; ``timeout``: seconds overall.
     :param inline_wait: seconds the command is polled on the worker (every ``inline_poll_interval``) before
-        deferring: a suite that ends in seconds finishes without a deferral (``inline_wait.py``). 0: defer at once.
+        deferring: a suite that ends in seconds finishes without a deferral (``inline_wait.py``). 0: defer at once;
+        None: ``$PHOENIX_INLINE_WAIT_SECONDS``, else 20.
 
     Returns (XCom) and pushes as XCom ``verify_result``: ``{"passed", "image_id", "instance_id",
     "command_id", "status", "exit_code", "failed_checks", "reason", "output_s3_uri"}``.
@@ -585,7 +587,7 @@ class RunImageTestsOperator(_VerifyOperator):
         deferrable: bool = True,
         poll_interval: float = 10,
         timeout: float = 1800,
-        inline_wait: float = INLINE_WAIT_SECONDS,
+        inline_wait: float | None = None,
         inline_poll_interval: float = INLINE_POLL_SECONDS,
         **kwargs: Any,
     ) -> None:
@@ -634,11 +636,11 @@ class RunImageTestsOperator(_VerifyOperator):
         if self.deferrable:
             from airflow.providers.amazon.aws.triggers.ssm import SsmRunCommandTrigger
 
-            from phoenix_fleet.operators.inline_wait import WaitFailed, wait_inline
+            from phoenix_fleet.operators.inline_wait import WaitFailed, inline_bound, wait_inline
 
             try:
                 done = wait_inline(
-                    ssm.get_waiter("command_executed"), min(self.inline_wait, self.timeout),
+                    ssm.get_waiter("command_executed"), min(inline_bound(self.inline_wait), self.timeout),
                     self.inline_poll_interval, CommandId=command_id, InstanceId=instance_id,
                 )
             except WaitFailed as exc:  # Failed/TimedOut/Cancelled: the invocation says which

@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from phoenix_fleet.operators.inline_wait import INLINE_POLL_SECONDS, INLINE_WAIT_SECONDS
+from phoenix_fleet.operators.inline_wait import INLINE_POLL_SECONDS
 
 FAILED_STATES = ("failed", "error", "invalid", "deregistered", "disabled")
 OWNER_ALIASES = ("amazon", "aws-marketplace")
@@ -82,7 +82,7 @@ class AmiAvailableSensor(BaseSensorOperator):
     :param max_attempts: override the waiter's max attempts (default ``ceil(timeout / poll_interval)``).
     :param deferrable: wait in the triggerer (default) or on the worker.
     :param inline_wait: seconds to poll on the worker (every ``inline_poll_interval``) before deferring; 0: defer
-        at once (``phoenix_fleet.operators.inline_wait``).
+        at once; None: ``$PHOENIX_INLINE_WAIT_SECONDS``, else 20 (``phoenix_fleet.operators.inline_wait``).
 
     XCom (return value): ``{"image_id", "state": "available", "name", "owner_id"}``.
     Failure: ``AmiNotAvailableError`` (an ``AirflowFailException``, no retry) naming the state and the AMI's
@@ -120,7 +120,7 @@ class AmiAvailableSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
-        self.inline_wait = INLINE_WAIT_SECONDS if inline_wait is None else inline_wait
+        self.inline_wait = inline_wait
         self.inline_poll_interval = INLINE_POLL_SECONDS if inline_poll_interval is None else inline_poll_interval
 
     # --------------------------------------------------------------------------------------- helpers
@@ -181,12 +181,12 @@ class AmiAvailableSensor(BaseSensorOperator):
         image = self._observe()
         if image is not None:
             return self._result(image)
-        from phoenix_fleet.operators.inline_wait import WaitFailed, wait_inline
+        from phoenix_fleet.operators.inline_wait import WaitFailed, inline_bound, wait_inline
         from phoenix_fleet.triggers.ami_triggers import AmiAvailableTrigger
 
         try:
             done = wait_inline(
-                self._ec2().get_waiter("ImageAvailablePinned"), min(self.inline_wait, float(self.timeout)),
+                self._ec2().get_waiter("ImageAvailablePinned"), min(inline_bound(self.inline_wait), float(self.timeout)),
                 self.inline_poll_interval, ImageIds=[self.image_id], Owners=self.owners,
             )
         except WaitFailed:

@@ -141,3 +141,17 @@ def test_poke_mode(sandbox_clean, base):
 def test_waiter_attempts_follow_the_timeout():
     assert _sensor("ami-1", poll_interval=30, timeout=3600)._waiter_attempts() == 120
     assert _sensor("ami-1", poll_interval=30, timeout=3600, max_attempts=5)._waiter_attempts() == 5
+
+
+def test_the_inline_bound_comes_from_the_worker_environment_unless_given(sandbox_clean, base, monkeypatch):
+    from phoenix_fleet.operators.inline_wait import inline_bound
+
+    monkeypatch.delenv("PHOENIX_INLINE_WAIT_SECONDS", raising=False)
+    assert inline_bound(None) == 20 and inline_bound(3) == 3
+    monkeypatch.setenv("PHOENIX_INLINE_WAIT_SECONDS", "soon")
+    with pytest.raises(ValueError, match="PHOENIX_INLINE_WAIT_SECONDS: 'soon' is not a number of seconds.*Fix"):
+        inline_bound(None)
+    monkeypatch.setenv("PHOENIX_INLINE_WAIT_SECONDS", "0")  # a deployment that defers at once
+    sandbox_clean.update_config(image_build={"describes": 2})
+    ami = make_image(sandbox_clean, base, "phoenix-web-2026.11.30-8", {})
+    assert [d["trigger"] for d in run_task(_sensor(ami), make_context()).deferrals] == ["AmiAvailableTrigger"]
