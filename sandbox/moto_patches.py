@@ -12,6 +12,7 @@ with the objects.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.elbv2.exceptions import TargetGroupNotFoundError, TargetNotRunning
 from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup, elbv2_backends
+from moto.s3.responses import S3Response
 from moto.ssm.exceptions import SSMException
 from moto.ssm.models import Command, SimpleSystemManagerBackend, ssm_backends
 from moto.ssm.responses import SimpleSystemManagerResponse
@@ -1039,7 +1041,38 @@ def age_instances(region: str, *, instance_ids: Sequence[str] = (), asg: str | N
     return aged
 
 
+#: one lock for every conditional S3 write: moto checks the condition, then writes, with no lock in between
+_S3_CONDITIONAL_WRITE = threading.Lock()
+_S3_CONDITIONS = ("If-None-Match", "If-Match")
+
+
+def _patch_s3_conditional_writes() -> None:
+    """S3 conditional writes are atomic, as on AWS. Always on inside the sandbox.
+
+    moto's ``S3Response.put_object`` (s3/responses.py) honours ``If-None-Match: *`` and ``If-Match`` by looking the
+    key up and *then* writing it, with nothing held in between: two writers racing on a threaded server can both
+    pass the check and both "win". AWS decides a conditional write atomically: exactly one ``If-None-Match: *``
+    write of a key succeeds, the others get 412 PreconditionFailed. Terraform's S3 lock file (``use_lockfile``) is
+    such a write of ``<state key>.tflock``, so without this two applies could both hold the lock. The check and
+    the write of every conditional PutObject and CompleteMultipartUpload run under one lock; unconditional
+    requests are not serialised.
+    """
+
+    def serialise(original: Any) -> Any:
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if current() is not None and any(self.headers.get(h) for h in _S3_CONDITIONS):
+                with _S3_CONDITIONAL_WRITE:
+                    return original(self, *args, **kwargs)
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    _wrap(S3Response, "put_object", serialise)
+    _wrap(S3Response, "_key_response_post", serialise)  # CompleteMultipartUpload (If-None-Match: *)
+
+
 def apply() -> None:
+    _patch_s3_conditional_writes()
     _patch_dispatch()
     _patch_ec2()
     _patch_amis()
