@@ -47,6 +47,7 @@ _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _ROLE_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _SNS_TOPIC_RE = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 _CONN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+_BACKEND_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CRON_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@once"}
 
 
@@ -208,14 +209,39 @@ class TerraformSpec(_Strict):
         description="AWS connection Terraform runs as (the Terraform principal, include/iam/terraform.json); "
         "empty: the DAG's connection",
     )
+    backend_config: dict[str, str | int | bool] = Field(
+        default_factory=dict,
+        description="-backend-config key=value pairs for the root's partial backend block (bucket, key, region); "
+        "${ENV_VAR} references are expanded on the worker at run time",
+    )
+    allow_local_state: bool = Field(
+        default=False,
+        description="let a root without a remote backend keep its state in a local file (one machine only)",
+    )
 
     _conn = field_validator("aws_conn_id")(classmethod(lambda cls, v: _check_conn_id(v)))
+
+    @field_validator("backend_config")
+    @classmethod
+    def _backend_config(cls, v: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
+        for key in v:
+            if not _BACKEND_KEY_RE.match(key):
+                raise ValueError(
+                    f"{key!r} is not a backend setting name. Fix: use the backend's argument names, e.g. bucket, "
+                    "key, region"
+                )
+        return v
 
     @model_validator(mode="after")
     def _workdir(self) -> TerraformSpec:
         if self.backend == "terraform" and not self.workdir:
             raise ValueError(
                 "backend terraform needs a workdir. Fix: set workdir: terraform/envs/<env>, or backend: native"
+            )
+        if self.backend == "native" and (self.backend_config or self.allow_local_state):
+            raise ValueError(
+                "backend native runs no Terraform: backend_config and allow_local_state mean nothing here. "
+                "Fix: remove them, or set backend: terraform"
             )
         return self
 

@@ -13,7 +13,10 @@
 
 Variables: ``variables`` become ``-var name=value`` arguments (strings as-is, anything else as JSON, which HCL
 reads), ``var_files`` become ``-var-file``, and ``env`` (e.g. ``TF_VAR_*``, credentials) is added to the
-environment. Values are never logged (only variable names).
+environment. Values are never logged (only variable names); neither are ``-backend-config`` values.
+
+:func:`root_backend` reads which backend a root declares (its ``terraform { backend "..." {} }`` block, or
+``cloud {}``) without running Terraform, so a caller can refuse local state before anything runs.
 """
 
 from __future__ import annotations
@@ -90,6 +93,17 @@ def _exited(pid: int) -> bool:
     return info is not None
 
 
+def backend_config_args(settings: Mapping[str, Any] | None) -> list[str]:
+    """``key=value`` strings for ``terraform init -backend-config`` (booleans as ``true``/``false``)."""
+    out: list[str] = []
+    for name, value in (settings or {}).items():
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(name)):
+            raise ValueError(f"backend_config: {name!r} is not a backend setting name. Fix: e.g. bucket, key, region")
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        out.append(f"{name}={text}")
+    return out
+
+
 def _redact(args: Sequence[str]) -> str:
     shown: list[str] = []
     hide_next = False
@@ -102,9 +116,138 @@ def _redact(args: Sequence[str]) -> str:
             hide_next = True
         elif a.startswith("-var="):
             shown.append("-var=" + a[5:].split("=", 1)[0] + "=***")
+        elif a.startswith("-backend-config=") and "=" in a[len("-backend-config=") :]:
+            shown.append("-backend-config=" + a[len("-backend-config=") :].split("=", 1)[0] + "=***")
         else:
             shown.append(a)
     return " ".join(shown)
+
+
+# ------------------------------------------------------------------------------------------ the root's backend
+
+
+@dataclass(frozen=True)
+class RootBackend:
+    """The backend a Terraform root declares.
+
+    ``kind``: the backend type (``"s3"``, ``"local"``, ...), ``"cloud"`` for a ``cloud {}`` block, or None when the
+    root declares none (Terraform then keeps the state in ``terraform.tfstate`` in the working directory).
+    ``settings``: the argument names set in the block itself (a partial configuration leaves some to
+    ``-backend-config``). ``source``: the file that declares it.
+    """
+
+    kind: str | None
+    settings: frozenset[str] = frozenset()
+    source: str | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.kind not in (None, "local")
+
+
+def _hcl_scan(text: str) -> str:
+    """``text`` with comments blanked out and string contents replaced by ``_`` (same length, same lines).
+
+    Enough of HCL's lexer to find blocks and braces: ``#`` and ``//`` line comments, ``/* */`` comments, and
+    double-quoted strings with backslash escapes (whose braces must not count). Heredocs are not handled.
+    """
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"' and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            out.append('"' + "_" * (min(j, n) - i - 1) + ('"' if j < n else ""))
+            i = j + 1
+        elif c == "#" or text.startswith("//", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            out.append(" " * (j - i))
+            i = j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append("".join(ch if ch == "\n" else " " for ch in text[i:j]))
+            i = j
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _block_body(scanned: str, open_brace: int) -> tuple[int, int]:
+    """(start, end) of the body of the block whose ``{`` is at ``open_brace`` (end: index of its ``}``)."""
+    depth = 0
+    for j in range(open_brace, len(scanned)):
+        if scanned[j] == "{":
+            depth += 1
+        elif scanned[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return open_brace + 1, j
+    return open_brace + 1, len(scanned)
+
+
+_TOP_TERRAFORM_RE = re.compile(r"(?m)^\s*terraform\s*\{")
+_BACKEND_RE = re.compile(r'(?m)^\s*(?:backend\s+"([^"]*)"|(cloud))\s*\{')
+_SETTING_RE = re.compile(r"(?m)^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=")
+
+
+def _backend_in_tf(text: str) -> tuple[str, frozenset[str]] | None:
+    scanned = _hcl_scan(text)
+    for top in _TOP_TERRAFORM_RE.finditer(scanned):
+        start, end = _block_body(scanned, top.end() - 1)
+        body = scanned[start:end]
+        found = _BACKEND_RE.search(body)
+        if found is None:
+            continue
+        # the label itself was blanked by the scan: read it from the original text at the same offsets
+        if found.group(2):
+            kind = "cloud"
+        else:
+            a, b = found.span(1)
+            kind = text[start + a : start + b]
+        b_start, b_end = _block_body(body, found.end() - 1)
+        inner = body[b_start:b_end]
+        # only the block's own arguments (depth 0 inside it), not those of nested blocks
+        names = {m.group(1) for m in _SETTING_RE.finditer(inner) if inner[: m.start()].count("{") == inner[: m.start()].count("}")}
+        return kind, frozenset(names)
+    return None
+
+
+def _backend_in_tf_json(text: str) -> tuple[str, frozenset[str]] | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    blocks = data.get("terraform") if isinstance(data, dict) else None
+    for block in blocks if isinstance(blocks, list) else [blocks]:
+        if not isinstance(block, dict):
+            continue
+        if "cloud" in block:
+            return "cloud", frozenset((block["cloud"] or {}) if isinstance(block["cloud"], dict) else {})
+        backend = block.get("backend")
+        if isinstance(backend, dict) and backend:
+            kind, settings = next(iter(backend.items()))
+            return str(kind), frozenset(settings if isinstance(settings, dict) else {})
+    return None
+
+
+def root_backend(workdir: str | os.PathLike[str]) -> RootBackend:
+    """The backend the root in ``workdir`` declares, read from its ``*.tf`` and ``*.tf.json`` files (override files
+    last: their backend replaces the others', as in Terraform). No declaration: ``RootBackend(None)``."""
+    root = Path(workdir)
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith((".tf", ".tf.json")))
+    override = [p for p in files if p.name.removesuffix(".json").removesuffix(".tf").endswith("override")]
+    found = RootBackend(None)
+    for path in [p for p in files if p not in override] + override:
+        text = path.read_text(errors="replace")
+        hit = _backend_in_tf_json(text) if path.name.endswith(".json") else _backend_in_tf(text)
+        if hit is not None:
+            found = RootBackend(hit[0], hit[1], path.name)
+    return found
 
 
 class TerraformHook(BaseHook):

@@ -212,6 +212,12 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         again right before the saved plan is applied: a group another rollout holds (tag ``phoenix:rollout:id``)
         fails the task with :class:`AsgLockedError`, naming the holder and the fix, and nothing is applied.
     :param check_locks: False skips that check (a root that moves no role's groups)
+    :param backend_config: ``-backend-config`` settings for the root's (partial) backend block, e.g. ``{"bucket":
+        ..., "key": ..., "region": ...}``; ``${VAR}`` references are expanded from the worker's environment.
+        Default: the role's ``terraform.backend_config``
+    :param allow_local_state: let a root without a remote backend keep its state in a local file (default: the
+        role's ``terraform.allow_local_state``, else False). Without it such a root is refused before Terraform
+        runs: local state is lost, or split, between workers.
 
     Returns (and pushes under each key) ``{"changed", "workdir", "launch_templates", "asgs", "allowed",
     "outputs", "dry_run"}``: ``outputs`` is ``{name: value}`` from ``output -json`` (sensitive values replaced;
@@ -232,8 +238,9 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         "region_name",
         "dry_run",
         "rollout_id",
+        "backend_config",
     )
-    template_fields_renderers = {"variables": "json", "env": "json"}
+    template_fields_renderers = {"variables": "json", "env": "json", "backend_config": "json"}
     ui_color = "#ede0ff"
 
     def __init__(
@@ -258,6 +265,8 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         dry_run: bool | str = False,
         rollout_id: str | None = None,
         check_locks: bool = True,
+        backend_config: Mapping[str, Any] | None = None,
+        allow_local_state: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -265,6 +274,8 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         self.dry_run = dry_run
         self.rollout_id = rollout_id
         self.check_locks = check_locks
+        self.backend_config = dict(backend_config) if backend_config is not None else None
+        self.allow_local_state = allow_local_state
         self.workdir = workdir
         self.variables = variables  # a mapping (or None: the role's vars only); never holds an expanded value
         self.var_files = list(var_files or [])
@@ -301,6 +312,43 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         if not path.is_dir():
             raise FileNotFoundError(f"workdir: {str(path)!r} does not exist. Fix: set roles.{self.role}.terraform.workdir")
         return path
+
+    def resolve_backend(self, workdir: Path) -> list[str]:
+        """The ``-backend-config`` arguments for ``init``, after refusing a root whose state would stay local.
+
+        A root keeps local state when it declares no backend (or ``backend "local"``), or declares ``backend
+        "s3"`` with no bucket in the block nor in ``backend_config``. That is refused unless ``allow_local_state``:
+        every worker would keep its own state file, lost with the worker. Raises before anything runs.
+        """
+        from phoenix_fleet.hooks.terraform_hook import backend_config_args, root_backend
+
+        spec = self.role_config().terraform if self.role else None
+        settings = self.backend_config if self.backend_config is not None else dict(spec.backend_config) if spec else {}
+        base = f"roles.{self.role}.terraform.backend_config" if self.role and self.backend_config is None else "backend_config"
+        settings = {k: expand_env(v, f"{base}.{k}") if isinstance(v, str) else v for k, v in settings.items()}
+        allow_local = self.allow_local_state if self.allow_local_state is not None else bool(spec and spec.allow_local_state)
+        declared = root_backend(workdir)
+        where = f"roles.{self.role}.terraform" if self.role else "TerraformApplyOperator"
+        if declared.remote and declared.kind == "s3" and "bucket" not in declared.settings and "bucket" not in settings:
+            why = f"{declared.source} declares backend \"s3\" without a bucket, and backend_config names none"
+        elif not declared.remote:
+            why = (f"{declared.source} declares backend \"local\"" if declared.kind else "the root declares no backend")
+            why += ": Terraform keeps the state in a file in the working directory"
+        else:
+            why = ""
+        if why and not allow_local:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"{where}: local state cannot be shared between workers. Fix: set backend_config, or "
+                f"allow_local_state for one machine ({workdir}: {why})"
+            )
+        if why:
+            self.log.warning("%s: local state allowed (allow_local_state): %s", where, why)
+        else:
+            self.log.info("state: backend %r (%s), settings given at init: %s", declared.kind, declared.source,
+                          sorted(settings) or "none")
+        return backend_config_args(settings)
 
     def _guard_flags(self) -> tuple[bool, bool]:
         from phoenix_fleet.release.publish_rules import parse_bool
@@ -391,11 +439,12 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
 
         dry_run = parse_bool(self.dry_run, "dry_run")
         workdir = self.resolve_workdir()
+        backend_args = self.resolve_backend(workdir)
         allow_destroy, allow_other = self._guard_flags()
         self._check_locks()  # before Terraform starts: fail fast
         hook = self._hook = self.make_hook(workdir)
         try:
-            hook.init()
+            hook.init(backend_args)
             plan_file = hook.scratch_dir() / "release.tfplan"
             changed = hook.plan(plan_file)
             summary = None

@@ -224,7 +224,8 @@ def test_operator_applies_guards_and_no_ops(root, terraform_state_dir):
     def op(**kwargs: Any) -> TerraformApplyOperator:
         kwargs.setdefault("variables", {"image": "ami-1"})
         return TerraformApplyOperator(
-            task_id="apply", workdir=str(root), state_dir=str(terraform_state_dir), aws_conn_id=None, **kwargs
+            task_id="apply", workdir=str(root), state_dir=str(terraform_state_dir), aws_conn_id=None,
+            allow_local_state=True, **kwargs,  # a root without a backend (tests/unit/apply/test_terraform_backend.py)
         )
 
     # a first apply creates resources: refused unless creates are allowed (a dry run refuses alike)
@@ -269,7 +270,7 @@ def test_operator_applies_guards_and_no_ops(root, terraform_state_dir):
 
 def test_operator_template_fields_and_workdir_from_role(tmp_path):
     fields = set(TerraformApplyOperator.template_fields)
-    assert fields >= {"workdir", "variables", "env", "allow_destroy", "aws_conn_id", "region_name"}
+    assert fields >= {"workdir", "variables", "env", "allow_destroy", "aws_conn_id", "region_name", "backend_config"}
     op = TerraformApplyOperator(task_id="a")
     assert op.aws_conn_id == "aws_default" and op.region_name is None
     include = tmp_path / "include"
