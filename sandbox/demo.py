@@ -2,8 +2,10 @@
 
 1. start the sandbox cloud (or reuse the running one), reset it and switch it to the ``demo`` realism
    profile (instances take seconds to boot, AMIs pend, SSM commands run);
-2. seed it (base AMI, each role's current release, the SSM "latest" pointers, the artifacts bucket);
-3. build the fleet with real Terraform (include/terraform/envs/sandbox: the network root, then the fleet);
+2. seed it (base AMI, each role's current release, the SSM "latest" pointers, the artifacts and Terraform state
+   buckets);
+3. build the fleet with real Terraform (include/terraform/envs/sandbox: the network root, then the fleet), the
+   state in the sandbox's S3 as include/fleet.yaml's ``backend_config`` says;
 4. print the fleet: roles, ASGs, instances, AMI and version;
 5. run the weekly release of one role (``ami_release_<role>``), then its rollout (``fleet_rollout_<role>``)
    and the inventory report (``fleet_inventory``) with ``airflow dags test``, when those DAGs exist. The DAGs
@@ -27,6 +29,7 @@ TF_FLEET = REPO / "include" / "terraform" / "envs" / "sandbox"
 TF_NETWORK = TF_FLEET / "network"
 DEMO_ROLE = os.environ.get("PHOENIX_DEMO_ROLE", "web")
 DEMO_WARMUP_SECONDS = 10
+NETWORK_STATE_KEY = "sandbox/network.tfstate"
 
 
 def _step(msg: str) -> None:
@@ -48,14 +51,28 @@ def start_sandbox() -> str:
     return endpoint
 
 
+def backend_settings(root: Path) -> dict[str, object]:
+    """The root's S3 backend settings: the web role's ``terraform.backend_config`` (the state TerraformApplyOperator
+    uses later); the network root keeps its state next to it, under ``NETWORK_STATE_KEY``."""
+    from phoenix_fleet.config import load_fleet_config
+
+    settings: dict[str, object] = dict(load_fleet_config().role("web").terraform.backend_config)
+    if root == TF_NETWORK:
+        settings["key"] = NETWORK_STATE_KEY
+    return settings
+
+
 def terraform_apply(root: Path, endpoint: str) -> float:
-    """init + apply with the root's default local state, which is what TerraformApplyOperator uses later."""
+    """init (state in the sandbox's S3, as the pipeline keeps it) + apply."""
+    from phoenix_fleet.hooks.terraform_hook import backend_config_args
     from phoenix_fleet.terraform_env import run_terraform, terraform_env
 
     env = terraform_env()
     t0 = time.monotonic()
+    backend = [f"-backend-config={a}" for a in backend_config_args(backend_settings(root))]
     for args in (
-        ["init", "-input=false", "-no-color"],
+        # -reconfigure: the sandbox was reset, so whatever backend an earlier run initialised is gone
+        ["init", "-input=false", "-no-color", "-reconfigure", *backend],
         ["apply", "-input=false", "-no-color", "-auto-approve", f"-var=endpoint={endpoint}"],
     ):
         proc = run_terraform(args, cwd=root, env=env)
@@ -138,7 +155,7 @@ def main() -> int:
         AWS_DEFAULT_REGION="us-east-1",
     )
 
-    _step("seeding: base AMI, current releases, SSM latest pointers, artifacts bucket")
+    _step("seeding: base AMI, current releases, SSM latest pointers, artifacts and Terraform state buckets")
     from sandbox.seed import seed
 
     seeded = seed(endpoint)
@@ -158,8 +175,8 @@ def main() -> int:
     migrate = subprocess.Popen([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env,
                                stdout=migrate_log, stderr=subprocess.STDOUT)
 
-    _step("building the fleet with real Terraform (network root, then fleet root)")
-    for root in (TF_NETWORK, TF_FLEET):  # the sandbox was reset: old local state describes nothing that exists
+    _step("building the fleet with real Terraform (network root, then fleet root; state in the sandbox's S3)")
+    for root in (TF_NETWORK, TF_FLEET):  # local state of a run before the S3 backend: it describes nothing now
         for name in ("terraform.tfstate", "terraform.tfstate.backup"):
             (root / name).unlink(missing_ok=True)
     print(f"    network applied in {terraform_apply(TF_NETWORK, endpoint):.0f}s")

@@ -14,7 +14,8 @@
   In a region other than the one the seed bakes in, the AMI is a copy (``copy_image``), tagged like the source plus
   ``phoenix:copy-of`` and ``phoenix:source-region`` (what publish's copy step leaves), so any DAG of any role can
   run first on a fresh sandbox;
-* the S3 bucket ``phoenix-fleet-artifacts`` (versioned, public access blocked), the IAM instance profile
+* the S3 buckets ``phoenix-fleet-artifacts`` and ``phoenix-fleet-tfstate`` (the Terraform roots' S3 backend;
+  versioned, public access blocked, encrypted by default), the IAM instance profile
   ``phoenix-canary`` (role of the same name with SSM's managed-instance permissions), and a subnet tagged
   ``phoenix:subnet=canary`` in the default VPC for verification's canary instances.
 
@@ -45,6 +46,8 @@ from typing import Any
 SSM_PREFIX = "/phoenix/images"
 BASE_NAME_PREFIX = "phoenix-base-debian-12-"
 ARTIFACTS_BUCKET = "phoenix-fleet-artifacts"
+#: the Terraform roots' S3 backend (include/fleet.yaml: roles.<role>.terraform.backend_config.bucket)
+STATE_BUCKET = "phoenix-fleet-tfstate"
 CANARY_PROFILE = "phoenix-canary"
 CANARY_SUBNET_TAGS = {"phoenix:subnet": "canary"}
 MANAGED_BY = "phoenix-fleet"
@@ -464,18 +467,25 @@ class _Seeder:
     # ------------------------------------------------------------------ bucket, instance profile
 
     def bucket(self) -> str:
+        return self._bucket(ARTIFACTS_BUCKET)
+
+    def state_bucket(self) -> str:
+        """The Terraform state bucket (the roots' S3 backend; versioned, so an earlier state can be restored)."""
+        return self._bucket(STATE_BUCKET, encrypted=True)
+
+    def _bucket(self, name: str, *, encrypted: bool = False) -> str:
         try:
-            self.s3.head_bucket(Bucket=ARTIFACTS_BUCKET)
-            return ARTIFACTS_BUCKET
+            self.s3.head_bucket(Bucket=name)
+            return name
         except self.s3.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
                 raise
-        kwargs: dict[str, Any] = {"Bucket": ARTIFACTS_BUCKET}
+        kwargs: dict[str, Any] = {"Bucket": name}
         if self.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
         self.s3.create_bucket(**kwargs)
         self.s3.put_public_access_block(
-            Bucket=ARTIFACTS_BUCKET,
+            Bucket=name,
             PublicAccessBlockConfiguration={
                 "BlockPublicAcls": True,
                 "IgnorePublicAcls": True,
@@ -483,9 +493,16 @@ class _Seeder:
                 "RestrictPublicBuckets": True,
             },
         )
-        self.s3.put_bucket_versioning(Bucket=ARTIFACTS_BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        self.created.append(f"s3:{ARTIFACTS_BUCKET}")
-        return ARTIFACTS_BUCKET
+        self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        if encrypted:
+            self.s3.put_bucket_encryption(
+                Bucket=name,
+                ServerSideEncryptionConfiguration={
+                    "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+                },
+            )
+        self.created.append(f"s3:{name}")
+        return name
 
     def _ensure_ssm_policy(self) -> None:
         """The canary role needs SSM's core permissions: the AWS managed policy where the endpoint has it.
@@ -547,7 +564,7 @@ def seed(
 
     Returns ``{"account_id", "region", "endpoint_url", "base_ami": {"id", "name"}, "roles": {role: {"ami_id",
     "ami_name", "version", "label", "parameter", "parameter_version", "version_parameter", "regions", "amis":
-    {region: AMI id}}}, "bucket",
+    {region: AMI id}}}, "bucket", "state_bucket",
     "instance_profile": {"name", "arn", "role_arn"}, "canary_subnet": {"id", "vpc_id", "cidr"}, "created": [...],
     "changed": bool}``; ``created`` lists
     what this call made (empty on a second run).
@@ -558,6 +575,7 @@ def seed(
     wanted = role_regions() if roles is None else roles
     releases = {role: seeder.release(role, base, list(regions)) for role, regions in wanted.items()}
     bucket = seeder.bucket()
+    state_bucket = seeder.state_bucket()
     profile = seeder.instance_profile()
     canary = seeder.canary_subnet()
     return {
@@ -567,6 +585,7 @@ def seed(
         "base_ami": {"id": base["id"], "name": base["name"]},
         "roles": releases,
         "bucket": bucket,
+        "state_bucket": state_bucket,
         "instance_profile": profile,
         "canary_subnet": canary,
         "created": list(seeder.created),

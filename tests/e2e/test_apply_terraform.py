@@ -8,6 +8,7 @@ and the fleet root is applied from a temporary copy of include/terraform. Then:
   to it (the guard passes: only launch-template and ASG version updates), the ASGs follow (a replacement
   instance runs the new AMI), ``VerifyAsgLaunchTemplatesOperator`` agrees;
 * the next apply plans nothing: a successful no-op;
+* the state lives in the sandbox's S3 (the web role's ``backend_config``), with no lock left after a run;
 * a plan that destroys (a group dropped) or replaces (a forced-new attribute changed in a copy of the root) is
   refused, naming the addresses, and nothing is applied.
 
@@ -50,6 +51,7 @@ TERRAFORM_DIR = REPO / "include" / "terraform"
 REGION = "us-east-1"
 ENV = "sandbox"
 WEB_GROUPS = ("sandbox-web-a", "sandbox-web-b")
+STATE_KEY = "sandbox/fleet.tfstate"
 TEST_BUDGET_SECONDS = 90.0  # per test, generous for a loaded 2-core CI box; typical runs print ~25-45 s
 
 
@@ -101,7 +103,11 @@ class Fleet:
             "asgs": {"tags": {"phoenix:role": "web", "phoenix:env": ENV}},
             "regions": [REGION],
             "share_with_accounts": ["111122223333"],
-            "terraform": {"backend": "terraform", "workdir": str(self.workdir)},
+            "terraform": {
+                "backend": "terraform",
+                "workdir": str(self.workdir),
+                "backend_config": {"bucket": seeded["state_bucket"], "key": STATE_KEY, "region": REGION},
+            },
         }
         self.config.write_text(
             yaml.safe_dump({"version": 1, "artifacts_bucket": "phoenix-fleet-artifacts", "roles": {"web": role}})
@@ -146,10 +152,10 @@ def fleet(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fl
         fleet = Fleet(sandbox, tmp_path_factory.mktemp("apply-terraform"), seeded)
         # building the fleet creates everything: one plain `apply -auto-approve` (the operator would refuse creates
         # unless allowed, and its plan + show + apply cost three provider start-ups instead of one apply's)
-        from phoenix_fleet.hooks.terraform_hook import TerraformHook, var_args
+        from phoenix_fleet.hooks.terraform_hook import TerraformHook, backend_config_args, var_args
 
         build = TerraformHook(fleet.workdir, state_dir=fleet.state_dir, lock_timeout="30s")
-        build.init()
+        build.init(backend_config_args({"bucket": seeded["state_bucket"], "key": STATE_KEY, "region": REGION}))
         build.run(["apply", "-input=false", "-no-color", "-auto-approve", *var_args({"endpoint": sandbox.endpoint_url})])
         build.cleanup()
         print(f"\nfleet built in {time.monotonic() - started:.1f}s")
@@ -232,6 +238,11 @@ def test_apply_moves_the_launch_templates_and_the_asgs_follow(fleet: Fleet, reco
         assert (spec, default, image) == ("2", 2, new_ami), name
     assert fleet.lt_image("sandbox-worker-a")[2] == fleet.seeded["roles"]["worker"]["ami_id"]  # other role untouched
 
+    # the state is in the sandbox's S3, unlocked; the working copy holds none
+    s3 = fleet.sandbox.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=fleet.seeded["state_bucket"]).get("Contents", [])]
+    assert keys == [STATE_KEY] and not (fleet.workdir / "terraform.tfstate").exists()
+
     # the post-apply check agrees
     check = run_task(
         VerifyAsgLaunchTemplatesOperator(task_id="verify", role="web", config_path=str(fleet.config)), make_context()
@@ -301,7 +312,8 @@ def test_the_guard_refuses_a_destroy_and_names_it(fleet: Fleet, record_property:
 def test_the_guard_refuses_a_replacement_and_names_it(fleet: Fleet, record_property: Any) -> None:
     started = time.monotonic()
     before = {name: fleet.lt_image(name) for name in (*WEB_GROUPS, "sandbox-worker-a")}
-    # a copy of the root (with its state) where the ASG name, which forces a new group, changed
+    # a copy of the root (another working directory on the same S3 state) where the ASG name, which forces a new
+    # group, changed
     variant = fleet.tmp / "variant"
     shutil.rmtree(variant, ignore_errors=True)
     shutil.copytree(fleet.copy, variant, ignore=shutil.ignore_patterns(".terraform"))

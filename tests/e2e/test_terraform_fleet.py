@@ -11,7 +11,10 @@ through boto3, and checks that Terraform and the rolling recycler do not fight:
   is not drift;
 * moving ``/phoenix/images/web/latest`` to a new AMI plans exactly launch-template and ASG updates for the web
   groups (exit 2, read from ``terraform show -json``), the apply moves them to the new template version, and the
-  next plan is empty again.
+  next plan is empty again;
+* both roots keep their state in the sandbox's S3 (the partial ``backend "s3"``, configured at init as
+  include/fleet.yaml's ``backend_config`` says), locked with Terraform's S3 lock file: no local state file, no
+  lock object left behind.
 
 Never skipped: if ``terraform`` is missing the test fails and says so.
 """
@@ -38,6 +41,7 @@ ENV = "sandbox"
 GROUPS = {"web-a": "web", "web-b": "web", "worker-a": "worker"}
 APPLY_BUDGET_SECONDS = 60.0  # the fleet root, which every release applies
 NETWORK_BUDGET_SECONDS = 180.0
+NETWORK_STATE_KEY = "sandbox/network.tfstate"
 TF_TIMEOUT = 300
 
 
@@ -147,6 +151,19 @@ class Roots:
         for root in (self.network, self.fleet):
             (root / "terraform.tfvars.json").write_text(json.dumps({"endpoint": endpoint_url, "env": ENV}))
         self.env = terraform_env(base_env, workdir_state_dir=tmp / "tf-cli")
+        # the web role's backend settings from include/fleet.yaml; the network root keeps its state next to them
+        from phoenix_fleet.config import load_fleet_config
+        from phoenix_fleet.hooks.terraform_hook import backend_config_args
+
+        self.backend = dict(load_fleet_config(REPO / "include" / "fleet.yaml").role("web").terraform.backend_config)
+        self.state_keys = {self.fleet: str(self.backend["key"]), self.network: NETWORK_STATE_KEY}
+        self.backend_args = {
+            root: [f"-backend-config={a}" for a in backend_config_args({**self.backend, "key": key})]
+            for root, key in self.state_keys.items()
+        }
+
+    def init(self, root: Path) -> None:
+        self.run(root, "init", "-input=false", *self.backend_args[root])
 
     def run(self, root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
         proc = run_terraform([*args, "-no-color"], cwd=root, env=self.env, timeout=TF_TIMEOUT)
@@ -280,8 +297,9 @@ def test_terraform_builds_the_fleet_and_does_not_fight_the_recycler(
     role_ami = {role: info["ami_id"] for role, info in seeded["roles"].items()}
 
     roots = Roots(tmp_path, sandbox.endpoint_url, dict(os.environ))
-    roots.run(roots.network, "init", "-input=false")
-    roots.run(roots.fleet, "init", "-input=false")
+    assert roots.backend["bucket"] == seeded["state_bucket"]
+    roots.init(roots.network)
+    roots.init(roots.fleet)
 
     network_seconds = roots.timed_apply(roots.network)
     fleet_seconds = roots.timed_apply(roots.fleet)
@@ -291,6 +309,15 @@ def test_terraform_builds_the_fleet_and_does_not_fight_the_recycler(
     assert fleet_seconds < APPLY_BUDGET_SECONDS, f"fleet apply took {fleet_seconds:.1f}s"
     # the network root is applied once per sandbox; about 60 s of it are the provider's fixed ALB waits
     assert network_seconds < NETWORK_BUDGET_SECONDS, f"network apply took {network_seconds:.1f}s"
+
+    # ---------------------------------------------------------------- the state, in the sandbox's S3
+    s3 = sandbox.client("s3")
+    state_objects = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=seeded["state_bucket"]).get("Contents", []))
+    assert state_objects == sorted(roots.state_keys.values()), state_objects  # no .tflock left
+    for root, key in roots.state_keys.items():
+        assert not (root / "terraform.tfstate").exists()
+        state = json.loads(s3.get_object(Bucket=seeded["state_bucket"], Key=key)["Body"].read())
+        assert state["resources"], key
 
     out = roots.outputs(roots.fleet)
     groups_out = out["service_groups"]
@@ -504,7 +531,7 @@ def test_fleet_root_without_network_says_what_to_do(fleet_sandbox: Any, tmp_path
 
     seed(fleet_sandbox.endpoint_url)
     roots = Roots(tmp_path, fleet_sandbox.endpoint_url, dict(os.environ))
-    roots.run(roots.fleet, "init", "-input=false")
+    roots.init(roots.fleet)
     proc = roots.run(roots.fleet, "plan", "-input=false", ok=(1,))
     message = " ".join((proc.stdout + proc.stderr).split())
     assert "Apply the network root first" in message, message

@@ -149,6 +149,21 @@ def test_terraform_backend_needs_workdir(raw):
     assert "roles.web.terraform: backend terraform needs a workdir" in _errors(raw)
 
 
+def test_terraform_backend_config(raw):
+    web = parse_fleet_config(raw).roles["web"].terraform
+    assert web.backend_config == {"bucket": "phoenix-fleet-tfstate", "key": "sandbox/fleet.tfstate", "region": "us-east-1"}
+    assert web.allow_local_state is False
+    raw["roles"]["web"]["terraform"]["backend_config"]["bucket=x"] = "y"
+    msg = _errors(raw)
+    assert "roles.web.terraform.backend_config: 'bucket=x' is not a backend setting name" in msg and "Fix:" in msg
+
+
+def test_native_backend_takes_no_state_settings(raw):
+    raw["roles"]["worker"]["terraform"]["allow_local_state"] = True
+    msg = _errors(raw)
+    assert "roles.worker.terraform: backend native runs no Terraform" in msg and "Fix: remove them" in msg
+
+
 def test_unknown_suspend_process(raw):
     raw["roles"]["web"]["rollout"]["suspend_processes"] = ["AZRebalance", "Rebalance"]
     assert "'Rebalance' is not an AutoScaling process" in _errors(raw)
