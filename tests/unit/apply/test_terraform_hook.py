@@ -358,7 +358,7 @@ def test_the_roles_terraform_vars_are_expanded_on_the_worker(root, terraform_sta
         "image": {"packer_template": "p", "base_ami": {"name": "n-*", "owners": ["self"]}},
         "asgs": {"tags": {"phoenix:role": "web"}},
         "regions": ["us-east-1"],
-        "terraform": {"backend": "terraform", "workdir": str(root),
+        "terraform": {"backend": "terraform", "workdir": str(root), "allow_local_state": True,
                       "vars": {"image": "ami-${PHX_TEST_IMAGE_SUFFIX}", "generation": "${PHX_TEST_UNSET_VAR}"}},
     }
     cfg.write_text(yaml.safe_dump({"version": 1, "artifacts_bucket": "phoenix-fleet-artifacts", "roles": {"web": role}}))
@@ -388,7 +388,8 @@ def _web_role_config(tmp_path: Path, root: Path) -> str:
         "image": {"packer_template": "p", "base_ami": {"name": "n-*", "owners": ["self"]}},
         "asgs": {"tags": {"phoenix:role": "web"}},
         "regions": ["us-east-1"],
-        "terraform": {"backend": "terraform", "workdir": str(root), "vars": {"image": "ami-1"}},
+        "terraform": {"backend": "terraform", "workdir": str(root), "vars": {"image": "ami-1"},
+                      "allow_local_state": True},  # this root keeps a local state (one machine)
     }
     cfg = tmp_path / "fleet.yaml"
     cfg.write_text(yaml.safe_dump({"version": 1, "artifacts_bucket": "phoenix-fleet-artifacts", "roles": {"web": role}}))
