@@ -10,6 +10,7 @@ Chromium is Debian's ``chromium`` (``.ci/apt-packages.txt``); without it this te
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -97,7 +98,8 @@ def inventory_run(sandbox: Any, tmp_path_factory: Any) -> Iterator[dict[str, Any
         mp.setenv("PHOENIX_REPORT_DIR", str(report_dir))
         mp.setenv("NO_PROXY", "127.0.0.1,localhost")
         mp.delenv("PHOENIX_INVENTORY_SNS_TOPIC_ARN", raising=False)
-        fleet = F.build_fleet(sandbox)
+        # the DAG run measures ages against the clock: the fleet is aged relative to now, not to F.NOW
+        fleet = F.build_fleet(sandbox, now=datetime.datetime.now(datetime.UTC))
         sandbox.client("s3").create_bucket(Bucket="phoenix-fleet-artifacts")
 
         migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, timeout=300)

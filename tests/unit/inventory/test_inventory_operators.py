@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -33,7 +34,8 @@ def test_template_fields() -> None:
 
 
 def test_collect_report_and_notify(sandbox_clean: Any, tmp_path: Any, capsys: Any) -> None:
-    fleet = F.build_fleet(sandbox_clean)
+    # the operators measure ages against the clock: the fleet is aged relative to now, not to F.NOW
+    fleet = F.build_fleet(sandbox_clean, now=dt.datetime.now(dt.UTC))
     s3 = sandbox_clean.client("s3")
     s3.create_bucket(Bucket=BUCKET)
 
