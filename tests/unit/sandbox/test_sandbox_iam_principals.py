@@ -52,7 +52,11 @@ def test_an_enforced_test_fails_naming_the_action_and_the_principal(sandbox_clea
     from tests.helpers.iam_enforced import assert_no_denials, enforce_iam
 
     enforce_iam(sandbox_clean, monkeypatch)
-    worker = boto3.client("autoscaling", endpoint_url=sandbox_clean.endpoint_url, region_name="us-east-1")
+    # a new session reads the environment now (boto3.client reuses the default session, whose credentials an
+    # earlier test may have resolved and cached)
+    worker = boto3.session.Session().client(
+        "autoscaling", endpoint_url=sandbox_clean.endpoint_url, region_name="us-east-1"
+    )
     assert worker.describe_auto_scaling_groups()["AutoScalingGroups"] == []  # the worker's env credentials
     try:
         worker.create_launch_configuration(LaunchConfigurationName="x", ImageId="ami-12c6146b", InstanceType="t3.small")
