@@ -13,7 +13,9 @@ moto answers instantly and never fails (see ``shared/notes/moto.md``). The sandb
   - ``ssm_command``: Run Command invocation ``InProgress`` -> ``Success``/``Failed``/...;
 
 * **fault injection** from outside the server with plain AWS calls (``fault_tags``): EC2 tags on instances
-  and images, see the ``TAG_*`` constants; plus ``fail_image_name_patterns`` and ``ssm_rules`` in the config;
+  and images, see the ``TAG_*`` constants; plus ``fail_image_name_patterns``, ``ssm_rules`` and ``api_faults``
+  (any JSON- or query-protocol API call answered with an AWS error, e.g. SSM PutParameter in one region) in the
+  config;
 * **fixes** of moto bugs: ``fix_ssm_targeting`` (send_command to one instance targets every instance) and
   ``fix_target_registration`` (terminated instances stay registered in target groups; ASG replacements after
   ``ec2.terminate_instances`` are not registered).
@@ -233,6 +235,73 @@ class SsmOutcome:
         return cls(status, exit_code, stdout or "", stderr)
 
 
+@dataclass(frozen=True)
+class ApiFault:
+    """Answer matching API calls with an AWS error instead of serving them (JSON and query protocols: SSM, EC2,
+    AutoScaling, ELBv2, STS, IAM, ...; not S3).
+
+    ``action`` (required), ``service`` (the signing name: ``ssm``, ``ec2``, ``autoscaling``), ``region`` and the
+    values of ``params`` (top-level request parameters, e.g. ``{"Name": "/phoenix/images/*/latest"}``) are fnmatch
+    patterns; ``None`` matches anything. ``times``: answer that many matching calls, then serve them again
+    (``None``: every one); the count restarts whenever the config changes. A 4xx ``status`` is not retried by
+    the SDKs unless the code is a throttling one; 5xx is.
+    """
+
+    action: str
+    service: str | None = None
+    region: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    code: str = "InternalFailure"
+    message: str = "phoenix-sandbox: injected API fault"
+    status: int = 400
+    times: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.action, str) or not self.action:
+            raise ValueError("an api fault needs an 'action' (e.g. PutParameter)")
+        for name in ("service", "region"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"api fault {name} must be a string pattern, got {getattr(self, name)!r}")
+        params = self.params
+        if isinstance(params, Mapping):
+            params = tuple(sorted(params.items()))
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in params):
+            raise ValueError(f"api fault params must map parameter names to string patterns, got {self.params!r}")
+        object.__setattr__(self, "params", tuple(params))
+        if isinstance(self.status, bool) or not isinstance(self.status, int) or not 400 <= self.status <= 599:
+            raise ValueError(f"api fault status must be an HTTP error status (400-599), got {self.status!r}")
+        if self.times is not None and (isinstance(self.times, bool) or not isinstance(self.times, int) or self.times < 1):
+            raise ValueError(f"api fault times must be a whole number >= 1 or null, got {self.times!r}")
+
+    def matches(self, service: str | None, action: str | None, region: str | None, params: Mapping[str, Any]) -> bool:
+        pairs = ((self.action, action), (self.service, service), (self.region, region))
+        if not all(p is None or fnmatch.fnmatchcase(v or "", p) for p, v in pairs):
+            return False
+        return all(
+            isinstance(params.get(k), str | int | float) and fnmatch.fnmatchcase(str(params[k]), p)
+            for k, p in self.params
+        )
+
+    @classmethod
+    def from_json(cls, value: Any) -> ApiFault:
+        if isinstance(value, ApiFault):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"an api fault is a JSON object, got {value!r}")
+        names = {f.name for f in fields(cls)}
+        unknown = set(value) - names
+        if unknown:
+            raise ValueError(f"unknown api fault key(s) {sorted(unknown)}; known: {sorted(names)}")
+        if "action" not in value:
+            raise ValueError("an api fault needs an 'action' (e.g. PutParameter)")
+        return cls(**dict(value))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        out["params"] = dict(self.params)
+        return out
+
+
 _LATENCY_FIELDS = (
     "instance_boot",
     "instance_status_checks",
@@ -261,6 +330,8 @@ class RealismConfig:
     fail_image_name_patterns: tuple[str, ...] = ()
     #: Run Command outcomes by instance/image/document; first match wins (after the ``ssm-*`` tags).
     ssm_rules: tuple[SsmRule, ...] = ()
+    #: API calls answered with an AWS error instead of being served; first match wins.
+    api_faults: tuple[ApiFault, ...] = ()
     #: Honour the ``phoenix-sandbox:*`` fault-injection tags.
     fault_tags: bool = False
     #: send_command targets only the instances asked for; unknown/not running ones raise InvalidInstanceId.
@@ -284,6 +355,7 @@ class RealismConfig:
             raise ValueError("fail_image_name_patterns must be a list of strings")
         object.__setattr__(self, "fail_image_name_patterns", tuple(self.fail_image_name_patterns))
         object.__setattr__(self, "ssm_rules", tuple(SsmRule.from_json(r) for r in self.ssm_rules))
+        object.__setattr__(self, "api_faults", tuple(ApiFault.from_json(r) for r in self.api_faults))
 
     # -- construction ---------------------------------------------------------------------------------------
 
@@ -319,6 +391,10 @@ class RealismConfig:
                 if not isinstance(value, list | tuple):
                     raise ValueError("ssm_rules must be a list of rule objects")
                 kwargs[key] = tuple(SsmRule.from_json(r) for r in value)
+            elif key == "api_faults":
+                if not isinstance(value, list | tuple):
+                    raise ValueError("api_faults must be a list of fault objects")
+                kwargs[key] = tuple(ApiFault.from_json(r) for r in value)
             else:
                 kwargs[key] = value
         return replace(base, **kwargs)
@@ -338,7 +414,7 @@ class RealismConfig:
             value = getattr(self, f.name)
             if isinstance(value, Latency):
                 out[f.name] = value.to_json()
-            elif f.name == "ssm_rules":
+            elif f.name in ("ssm_rules", "api_faults"):
                 out[f.name] = [r.to_json() for r in value]
             elif isinstance(value, tuple):
                 out[f.name] = list(value)
@@ -430,6 +506,7 @@ class Realism:
 
         #: who called what, allowed or denied, while ``iam_access_control`` was on (forgotten by a state reset)
         self.iam_audit = IamAudit()
+        self._fault_hits: dict[int, int] = {}  # api_faults index -> calls answered (restarts with the config)
 
     @property
     def config(self) -> RealismConfig:
@@ -442,12 +519,29 @@ class Realism:
     def set_config(self, config: RealismConfig) -> RealismConfig:
         with self._lock:
             self._config = config
+            self._fault_hits = {}
         return config
 
     def update_config(self, changes: Mapping[str, Any]) -> RealismConfig:
         with self._lock:
             self._config = self._config.updated(changes)
+            self._fault_hits = {}
             return self._config
+
+    def take_fault(
+        self, service: str | None, action: str | None, region: str | None, params: Mapping[str, Any]
+    ) -> ApiFault | None:
+        """The api fault that answers this call (counted), or None: serve it."""
+        with self._lock:
+            for index, fault in enumerate(self._config.api_faults):
+                if not fault.matches(service, action, region, params):
+                    continue
+                hits = self._fault_hits.get(index, 0)
+                if fault.times is not None and hits >= fault.times:
+                    continue
+                self._fault_hits[index] = hits + 1
+                return fault
+        return None
 
     def reset(self, *, state: bool = True, config: bool = False) -> None:
         """Forget all AWS state (``moto-api/reset``, which also drops every realism clock) and optionally

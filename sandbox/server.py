@@ -18,8 +18,10 @@ In-process API (tests)::
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 from .realism import MOTO_VERSION, Realism, RealismConfig, install, request_scope
 
@@ -100,6 +103,12 @@ class SandboxApp:
         path = environ.get("PATH_INFO", "") or ""
         if path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"):
             return self._control(environ, start_response)
+        if self.realism.config.api_faults:
+            answer = injected_fault(self.realism, environ)
+            if answer is not None:
+                status, headers, body = answer
+                start_response(status, headers)
+                return [body]
         with request_scope(self.realism):
             return self.moto(environ, start_response)
 
@@ -139,6 +148,65 @@ class SandboxApp:
         data = json.dumps(payload, indent=1, default=str).encode()
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
+
+
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
+
+
+def injected_fault(realism: Realism, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
+    """The error reply of the first matching ``api_faults`` rule (realism config), or None: serve the call.
+
+    Reads the request the way the SDKs send it: region and service from the SigV4 credential scope, the action
+    from ``X-Amz-Target`` (JSON protocol) or the ``Action`` form field (query protocol), the parameters from the
+    JSON body or the form. The body is read once and put back for moto.
+    """
+    from urllib.parse import parse_qs
+
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    scope = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION") or "")
+    region, service = (scope.group(1), scope.group(2)) if scope else (None, None)
+    target = environ.get("HTTP_X_AMZ_TARGET") or ""
+    params: dict[str, Any] = {}
+    if target:
+        action = target.rsplit(".", 1)[-1]
+        try:
+            loaded = json.loads(body or b"{}")
+        except json.JSONDecodeError:
+            loaded = {}
+        params = loaded if isinstance(loaded, dict) else {}
+    else:
+        form = parse_qs(body.decode("utf-8", "replace")) if body else {}
+        form.update({k: v for k, v in parse_qs(environ.get("QUERY_STRING") or "").items() if k not in form})
+        params = {k: v[0] for k, v in form.items() if v}
+        action = params.get("Action")
+    fault = realism.take_fault(service, action, region, params)
+    if fault is None:
+        return None
+    status = f"{fault.status} {'Service Unavailable' if fault.status == 503 else 'Error'}"
+    request_id = "phoenix-sandbox-fault"
+    if target:
+        payload = json.dumps({"__type": fault.code, "message": fault.message}).encode()
+        headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", fault.code),
+                   ("x-amzn-RequestId", request_id)]
+    elif service == "ec2":
+        payload = (
+            f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{escape(fault.code)}</Code>"
+            f"<Message>{escape(fault.message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
+        ).encode()
+        headers = [("Content-Type", "text/xml")]
+    else:
+        payload = (
+            f"<ErrorResponse><Error><Type>{'Sender' if fault.status < 500 else 'Receiver'}</Type>"
+            f"<Code>{escape(fault.code)}</Code><Message>{escape(fault.message)}</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        ).encode()
+        headers = [("Content-Type", "text/xml")]
+    return status, [*headers, ("Content-Length", str(len(payload)))], payload
 
 
 def age_instances(region: Any = None, *, instance_ids: Sequence[str] = (), asg: str | None = None,
