@@ -15,7 +15,7 @@ export PHOENIX_SANDBOX_DIR ?= $(CURDIR)/.sandbox
 export PHOENIX_SANDBOX_PORT ?= 5055
 export PHOENIX_FLEET_CONFIG ?= $(CURDIR)/include/fleet.yaml
 
-.PHONY: help setup demo test lint system-packages sandbox-start sandbox-stop sandbox-reset airflow clean
+.PHONY: help setup demo demo-clock test lint system-packages sandbox-start sandbox-stop sandbox-reset airflow clean
 
 help:
 	@sed -n '2,5p' Makefile
@@ -30,8 +30,12 @@ $(CURDIR)/.tools/bin/uv:
 
 setup: .venv/.synced
 
-demo: setup
-	$(RUN) python -m sandbox.demo
+# demo-clock runs before setup, so that the demo can print setup's time too (a fresh clone's uv and venv)
+demo-clock:
+	@mkdir -p $(PHOENIX_SANDBOX_DIR) && date +%s > $(PHOENIX_SANDBOX_DIR)/demo-start
+
+demo: demo-clock setup
+	PHOENIX_DEMO_SETUP_SECONDS=$$(( $$(date +%s) - $$(cat $(PHOENIX_SANDBOX_DIR)/demo-start) )) $(RUN) python -m sandbox.demo
 
 lint: setup
 	$(RUN) ruff check .

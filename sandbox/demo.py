@@ -5,14 +5,19 @@
 2. seed it (base AMI, each role's current release, the SSM "latest" pointers, the artifacts and Terraform state
    buckets);
 3. build the fleet with real Terraform (include/terraform/envs/sandbox: the network root, then the fleet), the
-   state in the sandbox's S3 as include/fleet.yaml's ``backend_config`` says;
+   state in the sandbox's S3 as include/fleet.yaml's ``backend_config`` says (one state key per root, so the
+   two roots never wait on each other's lock). The network root runs in the background: the AWS provider waits
+   a fixed 2 x 30 s after it creates the ALB, and the fleet root only looks the network's resources up, so the
+   fleet root applies as soon as they exist (the ALB included) while the network root sits out its waits, and
+   the release runs meanwhile;
 4. print the fleet: roles, ASGs, instances, AMI and version;
 5. run the weekly release of one role (``ami_release_<role>``), then its rollout (``fleet_rollout_<role>``)
    and the inventory report (``fleet_inventory``) with ``airflow dags test``, when those DAGs exist. The DAGs
    read include/fleet.yaml with one change, printed: a warmup of ``DEMO_WARMUP_SECONDS`` instead of the
    sample's 30 s (the sandbox's instances serve at once; ``airflow dags test`` runs mapped tasks one after
    the other, so every batch's warmup adds up);
-6. print the fleet again, a summary, and where the report and logs are.
+6. print the fleet again, a summary, where the report and logs are, and each phase's wall and CPU time
+   (``sandbox/demo_phases.py``), with the load average.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sandbox.demo_phases import Background, Phases, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 TF_FLEET = REPO / "include" / "terraform" / "envs" / "sandbox"
@@ -80,6 +87,29 @@ def terraform_apply(root: Path, endpoint: str) -> float:
             sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
             raise SystemExit(f"terraform {args[0]} in {root.relative_to(REPO)} failed (exit {proc.returncode})")
     return time.monotonic() - t0
+
+
+def network_ready(endpoint: str, env: str = "sandbox", region: str = "us-east-1") -> bool:
+    """Everything the fleet root looks up from the network root exists (include/terraform/envs/sandbox/network.tf:
+    the VPC by its tags, two public subnets, the instances' security group, the ALB by name)."""
+    import boto3
+
+    kw = {"endpoint_url": endpoint, "region_name": region}
+    ec2, elbv2 = boto3.client("ec2", **kw), boto3.client("elbv2", **kw)
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "tag:phoenix:network", "Values": [env]},
+                                      {"Name": "tag:Name", "Values": [f"{env}-phoenix"]}])["Vpcs"]
+    if len(vpcs) != 1:
+        return False
+    in_vpc = {"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]}
+    subnets = ec2.describe_subnets(Filters=[in_vpc, {"Name": "tag:phoenix:tier", "Values": ["public"]}])["Subnets"]
+    groups = ec2.describe_security_groups(
+        Filters=[in_vpc, {"Name": "group-name", "Values": [f"{env}-phoenix-instances"]}])["SecurityGroups"]
+    if len(subnets) < 2 or not groups:
+        return False
+    try:
+        return bool(elbv2.describe_load_balancers(Names=[f"{env}-phoenix"])["LoadBalancers"])
+    except elbv2.exceptions.LoadBalancerNotFoundException:
+        return False
 
 
 def fleet_rows(endpoint: str, region: str = "us-east-1") -> list[dict[str, str]]:
@@ -143,12 +173,24 @@ def airflow_dags_test(env: dict[str, str], dag_id: str, conf: dict, log_dir: Pat
 
 
 def main() -> int:
-    t_start = time.monotonic()
+    phases = Phases()
+    setup = os.environ.get("PHOENIX_DEMO_SETUP_SECONDS", "").strip()
+    if setup.isdigit():
+        phases.extra_seconds["make setup (uv, the venv from uv.lock)"] = float(setup)
+    try:
+        return _demo(phases)
+    finally:
+        _step("phase times (wall, and CPU where it can be told apart)")
+        print(phases.report())
+
+
+def _demo(phases: Phases) -> int:
     sandbox_dir = Path(os.environ.get("PHOENIX_SANDBOX_DIR", REPO / ".sandbox"))
     _step("starting the sandbox cloud (moto + realism extensions; see docs/sandbox.md)")
-    endpoint = start_sandbox()
-    _sandbox("reset")
-    _sandbox("config", "--profile", "demo")
+    with phases("sandbox: start, reset, demo profile"):
+        endpoint = start_sandbox()
+        _sandbox("reset")
+        _sandbox("config", "--profile", "demo")
     print(f"    {endpoint} (profile demo: instances boot in seconds, AMIs pend, targets report health)")
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
@@ -158,7 +200,8 @@ def main() -> int:
     _step("seeding: base AMI, current releases, SSM latest pointers, artifacts and Terraform state buckets")
     from sandbox.seed import seed
 
-    seeded = seed(endpoint)
+    with phases("seed"):
+        seeded = seed(endpoint)
     for role, info in sorted(seeded["roles"].items()):
         print(f"    {role}: {info['ami_id']} version {info['version']}")
 
@@ -172,37 +215,51 @@ def main() -> int:
     # Airflow's metadata DB is prepared while Terraform builds the fleet (fresh: the sandbox was reset too)
     (sandbox_dir / "airflow" / "airflow.db").unlink(missing_ok=True)
     migrate_log = (log_dir / "airflow-db-migrate.log").open("w")
-    migrate = subprocess.Popen([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env,
-                               stdout=migrate_log, stderr=subprocess.STDOUT)
+    migrate_cmd = [str(Path(sys.executable).with_name("airflow")), "db", "migrate"]
+    migrate = Background("airflow db migrate", lambda: subprocess.run(
+        migrate_cmd, env=env, stdout=migrate_log, stderr=subprocess.STDOUT).returncode)
 
-    _step("building the fleet with real Terraform (network root, then fleet root; state in the sandbox's S3)")
+    _step("building the fleet with real Terraform (network root in the background, fleet root once the network "
+          "exists; state in the sandbox's S3)")
     for root in (TF_NETWORK, TF_FLEET):  # local state of a run before the S3 backend: it describes nothing now
         for name in ("terraform.tfstate", "terraform.tfstate.backup"):
             (root / name).unlink(missing_ok=True)
-    print(f"    network applied in {terraform_apply(TF_NETWORK, endpoint):.0f}s")
-    print(f"    fleet applied in {terraform_apply(TF_FLEET, endpoint):.0f}s")
+    network = Background("terraform network root", lambda: terraform_apply(TF_NETWORK, endpoint))
+    with phases("terraform fleet root (from the moment the network's resources exist)"):
+        waited = wait_until("the network root's VPC, subnets, security group and ALB",
+                            lambda: network_ready(endpoint), timeout=600, also=network)
+        print(f"    the network's resources exist after {waited:.0f}s (the network root goes on waiting for its ALB)")
+        print(f"    fleet applied in {terraform_apply(TF_FLEET, endpoint):.0f}s")
 
     _step("the fleet")
     before = fleet_rows(endpoint)
     print_fleet(before)
 
-    migrate.wait(timeout=600)
+    with phases("airflow db migrate (what was left of it)"):
+        if migrate.join(timeout=600) != 0:
+            raise SystemExit(f"airflow db migrate failed: see {migrate_log.name}")
     migrate_log.close()
-    if migrate.returncode != 0:
-        raise SystemExit(f"airflow db migrate failed (exit {migrate.returncode}): see {migrate_log.name}")
-    if "ami_release" not in dags:
-        return 0
-    print(f"\n    DAGs read {os.environ['PHOENIX_FLEET_CONFIG']}: include/fleet.yaml with a rollout warmup of "
-          f"{DEMO_WARMUP_SECONDS}s (the sample says 30s)")
+    phases.add("airflow db migrate", migrate.wall or 0, background=True)
+    results: dict[str, bool] = {}
+    if "ami_release" in dags:
+        print(f"\n    DAGs read {os.environ['PHOENIX_FLEET_CONFIG']}: include/fleet.yaml with a rollout warmup of "
+              f"{DEMO_WARMUP_SECONDS}s (the sample says 30s)")
+        _step(f"weekly security release of role {DEMO_ROLE}: bake → verify → publish")
+        with phases(f"ami_release_{DEMO_ROLE}"):
+            results["release"] = airflow_dags_test(env, f"ami_release_{DEMO_ROLE}", {}, log_dir)
+        if results["release"] and "fleet_rollout" in dags:
+            _step(f"rollout of the new image over every {DEMO_ROLE} ASG: apply → canary → recycle → health gate")
+            with phases(f"fleet_rollout_{DEMO_ROLE}"):
+                results["rollout"] = airflow_dags_test(env, f"fleet_rollout_{DEMO_ROLE}", {}, log_dir)
+        if "fleet_inventory" in dags:
+            _step("nightly inventory report")
+            with phases("fleet_inventory"):
+                results["inventory"] = airflow_dags_test(env, "fleet_inventory", {}, log_dir)
 
-    _step(f"weekly security release of role {DEMO_ROLE}: bake → verify → publish")
-    results = {"release": airflow_dags_test(env, f"ami_release_{DEMO_ROLE}", {}, log_dir)}
-    if results["release"] and "fleet_rollout" in dags:
-        _step(f"rollout of the new image over every {DEMO_ROLE} ASG: apply → canary → recycle → health gate")
-        results["rollout"] = airflow_dags_test(env, f"fleet_rollout_{DEMO_ROLE}", {}, log_dir)
-    if "fleet_inventory" in dags:
-        _step("nightly inventory report")
-        results["inventory"] = airflow_dags_test(env, "fleet_inventory", {}, log_dir)
+    with phases("terraform network root (what was left of its wait)"):
+        seconds = network.join(timeout=900)
+    phases.add("terraform network root", network.wall or seconds, background=True)
+    print(f"    network root applied in {seconds:.0f}s, in the background")
 
     _step("the fleet after the release")
     after = fleet_rows(endpoint)
@@ -214,7 +271,7 @@ def main() -> int:
     for name, ok in results.items():
         print(f"    {name}: {'ok' if ok else 'FAILED'}")
     print(f"    reports: {reports}   logs: {log_dir}")
-    print(f"    took {time.monotonic() - t_start:.0f}s; sandbox still running at {endpoint} (make sandbox-stop)")
+    print(f"    sandbox still running at {endpoint} (make sandbox-stop)")
     return 0 if all(results.values()) else 1
 
 
