@@ -122,14 +122,17 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
         tagged on the AMI (``phoenix:version``), else the next free one today (UTC)
     :param notes_summary_limit: entries per list in the bounded summary (asset event, XCom); default
         ``release_notes.SUMMARY_LIMIT`` (10)
+    :param operator_notes: the operator's notes (the release form's ``release_notes``, as ``plan`` kept them):
+        whole in the release notes in S3, clipped in the summary; plain text, never a template
     :param config_path: fleet config (default: ``$PHOENIX_FLEET_CONFIG`` / include/fleet.yaml)
 
     Returns (and pushes under each key) ``{"role", "version", "version_source", "label", "ami_id", "ami_name",
-    "region", "regions", "accounts", "previous_version", "already_published", "release_notes": {"markdown_uri",
-    "json_uri", "summary"}}``.
+    "region", "regions", "accounts", "previous_version", "already_published", "operator_notes" (clipped),
+    "release_notes": {"markdown_uri", "json_uri", "summary"}}``.
     """
 
-    template_fields: Sequence[str] = ("role", "ami_id", "version", "aws_conn_id", "region_name")
+    # operator_notes is a template field so that an XComArg (the plan's) resolves; the plan refuses Jinja delimiters
+    template_fields: Sequence[str] = ("role", "ami_id", "version", "operator_notes", "aws_conn_id", "region_name")
     ui_color = "#d9f2e6"
 
     def __init__(
@@ -139,6 +142,7 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
         ami_id: str,
         version: str | None = None,
         notes_summary_limit: int | None = None,
+        operator_notes: Any = None,
         config_path: str | None = None,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
@@ -149,6 +153,7 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
         self.ami_id = ami_id
         self.version = version
         self.notes_summary_limit = notes_summary_limit
+        self.operator_notes = operator_notes
         self.config_path = config_path
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
@@ -175,11 +180,16 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
             resolve_version,
             tag_map,
         )
-        from phoenix_fleet.release.release_notes import SUMMARY_LIMIT, release_notes_keys
+        from phoenix_fleet.release.release_notes import SUMMARY_LIMIT, clip_notes, release_notes_keys
 
         fleet = self.fleet()
         role = self.role_config()
         region = self.region_name or role.home_region
+        if self.operator_notes is not None and not isinstance(self.operator_notes, str):
+            raise ValueError(
+                f"operator_notes: a {type(self.operator_notes).__name__}, not text. Fix: pass the plan's operator_notes"
+            )
+        operator_notes = (self.operator_notes or "").strip()
         ami_id = str(self.ami_id or "").strip()
         if not ami_id.startswith("ami-"):
             raise ValueError(f"ami_id: {self.ami_id!r} is not an AMI id. Fix: pass the verified AMI (ami-...)")
@@ -227,7 +237,7 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
         tagged = hook.tag_image_and_snapshots(image, new_tags)
         self.log.info("tagged %s", ", ".join(tagged))
 
-        notes = self._release_notes(hook, bucket, version, previous, ami_id, bake_version)
+        notes = self._release_notes(hook, bucket, version, previous, ami_id, bake_version, operator_notes)
         md_uri = hook.write_s3_text(bucket, md_key, notes.to_markdown(), "text/markdown; charset=utf-8")
         json_uri = hook.write_s3_text(bucket, json_key, notes.to_json(), "application/json")
         self.log.info("release notes: %s, %s\n%s", md_uri, json_uri, notes.to_markdown())
@@ -244,6 +254,7 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
             "accounts": list(role.share_with_accounts),
             "previous_version": previous,
             "already_published": already_published,
+            "operator_notes": clip_notes(operator_notes),
             "release_notes": {
                 "markdown_uri": md_uri,
                 "json_uri": json_uri,
@@ -256,7 +267,8 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
         return result
 
     def _release_notes(
-        self, hook: ImageHook, bucket: str, version: str, previous: str | None, ami_id: str, bake_version: str | None
+        self, hook: ImageHook, bucket: str, version: str, previous: str | None, ami_id: str, bake_version: str | None,
+        operator_notes: str = "",
     ) -> Any:
         from phoenix_fleet.release.release_notes import (
             PackageListSource,
@@ -275,7 +287,7 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
             if baked.text is not None:
                 current = baked
         prev = fetch(previous) if previous else None
-        return build_release_notes(self.role, version, ami_id, previous, current, prev)
+        return build_release_notes(self.role, version, ami_id, previous, current, prev, operator_notes)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -536,7 +548,9 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
     :param outlets: default ``[image_asset(role)]`` (``x-phoenix://images/<role>``)
 
     The asset event's extra: ``{"role", "version", "label", "previous_version", "home_region", "ami_id", "amis":
-    {region: ami}, "release_notes": <bounded summary>, "release_notes_uri", "published_at", "already_published"}``.
+    {region: ami}, "release_notes": <bounded summary>, "release_notes_uri", "operator_notes" (at most
+    ``release_notes.OPERATOR_NOTES_SUMMARY_MAX`` characters), "published_at", "already_published"}``. Each release
+    log entry (the new version of ``latest`` and ``latest-version``) has the operator's notes in its description.
     Returns that plus ``"parameters": {region: {"latest": n, "latest-version": n}}`` and ``"shared_with"``.
     """
 
@@ -652,14 +666,19 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
                 hooks[region].share_image(image, accounts, region)
                 self.log.info("%s: shared %s and its snapshots with %s", region, image["ImageId"], ", ".join(accounts))
 
-        # 3. move the pointers, labelled with the version (the release log)
+        # 3. move the pointers, labelled with the version (the release log; each entry's description carries the
+        # operator's notes)
+        from phoenix_fleet.release.release_notes import clip_notes
+
+        operator_notes = clip_notes(str(release.get("operator_notes") or ""))
         parameters: dict[str, dict[str, int]] = {}
         for region, ami in amis.items():
             parameters[region] = {
-                "latest": self._move(hooks[region], region, pointer, ami, label, "aws:ec2:image",
-                                     f"AMI id of the latest published {self.role} image (moved by publish)"),
+                "latest": self._move(hooks[region], region, pointer, ami, label, "aws:ec2:image", release_log_description(
+                    f"AMI id of the latest published {self.role} image ({version}, moved by publish)", operator_notes)),
                 "latest-version": self._move(hooks[region], region, version_param, str(version), label, "text",
-                                             f"Version of the latest published {self.role} image (moved by publish)"),
+                                             release_log_description(f"Version of the latest published {self.role} "
+                                                                     "image (moved by publish)", operator_notes)),
             }
 
         # 4. published-at (kept from the first publish on a re-run)
@@ -683,6 +702,7 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
             "amis": amis,
             "release_notes": notes.get("summary"),
             "release_notes_uri": notes.get("markdown_uri"),
+            "operator_notes": operator_notes,
             "published_at": published_at,
             "already_published": already,
         }
@@ -717,6 +737,19 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
         hook.label_parameter_version(name, number, [label], region)
         self.log.info("%s: %s = %s (version %s, label %s)", region, name, value, number, label)
         return number
+
+
+SSM_DESCRIPTION_MAX = 1024  # characters of a parameter's Description (AWS limit)
+
+
+def release_log_description(base: str, operator_notes: str, limit: int = SSM_DESCRIPTION_MAX) -> str:
+    """A release log entry's description: ``base``, then the operator's notes, clipped to fit ``limit``."""
+    from phoenix_fleet.release.release_notes import clip_notes
+
+    if not operator_notes:
+        return base[:limit]
+    head = f"{base}. Operator's notes: "
+    return head + clip_notes(operator_notes, max(limit - len(head), 0))
 
 
 def bound_extra(extra: dict[str, Any], limit: int = ASSET_EXTRA_MAX_BYTES) -> dict[str, Any]:

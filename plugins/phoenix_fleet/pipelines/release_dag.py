@@ -100,7 +100,8 @@ def release_params() -> dict[str, Param]:
             **string_list(REGION_PATTERN, 32, 30, "one region per line, e.g. us-east-1"),
         ),
         "release_notes": form_param(
-            None, f"Your notes for this release, at most {NOTES_MAX} characters (kept in the release plan).",
+            None, f"Your notes for this release, at most {NOTES_MAX} characters: in the published release notes, the "
+            "release log, the image's asset event, the rollout's summary and the notifications.",
             title="Release notes", section=publish, type="string", maxLength=NOTES_MAX, format="multiline",
             pattern=NO_JINJA_PATTERN,
             **{"x-fix": f"plain text of at most {NOTES_MAX} characters, without {{{{, {{% or {{#"},
@@ -302,7 +303,10 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             launch >> healthy >> tests >> mark
             [healthy, tests, mark] >> terminate
 
-        release = ReleaseImageOperator(task_id="release", role=role_name, ami_id=ami, version=the_plan["version"])
+        release = ReleaseImageOperator(
+            task_id="release", role=role_name, ami_id=ami, version=the_plan["version"],
+            operator_notes=the_plan["operator_notes"],
+        )
         copies = CopyImageToRegionOperator.partial(
             task_id="copy_to_region", role=role_name, ami_id=release.output["ami_id"],
             source_region=home, max_active_tis_per_dagrun=4,

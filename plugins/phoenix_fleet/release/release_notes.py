@@ -7,11 +7,16 @@ Where things live in the artifacts bucket (bake uploads the package list, publis
     images/<role>/<version>/release-notes.json                (publish)
 
 A missing package list never fails a publish: the notes say what is missing and carry no diff.
+
+The operator's notes (the release form's ``release_notes``, at most ``form_params.NOTES_MAX`` characters) are part
+of them: whole in the Markdown and the JSON; :func:`clip_notes` cuts them to ``OPERATOR_NOTES_SUMMARY_MAX``
+characters where space is bounded (the asset event's extra, XCom, the SSM release log entry).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +29,17 @@ from phoenix_fleet.release.package_diff import (
 
 SUMMARY_LIMIT = 10
 """Entries per list (upgraded, added, removed, downgraded) in the bounded summary of the asset event."""
+OPERATOR_NOTES_SUMMARY_MAX = 1000
+"""Characters of the operator's notes in the bounded summary (the release notes in S3 keep them whole)."""
+
+
+def clip_notes(text: str | None, limit: int = OPERATOR_NOTES_SUMMARY_MAX) -> str:
+    """``text`` stripped, cut to ``limit`` characters with a marker saying where the whole text is."""
+    text = (text or "").strip()
+    if len(text) <= limit:
+        return text
+    marker = f" [... {len(text) - limit} more characters in the release notes in S3]"
+    return text[: max(limit - len(marker), 0)].rstrip() + marker
 
 
 def image_prefix(role: str, version: str) -> str:
@@ -59,6 +75,7 @@ class ReleaseNotes:
     previous_package_count: int | None = None
     package_list_uri: str | None = None
     previous_package_list_uri: str | None = None
+    operator_notes: str = ""  # what the operator wrote in the release form (plain text, verbatim)
 
     @property
     def title(self) -> str:
@@ -88,6 +105,7 @@ class ReleaseNotes:
             "packages": self.package_count,
             "previous_packages": self.previous_package_count,
             "notes": list(self.notes),
+            "operator_notes": self.operator_notes,
             "diff": self.diff.to_dict() if self.diff is not None else None,
         }
 
@@ -103,6 +121,10 @@ class ReleaseNotes:
         lines = [f"# Release notes: {self.title}", "", *head]
         if self.package_count is not None:
             lines.append(f"{self.package_count} packages.")
+        if self.operator_notes:
+            # verbatim, as a fenced block: operator text, never read as Markdown (or anything else)
+            fence = "~" * max([3, *(len(run) + 1 for run in re.findall(r"~+", self.operator_notes))])
+            lines += ["", "## Operator's notes", "", fence, self.operator_notes, fence]
         if self.notes:
             lines += ["", *(f"> {n}" for n in self.notes)]
         if self.diff is not None:
@@ -119,9 +141,12 @@ def build_release_notes(
     previous_version: str | None,
     current: PackageListSource,
     previous: PackageListSource | None,
+    operator_notes: str | None = None,
 ) -> ReleaseNotes:
-    """The notes from the two package lists (either may be missing or unreadable: then they say so)."""
-    notes = ReleaseNotes(role, version, ami_id, previous_version, None, package_list_uri=current.uri)
+    """The notes from the two package lists (either may be missing or unreadable: then they say so), with the
+    operator's notes."""
+    notes = ReleaseNotes(role, version, ami_id, previous_version, None, package_list_uri=current.uri,
+                         operator_notes=(operator_notes or "").strip())
     new = _parse(current, "this image's package list", notes)
     if new is not None:
         notes.package_count = len(new)

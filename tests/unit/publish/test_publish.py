@@ -37,10 +37,14 @@ NEW_PACKAGES = (
 )
 
 
-def publish(cfg: str, ami: str, version: str | None = None, regions=(HOME, OTHER)) -> dict[str, Any]:
+def publish(
+    cfg: str, ami: str, version: str | None = None, regions=(HOME, OTHER), operator_notes: str | None = None
+) -> dict[str, Any]:
     """The three publish tasks of a release DAG, in order, through their deferrals."""
     ctx = outlet_context()
-    release = ReleaseImageOperator(task_id="release", role="web", ami_id=ami, version=version, config_path=cfg)
+    release = ReleaseImageOperator(
+        task_id="release", role="web", ami_id=ami, version=version, config_path=cfg, operator_notes=operator_notes
+    )
     rel = run_task(release, ctx).result
     copies = []
     deferrals = []
@@ -87,10 +91,12 @@ def test_three_releases_grow_never_repeat_and_are_logged(sandbox_clean, tmp_path
     assert one["extra"]["version"] == v1
     assert "First release" in one["extra"]["release_notes"]["notes"][0]
 
-    # release 2: the package diff against release 1 goes into S3, the log and the asset event
+    # release 2: the package diff against release 1 goes into S3, the log and the asset event, and so do the
+    # operator's notes (verbatim: shell text and Markdown are text; longer than the bounded places hold)
     ami2 = bake(sandbox, version=v2)
     upload_packages(s3, "web", v2, NEW_PACKAGES)
-    two = publish(cfg, ami2)
+    operator_notes = "CVE-2024-5535: openssl.\n```\n$(rm -rf /) ~~~ `x`\n```\n" + "details " * 200
+    two = publish(cfg, ami2, operator_notes=operator_notes)
     extra = two["extra"]
     assert extra["version"] == v2 and extra["previous_version"] == v1
     assert extra["ami_id"] == ami2
@@ -105,6 +111,20 @@ def test_three_releases_grow_never_repeat_and_are_logged(sandbox_clean, tmp_path
     assert f"web {v2} (since {v1})" in md and "- telnet 0.17+2.4-2" in md and "openssl: 3.0.11-1~deb12u1 -> 3.0.15-1~deb12u1" in md
     stored = json.loads(s3.get_object(Bucket=BUCKET, Key=f"images/web/{v2}/release-notes.json")["Body"].read())
     assert stored["previous_version"] == v1 and stored["diff"]["added"] == [{"name": "unattended-upgrades", "version": "2.9.1+nmu3"}]
+    # the operator's notes: whole in S3 (the Markdown fences them so that their own fences stay text), clipped with
+    # a pointer to S3 in the asset event and in the release log entry of every region
+    assert stored["operator_notes"] == operator_notes.strip()
+    assert "## Operator's notes\n\n~~~~\n" + operator_notes.strip() + "\n~~~~\n" in md
+    assert len(operator_notes) > 1000 and extra["operator_notes"].startswith("CVE-2024-5535: openssl.\n```\n$(rm")
+    assert len(extra["operator_notes"]) == 1000 and "more characters in the release notes in S3]" in extra["operator_notes"]
+    assert two["release"]["operator_notes"] == extra["operator_notes"]
+    for region in (HOME, OTHER):
+        for name in ("/phoenix/images/web/latest", "/phoenix/images/web/latest-version"):
+            entry = [h for h in sandbox.client("ssm", region).get_parameter_history(Name=name)["Parameters"]
+                     if f"v{v2}" in h.get("Labels", [])]
+            assert len(entry) == 1 and "Operator's notes: CVE-2024-5535: openssl." in entry[0]["Description"], entry
+            assert len(entry[0]["Description"]) <= 1024
+    assert "operator_notes" not in one["extra"]["release_notes"] and one["extra"]["operator_notes"] == ""
 
     # release 3: no version tag on the image, none given: the next free one today
     ami3 = bake(sandbox, version=None)
