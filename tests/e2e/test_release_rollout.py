@@ -24,7 +24,9 @@ def test_release_then_rollout_moves_the_fleet(airflow_db, seeded, worker_fleet):
                 "phoenix:verify-run": "manual__timed-out", "phoenix:canary-expires": "2026-01-01T00:00:00+00:00",
             }.items()]}],
     )["Instances"][0]["InstanceId"]
-    release = dag_from("ami_release", "ami_release_worker").test(run_conf={})
+    notes = "Weekly security release: openssl 3.0.15 (CVE-2024-5535).\nNo config change."
+    release_dag = dag_from("ami_release", "ami_release_worker")
+    release = release_dag.test(run_conf={"release_notes": notes})
     states = {ti.task_id: ti.state for ti in release.get_task_instances()}
     assert release.state == "success", states
     assert states["verify.terminate_canary"] == "success" and states["settle_version_claim"] == "success", states
@@ -53,6 +55,35 @@ def test_release_then_rollout_moves_the_fleet(airflow_db, seeded, worker_fleet):
     assert set(images.values()) == {new_ami}, f"fleet not entirely on {version}: {images}"
     summary = [ti for ti in rollout.get_task_instances() if ti.task_id == "summary"][0]
     assert summary.state == "success"
+
+    # the operator's release notes, read back from every place they go (issue 14, item 3)
+    import json
+
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from phoenix_fleet.config import load_fleet_config
+    from phoenix_fleet.pipelines.notify import release_message, rollout_message, xcom
+
+    bucket = load_fleet_config().artifacts_bucket
+    stored = h.client("s3").get_object(Bucket=bucket, Key=f"images/worker/{version}/release-notes.json")["Body"]
+    assert json.loads(stored.read())["operator_notes"] == notes  # the published release notes
+    md = h.client("s3").get_object(Bucket=bucket, Key=f"images/worker/{version}/release-notes.md")["Body"].read()
+    assert notes in md.decode()
+    [entry] = [e for e in ssm.get_parameter_history(Name="/phoenix/images/worker/latest-version")["Parameters"]
+               if f"v{version}" in e.get("Labels", [])]
+    assert entry["Description"].endswith(f"Operator's notes: {notes}"), entry  # the release log entry
+    with create_session() as session:
+        extras = [e.extra for e in session.query(AssetEvent).filter(AssetEvent.source_run_id == release.run_id)]
+    assert [x["operator_notes"] for x in extras] == [notes], extras  # the asset event's extra
+    release_context = {"dag": release_dag, "dag_run": release, "run_id": release.run_id}
+    assert f"Operator's notes: {notes}" in release_message("worker", "succeeded", release_context).body
+    rollout_context = {"dag": dag_from("fleet_rollout", "fleet_rollout_worker"), "dag_run": rollout,
+                       "run_id": rollout.run_id}
+    rolled = xcom(rollout_context, "summary")
+    assert rolled["operator_notes"] == notes  # the rollout's summary
+    assert rolled["release_notes_uri"] == f"s3://{bucket}/images/worker/{version}/release-notes.md"
+    body = rollout_message("worker", "succeeded", rollout_context).body
+    assert f"Operator's release notes: {notes}" in body and rolled["release_notes_uri"] in body  # its notification
 
 
 def test_bad_rollout_conf_is_rejected_before_anything_changes(airflow_db, seeded, worker_fleet):

@@ -245,9 +245,16 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
                 "dry_run": plan["dry_run"],
                 "asgs": results,
                 "lines": [asg_line(r) for r in results],
+                # the release's notes, as the plan read them from the release notes in S3
+                "operator_notes": plan.get("operator_notes") or "",
+                "release_notes_uri": plan.get("release_notes_uri"),
             }
             for line in out["lines"]:
                 print(line)
+            if out["release_notes_uri"]:
+                print(f"Release notes: {out['release_notes_uri']}")
+            if out["operator_notes"]:
+                print(f"Operator's release notes: {out['operator_notes']}")
             return out
 
         apply >> check >> canary

@@ -154,7 +154,34 @@ def plan_rollout(
         "policy": overrides,
         "require_approval": bool(approval),
         "dry_run": bool(params.get("dry_run") or False),
+        **published_notes(fleet, role_name, str(version), hook),
     }
+
+
+def published_notes(fleet: FleetConfig, role_name: str, version: str, hook: Any) -> dict[str, Any]:
+    """``{"operator_notes", "release_notes_uri"}`` of the version, from its release notes in the artifacts bucket
+    (what publish wrote; the same for a rollout the asset event started and one a person triggered). The operator's
+    notes are clipped as in the asset event. A version without release notes (the seed's) has none; one that cannot
+    be read is said in ``release_notes_error`` and never stops the rollout."""
+    import json
+
+    from phoenix_fleet.release.release_notes import clip_notes, release_notes_keys
+
+    md_key, json_key = release_notes_keys(role_name, version)
+    bucket = fleet.artifacts_bucket
+    out: dict[str, Any] = {"operator_notes": "", "release_notes_uri": None}
+    try:
+        text = hook.read_s3_text(bucket, json_key, region=fleet.role(role_name).home_region)
+        if text is None:
+            return out
+        stored = json.loads(text)
+    except Exception as e:  # the rollout goes on without them; the summary says why
+        out["release_notes_error"] = f"s3://{bucket}/{json_key}: {e}"[:500]
+        return out
+    out["release_notes_uri"] = f"s3://{bucket}/{md_key}"
+    notes = stored.get("operator_notes") if isinstance(stored, dict) else None
+    out["operator_notes"] = clip_notes(notes if isinstance(notes, str) else "")
+    return out
 
 
 def describe_rollout(plan: Mapping[str, Any]) -> str:
@@ -166,4 +193,10 @@ def describe_rollout(plan: Mapping[str, Any]) -> str:
         f"  approval: {'required' if plan['require_approval'] else 'not required'}",
         f"  policy overrides: {plan['policy'] or 'none (fleet config)'}",
     ]
+    if plan.get("release_notes_uri"):
+        lines.append(f"  release notes: {plan['release_notes_uri']}")
+    if plan.get("operator_notes"):
+        lines.append(f"  operator's notes: {plan['operator_notes']}")
+    if plan.get("release_notes_error"):
+        lines.append(f"  release notes unreadable: {plan['release_notes_error']}")
     return "\n".join(lines)

@@ -277,3 +277,32 @@ def test_the_release_plan_finds_the_base_ami_or_fails_naming_the_field(seeded, s
     with pytest.raises(ReleaseParamError, match=r"roles.web.image.base_ami: no AMI named 'phoenix-base-debian-12-\*' "
                        r"owned by self in us-east-1 .*Fix: correct the role's base_ami in the fleet config"):
         plan_release(FLEET, "web", {}, hook)
+
+
+def test_the_rollout_plan_reads_the_operator_s_notes_from_the_published_release_notes():
+    """What the rollout's summary and notification carry: the notes publish wrote for that version (clipped as in
+    the asset event); none for a version without release notes; an unreadable object is said, never fatal."""
+    import json
+
+    from phoenix_fleet.pipelines.rollout_plan import published_notes
+
+    class S3:
+        def __init__(self, answer):
+            self.answer, self.read = answer, []
+
+        def read_s3_text(self, bucket, key, region=None):
+            self.read.append((bucket, key, region))
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    key = "images/web/2026.12.01-1/release-notes"
+    hook = S3(json.dumps({"version": "2026.12.01-1", "operator_notes": "openssl\n" + "x" * 2000}))
+    got = published_notes(FLEET, "web", "2026.12.01-1", hook)
+    assert hook.read == [(FLEET.artifacts_bucket, f"{key}.json", WEB.home_region)]
+    assert got["release_notes_uri"] == f"s3://{FLEET.artifacts_bucket}/{key}.md"
+    assert got["operator_notes"].startswith("openssl\nxxx") and len(got["operator_notes"]) == 1000
+    assert got["operator_notes"].endswith("more characters in the release notes in S3]")
+    assert published_notes(FLEET, "web", "2026.12.01-1", S3(None)) == {"operator_notes": "", "release_notes_uri": None}
+    denied = published_notes(FLEET, "web", "2026.12.01-1", S3(PermissionError("AccessDenied")))
+    assert denied["operator_notes"] == "" and f"{key}.json: AccessDenied" in denied["release_notes_error"]
