@@ -341,6 +341,18 @@ def _injected_status(tag: str, which: str) -> dict[str, Any] | None:
     return None
 
 
+def _exact_image_id(ami_ids: Any, filters: Any, exec_users: Any, owners: Any) -> str | None:
+    """The one image id a describe_images call asks for by an ``image-id`` filter without wildcards, else None."""
+    if ami_ids or exec_users or owners or not filters or len(filters) != 1:
+        return None
+    wanted = filters.get("image-id")
+    if isinstance(wanted, list) and len(wanted) == 1:
+        wanted = wanted[0]
+    if isinstance(wanted, str) and not any(c in wanted for c in "*?["):
+        return wanted
+    return None
+
+
 def _patch_amis() -> None:
     # AmiBackend.create_image / copy_image / register_image (ec2/models/amis.py) create "available" images.
     def make_create(original: Any) -> Any:
@@ -354,6 +366,28 @@ def _patch_amis() -> None:
     for name in ("create_image", "copy_image", "register_image"):
         _wrap(EC2Backend, name, make_create)
 
+    def make_by_id(original: Any) -> Any:
+        # Instance.__init__ (ec2/models/instances.py) finds its AMI with describe_images(filters={"image-id": id}),
+        # which fnmatches that id against every image of the region (moto loads ~1,300 Amazon ones): ~10 ms per
+        # instance launched, most of the cost of seeding a fleet of thousands. One id without a wildcard is
+        # looked up instead; the answer is the same (that image, or none). Anything else goes to moto.
+        def describe_images(
+            self: Any,
+            ami_ids: list[str] | None = None,
+            filters: dict[str, Any] | None = None,
+            exec_users: list[str] | None = None,
+            owners: list[str] | None = None,
+        ) -> Any:
+            wanted = _exact_image_id(ami_ids, filters, exec_users, owners)
+            if wanted is not None:
+                image = self.amis.get(wanted)
+                return [image] if image is not None else []
+            return original(self, ami_ids, filters, exec_users, owners)
+
+        return describe_images
+
+    _wrap(EC2Backend, "describe_images", make_by_id)
+
     def make_describe(original: Any) -> Any:
         def describe_images(
             self: Any,
@@ -363,9 +397,9 @@ def _patch_amis() -> None:
             owners: list[str] | None = None,
         ) -> Any:
             if current() is not None:
-                pending = [
-                    a for a in list(self.amis.values()) if getattr(a, "_phx", None) and not a._phx.clock.done
-                ]
+                wanted = _exact_image_id(ami_ids, filters, exec_users, owners)
+                candidates = [self.amis[wanted]] if wanted in self.amis else [] if wanted else list(self.amis.values())
+                pending = [a for a in candidates if getattr(a, "_phx", None) and not a._phx.clock.done]
                 if pending:
                     stripped = (
                         {k: v for k, v in (filters or {}).items() if k != "state"} if filters else filters
@@ -1071,11 +1105,44 @@ def _patch_s3_conditional_writes() -> None:
     _wrap(S3Response, "_key_response_post", serialise)  # CompleteMultipartUpload (If-None-Match: *)
 
 
+def _patch_lookups() -> None:
+    """Lookups by id that moto makes by scanning, several times for every instance launched: seeding 10,000
+    instances took minutes, growing with the square of the fleet. Same answers, found directly."""
+
+    def make_get_instance(original: Any) -> Any:
+        # InstanceBackend.get_instance (ec2/models/instances.py) copies every reservation (all_reservations)
+        # and walks them all, for each instance launched (its volume's attachment asks for it). Ids are unique:
+        # the newest reservations are walked first, without copies, so a fresh instance is found at once.
+        def get_instance(self: Any, instance_id: str) -> Any:
+            for reservation in reversed(list(self.reservations.values())):
+                for instance in reservation.instances:
+                    if instance.id == instance_id:
+                        return instance
+            return original(self, instance_id)  # raises InvalidInstanceID.NotFound as moto does
+
+        return get_instance
+
+    _wrap(EC2Backend, "get_instance", make_get_instance)
+
+    def make_describe_volumes(original: Any) -> Any:
+        # EBSBackend.describe_volumes (ec2/models/elastic_block_store.py) filters every volume of the region by
+        # a list membership test, for each instance launched.
+        def describe_volumes(self: Any, volume_ids: list[str] | None = None, filters: Any = None) -> Any:
+            if volume_ids and len(volume_ids) == 1 and not filters and volume_ids[0] in self.volumes:
+                return [self.volumes[volume_ids[0]]]
+            return original(self, volume_ids, filters)
+
+        return describe_volumes
+
+    _wrap(EC2Backend, "describe_volumes", make_describe_volumes)
+
+
 def apply() -> None:
     _patch_s3_conditional_writes()
     _patch_dispatch()
     _patch_ec2()
     _patch_amis()
+    _patch_lookups()
     _patch_autoscaling()
     _patch_elbv2()
     _patch_ssm()

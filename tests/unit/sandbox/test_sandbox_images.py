@@ -127,3 +127,29 @@ def test_copy_image_honours_client_token_as_aws_does(sandbox_clean: Any, ec2: An
     assert ec2.copy_image(ClientToken="tok-1", **args)["ImageId"] not in (first, second)
     without = [eu.copy_image(**args)["ImageId"] for _ in range(2)]  # no token: no idempotency
     assert len(set(without)) == 2
+
+
+def test_an_image_looked_up_by_id_is_found_without_scanning_every_image(
+    sandbox_clean: Any, ec2: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch finds its AMI by id (Instance.__init__): the same image as moto's filter, without fnmatching the
+    id against the region's ~1,300 images (10 ms per instance, most of seeding a fleet of thousands)."""
+    import moto.ec2.models.amis as amis
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    arm = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "architecture", "Values": ["arm64"]}])["Images"])[0]
+    queries: list[Any] = [arm, [arm], "ami-00000000", arm[:-2] + "*"]
+    expected = [[a.id for a in amis.generic_filter({"image-id": q}, list(backend.amis.values()))] for q in queries]
+    scans = []
+    real_filter = amis.generic_filter
+    monkeypatch.setattr(amis, "generic_filter", lambda *a: scans.append(a) or real_filter(*a))
+    for query, want in zip(queries, expected, strict=True):
+        assert [a.id for a in backend.describe_images(filters={"image-id": query})] == want, query
+    assert expected[0] == [arm] and expected[2] == [] and arm in expected[3]
+    assert len(scans) == 1  # only the wildcard went to moto's filter
+    scans.clear()
+    instance = ec2.run_instances(ImageId=arm, MinCount=2, MaxCount=2)["Instances"][0]
+    assert instance["Architecture"] == "arm64"  # taken from the image found
+    assert scans == []
