@@ -9,18 +9,23 @@ launch template version). Renewing never upgrades: when the template moved to a 
 the ASG is skipped (the rollout of that image replaces its instances anyway).
 
 1. `select` reads the report the inventory announced (its S3 copy, else its local path; the `report` Param
-   overrides) and picks at most `max_asgs` ASGs, most overdue first (the rest wait for the next run). ASGs of no
-   role, or whose launch template runs an AMI that is not ours, are never touched (listed in the log);
+   overrides) and picks the ASGs **due** (instances that would pass max age before the next run), most overdue
+   first. How many: enough to **keep up with the fleet**, every renewable ASG renewed within its role's max age
+   minus `lead_days` (`ceil(ASGs / (max age - lead))` a night per role), or all that are due tonight if more,
+   never more than the budget (`max_asgs`, else the config's `max_age_asgs_per_run`). The log and the summary
+   say when the budget **cannot keep up** (and what to set), and which due ASGs wait. ASGs of no role, or whose
+   launch template runs an AMI that is not ours, are never touched (listed in the log);
 2. `renew` (mapped, 2 ASGs at a time) replaces the instances older than *max age - `lead_days`*: one that would
    pass the age before the next inventory is renewed now. An ASG another rollout holds is skipped. A failure
    halts that ASG with its capacity restored (there is no other image to roll back to);
-3. `summary` lists what each ASG did; a failed renewal fails the run (the summary does not run).
+3. `summary` lists what each ASG did and the throughput (keeps up or not); a failed renewal fails the run (the
+   summary does not run).
 
 **Notifications:** a failure (which ASG, the run link, what to do) goes to the config's `notifications` (SNS,
 Slack) and the log; a success only with `notifications.on_success`.
 
-**Trigger form:** `dry_run` (print each plan, change nothing), `max_asgs` (0: the config's
-`max_age_asgs_per_run`), `lead_days`, `report` (a `report.json` path or `s3://` URI; empty: the triggering
+**Trigger form:** `dry_run` (print each plan, change nothing), `max_asgs` (the budget of this run; 0: the
+config's `max_age_asgs_per_run`), `lead_days`, `report` (a `report.json` path or `s3://` URI; empty: the triggering
 report, else `s3://<artifacts_bucket>/inventory/latest/report.json`). See docs/inventory.md.
 """
 
@@ -53,8 +58,9 @@ PARAMS = {
     ),
     "max_asgs": form_param(
         None,
-        "ASGs to renew this run, most overdue first. Empty or 0: max_age_asgs_per_run in include/fleet.yaml.",
-        title="ASGs per run",
+        "The most ASGs this run may renew (the budget; it renews what keeps up with the fleet). Empty or 0: "
+        "max_age_asgs_per_run in include/fleet.yaml.",
+        title="Budget (ASGs per run)",
         section="What to renew",
         type="integer",
         minimum=0,
@@ -94,7 +100,7 @@ PARAMS = {
 )
 def fleet_max_age():
     @task
-    def select(params: dict | None = None, triggering_asset_events=None) -> list[dict]:
+    def select(params: dict | None = None, triggering_asset_events=None, ti=None) -> list[dict]:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
         from airflow.sdk.exceptions import AirflowFailException
         from phoenix_fleet.config import cached_fleet_config
@@ -114,13 +120,14 @@ def fleet_max_age():
             problems = unknown_fields(params, PARAMS)
             if problems:
                 raise MaxAgeParamError("invalid fleet_max_age parameters:\n  " + "\n  ".join(problems))
-            limit, lead = limits(params, cfg.max_age_asgs_per_run)
+            budget, lead = limits(params, cfg.max_age_asgs_per_run)
             ref = report_ref(params.get("report"), triggering_asset_events, cfg.artifacts_bucket)
             report = read_report(ref, lambda: AwsBaseHook(aws_conn_id="aws_default", client_type="s3").conn)
-            kwargs, plan = renewals(report, limit, lead)
+            kwargs, plan = renewals(report, budget, lead)
         except MaxAgeParamError as exc:  # bad input: fail now, no retry, nothing changed
             raise AirflowFailException(str(exc)) from None
         print(describe(plan, report, ref, lead))
+        ti.xcom_push(key="throughput", value=plan["throughput"])  # for the summary (a few hundred bytes)
         return kwargs
 
     renew = AsgRecycleOperator.partial(
@@ -143,7 +150,20 @@ def fleet_max_age():
             print(f"{r['asg']}: {r['outcome']}, {r['replaced']} replaced in {r['duration_seconds']}s: {r['message']}")
         if not results:
             print("nothing renewed (no ASG due, or every one skipped: see select and renew)")
-        return {"renewed": [r["asg"] for r in results if r["outcome"] == "forward"], "results": results}
+        rate = ti.xcom_pull(task_ids="select", key="throughput") or {}
+        if rate:
+            print(
+                f"throughput: {rate['needed_per_night']} renewal(s) a night keep up with {rate['asgs']} ASG(s); "
+                f"budget {rate['budget']}: " + ("keeps up" if rate["keeps_up"] else rate["message"])
+            )
+            if rate.get("behind"):
+                print(f"behind: {rate['behind']} due ASG(s) wait for the next run (their instances pass max age)")
+        return {
+            "renewed": [r["asg"] for r in results if r["outcome"] == "forward"],
+            "results": results,
+            "keeps_up": rate.get("keeps_up"),
+            "throughput": {k: rate.get(k) for k in ("asgs", "needed_per_night", "budget", "per_run", "due_asgs", "behind", "message")},
+        }
 
     renew >> summary()
 

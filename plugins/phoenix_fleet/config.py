@@ -351,7 +351,11 @@ class FleetConfig(_Strict):
     artifacts_bucket: str
     ssm_prefix: str = "/phoenix/images"
     max_age_days: int = Field(default=14, ge=1, le=365)
-    max_age_asgs_per_run: int = Field(default=4, ge=1, le=500, description="ASGs fleet_max_age renews per run")
+    # the budget: fleet_max_age renews what keeps up with the fleet (every ASG within max age - lead days), at most
+    # this many a run. 48: 2 renewals at a time (the DAG's renew concurrency) of ~10 min each for 4 hours a night.
+    max_age_asgs_per_run: int = Field(
+        default=48, ge=1, le=500, description="the most ASGs fleet_max_age renews per run (its budget)"
+    )
     environments: dict[str, Environment] = Field(default_factory=dict)
     notifications: Notifications = Field(default_factory=Notifications)
     defaults: dict[str, Any] = Field(default_factory=dict)

@@ -6,14 +6,20 @@ The DAG (dags/fleet_max_age.py) runs after each inventory (its Asset) or by hand
 1. ``report_ref`` picks the report: the run's ``report`` Param, else the triggering inventory event's S3 copy
    (any worker can read it), else its local path, else ``s3://<artifacts_bucket>/inventory/latest/report.json``;
 2. ``read_report`` loads it (S3 or a local file) and checks its schema;
-3. ``renewals`` turns ``report.max_age_plan(report, limit)`` into one AsgRecycleOperator kwargs dict per ASG
-   (``max_age_days`` = the role's max age minus ``lead_days``: an instance that would pass the age before the
-   next nightly run is renewed now, so none lives past it).
+3. ``throughput`` says how many ASGs this run renews: enough to keep up with the fleet (every renewable ASG
+   renewed within its role's max age minus ``lead_days``: ``ceil(ASGs / (max age - lead))`` a night per role),
+   more when instances are already past max age, never more than the budget (``max_age_asgs_per_run``, or the
+   ``max_asgs`` Param); it says when the budget cannot keep up, and what to set;
+4. ``renewals`` turns ``report.max_age_plan(report, per_run, lead_days)`` into one AsgRecycleOperator kwargs
+   dict per ASG (``max_age_days`` = the role's max age minus ``lead_days``: an instance that would pass the age
+   before the next nightly run is renewed now, so none lives past it).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ from typing import Any
 from phoenix_fleet import asset_events
 
 from .inventory_assets import INVENTORY_ASSET_URI
-from .report import SCHEMA_ID, max_age_plan
+from .report import SCHEMA_ID, max_age_plan, renewal_skip_reason
 
 _NOT_THERE = frozenset({"NoSuchKey", "NoSuchBucket", "AccessDenied", "404", "403"})
 
@@ -102,20 +108,85 @@ def _number(params: Mapping[str, Any], name: str, default: float, lo: float, hi:
     return number
 
 
-def limits(params: Mapping[str, Any], config_limit: int) -> tuple[int, float]:
-    """(ASGs per run, lead days) from the Params; ``max_asgs`` 0 means the fleet config's."""
-    max_asgs = int(_number(params, "max_asgs", 0, 0, 500)) or config_limit
+def limits(params: Mapping[str, Any], config_budget: int) -> tuple[int, float]:
+    """(the budget: most ASGs this run may renew, lead days) from the Params; ``max_asgs`` 0 means the fleet
+    config's ``max_age_asgs_per_run``."""
+    budget = int(_number(params, "max_asgs", 0, 0, 500)) or config_budget
     lead = _number(params, "lead_days", 1, 0, 30)
-    return max_asgs, lead
+    return budget, lead
 
 
-def renewals(report: Mapping[str, Any], limit: int, lead_days: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(kwargs for one AsgRecycleOperator per ASG to renew, the plan with recycle/deferred/skipped).
+def throughput(report: Mapping[str, Any], budget: int, lead_days: float) -> dict[str, Any]:
+    """How many ASGs this run renews, and whether the budget keeps up with the fleet.
 
+    Every renewable ASG (of a role, on a launch-template AMI of ours, with instances) must be renewed within its
+    role's max age minus ``lead_days`` (the *window*): one run a night (after each inventory) keeps up by renewing
+    ``ceil(ASGs / window)`` of each role a night (``needed``). ``per_run`` is that, or the number of ASGs *due*
+    tonight (instances that would pass max age before the next run) if more, never more than ``budget``.
+    ``keeps_up`` is ``needed <= budget``; otherwise ``message`` says so, what every ASG's renewal interval
+    becomes, and the fix. ``behind``: due ASGs this run leaves for the next (the budget is below tonight's
+    clump: instances of those pass max age; deferring spreads the clump over the next nights).
+    """
+    amis = {(a["region"], a["image_id"]): a for a in report.get("amis", [])}
+    asgs: Counter[str] = Counter()
+    windows: dict[str, float] = {}
+    for a in report["asgs"]:
+        if not a.get("instances") or renewal_skip_reason(a, amis):
+            continue
+        role = a["role"]
+        asgs[role] += 1
+        window = float(a["max_age_days"]) - lead_days
+        if window <= 0:
+            raise MaxAgeParamError(
+                f"params.lead_days: {lead_days:g} is not below {role}'s max age of {a['max_age_days']} days. "
+                "Fix: a lead of a day or two (the time between two inventories)"
+            )
+        windows[role] = min(window, windows.get(role, window))
+    roles = {
+        role: {"asgs": n, "window_days": round(windows[role], 2), "per_night": math.ceil(n / windows[role])}
+        for role, n in sorted(asgs.items())
+    }
+    needed = sum(r["per_night"] for r in roles.values())
+    due = max_age_plan(report, 0, lead_days)["deferred"]  # renewable ASGs that must go tonight
+    overdue = sum(1 for e in due if e["stale"])
+    per_run = min(budget, max(needed, len(due)))
+    out: dict[str, Any] = {
+        "asgs": sum(asgs.values()),
+        "roles": roles,
+        "needed_per_night": needed,
+        "due_asgs": len(due),
+        "overdue_asgs": overdue,
+        "behind": max(0, len(due) - per_run),
+        "budget": budget,
+        "per_run": per_run,
+        "keeps_up": needed <= budget,
+        "message": None,
+    }
+    if not out["keeps_up"]:
+        cycle = sum(asgs.values()) / budget  # nights to renew them all at the budget
+        shortest = min(windows.values())
+        out["message"] = (
+            f"fleet_max_age cannot keep up: {out['asgs']} renewable ASG(s) need {needed} renewal(s) a night to renew "
+            "each within max age minus lead days ("
+            + ", ".join(f"{role}: {r['asgs']} / {r['window_days']:g} days" for role, r in roles.items())
+            + f"); the budget is {budget} (max_age_asgs_per_run or params.max_asgs), so an ASG is renewed every "
+            f"~{cycle:.1f} days, not within {shortest:g}: instances will live past max age. Fix: "
+            f"max_age_asgs_per_run: {needed} or more in the fleet config (docs/scale.md sizes the renew concurrency "
+            "and the API budget for it), or a longer max_age_days"
+        )
+    return out
+
+
+def renewals(report: Mapping[str, Any], budget: int, lead_days: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(kwargs for one AsgRecycleOperator per ASG to renew, the plan with recycle/deferred/skipped/throughput).
+
+    How many: :func:`throughput` (``per_run``, at most ``budget``). Which: the due ASGs, most overdue first.
     Each kwargs: ``asg_name, region_name, role, max_age_days, target_image_id, target_label``. The target is
     the image the report saw the ASG's launch template use: if it moved since, the renewal skips (the
     rollout of the new image renews those instances anyway)."""
-    plan = max_age_plan(report, limit)
+    rate = throughput(report, budget, lead_days)
+    plan: dict[str, Any] = dict(max_age_plan(report, rate["per_run"], lead_days))
+    plan["throughput"] = rate
     out = []
     for entry in plan["recycle"]:
         age = float(entry["max_age_days"]) - lead_days
@@ -137,19 +208,38 @@ def renewals(report: Mapping[str, Any], limit: int, lead_days: float) -> tuple[l
 
 def describe(plan: Mapping[str, Any], report: Mapping[str, Any], ref: str, lead_days: float) -> str:
     """What this run will do, for the log."""
+    rate = plan.get("throughput") or {}
     lines = [
         f"inventory report {ref} (generated {report.get('generated_at')}): "
         f"{report.get('totals', {}).get('stale', '?')} instance(s) past max age",
-        f"renewing {len(plan['recycle'])} ASG(s) this run (instances older than max age - {lead_days:g} day(s)):",
     ]
+    if rate:
+        lines.append(
+            f"throughput: {rate['asgs']} renewable ASG(s) need {rate['needed_per_night']} renewal(s) a night ("
+            + ", ".join(f"{role}: {r['asgs']} / {r['window_days']:g} days" for role, r in rate["roles"].items())
+            + f"); {rate['due_asgs']} due tonight ({rate['overdue_asgs']} past max age already); budget "
+            f"{rate['budget']}; this run renews up to {rate['per_run']}: "
+            + ("keeps up" if rate["keeps_up"] else "CANNOT KEEP UP")
+        )
+        if rate.get("behind"):
+            lines.append(
+                f"behind: {rate['behind']} due ASG(s) wait for the next run (the budget is below tonight's clump): "
+                "some instances pass max age. Fix: a larger max_age_asgs_per_run, or params.max_asgs for this run"
+            )
+        if rate["message"]:
+            lines.append(rate["message"])
+    lines.append(f"renewing {len(plan['recycle'])} ASG(s) this run (instances older than max age - {lead_days:g} day(s)):")
     for e in plan["recycle"]:
         lines.append(
             f"  {e['region']}/{e['asg']} (role {e['role']}): {e['stale']}/{e['instances']} past {e['max_age_days']} "
             f"days, oldest {e['oldest_age_days']} days, on {e['target_version'] or e['target_image_id']}"
         )
     if plan["deferred"]:
-        names = ", ".join(f"{e['region']}/{e['asg']}" for e in plan["deferred"])
-        lines.append(f"deferred to the next run (limit reached): {names}")
-    for e in plan["skipped"]:
+        names = [f"{e['region']}/{e['asg']}" for e in plan["deferred"]]
+        more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+        lines.append(f"deferred to the next run (limit reached): {', '.join(names[:20])}{more}")
+    for e in plan["skipped"][:50]:
         lines.append(f"  skipped {e['region']}/{e['asg']}: {e['reason']}")
+    if len(plan["skipped"]) > 50:
+        lines.append(f"  ... and {len(plan['skipped']) - 50} more skipped")
     return "\n".join(lines)

@@ -589,55 +589,72 @@ def write_local(
 # ------------------------------------------------------------------------------------------ max age
 
 
-def max_age_plan(report: Mapping[str, Any], limit: int) -> dict[str, list[dict[str, Any]]]:
+def renewal_skip_reason(asg: Mapping[str, Any], amis: Mapping[tuple[str, str], Mapping[str, Any]]) -> str | None:
+    """Why fleet_max_age never renews this ASG (report ``asgs`` entry), or None. ``amis``: (region, id) -> AMI."""
+    target = (asg.get("launch_template") or {}).get("image_id")
+    if not asg.get("role"):
+        return "belongs to no role in the fleet config"
+    if not target:
+        return "its launch template image is unknown"
+    if not (amis.get((asg["region"], target)) or {}).get("ours"):
+        return f"its launch template AMI {target} is not ours"
+    return None
+
+
+def max_age_plan(report: Mapping[str, Any], limit: int, lead_days: float = 0) -> dict[str, list[dict[str, Any]]]:
     """Which ASGs fleet_max_age recycles this run, and why the others wait.
 
-    An ASG qualifies when it has instances past max age (``past_max_age``: active, not leaving the group).
-    It is **skipped** (never recycled) when it belongs to no role (not ours to touch), has no launch template
-    image, or its launch template's AMI is not ours (we never roll an AMI we do not own). Qualifying ASGs are
-    ordered most overdue first (oldest instance age minus its max age, then more stale instances, then name);
-    the first ``limit`` are in ``recycle``, the rest in ``deferred`` (next run).
+    An ASG is **due** when it has instances older than its role's max age minus ``lead_days`` (active, not
+    leaving the group): they would pass max age before the next run. With ``lead_days`` 0, due is past max age
+    (the report's ``past_max_age``). It is **skipped** (never recycled) when it belongs to no role (not ours to
+    touch), has no launch template image, or its launch template's AMI is not ours (we never roll an AMI we do
+    not own). Due ASGs are ordered most overdue first (oldest instance age minus its max age, then more stale
+    instances, then name); the first ``limit`` are in ``recycle``, the rest in ``deferred`` (next run).
 
-    Each entry: ``{"asg", "region", "role", "stale_instance_ids", "stale", "instances", "oldest_age_days",
-    "max_age_days", "overdue_days", "target_image_id", "target_version", "launch_template"}`` plus
-    ``"reason"`` for skipped ones. The target is the ASG's *current* launch-template image: recycling renews
-    instances, it does not upgrade them.
+    Each entry: ``{"asg", "region", "role", "stale_instance_ids", "stale", "due", "instances", "oldest_age_days",
+    "max_age_days", "overdue_days", "target_image_id", "target_version", "launch_template"}`` plus ``"reason"``
+    for skipped ones. ``stale``: instances past max age now; ``due``: instances older than max age minus
+    ``lead_days`` (what a renewal replaces). The target is the ASG's *current* launch-template image:
+    recycling renews instances, it does not upgrade them.
     """
     if limit < 0:
         raise ValueError(f"limit: must be 0 or more (got {limit}). Fix: the number of ASGs recycled per run")
     stale_ids: dict[tuple[str, str], list[str]] = defaultdict(list)
+    due_count: Counter[tuple[str, str]] = Counter()
     for r in report["instances"]:
-        if r["past_max_age"] and r["asg"]:
-            stale_ids[(r["region"], r["asg"])].append(r["instance_id"])
+        if not r["asg"]:
+            continue
+        key = (r["region"], r["asg"])
+        if r["past_max_age"]:
+            stale_ids[key].append(r["instance_id"])
+        active = r.get("state", "running") in ACTIVE_STATES and r.get("lifecycle") not in LEAVING_LIFECYCLES
+        age, max_age = r.get("age_days"), r.get("max_age_days")
+        if r["past_max_age"] or (active and age is not None and max_age is not None and age > max_age - lead_days):
+            due_count[key] += 1
     amis = {(a["region"], a["image_id"]): a for a in report.get("amis", [])}
     candidates, skipped = [], []
     for a in report["asgs"]:
-        ids = sorted(stale_ids.get((a["region"], a["name"]), []))
-        if not ids:
+        key = (a["region"], a["name"])
+        ids = sorted(stale_ids.get(key, []))
+        if not due_count.get(key):
             continue
         lt = a.get("launch_template") or {}
-        target = lt.get("image_id")
         entry = {
             "asg": a["name"],
             "region": a["region"],
             "role": a["role"],
             "stale_instance_ids": ids,
             "stale": len(ids),
+            "due": due_count[key],
             "instances": a["instances"],
             "oldest_age_days": a["oldest_age_days"],
             "max_age_days": a["max_age_days"],
             "overdue_days": round((a["oldest_age_days"] or 0) - a["max_age_days"], 2),
-            "target_image_id": target,
+            "target_image_id": lt.get("image_id"),
             "target_version": lt.get("release_version"),
             "launch_template": {k: lt.get(k) for k in ("id", "name", "version", "version_number")} if lt else None,
         }
-        reason = None
-        if not a["role"]:
-            reason = "belongs to no role in the fleet config"
-        elif not target:
-            reason = "its launch template image is unknown"
-        elif not (amis.get((a["region"], target)) or {}).get("ours"):
-            reason = f"its launch template AMI {target} is not ours"
+        reason = renewal_skip_reason(a, amis)
         if reason:
             skipped.append({**entry, "reason": reason})
         else:

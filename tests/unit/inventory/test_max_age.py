@@ -16,6 +16,7 @@ from phoenix_fleet.inventory.max_age import (
     read_report,
     renewals,
     report_ref,
+    throughput,
 )
 from phoenix_fleet.inventory.report import SCHEMA_ID
 
@@ -133,3 +134,72 @@ def test_a_transient_s3_error_is_raised_for_the_retries() -> None:
         read_report("s3://bkt/inventory/latest/report.json", lambda: S3("SlowDown"))
     with pytest.raises(MaxAgeParamError, match=r"params.report: cannot read .* \(AccessDenied"):
         read_report("s3://bkt/inventory/latest/report.json", lambda: S3("AccessDenied"))
+
+
+def _fleet_report(ages: dict[str, list[float]], max_age: dict[str, int] | None = None) -> dict[str, Any]:
+    """A report of ASGs (name -> its instances' ages in days); the role is the name's prefix."""
+    max_age = max_age or {}
+    lt = {"image_id": "ami-ours", "release_version": "2026.11.15-1", "id": "lt-1", "name": "lt", "version": "$Default",
+          "version_number": 2}
+    asgs, rows = [], []
+    for name, instance_ages in ages.items():
+        role = name.split("-")[0]
+        limit = max_age.get(role, 14)
+        asgs.append({"name": name, "region": "us-east-1", "role": role, "instances": len(instance_ages),
+                     "oldest_age_days": max(instance_ages), "max_age_days": limit, "launch_template": lt})
+        rows += [{"instance_id": f"{name}-{n}", "asg": name, "region": "us-east-1", "state": "running", "lifecycle": "InService",
+                  "age_days": age, "max_age_days": limit, "past_max_age": age > limit} for n, age in enumerate(instance_ages)]
+    return {"schema": SCHEMA_ID, "generated_at": "2026-11-25T02:00:00Z",
+            "totals": {"stale": sum(r["past_max_age"] for r in rows)}, "instances": rows, "asgs": asgs,
+            "amis": [{"region": "us-east-1", "image_id": "ami-ours", "ours": True}]}
+
+
+def test_the_number_renewed_a_night_comes_from_the_fleet_and_says_when_the_budget_cannot_keep_up() -> None:
+    young = {f"web-{n:03d}": [1.0] for n in range(56)}
+    rate = throughput(_fleet_report(young), 4, 0)
+    assert (rate["needed_per_night"], rate["per_run"], rate["keeps_up"], rate["message"]) == (4, 4, True, None)
+
+    rate = throughput(_fleet_report({**young, "web-x": [1.0]}), 4, 0)  # one ASG more than 4 a night keeps up with
+    assert (rate["needed_per_night"], rate["keeps_up"]) == (5, False)
+    assert "cannot keep up: 57 renewable ASG(s) need 5 renewal(s) a night" in rate["message"]
+    assert "Fix: max_age_asgs_per_run: 5 or more" in rate["message"]
+
+    # per role, each within its own max age minus the lead: web ceil(30 / 13) + worker ceil(20 / 6)
+    mixed = {**{f"web-{n}": [2.0] for n in range(30)}, **{f"worker-{n}": [2.0] for n in range(20)}}
+    rate = throughput(_fleet_report(mixed, {"worker": 7}), 48, 1)
+    assert rate["roles"] == {"web": {"asgs": 30, "window_days": 13, "per_night": 3},
+                             "worker": {"asgs": 20, "window_days": 6, "per_night": 4}}
+    assert (rate["needed_per_night"], rate["per_run"]) == (7, 7)
+
+    # a backlog past max age goes as fast as the budget allows, never faster
+    old = {f"web-{n:03d}": [20.0] for n in range(60)}
+    assert throughput(_fleet_report(old), 48, 1)["per_run"] == 48
+    assert len(renewals(_fleet_report(old), 48, 1)[0]) == 48
+    with pytest.raises(MaxAgeParamError, match="params.lead_days: 7 is not below worker's max age of 7 days"):
+        throughput(_fleet_report(mixed, {"worker": 7}), 48, 7)
+
+
+@pytest.mark.parametrize("asgs", [56, 200, 1000])
+def test_night_after_night_no_instance_outlives_max_age(asgs: int) -> None:
+    """A fleet that starts with random ages (many past max age) is renewed each night by what the plan picks (a
+    renewal replaces the instances older than max age - lead; an ASG's instances are about the same age). With a budget of just what the fleet needs a night,
+    the backlog is cleared, then no instance is past max age at any inventory, and no night renews more than the
+    budget. With the former fixed 4 a night, a fleet past ~56 ASGs fell behind for good."""
+    import random
+
+    rng = random.Random(asgs)
+    max_age, lead = 14, 1
+    budget = -(-asgs // (max_age - lead))  # ceil(ASGs / window): exactly what keeps up
+    # an ASG's instances launched together (a rollout or renewal replaces them within the hour)
+    ages = {f"web-{n:04d}": [a, a - rng.uniform(0, 0.2)] for n in range(asgs) for a in [rng.uniform(0.2, 30)]}
+    per_night, oldest = [], []
+    for _ in range(80):
+        kwargs, plan = renewals(_fleet_report(ages), budget, lead)
+        assert plan["throughput"]["keeps_up"] and plan["throughput"]["needed_per_night"] == budget
+        per_night.append(len(kwargs))
+        for k in kwargs:
+            ages[k["asg_name"]] = [0.0 if a > k["max_age_days"] else a for a in ages[k["asg_name"]]]
+        oldest.append(max(a for v in ages.values() for a in v))
+        ages = {name: [a + 1 for a in v] for name, v in ages.items()}  # the next night's inventory
+    assert max(per_night) <= budget
+    assert max(oldest[40:]) <= max_age, oldest  # every instance renewed before it passed max age
