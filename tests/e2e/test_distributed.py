@@ -17,6 +17,7 @@ wait it wants in the triggerer is deferred for sure, without depending on wall-c
 
 from __future__ import annotations
 
+import copy as copy_module
 import json
 import secrets
 import shutil
@@ -41,6 +42,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.terraform, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[2]
 ROLE = "web"
 RELEASE, ROLLOUT, INVENTORY = f"ami_release_{ROLE}", f"fleet_rollout_{ROLE}", "fleet_inventory"
+LOCAL_ROLE = "web-local"  # web's root without backend_config: its state would stay on the worker
+LOCAL_ROLLOUT = f"fleet_rollout_{LOCAL_ROLE}"
+REFUSAL = (
+    f"roles.{LOCAL_ROLE}.terraform: local state cannot be shared between workers. "
+    "Fix: set backend_config, or allow_local_state for one machine"
+)
 WEB_ASGS = ("sandbox-web-a", "sandbox-web-b")
 BUCKET = "phoenix-fleet-artifacts"
 NEVER = {"describes": 1_000_000}
@@ -106,14 +113,15 @@ class Background:
 @pytest.fixture
 def web_fleet(sandbox_clean: Any, tmp_path: Path) -> dict[str, Any]:
     """The seeded sandbox and network, a copy of include/terraform, and a fleet config (no warmup, no release
-    schedules) with the web role on that copy. ``build()`` applies the fleet root with real Terraform."""
+    schedules) with the web role on that copy, its state in the sandbox's S3 (include/fleet.yaml's
+    ``backend_config``), plus the role ``web-local``: the same root without ``backend_config``, whose state would
+    stay in a local file. ``build()`` applies the fleet root with real Terraform; it returns (seconds, the state's
+    serial)."""
     if shutil.which("terraform") is None:
         pytest.fail("terraform is not on PATH: the distributed test must run (never skipped).", pytrace=False)
-    from sandbox.seed import seed
+    from sandbox.seed import role_regions, seed
 
     h = sandbox_clean
-    seeded = seed(h.endpoint_url)
-    sandbox_network(h)
     copy = tmp_path / "terraform"
     shutil.copytree(
         REPO / "include" / "terraform", copy,
@@ -122,23 +130,51 @@ def web_fleet(sandbox_clean: Any, tmp_path: Path) -> dict[str, Any]:
     workdir = copy / "envs" / "sandbox"
     config = fleet_config_with_warmup(tmp_path / "include", 0)
     raw = yaml.safe_load(config.read_text())
-    for name, role in raw["roles"].items():
+    for role in raw["roles"].values():
         role["schedule"] = None  # unpausing a scheduled release DAG would start a second release (docs/e2e.md)
-        if name == ROLE:
-            role["terraform"]["workdir"] = str(workdir)
+    raw["roles"][ROLE]["terraform"]["workdir"] = str(workdir)
+    backend = dict(raw["roles"][ROLE]["terraform"]["backend_config"])
+    local = copy_module.deepcopy(raw["roles"][ROLE])
+    del local["terraform"]["backend_config"]
+    local.update(regions=["us-east-1"], share_with_accounts=[])
+    raw["roles"][LOCAL_ROLE] = local
     config.write_text(yaml.safe_dump(raw))
+    seeded = seed(h.endpoint_url, roles=role_regions(config))
+    sandbox_network(h)
 
-    def build() -> float:
-        from phoenix_fleet.hooks.terraform_hook import TerraformHook, var_args
+    def build() -> tuple[float, int]:
+        from phoenix_fleet.hooks.terraform_hook import TerraformHook, backend_config_args, var_args
 
         started = time.monotonic()
         hook = TerraformHook(workdir, state_dir=tmp_path / "tf-cli", lock_timeout="30s")
-        hook.init()
+        hook.init(backend_config_args(backend))
         hook.run(["apply", "-input=false", "-no-color", "-auto-approve", *var_args({"endpoint": h.endpoint_url})])
         hook.cleanup()
-        return time.monotonic() - started
+        return time.monotonic() - started, _state(h, backend)["serial"]
 
-    return {"handle": h, "seeded": seeded, "config": config, "workdir": workdir, "build": build}
+    return {"handle": h, "seeded": seeded, "config": config, "workdir": workdir, "build": build, "backend": backend}
+
+
+def _state(h: Any, backend: dict[str, str]) -> dict[str, Any]:
+    body = h.client("s3").get_object(Bucket=backend["bucket"], Key=backend["key"])["Body"].read()
+    return dict(json.loads(body))
+
+
+def _state_objects(h: Any, backend: dict[str, str]) -> dict[str, str]:
+    """Every object of the state bucket: key -> ETag (the state and, while someone holds it, its .tflock)."""
+    listing = h.client("s3").list_objects_v2(Bucket=backend["bucket"]).get("Contents", [])
+    return {o["Key"]: o["ETag"] for o in listing}
+
+
+def _launch_templates(h: Any) -> dict[str, tuple[str, int]]:
+    """Per web ASG: (its launch template version, the template's latest version number)."""
+    asg, ec2 = h.client("autoscaling"), h.client("ec2")
+    out = {}
+    for group in asg.describe_auto_scaling_groups(AutoScalingGroupNames=list(WEB_ASGS))["AutoScalingGroups"]:
+        spec = group["LaunchTemplate"]
+        lt = ec2.describe_launch_templates(LaunchTemplateIds=[spec["LaunchTemplateId"]])["LaunchTemplates"][0]
+        out[group["AutoScalingGroupName"]] = (spec["Version"], lt["LatestVersionNumber"])
+    return out
 
 
 def _images(h: Any, asg_name: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -189,6 +225,7 @@ def test_release_rollout_and_inventory_on_celery_workers(
     env = airflow_env(h.endpoint_url, home=root / "airflow", api_port=0)
     env["PHOENIX_FLEET_CONFIG"] = str(web_fleet["config"])
     env["PHOENIX_INLINE_WAIT_SECONDS"] = "0"  # the verify waits defer at once: their triggers must run here
+    env.pop("PHOENIX_REPORT_DIR", None)  # the control plane keeps no reports: its inventory page reads S3
     conn = json.loads(aws_connection_uri(h.endpoint_url))
     conn["extra"]["aws_session_token"] = secret  # the fake secret: it must reach AWS and nothing else
     env["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(conn)
@@ -208,9 +245,10 @@ def test_release_rollout_and_inventory_on_celery_workers(
         try:
             mark("Postgres, Redis and db migrate done; components started")
             mark(f"api-server up (Airflow {af.wait_api(timeout=180)['version']})")
-            af.wait_dags([RELEASE, ROLLOUT, INVENTORY], timeout=120)
+            af.wait_dags([RELEASE, ROLLOUT, INVENTORY, LOCAL_ROLLOUT], timeout=120)
             mark("DAGs parsed")
-            mark(f"fleet built by Terraform in {build.result(timeout=240):.0f}s")
+            built_seconds, built_serial = build.result(timeout=240)
+            mark(f"fleet built by Terraform in {built_seconds:.0f}s (state serial {built_serial} in S3)")
             h.update_config(REALISM)
             seeded_ami = web_fleet["seeded"]["roles"][ROLE]["ami_id"]
             for name in WEB_ASGS:
@@ -242,21 +280,51 @@ def test_release_rollout_and_inventory_on_celery_workers(
             af.wait_run(ROLLOUT, runs[ROLLOUT], timeout=300, on_poll=watch(ROLLOUT))
             mark("rollout succeeded")
 
-            # the nightly inventory: unpausing starts the latest slot's run at once (docs/e2e.md)
+            # the worker's apply kept the state in the sandbox's S3, and left no lock and no local state
+            backend = web_fleet["backend"]
+            state_objects = _state_objects(h, backend)
+            assert list(state_objects) == [backend["key"]], f"the state bucket holds {sorted(state_objects)}"
+            assert _state(h, backend)["serial"] > built_serial, "the rollout's apply did not write the S3 state"
+            assert not list(web_fleet["workdir"].parent.parent.rglob("*.tfstate*")), "a local state file appeared"
+            templates = _launch_templates(h)
+
+            # together: the nightly inventory (unpausing starts the latest slot's run at once, docs/e2e.md) and a
+            # rollout of the role whose state would stay local, which apply refuses before Terraform runs
             af.unpause(INVENTORY)
+            af.unpause(LOCAL_ROLLOUT)
+            runs[LOCAL_ROLLOUT] = af.trigger(LOCAL_ROLLOUT, {})
             runs[INVENTORY] = af.wait(f"the scheduled {INVENTORY} run", lambda: af.runs(INVENTORY), timeout=60)[0][
                 "dag_run_id"
             ]
             af.wait_run(INVENTORY, runs[INVENTORY], timeout=180)
             mark("inventory succeeded")
 
+            def refused() -> dict[str, Any] | None:
+                run = af.run(LOCAL_ROLLOUT, runs[LOCAL_ROLLOUT])
+                assert run["state"] != "success", f"{LOCAL_ROLLOUT} succeeded: its local state was not refused"
+                return run if run["state"] == "failed" else None
+
+            af.wait(f"{LOCAL_ROLLOUT} to fail", refused, timeout=180)
+            mark("the local-state rollout failed")
+            local_tis = {ti_key(ti): ti for ti in af.task_instances(LOCAL_ROLLOUT, runs[LOCAL_ROLLOUT])}
+            assert local_tis["plan"]["state"] == "success", local_tis["plan"]
+            assert local_tis["apply"]["state"] == "failed" and local_tis["apply"]["try_number"] == 1, local_tis["apply"]
+            assert REFUSAL in af.task_logs(LOCAL_ROLLOUT, runs[LOCAL_ROLLOUT], ["apply"], lines=400)
+            succeeded = {k for k, ti in local_tis.items() if ti["state"] == "success"}
+            assert succeeded <= {"plan", "targets"}, f"after the refused apply, {sorted(succeeded)} ran"
+            # nothing changed: templates, state object, no local state file
+            assert _launch_templates(h) == templates
+            assert _state_objects(h, backend) == state_objects
+            assert not list(web_fleet["workdir"].parent.parent.rglob("*.tfstate*"))
+
             # every task ran on one of the two workers, and each worker ran some
             hosts = {w.hostname for w in af.workers}
             ran_on: dict[str, list[str]] = {}
             for dag_id, run_id in runs.items():
                 for ti in af.task_instances(dag_id, run_id):
-                    assert ti["state"] in ("success", "skipped"), (dag_id, ti_key(ti), ti["state"])
-                    if ti["state"] == "success":
+                    if dag_id != LOCAL_ROLLOUT:  # every run succeeds but the refused one
+                        assert ti["state"] in ("success", "skipped"), (dag_id, ti_key(ti), ti["state"])
+                    if ti["state"] in ("success", "failed"):
                         ran_on.setdefault(ti["hostname"], []).append(f"{dag_id}.{ti_key(ti)}")
             assert set(ran_on) == hosts, f"tasks ran on {sorted(ran_on)}, not on exactly the workers {sorted(hosts)}"
             mark(f"tasks per worker: { {k: len(v) for k, v in sorted(ran_on.items())} }")
