@@ -14,6 +14,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 from phoenix_fleet.release.launch_templates import AsgTemplateImage, resolve_version, template_refs
+from phoenix_fleet.release.release_log import ReleaseRecord, record_key, role_prefix, versions_in_keys
 
 
 class ImageNotFoundError(LookupError):
@@ -235,6 +236,18 @@ class ImageHook(AwsBaseHook):
                 "digits, '.', '-' and '_', must not start with a digit, 'aws' or 'ssm', at most 100 characters"
             )
 
+    def unlabel_parameter_version(
+        self, name: str, version: int, labels: list[str], region: str | None = None
+    ) -> None:
+        self.client("ssm", region).unlabel_parameter_version(Name=name, ParameterVersion=int(version), Labels=labels)
+
+    def delete_parameter(self, name: str, region: str | None = None) -> None:
+        ssm = self.client("ssm", region)
+        try:
+            ssm.delete_parameter(Name=name)
+        except ssm.exceptions.ParameterNotFound:
+            pass
+
     # ------------------------------------------------------------------ S3 artifacts
 
     def read_s3_text(self, bucket: str, key: str, region: str | None = None) -> str | None:
@@ -257,6 +270,48 @@ class ImageHook(AwsBaseHook):
             Bucket=bucket, Key=key, Body=text.encode("utf-8"), ContentType=content_type
         )
         return f"s3://{bucket}/{key}"
+
+    def create_s3_text(
+        self, bucket: str, key: str, text: str, content_type: str, region: str | None = None
+    ) -> bool:
+        """Write the object only if it does not exist (``If-None-Match: *``, atomic in S3): True if this call
+        created it, False if it was there already (nothing written)."""
+        s3 = self.client("s3", region)
+        try:
+            s3.put_object(
+                Bucket=bucket, Key=key, Body=text.encode("utf-8"), ContentType=content_type, IfNoneMatch="*"
+            )
+        except s3.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    def list_s3_keys(self, bucket: str, prefix: str, region: str | None = None) -> list[str]:
+        """Every key under ``prefix`` (all pages); ``[]`` when the bucket does not exist."""
+        s3 = self.client("s3", region)
+        try:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            return [o["Key"] for page in pages for o in page.get("Contents") or []]
+        except s3.exceptions.NoSuchBucket:
+            return []
+
+    # ------------------------------------------------------------------ the release log (records in S3)
+
+    def release_record(self, bucket: str, role: str, version: str) -> ReleaseRecord | None:
+        """The release log's record of ``version`` (s3://<bucket>/images/<role>/<version>/release.json), or None."""
+        key = record_key(role, version)
+        text = self.read_s3_text(bucket, key)
+        return None if text is None else ReleaseRecord.from_json(text, f"s3://{bucket}/{key}")
+
+    def put_release_record(self, bucket: str, record: ReleaseRecord) -> str:
+        return self.write_s3_text(
+            bucket, record_key(record.role, record.version), record.to_json(), "application/json"
+        )
+
+    def release_log_versions(self, bucket: str, role: str) -> list[str]:
+        """Every version with a record in the release log (any state), unsorted."""
+        return versions_in_keys(self.list_s3_keys(bucket, role_prefix(role)), role)
 
     # ------------------------------------------------------------------ AutoScaling groups, launch templates
 

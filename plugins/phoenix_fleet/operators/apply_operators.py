@@ -75,28 +75,51 @@ def expand_env(value: str, field: str) -> str:
     return _ENV_REF.sub(sub, value)
 
 
+def published_images(
+    hook: ImageHook, fleet: FleetConfig, role: str, version: str, regions: Sequence[str]
+) -> dict[str, str]:
+    """``{region: AMI}`` of a published ``version``, for those of ``regions`` it was published to.
+
+    The release log's record (``s3://<artifacts_bucket>/images/<role>/<version>/release.json``) answers for
+    every release; a release published before the log existed is found by its SSM label (``latest:v<version>``).
+    A record that is staged or rolled back is no release: nothing is returned for it.
+    """
+    from phoenix_fleet.release.versions import Version
+
+    label = Version.parse(str(version), field="version").label
+    record = hook.release_record(fleet.artifacts_bucket, role, str(version))
+    if record is not None:
+        return {r: record.amis[r] for r in regions if record.published and r in record.amis}
+    name = fleet.latest_parameter(role)
+    found = {}
+    for region in regions:
+        entry = hook.get_parameter(f"{name}:{label}", region)
+        if entry is not None:
+            found[region] = str(entry["Value"])
+    return found
+
+
 def resolve_release_image(
     hook: ImageHook, fleet: FleetConfig, role: str, region: str, image_id: str | None, version: str | None
 ) -> str:
-    """The AMI to apply: ``image_id``; else the ``latest`` pointer's version labelled ``v<version>``; else its value."""
-    from phoenix_fleet.release.versions import Version
-
+    """The AMI to apply: ``image_id``; else ``version``'s AMI in the region (the release log, or its SSM label);
+    else the current value of the ``latest`` pointer."""
     if not _empty(image_id):
         return str(image_id)
     name = fleet.latest_parameter(role)
     if not _empty(version):
-        label = Version.parse(str(version), field="version").label
-        found = hook.get_parameter(f"{name}:{label}", region)
+        found = published_images(hook, fleet, role, str(version), [region]).get(region)
         if found is None:
             raise ValueError(
-                f"version: {version} was never published for {role} in {region} (no {name}:{label}). "
-                "Fix: publish it first, or pass image_id"
+                f"version: {version} was never published for {role} in {region} (no published record in the "
+                f"release log s3://{fleet.artifacts_bucket}/images/{role}/{version}/release.json, no "
+                f"{name}:v{version}). Fix: publish it first, or pass image_id"
             )
-        return str(found["Value"])
-    found = hook.get_parameter(name, region)
-    if found is None:
+        return found
+    found_latest = hook.get_parameter(name, region)
+    if found_latest is None:
         raise ValueError(f"{name} does not exist in {region}. Fix: publish an image of {role} first, or pass image_id")
-    return str(found["Value"])
+    return str(found_latest["Value"])
 
 
 class AsgLockedError(AirflowFailException):

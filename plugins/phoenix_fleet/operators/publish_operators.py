@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,18 @@ def _today() -> dt.date:
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return _iso(dt.datetime.now(dt.UTC))
+
+
+def _iso(when: Any) -> str | None:
+    """ISO 8601 UTC (``2026-11-30T10:00:00Z``) from a datetime (SSM's LastModifiedDate) or a string."""
+    if when is None:
+        return None
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return str(when)
 
 
 def _push_keys(context: Context, result: Mapping[str, Any]) -> None:
@@ -171,6 +183,7 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
             TAG_RELEASE_NOTES,
             TAG_ROLE,
             TAG_VERSION,
+            Claim,
             check_not_backwards,
             image_claims,
             parameter_claims,
@@ -180,6 +193,7 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
             resolve_version,
             tag_map,
         )
+        from phoenix_fleet.release.release_log import ROLLED_BACK, record_key
         from phoenix_fleet.release.release_notes import SUMMARY_LIMIT, clip_notes, release_notes_keys
 
         fleet = self.fleet()
@@ -213,11 +227,20 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
         self.log.info("AMI %s (%s): version %s (%s)", ami_id, image.get("Name"), version, resolved.source)
 
         claims = parameter_claims(pointer_history, label, pointer) + image_claims(role_images, version, ami_id)
+        record = hook.release_record(fleet.artifacts_bucket, self.role, version)  # the log outlives SSM's labels
+        if record is not None and record.state != ROLLED_BACK and record.amis.get(region):
+            claims.append(Claim(
+                record.amis[region], f"release log s3://{fleet.artifacts_bucket}/{record_key(self.role, version)} "
+                f"({record.state})", record.published,
+            ))
         raise_on_conflicts(version, ami_id, claims)
         already_published = any(c.ami_id == ami_id and c.published for c in claims)
         current = version_history[-1]["Value"] if version_history else None
         check_not_backwards(current, resolved.version)
-        published_versions = [str(h["Value"]) for h in version_history]
+        # published versions carry their label (a publish that was rolled back leaves an unlabelled value behind)
+        published_versions = [
+            str(h["Value"]) for h in version_history if f"v{h['Value']}" in (h.get("Labels") or [])
+        ]
         previous = previous_version(published_versions, resolved.version)
         if already_published:
             self.log.info("%s is already published as %s: re-publishing is a no-op where nothing changed", ami_id, version)
@@ -537,24 +560,42 @@ class CopyImageToRegionOperator(BaseOperator):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+class PublishRolledBackError(RuntimeError):
+    """A pointer move failed; the pointers already moved were put back (every region on its previous version)."""
+
+
 class PublishReleaseOperator(_FleetMixin, BaseOperator):
-    """Share every region's AMI, move the "latest" pointers, tag published-at, emit the image asset event.
+    """Share every region's AMI, then move the "latest" pointers of every region or of none, then announce.
 
     :param role: fleet role
     :param release: what :class:`ReleaseImageOperator` returned (``release.output``)
     :param copies: what the mapped :class:`CopyImageToRegionOperator` returned (``copies.output``: one dict per
-        region); the home region may be in it or not. Every region of the role must be covered.
+        region); the home region may be in it or not. Every region of ``regions`` must be covered, no other.
+    :param regions: the regions this release goes to (the release plan's ``regions``): a subset of the role's
+        regions that includes the home region. Empty/None: every region of the role.
     :param accounts: accounts to share with (default: the role's ``share_with_accounts``)
+    :param ssm_labelled_releases: how many of the newest releases keep their SSM label (``latest:v<version>``);
+        the release log in S3 keeps every release
     :param outlets: default ``[image_asset(role)]`` (``x-phoenix://images/<role>``)
 
+    All or nothing: every region's image is checked and every region is *staged* (the release record written to
+    the log with what each pointer holds now; a ``<prefix>/<role>/staged`` parameter and the label bookkeeping
+    done in every region) before any ``latest`` moves; then every region's pointers move, the home region's last;
+    a failure before the last move puts the moved ones back (:class:`PublishRolledBackError`) and no asset event
+    is emitted. Then the record says ``published`` and the event goes out.
+
     The asset event's extra: ``{"role", "version", "label", "previous_version", "home_region", "ami_id", "amis":
-    {region: ami}, "release_notes": <bounded summary>, "release_notes_uri", "operator_notes" (at most
-    ``release_notes.OPERATOR_NOTES_SUMMARY_MAX`` characters), "published_at", "already_published"}``. Each release
-    log entry (the new version of ``latest`` and ``latest-version``) has the operator's notes in its description.
-    Returns that plus ``"parameters": {region: {"latest": n, "latest-version": n}}`` and ``"shared_with"``.
+    {region: ami}, "regions", "release_notes": <bounded summary>, "release_notes_uri", "operator_notes" (at most
+    ``release_notes.OPERATOR_NOTES_SUMMARY_MAX`` characters), "published_at", "already_published",
+    "release_record_uri"}``. ``already_published`` is true when another run published this version before (a
+    re-run of the release): the rollout skips such an event. Each new SSM version of ``latest`` and
+    ``latest-version`` has the operator's notes in its description. Returns that plus ``"parameters": {region:
+    {"latest": n, "latest-version": n}}`` and ``"shared_with"``.
     """
 
-    template_fields: Sequence[str] = ("role", "release", "copies", "accounts", "aws_conn_id", "region_name")
+    template_fields: Sequence[str] = (
+        "role", "release", "copies", "regions", "accounts", "aws_conn_id", "region_name",
+    )
     ui_color = "#ffe6cc"
 
     def __init__(
@@ -563,7 +604,9 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
         role: str,
         release: Any,
         copies: Any = None,
+        regions: Any = None,
         accounts: list[str] | None = None,
+        ssm_labelled_releases: int | None = None,
         config_path: str | None = None,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
@@ -575,7 +618,9 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
         self.role = role
         self.release = release
         self.copies = copies
+        self.regions = regions
         self.accounts = accounts
+        self.ssm_labelled_releases = ssm_labelled_releases
         self.config_path = config_path
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
@@ -585,7 +630,24 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
 
         return ImageHook(aws_conn_id=self.aws_conn_id, region_name=region)
 
-    def _amis(self, release: Mapping[str, Any], role: Role, home: str) -> dict[str, str]:
+    def _planned_regions(self, role: Role, home: str) -> list[str]:
+        asked = self.regions
+        if isinstance(asked, str):
+            asked = [r.strip() for r in asked.split(",") if r.strip()]
+        asked = list(asked or [])
+        if not asked:
+            return list(role.regions)
+        unknown = [r for r in asked if r not in role.regions]
+        if unknown:
+            raise ValueError(
+                f"regions: {unknown} are not regions of role {self.role} ({list(role.regions)}). Fix: plan a subset "
+                "of the role's regions"
+            )
+        if home not in asked:
+            raise ValueError(f"regions: {asked} lacks the home region {home} (the image is released there). Fix: add it")
+        return [r for r in role.regions if r in asked]
+
+    def _amis(self, release: Mapping[str, Any], regions: list[str], home: str) -> dict[str, str]:
         amis = {home: str(release["ami_id"])}
         for c in list(self.copies or []):
             if not isinstance(c, Mapping) or not c.get("region") or not c.get("ami_id"):
@@ -593,16 +655,19 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
             if c["region"] == home and c["ami_id"] != amis[home]:
                 raise ValueError(f"copies: the home region {home} maps to {c['ami_id']}, not {amis[home]}")
             amis[str(c["region"])] = str(c["ami_id"])
-        missing = [r for r in role.regions if r not in amis]
+        missing = [r for r in regions if r not in amis]
         if missing:
             raise ValueError(
-                f"copies: no copy for region(s) {missing} of role {self.role}. Fix: map CopyImageToRegionOperator "
-                f"over all the role's regions {list(role.regions)}"
+                f"copies: no copy for region(s) {missing} of this release of {self.role}. Fix: map "
+                f"CopyImageToRegionOperator over the release's regions {regions}"
             )
-        extra = [r for r in amis if r not in role.regions]
+        extra = [r for r in amis if r not in regions]
         if extra:
-            raise ValueError(f"copies: region(s) {extra} are not regions of role {self.role} ({list(role.regions)})")
-        return {r: amis[r] for r in role.regions}
+            raise ValueError(
+                f"copies: region(s) {extra} are not regions of this release of {self.role} ({regions}). Fix: pass "
+                "regions=<the plan's regions> (the same list the copies were mapped over)"
+            )
+        return {r: amis[r] for r in regions}
 
     def execute(self, context: Context) -> dict[str, Any]:
         from phoenix_fleet.release.publish_rules import (
@@ -615,6 +680,14 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
             raise_on_conflicts,
             refuse_unless_publishable,
             tag_map,
+        )
+        from phoenix_fleet.release.release_log import (
+            PUBLISHED,
+            ROLLED_BACK,
+            SSM_LABELLED_RELEASES,
+            STAGED,
+            ReleaseRecord,
+            record_key,
         )
         from phoenix_fleet.release.versions import Version
 
@@ -630,19 +703,24 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
         version = Version.parse(str(release["version"]), field="release.version")
         label = version.label
         home = str(release.get("region") or self.region_name or role.home_region)
-        amis = self._amis(release, role, home)
+        regions = self._planned_regions(role, home)
+        amis = self._amis(release, regions, home)
         accounts = list(self.accounts if self.accounts is not None else role.share_with_accounts)
+        keep = SSM_LABELLED_RELEASES if self.ssm_labelled_releases is None else int(self.ssm_labelled_releases)
+        if keep < 1:
+            raise ValueError(f"ssm_labelled_releases: {keep} must be at least 1. Fix: e.g. {SSM_LABELLED_RELEASES}")
+        bucket = fleet.artifacts_bucket
         pointer = fleet.latest_parameter(self.role)
         version_param = fleet.latest_version_parameter(self.role)
-        hook = self.hook(home)
-        hooks = {region: hook for region in amis}  # one hook: clients per region, one session each
-        account_id = hooks[home].get_account_id()
+        hook = self.hook(home)  # one hook: clients per region, one session each
+        account_id = hook.get_account_id()
+        run_id = str(context.get("run_id") or "")
+        notes = release.get("release_notes") or {}
 
         # 1. every region's image is ours, verified, this role's, this version's, available; no rival in the log
         images: dict[str, dict[str, Any]] = {}
-        already = True
+        histories: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for region, ami in amis.items():
-            hook = hooks[region]
             image = hook.describe_image(ami, region)
             refuse_unless_publishable(image, account_id, self.role)
             tagged_version = tag_map(image).get(TAG_VERSION)
@@ -655,43 +733,100 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
             raise_on_conflicts(str(version), ami, parameter_claims(history, label, f"{pointer} in {region}"))
             current = hook.parameter_history(version_param, region)
             check_not_backwards(current[-1]["Value"] if current else None, version)
-            latest = history[-1] if history else None
-            if not (latest and latest["Value"] == ami and label in (latest.get("Labels") or [])):
-                already = False
             images[region] = image
+            histories[region] = {"latest": history, "latest-version": current}
 
-        # 2. share (launch permission + snapshots), in every region
+        record = hook.release_record(bucket, self.role, str(version))
+        if record is not None and record.published and record.amis != amis:
+            raise VersionConflictError(
+                f"version {version} of {self.role} was published as {record.amis} (s3://{bucket}/"
+                f"{record_key(self.role, str(version))}); this run would publish {amis}. Versions are immutable. "
+                "Fix: omit params.version to release under the next free version"
+            )
+        in_place = all(
+            self._at(histories[r]["latest"], amis[r], label)
+            and self._at(histories[r]["latest-version"], str(version), label)
+            for r in regions
+        )
+        if record is not None and record.published:
+            already = bool(record.published_by) and record.published_by != run_id
+        elif record is None and in_place:
+            # published before the log existed (the SSM labels were the log): record it, move nothing
+            already = True
+            record = self._legacy_record(hook, release, str(version), amis, home, histories)
+            hook.put_release_record(bucket, record)
+        else:
+            already = False
+
+        # 2. share (launch permission + snapshots), in every region (idempotent)
         for region, image in images.items():
             if accounts:
-                hooks[region].share_image(image, accounts, region)
+                hook.share_image(image, accounts, region)
                 self.log.info("%s: shared %s and its snapshots with %s", region, image["ImageId"], ", ".join(accounts))
 
-        # 3. move the pointers, labelled with the version (the release log; each entry's description carries the
-        # operator's notes)
+        # each new SSM version's description carries the operator's notes (clipped; whole in the release notes)
         from phoenix_fleet.release.release_notes import clip_notes
 
         operator_notes = clip_notes(str(release.get("operator_notes") or ""))
         parameters: dict[str, dict[str, int]] = {}
-        for region, ami in amis.items():
-            parameters[region] = {
-                "latest": self._move(hooks[region], region, pointer, ami, label, "aws:ec2:image", release_log_description(
-                    f"AMI id of the latest published {self.role} image ({version}, moved by publish)", operator_notes)),
-                "latest-version": self._move(hooks[region], region, version_param, str(version), label, "text",
-                                             release_log_description(f"Version of the latest published {self.role} "
-                                                                     "image (moved by publish)", operator_notes)),
+        if record is not None and record.published and in_place:
+            self.log.info("%s %s is published in %s already: nothing moves", self.role, version, ", ".join(regions))
+            parameters = {
+                r: {leaf: int(histories[r][leaf][-1]["Version"]) for leaf in ("latest", "latest-version")}
+                for r in regions
             }
+        else:
+            # 3. stage every region: the record (with what every pointer holds now: the rollback), a staged value
+            #    per region, and the label bookkeeping that keeps SSM under its 100-version limit
+            if record is None or not record.published:
+                record = ReleaseRecord(
+                    role=self.role,
+                    version=str(version),
+                    amis=dict(amis),
+                    home_region=home,
+                    state=STAGED,
+                    previous_version=release.get("previous_version"),
+                    release_notes_uri=notes.get("markdown_uri"),
+                    staged_at=_now_iso(),
+                    staged_by=run_id or None,
+                    pointers_before={
+                        r: {leaf: self._before(histories[r][leaf]) for leaf in ("latest", "latest-version")}
+                        for r in regions
+                    },
+                )
+                hook.put_release_record(bucket, record)
+            for region in regions:
+                self._stage_region(hook, fleet, region, amis[region], str(version), keep, histories[region], bucket)
+            # 4. move every region's pointers, the home region's last; a failure puts the moved ones back
+            try:
+                parameters = self._move_all(
+                    hook, regions, home, amis, str(version), label, pointer, version_param, histories, operator_notes
+                )
+            except PublishRolledBackError as e:
+                if not record.published:
+                    record.state, record.error = ROLLED_BACK, str(e)[:2000]
+                    try:
+                        hook.put_release_record(bucket, record)
+                    except Exception as log_error:  # the pointers are what matter; the record says staged
+                        self.log.error("could not mark the release record rolled back: %s", log_error)
+                raise
+            if not record.published:
+                record.state = PUBLISHED
+                record.published_at = _now_iso()
+                record.published_by = run_id or None
+                record.error = None
+            hook.put_release_record(bucket, record)
+            self.log.info("release log: s3://%s/%s (%s)", bucket, record_key(self.role, str(version)), record.state)
 
-        # 4. published-at (kept from the first publish on a re-run)
-        published_at = tag_map(images[home]).get(TAG_PUBLISHED_AT) or _now_iso()
-        run_id = str(context.get("run_id") or "")
+        # 5. published-at (kept from the first publish on a re-run)
+        published_at = tag_map(images[home]).get(TAG_PUBLISHED_AT) or record.published_at or _now_iso()
         for region, image in images.items():
             if TAG_PUBLISHED_AT not in tag_map(image):
                 tags = {TAG_PUBLISHED_AT: published_at}
                 if run_id:
                     tags[TAG_PUBLISHED_BY] = run_id[:255]
-                hooks[region].tag_image_and_snapshots(image, tags, region)
+                hook.tag_image_and_snapshots(image, tags, region)
 
-        notes = release.get("release_notes") or {}
         extra: dict[str, Any] = {
             "role": self.role,
             "version": str(version),
@@ -700,9 +835,11 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
             "home_region": home,
             "ami_id": amis[home],
             "amis": amis,
+            "regions": list(regions),
             "release_notes": notes.get("summary"),
             "release_notes_uri": notes.get("markdown_uri"),
             "operator_notes": operator_notes,
+            "release_record_uri": f"s3://{bucket}/{record_key(self.role, str(version))}",
             "published_at": published_at,
             "already_published": already,
         }
@@ -712,31 +849,232 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
             for outlet in self.outlets or []:
                 if isinstance(outlet, Asset):
                     outlet_events[outlet].extra = dict(extra)
+        skipped = [r for r in role.regions if r not in regions]
         self.log.info(
-            "published %s %s: %s%s", self.role, version, ", ".join(f"{r}={a}" for r, a in amis.items()),
-            " (already published: nothing moved)" if already else "",
+            "published %s %s: %s%s%s", self.role, version, ", ".join(f"{r}={a}" for r, a in amis.items()),
+            f" (not to {', '.join(skipped)}: not in this release's regions)" if skipped else "",
+            f" (already published by {record.published_by}: the rollout will skip this event)" if already else "",
         )
         result = {**extra, "parameters": parameters, "shared_with": accounts}
         _push_keys(context, result)
         return result
 
-    def _move(
-        self, hook: ImageHook, region: str, name: str, value: str, label: str, data_type: str, description: str
-    ) -> int:
-        """Put ``value`` as a new version of ``name`` (unless it already is the current one) and label it."""
-        current = hook.get_parameter(name, region)
-        history = hook.parameter_history(name, region) if current else []
+    # -- helpers -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _at(history: Sequence[Mapping[str, Any]], value: str, label: str) -> bool:
         latest = history[-1] if history else None
+        return bool(latest and latest["Value"] == value and label in (latest.get("Labels") or []))
+
+    @staticmethod
+    def _before(history: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+        if not history:
+            return None
+        latest = history[-1]
+        return {"value": str(latest["Value"]), "version": int(latest["Version"]), "labels": list(latest.get("Labels") or [])}
+
+    def _legacy_record(
+        self,
+        hook: ImageHook,
+        release: Mapping[str, Any],
+        version: str,
+        amis: dict[str, str],
+        home: str,
+        histories: Mapping[str, Mapping[str, list[dict[str, Any]]]],
+    ) -> Any:
+        from phoenix_fleet.release.release_log import PUBLISHED, ReleaseRecord
+
+        moved = histories[home]["latest"][-1].get("LastModifiedDate")
+        return ReleaseRecord(
+            role=self.role, version=version, amis=dict(amis), home_region=home, state=PUBLISHED,
+            previous_version=release.get("previous_version"),
+            release_notes_uri=(release.get("release_notes") or {}).get("markdown_uri"),
+            published_at=_iso(moved), source="ssm-labels",
+        )
+
+    def _stage_region(
+        self,
+        hook: ImageHook,
+        fleet: FleetConfig,
+        region: str,
+        ami: str,
+        version: str,
+        keep: int,
+        history: Mapping[str, list[dict[str, Any]]],
+        bucket: str,
+    ) -> None:
+        """Before any pointer moves: write the staged value, make room for one more labelled version (older labels
+        go, their releases recorded in the log first), and refuse if SSM still could not take a new version."""
+        from phoenix_fleet.release.publish_rules import PublishRefusedError
+        from phoenix_fleet.release.release_log import labels_to_drop, limit_blocker
+
+        staged = f"{fleet.ssm_prefix}/{self.role}/staged"
+        hook.put_parameter(
+            staged, ami, f"AMI id of the {self.role} release {version} being published (staged by publish)",
+            region, data_type="aws:ec2:image",
+        )
+        for leaf, name in (("latest", fleet.latest_parameter(self.role)),
+                           ("latest-version", fleet.latest_version_parameter(self.role))):
+            entries = history[leaf]
+            in_place = self._at(entries, ami if leaf == "latest" else version, f"v{version}")
+            drop = [(n, labs) for n, labs in labels_to_drop(entries, keep, 0 if in_place else 1)
+                    if labs != [f"v{version}"]]
+            if drop and leaf == "latest":
+                self._record_legacy_releases(hook, bucket, region, drop, entries)
+            for number, labels in drop:
+                hook.unlabel_parameter_version(name, number, labels, region)
+            if drop:
+                self.log.info("%s: %s: labels %s dropped (older releases are in the release log)", region, name,
+                              ", ".join(lab for _, labs in drop for lab in labs))
+            blocker = None if in_place else limit_blocker(entries, drop)
+            if blocker:
+                raise PublishRefusedError(
+                    f"{region}: {blocker}. Nothing was moved. Fix: remove that label "
+                    f"(aws ssm unlabel-parameter-version --name {name} --parameter-version ...) and retry"
+                )
+
+    def _record_legacy_releases(
+        self, hook: ImageHook, bucket: str, region: str, drop: list[tuple[int, list[str]]],
+        entries: list[dict[str, Any]],
+    ) -> None:
+        """Releases published before the log existed live only in their SSM label: record them before it goes."""
+        from phoenix_fleet.release.release_log import PUBLISHED, ReleaseRecord
+
+        by_number = {int(h["Version"]): h for h in entries}
+        for number, labels in drop:
+            for lab in labels:
+                version = lab[1:]
+                record = hook.release_record(bucket, self.role, version)
+                entry = by_number[number]
+                if record is None:
+                    record = ReleaseRecord(
+                        role=self.role, version=version, amis={}, home_region=self.role_config().home_region,
+                        state=PUBLISHED, published_at=_iso(entry.get("LastModifiedDate")), source="ssm-labels",
+                    )
+                elif record.source != "ssm-labels" or record.amis.get(region) == entry["Value"]:
+                    continue
+                record.amis[region] = str(entry["Value"])
+                hook.put_release_record(bucket, record)
+
+    def _move_all(
+        self,
+        hook: ImageHook,
+        regions: list[str],
+        home: str,
+        amis: dict[str, str],
+        version: str,
+        label: str,
+        pointer: str,
+        version_param: str,
+        histories: Mapping[str, Mapping[str, list[dict[str, Any]]]],
+        operator_notes: str = "",
+    ) -> dict[str, dict[str, int]]:
+        """Move ``latest-version`` then ``latest`` in every region, the home region last (Terraform reads the home
+        region's pointer). On any failure, every move already made is undone before the error goes on."""
+        order = [r for r in regions if r != home] + [home]
+        moves: list[_Move] = []
+        parameters: dict[str, dict[str, int]] = {}
+        try:
+            for region in order:
+                parameters[region] = {}
+                for leaf, name, value, data_type, base in (
+                    ("latest-version", version_param, version, "text",
+                     f"Version of the latest published {self.role} image (moved by publish)"),
+                    ("latest", pointer, amis[region], "aws:ec2:image",
+                     f"AMI id of the latest published {self.role} image ({version}, moved by publish)"),
+                ):
+                    move = self._move(hook, region, name, value, label, data_type,
+                                      release_log_description(base, operator_notes), moves, histories[region][leaf])
+                    parameters[region][leaf] = move.number
+        except BaseException as e:
+            undone, left = self._undo(hook, moves, label)
+            where = f"{getattr(e, '__class__', type(e)).__name__}: {e}"
+            if left:
+                raise PublishRolledBackError(
+                    f"publishing {self.role} {version} failed ({where}) and the pointers could not all be put back: "
+                    f"{'; '.join(left)}. Fix: run the publish task again (it moves every region forward), or put "
+                    "those parameters back by hand"
+                ) from e
+            if not isinstance(e, Exception):
+                raise
+            raise PublishRolledBackError(
+                f"publishing {self.role} {version} failed ({where}); nothing stays moved: "
+                f"{', '.join(undone) or 'no pointer had moved yet'} put back, every region is on its previous "
+                "version and no asset event is emitted. Fix: retry the task (it stages and moves every region again)"
+            ) from e
+        return parameters
+
+    def _move(
+        self,
+        hook: ImageHook,
+        region: str,
+        name: str,
+        value: str,
+        label: str,
+        data_type: str,
+        description: str,
+        moves: list[_Move],
+        history: Sequence[Mapping[str, Any]],
+    ) -> _Move:
+        """Put ``value`` as a new version of ``name`` (unless it already is the current one) and label it; the
+        move is appended to ``moves`` as soon as anything changed, so a failure half-way is undone too.
+        ``history``: the parameter's history as read by this task's checks."""
+        latest = history[-1] if history else None
+        before = {"value": str(latest["Value"]), "version": int(latest["Version"])} if latest else None
         if latest and latest["Value"] == value:
-            number = int(latest["Version"])
+            move = _Move(region, name, before, int(latest["Version"]), False, False, data_type, description)
             if label not in (latest.get("Labels") or []):
-                hook.label_parameter_version(name, number, [label], region)
-            self.log.info("%s: %s already %s (version %s, %s)", region, name, value, number, label)
-            return number
+                hook.label_parameter_version(name, move.number, [label], region)
+                move.labelled = True
+                moves.append(move)
+            self.log.info("%s: %s already %s (version %s, %s)", region, name, value, move.number, label)
+            return move
         number = hook.put_parameter(name, value, description, region, data_type=data_type)
+        move = _Move(region, name, before, number, True, False, data_type, description)
+        moves.append(move)
         hook.label_parameter_version(name, number, [label], region)
+        move.labelled = True
         self.log.info("%s: %s = %s (version %s, label %s)", region, name, value, number, label)
-        return number
+        return move
+
+    def _undo(self, hook: ImageHook, moves: list[_Move], label: str) -> tuple[list[str], list[str]]:
+        """Put every moved parameter back, newest move first: (what was put back, what could not be)."""
+        undone: list[str] = []
+        left: list[str] = []
+        for move in reversed(moves):
+            what = f"{move.region} {move.name}"
+            try:
+                if move.labelled:
+                    hook.unlabel_parameter_version(move.name, move.number, [label], move.region)
+                if move.created:
+                    if move.before is None:
+                        hook.delete_parameter(move.name, move.region)
+                    else:
+                        hook.put_parameter(
+                            move.name, move.before["value"],
+                            f"put back by publish: the move to {label} was rolled back"[:SSM_DESCRIPTION_MAX],
+                            move.region, data_type=move.data_type,
+                        )
+                undone.append(what)
+                self.log.warning("rolled back %s to %s", what, move.before["value"] if move.before else "<none>")
+            except Exception as e:  # keep undoing the others; report this one
+                left.append(f"{what} (still {label}: {e})")
+                self.log.error("could not roll back %s: %s", what, e)
+        return undone, left
+
+
+@dataclass
+class _Move:
+    """One parameter publish changed: what it held before (None: it did not exist), the version made or labelled."""
+
+    region: str
+    name: str
+    before: dict[str, Any] | None
+    number: int
+    created: bool  # a new parameter version was put
+    labelled: bool  # the release label was put on ``number``
+    data_type: str
+    description: str
 
 
 SSM_DESCRIPTION_MAX = 1024  # characters of a parameter's Description (AWS limit)
@@ -777,6 +1115,7 @@ def bound_extra(extra: dict[str, Any], limit: int = ASSET_EXTRA_MAX_BYTES) -> di
 __all__ = [
     "CopyImageToRegionOperator",
     "PublishReleaseOperator",
+    "PublishRolledBackError",
     "ReleaseImageOperator",
     "ASSET_SCHEME",
     "image_asset",

@@ -38,10 +38,11 @@ NEW_PACKAGES = (
 
 
 def publish(
-    cfg: str, ami: str, version: str | None = None, regions=(HOME, OTHER), operator_notes: str | None = None
+    cfg: str, ami: str, version: str | None = None, regions=(HOME, OTHER), run_id: str = "manual__test",
+    operator_notes: str | None = None, **publish_kw
 ) -> dict[str, Any]:
-    """The three publish tasks of a release DAG, in order, through their deferrals."""
-    ctx = outlet_context()
+    """The three publish tasks of a release DAG (run ``run_id``), in order, through their deferrals."""
+    ctx = outlet_context(run_id=run_id)
     release = ReleaseImageOperator(
         task_id="release", role="web", ami_id=ami, version=version, config_path=cfg, operator_notes=operator_notes
     )
@@ -60,7 +61,9 @@ def publish(
         rec = run_task(op, outlet_context())
         copies.append(rec.result)
         deferrals += rec.deferrals
-    op = PublishReleaseOperator(task_id="publish", role="web", release=rel, copies=copies, config_path=cfg)
+    op = PublishReleaseOperator(
+        task_id="publish", role="web", release=rel, copies=copies, config_path=cfg, **publish_kw
+    )
     result = run_task(op, ctx).result
     event = ctx["outlet_events"][image_asset("web")]
     return {"release": rel, "copies": copies, "result": result, "extra": event.extra, "deferrals": deferrals, "ctx": ctx}
@@ -175,7 +178,7 @@ def test_republishing_the_same_version_and_ami_is_a_no_op(sandbox_clean, tmp_pat
     first = publish(cfg, ami)
     assert first["extra"]["already_published"] is False
     assert any(c["copied"] for c in first["copies"])
-    again = publish(cfg, ami, version=today(1))  # e.g. the run was re-triggered
+    again = publish(cfg, ami, version=today(1), run_id="manual__again")  # e.g. the DAG was triggered again
     assert again["release"]["already_published"] is True
     assert again["extra"]["already_published"] is True
     assert again["extra"]["amis"] == first["extra"]["amis"]  # the existing copy was found, not copied again
