@@ -193,7 +193,7 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
             resolve_version,
             tag_map,
         )
-        from phoenix_fleet.release.release_log import ROLLED_BACK, record_key
+        from phoenix_fleet.release.release_log import ROLLED_BACK, is_release_label, record_key
         from phoenix_fleet.release.release_notes import SUMMARY_LIMIT, clip_notes, release_notes_keys
 
         fleet = self.fleet()
@@ -237,10 +237,11 @@ class ReleaseImageOperator(_FleetMixin, BaseOperator):
         already_published = any(c.ami_id == ami_id and c.published for c in claims)
         current = version_history[-1]["Value"] if version_history else None
         check_not_backwards(current, resolved.version)
-        # published versions carry their label (a publish that was rolled back leaves an unlabelled value behind)
+        # published versions carry their label on `latest` (or `latest-version`); a publish that was rolled back
+        # leaves unlabelled values behind, and is no release
         published_versions = [
-            str(h["Value"]) for h in version_history if f"v{h['Value']}" in (h.get("Labels") or [])
-        ]
+            lab[1:] for h in pointer_history for lab in h.get("Labels") or [] if is_release_label(lab)
+        ] + [str(h["Value"]) for h in version_history if f"v{h['Value']}" in (h.get("Labels") or [])]
         previous = previous_version(published_versions, resolved.version)
         if already_published:
             self.log.info("%s is already published as %s: re-publishing is a no-op where nothing changed", ami_id, version)

@@ -97,6 +97,12 @@ def test_a_failed_move_leaves_every_region_on_the_previous_version_and_the_retry
         assert f"v{v2}" not in labels(sandbox, region) + labels(sandbox, region, LATEST_VERSION)
     assert record(sandbox, v2)["state"] == "rolled-back"
     assert len(ctx["outlet_events"]) == 0  # no event extra was set: the task failed before announcing
+    # the rolled-back try is no release: another image released now diffs against v1
+    rel3 = run_task(
+        ReleaseImageOperator(task_id="release", role="web", ami_id=bake(sandbox, version=today(3)), config_path=cfg),
+        outlet_context(run_id="manual__3"),
+    ).result
+    assert rel3["previous_version"] == v1
 
     # the retry (the fault is spent) stages and moves every region
     result = run_task(publish_op(cfg, rel2, copies2), ctx).result
@@ -106,12 +112,6 @@ def test_a_failed_move_leaves_every_region_on_the_previous_version_and_the_retry
     rec = record(sandbox, v2)
     assert rec["state"] == "published" and rec["amis"] == new_amis and rec["published_by"] == "manual__2"
     assert rec["pointers_before"][OTHER]["latest"]["value"] == before[OTHER][0]
-    # the next release's notes diff against v1 (the rolled-back try is not a release), here v2
-    rel3 = run_task(
-        ReleaseImageOperator(task_id="release", role="web", ami_id=bake(sandbox, version=today(3)), config_path=cfg),
-        outlet_context(run_id="manual__3"),
-    ).result
-    assert rel3["previous_version"] == v2
 
 
 def test_a_region_that_cannot_be_staged_moves_nothing(sandbox_clean, tmp_path):
