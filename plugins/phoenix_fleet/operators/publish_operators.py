@@ -854,7 +854,8 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
         self.log.info(
             "published %s %s: %s%s%s", self.role, version, ", ".join(f"{r}={a}" for r, a in amis.items()),
             f" (not to {', '.join(skipped)}: not in this release's regions)" if skipped else "",
-            f" (already published by {record.published_by}: the rollout will skip this event)" if already else "",
+            f" (already published by {record.published_by or 'an earlier run'}: the rollout will skip this event)"
+            if already else "",
         )
         result = {**extra, "parameters": parameters, "shared_with": accounts}
         _push_keys(context, result)
