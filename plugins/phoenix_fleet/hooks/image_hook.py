@@ -309,6 +309,31 @@ class ImageHook(AwsBaseHook):
             bucket, record_key(record.role, record.version), record.to_json(), "application/json"
         )
 
+    def publication_evidence(
+        self, bucket: str, role: str, version: str, version_parameter: str, home_region: str
+    ) -> str | None:
+        """Why ``version`` of ``role`` counts as published, or None: it does not (nothing was, or a publish of it
+        was rolled back).
+
+        Published: the release log's record says ``published``; or, in a region of the record (the home region
+        without one), ``version_parameter`` (``latest-version``) holds it now or in a version labelled
+        ``v<version>`` (a release from before the log, or a publish stopped half-way, which only a retry settles).
+        A rolled-back try leaves the value in the parameter's history without the label: no evidence."""
+        record = self.release_record(bucket, role, version)
+        where = f"s3://{bucket}/{record_key(role, version)}"
+        if record is not None and record.published:
+            return f"the release log {where} says published"
+        label = f"v{version}"
+        regions = list(record.amis) if record is not None and record.amis else [home_region]
+        for region in regions:
+            history = self.parameter_history(version_parameter, region)
+            if history and str(history[-1].get("Value")) == str(version):
+                return f"{version_parameter} in {region} holds {version}"
+            labelled = [h for h in history if label in (h.get("Labels") or [])]
+            if labelled:
+                return f"{version_parameter} in {region} version {labelled[-1]['Version']} is labelled {label}"
+        return None
+
     def release_log_versions(self, bucket: str, role: str) -> list[str]:
         """Every version with a record in the release log (any state), unsorted."""
         return versions_in_keys(self.list_s3_keys(bucket, role_prefix(role)), role)

@@ -271,10 +271,12 @@ class _VerifyOperator(BaseOperator):
         return PhoenixEc2Hook(**self._hook_kwargs())
 
     def published_evidence(self, ec2: Any, image: Mapping[str, Any]) -> str | None:
-        """Why ``image`` counts as published, or None. Published: tagged ``phoenix:published-at``, or named by the
-        role's SSM pointer ``<ssm_prefix>/<role>/latest`` in this region, now or in any version of its history (the
-        release log: earlier releases are rollback targets). When the pointer cannot be read, the image is treated
-        as published: a verdict never demotes on a guess."""
+        """Why ``image`` counts as published, or None. Published: tagged ``phoenix:published-at``; or the release
+        log's record of its ``phoenix:version`` (``s3://<artifacts_bucket>/images/<role>/<version>/release.json``)
+        says published with this AMI in some region; or named by the role's SSM pointer
+        ``<ssm_prefix>/<role>/latest`` in this region, now or in any version SSM still keeps (earlier releases are
+        rollback targets; SSM keeps 100 versions, the log every release). When the log or the pointer cannot be
+        read, the image is treated as published: a verdict never demotes on a guess."""
         tags = _tag_map(image)
         image_id = str(image["ImageId"])
         if tags.get(PUBLISHED_AT_TAG):
@@ -283,9 +285,25 @@ class _VerifyOperator(BaseOperator):
         if not role:
             return None
         try:
-            pointer = self.fleet_config().latest_parameter(role)
+            fleet = self.fleet_config()
+            pointer = fleet.latest_parameter(role)
         except Exception:  # a role the fleet config does not know: no pointer of ours can name it
             return None
+        version = tags.get(VERSION_TAG)
+        if version:
+            from phoenix_fleet.hooks.image_hook import ImageHook
+            from phoenix_fleet.release.release_log import record_key
+
+            where = f"s3://{fleet.artifacts_bucket}/{record_key(role, version)}"
+            try:
+                record = ImageHook(**self._hook_kwargs()).release_record(fleet.artifacts_bucket, role, version)
+            except Exception as exc:
+                return f"whether the release log {where} names it could not be read " + (
+                    f"({_client_error_code(exc) or type(exc).__name__})"
+                )
+            if record is not None and record.published and image_id in record.amis.values():
+                regions = ", ".join(r for r, a in record.amis.items() if a == image_id)
+                return f"the release log {where} says {role} {version} was published with it ({regions})"
         from airflow.providers.amazon.aws.hooks.ssm import SsmHook
 
         ssm = SsmHook(**self._hook_kwargs()).conn

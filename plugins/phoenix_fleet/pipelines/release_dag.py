@@ -251,9 +251,13 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             if not claim:
                 raise AirflowSkipException("this run claimed no version (dry run, skipped or failed plan)")
             hook = ImageHook(aws_conn_id="aws_default", region_name=home)
-            history = hook.parameter_history(cached_fleet_config().latest_version_parameter(role_name))
-            if any(str(h.get("Value")) == str(version) for h in history):
-                print(f"{version} was published: its claim {claim['parameter']} stays (versions are immutable)")
+            fleet = cached_fleet_config()
+            evidence = hook.publication_evidence(
+                fleet.artifacts_bucket, role_name, str(version), fleet.latest_version_parameter(role_name), home
+            )
+            if evidence:
+                print(f"{version} was published ({evidence}): its claim {claim['parameter']} stays (versions are "
+                      "immutable)")
                 return {"version": version, "claim": claim["parameter"], "released": False}
             released = release_claim(
                 hook.client("ssm", home), claim["parameter"], run_id=claim["run_id"], dag_id=claim["dag_id"],

@@ -66,6 +66,29 @@ def record(sandbox: Any, version: str) -> dict:
     return json.loads(body)
 
 
+def evidence(version: str) -> str | None:
+    """Whether the release DAG's settle_version_claim counts ``version`` as published (it keeps the claim)."""
+    from phoenix_fleet.hooks.image_hook import ImageHook
+
+    return ImageHook(aws_conn_id="aws_default", region_name=HOME).publication_evidence(
+        BUCKET, "web", version, LATEST_VERSION, HOME
+    )
+
+
+def test_a_release_published_before_the_log_counts_by_its_ssm_label(sandbox_clean, tmp_path):
+    """No record in the log: the label publish used to write on latest-version is the evidence; an unlabelled value
+    in the history (a try that was put back) is not."""
+    ssm = sandbox_clean.client("ssm")
+    make_bucket(sandbox_clean)
+    v1, v2, v3 = today(1), today(2), today(3)
+    for value in (v1, v3, v2):  # v1 released (labelled), v3 tried and put back (unlabelled), v2 holds now
+        ssm.put_parameter(Name=LATEST_VERSION, Value=value, Type="String", Overwrite=True)
+    ssm.label_parameter_version(Name=LATEST_VERSION, ParameterVersion=1, Labels=[f"v{v1}"])
+    assert f"version 1 is labelled v{v1}" in (evidence(v1) or ""), evidence(v1)
+    assert f"holds {v2}" in (evidence(v2) or ""), evidence(v2)
+    assert evidence(v3) is None
+
+
 @pytest.mark.parametrize("failing", [OTHER, HOME])
 def test_a_failed_move_leaves_every_region_on_the_previous_version_and_the_retry_moves_all(
     sandbox_clean, tmp_path, failing
@@ -97,6 +120,9 @@ def test_a_failed_move_leaves_every_region_on_the_previous_version_and_the_retry
         assert f"v{v2}" not in labels(sandbox, region) + labels(sandbox, region, LATEST_VERSION)
     assert record(sandbox, v2)["state"] == "rolled-back"
     assert len(ctx["outlet_events"]) == 0  # no event extra was set: the task failed before announcing
+    # the rolled-back try left v2 in latest-version's history (put, then put back) but published nothing: the
+    # release DAG's settle_version_claim asks this and releases the run's claim
+    assert evidence(v2) is None
     # the rolled-back try is no release: another image released now diffs against v1
     rel3 = run_task(
         ReleaseImageOperator(task_id="release", role="web", ami_id=bake(sandbox, version=today(3)), config_path=cfg),
@@ -111,6 +137,7 @@ def test_a_failed_move_leaves_every_region_on_the_previous_version_and_the_retry
     assert ctx["outlet_events"][image_asset("web")].extra["version"] == v2
     rec = record(sandbox, v2)
     assert rec["state"] == "published" and rec["amis"] == new_amis and rec["published_by"] == "manual__2"
+    assert "says published" in (evidence(v2) or ""), evidence(v2)
     assert rec["pointers_before"][OTHER]["latest"]["value"] == before[OTHER][0]
 
 

@@ -296,6 +296,46 @@ def test_failed_image_tests_on_a_published_image_do_not_demote_it(seeded, sandbo
     assert tags["phoenix:verify-failed"].startswith("2 image check(s) failed: test_ssh.py::test_sshd_setting")
 
 
+def test_an_image_the_release_log_names_is_not_demoted_when_ssm_no_longer_does(seeded, sandbox_clean):
+    """A release older than the 100 versions SSM keeps of latest is named only by the release log in S3: its
+    image tests failing on a canary still never demote it (the log is read, not only the pointer's history)."""
+    from phoenix_fleet.release.release_log import PUBLISHED, ReleaseRecord, record_key
+
+    ec2, s3 = sandbox_clean.client("ec2"), sandbox_clean.client("s3")
+    old = make_image(
+        sandbox_clean, seeded["base_ami"]["id"], "phoenix-web-2026.01.05-1",
+        {"phoenix:role": "web", "phoenix:version": "2026.01.05-1", "phoenix:verified": "true"}, settle=True,
+    )
+    ec2.create_tags(Resources=[old], Tags=[
+        {"Key": "phoenix-sandbox:ssm-exit-code", "Value": "1"},
+        {"Key": "phoenix-sandbox:ssm-output", "Value": FAILING_OUTPUT},
+    ])
+    history = sandbox_clean.client("ssm").get_parameter_history(Name="/phoenix/images/web/latest")["Parameters"]
+    assert old not in [h["Value"] for h in history]
+    rec = ReleaseRecord(role="web", version="2026.01.05-1", amis={"us-east-1": old}, home_region="us-east-1",
+                        state=PUBLISHED, published_by="manual__january")
+    s3.put_object(Bucket="phoenix-fleet-artifacts", Key=record_key("web", "2026.01.05-1"), Body=rec.to_json().encode())
+    ops, ctx = _ops(old), _ctx()
+    _run_launch(ops, ctx)
+    run_task(ops["healthy"], ctx)
+    with pytest.raises(ImageVerificationFailed, match="not demoted") as err:
+        run_task(ops["tests"], ctx)
+    assert "release log s3://phoenix-fleet-artifacts/images/web/2026.01.05-1/release.json" in str(err.value)
+    tags = tag_map(ec2.describe_images(ImageIds=[old])["Images"][0])
+    assert tags["phoenix:verified"] == "true" and "phoenix:verify-failed" in tags
+
+    # the same record rolled back (a publish that was undone) is no evidence: a real failure demotes
+    rec.state = "rolled-back"
+    s3.put_object(Bucket="phoenix-fleet-artifacts", Key=record_key("web", "2026.01.05-1"), Body=rec.to_json().encode())
+    ops, ctx = _ops(old), make_context(run_id="manual__again", task_id="verify")
+    _run_launch(ops, ctx)
+    run_task(ops["healthy"], ctx)
+    with pytest.raises(ImageVerificationFailed) as err:
+        run_task(ops["tests"], ctx)
+    assert "not demoted" not in str(err.value)
+    assert tag_map(ec2.describe_images(ImageIds=[old])["Images"][0])["phoenix:verified"] == "false"
+
+
 def test_a_pass_clears_earlier_errors(seeded, sandbox_clean, new_ami):
     ec2 = sandbox_clean.client("ec2")
     ec2.create_tags(Resources=[new_ami], Tags=[{"Key": "phoenix:verify-error", "Value": "an earlier SSM timeout"}])
