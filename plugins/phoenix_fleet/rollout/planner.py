@@ -31,8 +31,10 @@ The rules (docs/rollout.md explains them at length):
   image that was already failing is replaced like any other outdated one, and outdated instances still
   Pending (a lifecycle hook that never completes) are terminated instead of waited for.
 - **Deadline** (per phase) passed while outdated instances remain -> the same as a failure; while only
-  wait-policy instances remain, or the group is not at its desired capacity -> ``Halt`` (blocked). A
-  fully replaced fleet is allowed to finish.
+  wait-policy instances remain, or the group is not at its desired capacity -> ``Halt`` (blocked). Past it
+  nothing is waited for (``_past_deadline``): new instances still not healthy -> the same as a failure,
+  any other wait (the soak of a fully replaced fleet too) -> ``Halt`` (blocked); before it, no wait reaches
+  past it. A stream of fresh launches (each with its own health horizon) cannot hold a phase open.
 - **Halting** (phase failed): terminate surplus instances known to be unhealthy (down to the baseline),
   point the group back at the previous version when the rollout replaced nothing, restore capacity and
   processes, then ``Fail``. A replace rollout that cannot take a single instance out halts before it
@@ -314,6 +316,44 @@ def _halt(v: _View, kind: FailKind, reason: str) -> Halt:
 
 
 def _plan_active(v: _View) -> Action:
+    """The next step of an active phase; past the phase's deadline, never a wait (``_past_deadline``), and
+    before it, no wait's horizon beyond it: whatever the phase waits for, it ends by its deadline."""
+    action = _plan_active_step(v)
+    if not isinstance(action, Wait):
+        return action
+    if v.now >= v.deadline:
+        return _past_deadline(v, action)
+    if action.until > v.deadline:
+        return replace(action, until=v.deadline)
+    return action
+
+
+def _never_healthy(v: _View) -> str:
+    """What on the target is not healthy yet, e.g. ``2 instance(s) on ami-0new never became healthy (i-0a:
+    lifecycle Pending:Wait)``; empty when all of it is healthy."""
+    sick = sorted((i for i in v.on_target_live if i.instance_id not in v.healthy), key=lambda i: i.instance_id)
+    short = v.state.desired - len(v.state.live)
+    if not sick:
+        if short > 0:  # launches left the group (or never came) before any became healthy
+            return (f"the ASG is at {len(v.state.live)} of desired {v.state.desired}: the new instances never became "
+                    "healthy and left the group (a lifecycle hook's ABANDON? no capacity?)")
+        return ""
+    problems = "; ".join(health.health_problems(sick[0], v.state, v.policy, alarms=v.count_alarms))
+    return f"{len(sick)} instance(s) on {v.target} never became healthy ({sick[0].instance_id}: {problems})"
+
+
+def _past_deadline(v: _View, wait: Wait) -> Action:
+    """The phase's deadline passed while it still waits: it ends now, whatever it waits for (a stream of
+    fresh instances, each with its own health horizon, must not keep it open). New instances that never
+    became healthy are a failure (forward: the rollback starts; in the rollback: it failed); any other wait
+    (settling, capacity, unknown health, the soak) halts it (blocked)."""
+    head = f"deadline passed ({v.policy.deadline_minutes} min) in the {v.rec.phase} phase"
+    if wait.condition in (WaitFor.HEALTHY, WaitFor.WARMUP) and _never_healthy(v):
+        return _fail_over(v, f"{head}: {_never_healthy(v)}")
+    return _halt(v, FailKind.BLOCKED, f"{head} waiting for {wait.condition.value}: {wait.reason}")
+
+
+def _plan_active_step(v: _View) -> Action:
     state, rec, policy = v.state, v.rec, v.policy
 
     # 1. failures: an instance on the target failed, or (forward) an alarm fires
@@ -346,14 +386,16 @@ def _plan_active(v: _View) -> Action:
     if v.now >= v.deadline:
         if v.eligible or v.pending_outdated:
             n = len(v.eligible) + len(v.pending_outdated)
-            return _fail_over(v, f"deadline passed ({policy.deadline_minutes} min) with {n} outdated left")
+            sick = _never_healthy(v)
+            return _fail_over(v, f"deadline passed ({policy.deadline_minutes} min) with {n} outdated left"
+                              + (f"; {sick}" if sick else ""))
         if v.blocked:
             return _halt(v, FailKind.BLOCKED, _blocked_reason(v, "deadline passed; still "))
         if len(state.live) != state.desired:  # short of desired, or more than desired (e.g. all protected)
             return _halt(
                 v, FailKind.BLOCKED,
                 f"deadline passed waiting for the ASG to reach desired capacity ({len(state.live)} live for "
-                f"desired {state.desired})",
+                f"desired {state.desired})" + (f"; {_never_healthy(v)}" if _never_healthy(v) else ""),
             )
 
     # 3. the ASG must launch the target, and the rollout's processes must be suspended; a replace rollout
@@ -591,8 +633,11 @@ def _terminate(v: _View, victims: list[Instance], *, decrement: bool) -> Action:
 
 def _restore_desired(v: _View) -> int:
     """The baseline, unless lowering desired to it (the ASG picks what to remove) could cross the floor:
-    then the surplus stays (only possible when unhealthy instances are protected from scale-in)."""
-    if v.excess > 0 and len(v.healthy) - v.excess < v.floor:
+    then the surplus stays (only possible when unhealthy instances are protected from scale-in). The ASG
+    removes only the live instances above the baseline: a surplus it has not launched yet (a launch that a
+    lifecycle hook abandoned, its replacement not started) costs nothing to drop."""
+    removed = min(v.excess, len(v.state.live) - v.base)
+    if removed > 0 and len(v.healthy) - removed < v.floor:
         return v.state.desired
     return v.base
 

@@ -65,7 +65,7 @@ class Fate:
     boot: int  # seconds Pending (part of it in Pending:Wait when hooks are on)
     to_healthy: int  # seconds after InService until the target is healthy
     to_status_ok: int  # seconds after launch until status checks are ok
-    fail: str | None = None  # None | "never" | "elb" | "asg" | "impaired"
+    fail: str | None = None  # None | "never" | "elb" | "asg" | "impaired" | "abandon" (World.abandon_after)
     fail_after: int = 0  # seconds after InService when it goes bad
 
 
@@ -114,6 +114,10 @@ class World:
     launch_delay: int = 0  # seconds before the ASG acts on a capacity shortfall
     unknown: float = 0.0  # chance that an observation leaves some health unknown
     race: float = 0.0  # chance that desired changes from outside right after an observation
+    #: a launch lifecycle hook nobody completes (heartbeat seconds): every instance launched from now on sits
+    #: in Pending:Wait until its heartbeat times out, then the default result ABANDON terminates it and the
+    #: ASG launches the next one (a stream of fresh instances that never turn healthy)
+    abandon_after: int | None = None
 
 
 class SimAsg:
@@ -134,6 +138,7 @@ class SimAsg:
         self.pending_chaos = sorted(world.chaos, key=lambda c: c.at)
         self.planner_terminated: list[tuple[str, str]] = []  # (id, image at the time)
         self.external_kills = 0
+        self.abandoned = 0  # instances the lifecycle hook's heartbeat timeout abandoned (World.abandon_after)
         self.launch_due: datetime | None = None
         self.events = 0
         self.no_capacity_until: datetime | None = None
@@ -150,6 +155,8 @@ class SimAsg:
         rng = random.Random(f"fate-{self.world.seed}-{self.seq}")
         lo, hi = self.world.boot_range
         fate = Fate(boot=rng.randint(lo, hi), to_healthy=rng.randint(0, 60), to_status_ok=rng.randint(20, 120))
+        if self.world.abandon_after is not None:
+            return Fate(boot=10**9, to_healthy=0, to_status_ok=fate.to_status_ok, fail="abandon")
         bad = image in self.world.bad_images or rng.random() < self.world.flake
         if bad:
             fate.fail = rng.choice(["never", "elb", "asg", "impaired"])
@@ -201,11 +208,17 @@ class SimAsg:
                 per_az[victim.az] -= 1
                 self._terminate(victim, "asg")
 
+    def _abandon_at(self, i: SimInstance) -> datetime:
+        assert self.world.abandon_after is not None
+        return i.launch + timedelta(seconds=self.world.abandon_after)
+
     def _next_event(self, until: datetime) -> datetime | None:
         times: list[datetime] = []
         for i in self.instances.values():
             if i.terminating_since is not None:
                 times.append(i.terminating_since + timedelta(seconds=self.world.drain))
+            elif i.fate.fail == "abandon":
+                times.append(self._abandon_at(i))
             elif i.fate.fail == "asg" and "ReplaceUnhealthy" not in self.suspended and not i.standby:
                 bad = i.goes_bad_at()
                 assert bad is not None
@@ -230,6 +243,9 @@ class SimAsg:
             for i in list(self.instances.values()):
                 if i.terminating_since is not None and i.terminating_since + timedelta(seconds=self.world.drain) <= self.now:
                     self.gone[i.id] = self.instances.pop(i.id)
+                elif i.fate.fail == "abandon" and i.terminating_since is None and self._abandon_at(i) <= self.now:
+                    self._terminate(i, "hook")
+                    self.abandoned += 1
                 elif (i.fate.fail == "asg" and i.terminating_since is None and not i.standby
                       and "ReplaceUnhealthy" not in self.suspended):
                     bad = i.goes_bad_at()
@@ -309,7 +325,7 @@ class SimAsg:
         elif i.exit_pending_until is not None and t < i.exit_pending_until:
             lifecycle = "Pending"
         elif t < i.in_service_at:
-            hooked = self.world.hooks and t >= i.launch + timedelta(seconds=5)
+            hooked = (self.world.hooks or f.fail == "abandon") and t >= i.launch + timedelta(seconds=5)
             lifecycle = "Pending:Wait" if hooked else "Pending"
         else:
             lifecycle = "InService"
@@ -432,6 +448,7 @@ class Run:
     final: Action | None = None
     steps: int = 0
     records: list[RolloutRecord] = field(default_factory=list)
+    times: list[datetime] = field(default_factory=list)  # when each action was planned (sim time)
 
 
 class InvariantError(AssertionError):
@@ -623,6 +640,7 @@ def drive(sim: SimAsg, policy: Policy, record: RolloutRecord, *, max_steps: int 
         if check:
             check_action(state, rec, policy, action)
         run.actions.append(action)
+        run.times.append(state.now)
         if isinstance(action, Done | Fail):
             sim.apply(action)
             run.final = action

@@ -321,12 +321,53 @@ def test_deadline_rolls_back_or_halts_while_outdated_instances_remain() -> None:
     assert isinstance(halt, Halt) and halt.record is not None and halt.record.reason.startswith("halted: deadline")
 
 
-def test_a_fully_replaced_fleet_finishes_after_the_deadline() -> None:
+def test_a_fully_replaced_fleet_still_soaking_at_the_deadline_halts_without_rollback() -> None:
+    """Issue 18 item 2: past the deadline nothing is waited for, not even the soak; the fleet is on the new
+    image and nothing failed, so no rollback: a blocked halt naming the soak, then restore and Fail."""
     state = fleet(*news(4, age=70), now_offset=3600)
     policy = replace(SURGE, soak_seconds=300)
     rec = record(state, policy, started_at=T0 - timedelta(hours=2))
-    soak = plan(state, rec, policy)
-    assert isinstance(soak, Wait) and soak.condition == WaitFor.SOAK
+    halt = plan(state, rec, policy)
+    assert isinstance(halt, Halt) and halt.record is not None
+    assert halt.reason == "deadline passed (60 min) in the forward phase waiting for soak: soak 300s"
+    restore = plan(state, halt.record, policy)
+    assert isinstance(restore, Restore) and restore.resume_processes
+    failed = plan(replace(state, suspended_processes=frozenset()), halt.record, policy)
+    assert failed == Fail(reason=halt.reason, fail_kind=FailKind.BLOCKED)
+
+
+def test_a_wait_never_reaches_past_the_deadline() -> None:
+    """The warmup (and soak) of a batch launched just before the deadline: the wait ends at the deadline, where
+    the next plan ends the phase (an instance's own horizon never carries the phase beyond it)."""
+    state = fleet(*olds(2), *news(2, age=-3580), desired=4, now_offset=3590)  # launched 10 s ago
+    rec = record(state, SURGE, desired_written=(4, 4), baseline=2)
+    wait = plan(state, rec, SURGE)
+    assert isinstance(wait, Wait) and wait.condition == WaitFor.WARMUP
+    assert wait.until == T0 + timedelta(seconds=3600)  # not its warmup end, 50 s later
+
+
+def test_a_stream_of_fresh_launches_cannot_hold_the_rollback_past_its_deadline() -> None:
+    """Issue 18 item 2 (found from outside): a launch hook nobody completes abandons each replacement after
+    its heartbeat, so the rollback's surplus instance on the previous image is always fresh and its own health
+    horizon always ahead. Past the rollback's deadline it fails, naming what never became healthy; the halt
+    removes the surplus, restores desired and processes."""
+    rec = record(fleet(*olds(3)), SURGE).for_rollback(T0 - timedelta(minutes=61), "deadline passed")
+    fresh = inst("i-fresh", OLD, lifecycle="Pending:Wait", age=30)
+    state = fleet(*olds(3), fresh, desired=4, max_size=4, launch_image_id=OLD)
+    rec = replace(rec, desired_written=(4, 4))
+    halt = plan(state, rec, SURGE)
+    assert isinstance(halt, Halt) and halt.record is not None
+    assert halt.reason == (
+        "deadline passed (60 min) in the rollback phase: 1 instance(s) on ami-0old never became healthy "
+        "(i-fresh: lifecycle Pending:Wait; target not registered in web; warming up (30s left))"
+    )
+    assert halt.record.reason.startswith("rollback-failed: ")
+    cleanup = plan(state, halt.record, SURGE)
+    assert cleanup == Terminate(instance_ids=("i-fresh",), decrement_desired=True,
+                                record=halt.record.writing(4, 3))
+    # before the deadline the same observation waits, for no longer than the deadline
+    early = plan(replace(state, now=T0 - timedelta(minutes=2)), rec, SURGE)
+    assert isinstance(early, Wait) and early.until <= rec.deadline(SURGE)
 
 
 # -- standby and scale-in protected instances -----------------------------------------------------------

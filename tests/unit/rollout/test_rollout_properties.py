@@ -28,13 +28,14 @@ Invariants (checked by rollout_sim.check_action / check_after / check_final on e
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import event, given, note
 from hypothesis import strategies as st
-from phoenix_fleet.rollout import Done, Fail, Policy
+from phoenix_fleet.rollout import Done, Fail, Halt, Policy, StartRollback
 from rollout_settings import rollout_settings
 from rollout_sim import ALARM, NEW, OLD, T0, Chaos, SimAsg, World, begin, drive, make_fleet
 
@@ -327,3 +328,51 @@ def test_renewal_replaces_exactly_the_old_instances(data: st.DataObject) -> None
         assert all(i.image_id == NEW and i.launch_time >= cutoff for i in state.live)
         assert (state.desired, state.min_size, state.max_size) == (
             record.original_desired, record.original_min, record.original_max)
+
+
+@rollout_settings(max_examples=100)
+@given(data=st.data())
+def test_launches_that_never_turn_healthy_end_every_phase_by_its_deadline(data: st.DataObject) -> None:
+    """Issue 18 item 2: a launch lifecycle hook nobody completes (every launch sits in Pending:Wait until its
+    heartbeat times out, ABANDON terminates it, the ASG launches the next): whatever the heartbeat, a stream of
+    fresh instances never moves the horizon. Each phase ends (StartRollback, Halt or Done) by its deadline plus
+    one poll, and the rollout fails with desired at the baseline, min/max and processes restored, its reason
+    naming what never became healthy."""
+    poll = 15
+    heartbeat = data.draw(st.integers(20, 1200), label="heartbeat")
+    world = World(seed=data.draw(st.integers(0, 2**32), label="seed"), abandon_after=heartbeat,
+                  launch_delay=data.draw(st.sampled_from([0, 10]), label="launch_delay"))
+    n = data.draw(st.integers(1, 12), label="n")
+    sim = make_fleet(world, n=n, azs=data.draw(st.integers(1, 3)), max_extra=data.draw(st.integers(0, 2)))
+    policy = replace(data.draw(policies(), label="policy"), deadline_minutes=data.draw(st.integers(1, 30)),
+                     standby="skip", protected="skip")
+    record = begin(sim, policy, previous=data.draw(st.sampled_from([OLD, None]), label="previous"))
+    run = drive(sim, policy, record, poll=poll, max_steps=20000)
+    note(f"steps={run.steps} final={run.final} abandoned={sim.abandoned}")
+    assert isinstance(run.final, Fail | Done), run.final
+    assert not isinstance(run.final, Done) or run.final.outcome == "rolled_back", run.final  # nothing new is healthy
+    # it names the instance that never became healthy and why (the deadline, or its own health timeout)
+    never_healthy = (r"never became healthy \(i-\w+: lifecycle Pending|i-\w+ not healthy \d+s after launch \(lifecycle "
+                     r"Pending|the new instances never became healthy and left the group")
+    # every phase ended by its deadline + one poll
+    deadline = record.deadline(policy) + timedelta(seconds=poll)
+    for action, at in zip(run.actions, run.times, strict=True):
+        if isinstance(action, StartRollback | Halt | Done):
+            assert at <= deadline, f"{action.kind} at {at}, the phase's deadline + one poll was {deadline}"
+            if isinstance(action, StartRollback):
+                assert action.record is not None
+                deadline = action.record.deadline(policy) + timedelta(seconds=poll)
+            else:
+                break
+    else:  # pragma: no cover
+        raise AssertionError("no Halt before the Fail")
+    if isinstance(run.final, Done):  # a rollback that had nothing to launch: the forward phase named it
+        assert re.search(never_healthy, run.final.summary), run.final
+        return
+    state = sim.observe()
+    last = sim.record()
+    assert last is not None
+    assert (state.desired, state.min_size, state.max_size) == last.restore_capacity()
+    assert not sim.suspended & set(policy.suspend_processes)
+    if "cannot take any instance out" not in run.final.reason:  # (a replace at a 100 % floor halts at once)
+        assert re.search(never_healthy, run.final.reason), run.final.reason
