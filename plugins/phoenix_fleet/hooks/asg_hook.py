@@ -182,6 +182,16 @@ def launch_template_of(group: Mapping[str, Any]) -> LaunchTemplateRef | None:
     )
 
 
+def launch_source(group: Mapping[str, Any]) -> str:
+    """What a group without a launch template reports instead, for an error message."""
+    if group.get("LaunchConfigurationName"):
+        return f"launch configuration {group['LaunchConfigurationName']!r}, no launch template"
+    mixed = group.get("MixedInstancesPolicy")
+    if mixed:
+        return f"a MixedInstancesPolicy without a launch template specification ({sorted(mixed)})"
+    return "no LaunchTemplate, no MixedInstancesPolicy and no launch configuration"
+
+
 def worst_status(entry: Mapping[str, Any] | None) -> str | None:
     """The worse of the system and instance status checks of a DescribeInstanceStatus entry."""
     if not entry:
@@ -207,6 +217,7 @@ def fleet_state_from(
     *,
     unknown_target_groups: Iterable[str] = (),
     errors: Sequence[str] = (),
+    launch_unresolved: str | None = None,
 ) -> FleetState:
     """The planner's FleetState from raw describe results (pure).
 
@@ -253,6 +264,7 @@ def fleet_state_from(
         suspended_processes=frozenset(p["ProcessName"] for p in group.get("SuspendedProcesses") or []),
         launch_image_id=launch_image_id,
         observe_errors=tuple(errors),
+        launch_unresolved=launch_unresolved,
     )
 
 
@@ -378,8 +390,13 @@ def observation_calls(
             alarm_pages.append((follow, more))
     pos += len(alarm_parts)
 
+    unresolved: str | None = None
+    if resolve_launch_template and lt is None:
+        unresolved = f"the group reports {launch_source(group)}"
     if lt_call and lt is not None:
         versions = (responses[pos] or {}).get("LaunchTemplateVersions") or []
+        if not versions:
+            unresolved = f"version {lt.version} of launch template {lt.key} not found"
         if versions:
             v = versions[0]
             image = (v.get("LaunchTemplateData") or {}).get("ImageId")
@@ -397,11 +414,13 @@ def observation_calls(
     except RecordError as exc:
         record_error = str(exc)
     launch_image = lt.image_id if (lt is not None and resolve_launch_template) else None
+    if lt is not None and resolve_launch_template and lt.number is not None and not launch_image:
+        unresolved = f"version {lt.number} of launch template {lt.key} names no ImageId"
     if launch_image is not None and launch_image.startswith("resolve:ssm:"):
         launch_image = None  # an SSM-parameter AMI: trusted, not resolved here
     state = fleet_state_from(
         group, known, statuses, target_health, firing, launch_image, now(),
-        unknown_target_groups=unknown_tgs, errors=errors,
+        unknown_target_groups=unknown_tgs, errors=errors, launch_unresolved=unresolved,
     )
     return Observation(
         state=state,

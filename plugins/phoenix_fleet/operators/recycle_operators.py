@@ -751,13 +751,14 @@ class AsgRecycleOperator(BaseOperator):
     def _resolve_target(self, obs: Any, dry_run: bool) -> tuple[str, str | None]:
         """(target AMI, explicit launch template version ``lt-...:N``) from the task's arguments (a dry run
         accepts a target no version launches yet: None)."""
+        from phoenix_fleet.hooks.asg_hook import LaunchTemplateRef, launch_source
+
         lt = obs.launch_template
         if lt is None:
             raise ValueError(
-                f"asg_name: {self.asg_name} launches from a launch configuration, not a launch template. "
+                f"asg_name: {self.asg_name} resolves to no launch template: the group reports {launch_source(obs.group)}. "
                 "Fix: move the group to a launch template (phoenix-fleet rolls launch-template versions only)"
             )
-        from phoenix_fleet.hooks.asg_hook import LaunchTemplateRef
 
         wanted_image = str(self.target_image_id) if self.target_image_id not in (None, "", "None") else None
         version = self.target_launch_template_version

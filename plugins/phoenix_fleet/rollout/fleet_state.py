@@ -118,6 +118,10 @@ class FleetState:
     operator did not resolve it; the planner then trusts that the template points at the target).
     ``observe_errors`` are the API errors the observation tolerated (each made some health unknown), e.g.
     ``DescribeTargetHealth web-tg: TargetGroupNotFound``: a halt on unknown health names them.
+    ``launch_unresolved`` says what the group reported when it was asked for its launch image and it resolves
+    to none (no launch template in the group, a version not found, a version without ``ImageId``); None when
+    it resolved, or when it was not asked (``launch_image_id`` None then means "trusted", e.g. a
+    ``resolve:ssm:`` parameter). The planner refuses such a group (it never skips the target check).
     """
 
     asg_name: str
@@ -132,6 +136,7 @@ class FleetState:
     suspended_processes: frozenset[str] = frozenset()
     launch_image_id: str | None = None
     observe_errors: tuple[str, ...] = ()
+    launch_unresolved: str | None = None
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:

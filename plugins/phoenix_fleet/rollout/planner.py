@@ -404,6 +404,14 @@ def _plan_active_step(v: _View) -> Action:
         no_room = _no_room(v)
         if no_room:
             return _halt(v, FailKind.BLOCKED, no_room)
+    if state.launch_unresolved is not None:
+        # never a silent skip of the check below: a group that launches nothing we can name is not rolled
+        return _halt(
+            v, FailKind.BLOCKED,
+            f"{state.asg_name} resolves to no launch image: {state.launch_unresolved}. Refusing to roll it (its "
+            f"launches could be anything). Fix: point the group at a launch template version that launches "
+            f"{rec.target_image} (or {rec.previous_image or 'the previous image'}), then resume",
+        )
     if state.launch_image_id is not None and state.launch_image_id != rec.target_image:
         if rec.target_lt:
             return SetLaunchTemplate(launch_template=rec.target_lt, image_id=rec.target_image)

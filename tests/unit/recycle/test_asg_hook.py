@@ -17,6 +17,7 @@ from phoenix_fleet.hooks.asg_hook import (
     worst_status,
 )
 from phoenix_fleet.rollout import (
+    Halt,
     Lifecycle,
     Policy,
     RolloutRecord,
@@ -313,3 +314,64 @@ def test_a_failed_write_is_looked_at_again_before_it_counts_as_failed(sandbox_cl
     with pytest.raises(ClientError, match="Throttling"):
         fresh.set_capacity(f.asg, desired=6)
     assert F.group(sandbox_clean)["DesiredCapacity"] == 4
+
+
+def _answer_with(g, lt_versions):
+    def answer(call):
+        if call.method == "describe_auto_scaling_groups":
+            return {"AutoScalingGroups": [g]}
+        if call.method == "describe_instances":
+            return {"Reservations": [{"Instances": [
+                {"InstanceId": i, "ImageId": "ami-old", "LaunchTime": NOW - timedelta(hours=1)}
+                for i in call.params["Filters"][0]["Values"]]}]}
+        if call.method == "describe_instance_status":
+            return {"InstanceStatuses": [ok_status(i) for i in call.params["InstanceIds"]]}
+        if call.method == "describe_target_health":
+            return {"TargetHealthDescriptions": []}
+        if call.method == "describe_launch_template_versions":
+            return {"LaunchTemplateVersions": lt_versions}
+        raise AssertionError(call)
+    return answer
+
+
+def test_a_group_that_resolves_to_no_launch_image_is_refused_naming_what_it_reported():
+    """Issue 18 item 4: moto's UpdateAutoScalingGroup drops a MixedInstancesPolicy on a desired-only update,
+    and the group then reports no launch template; launch_image_id None made the planner skip its "the group
+    launches the target" check silently. Now the observation says what the group reported and the planner
+    halts (blocked) naming the group and that, before any other step; nothing but the record changes."""
+    policy = Policy(warmup_seconds=0, batch_size=1)
+    bare = group([("i-1", "InService"), ("i-2", "InService")])
+    del bare["LaunchTemplate"]
+    obs, calls = drive(observation_calls("web", policy, now=lambda: NOW), _answer_with(bare, []))
+    assert obs.launch_template is None and obs.state.launch_image_id is None
+    assert obs.state.launch_unresolved == (
+        "the group reports no LaunchTemplate, no MixedInstancesPolicy and no launch configuration"
+    )
+    record = RolloutRecord.begin("r", obs.state, policy, target_image="ami-new", previous_image="ami-old")
+    halt = plan(obs.state, record, policy)
+    assert isinstance(halt, Halt) and halt.record is not None and halt.record.phase == "failed"
+    assert halt.reason.startswith("web resolves to no launch image: the group reports no LaunchTemplate")
+    assert "Refusing to roll it" in halt.reason and "ami-new" in halt.reason
+
+    # a MixedInstancesPolicy that lost its launch template specification, named as such
+    mixed = {**bare, "MixedInstancesPolicy": {"InstancesDistribution": {"OnDemandBaseCapacity": 0}}}
+    obs, _ = drive(observation_calls("web", policy, now=lambda: NOW), _answer_with(mixed, []))
+    assert obs.state.launch_unresolved == (
+        "the group reports a MixedInstancesPolicy without a launch template specification (['InstancesDistribution'])"
+    )
+    # a version that is gone, or names no ImageId
+    obs, _ = drive(observation_calls("web", policy, now=lambda: NOW), _answer_with(group([("i-1", "InService")]), []))
+    assert obs.state.launch_unresolved == "version 7 of launch template lt-0abc not found"
+    no_image = [{"VersionNumber": 7, "LaunchTemplateData": {"InstanceType": "t3.micro"}}]
+    obs, _ = drive(observation_calls("web", policy, now=lambda: NOW),
+                   _answer_with(group([("i-1", "InService")]), no_image))
+    assert obs.state.launch_unresolved == "version 7 of launch template lt-0abc names no ImageId"
+    assert isinstance(plan(obs.state, record, policy), Halt)
+    # not asked (a trigger's poll): nothing is claimed
+    obs, _ = drive(observation_calls("web", policy, resolve_launch_template=False, now=lambda: NOW),
+                   _answer_with(bare, []))
+    assert obs.state.launch_unresolved is None
+    # resolved: no claim either
+    good = [{"VersionNumber": 7, "LaunchTemplateData": {"ImageId": "ami-new"}}]
+    obs, _ = drive(observation_calls("web", policy, now=lambda: NOW), _answer_with(group([("i-1", "InService")]), good))
+    assert obs.state.launch_unresolved is None and obs.state.launch_image_id == "ami-new"
