@@ -8,11 +8,13 @@
    state in the sandbox's S3 as include/fleet.yaml's ``backend_config`` says (one state key per root, so the
    two roots never wait on each other's lock). The network root runs in the background: the AWS provider waits
    a fixed 2 x 30 s after it creates the ALB, and the fleet root only looks the network's resources up, so the
-   fleet root applies as soon as they exist (the ALB included) while the network root sits out its waits, and
-   the release runs meanwhile;
+   fleet root applies as soon as they exist (the ALB included) while the network root sits out its waits;
 4. print the fleet: roles, ASGs, instances, AMI and version;
 5. run the weekly release of one role (``ami_release_<role>``), then its rollout (``fleet_rollout_<role>``)
-   and the inventory report (``fleet_inventory``) with ``airflow dags test``, when those DAGs exist. The DAGs
+   and the inventory report (``fleet_inventory``) with ``airflow dags test``, when those DAGs exist. The release
+   needs only the seed and Airflow's DB, so it runs while Terraform builds the fleet, from the moment the fleet
+   root has created its first launch template (its plan has read the image pointers: what the release publishes
+   does not change the fleet Terraform builds, so the rollout still has a release to roll). The DAGs
    read include/fleet.yaml with one change, printed: a warmup of ``DEMO_WARMUP_SECONDS`` instead of the
    sample's 30 s (the sandbox's instances serve at once; ``airflow dags test`` runs mapped tasks one after
    the other, so every batch's warmup adds up);
@@ -110,6 +112,17 @@ def network_ready(endpoint: str, env: str = "sandbox", region: str = "us-east-1"
         return bool(elbv2.describe_load_balancers(Names=[f"{env}-phoenix"])["LoadBalancers"])
     except elbv2.exceptions.LoadBalancerNotFoundException:
         return False
+
+
+def fleet_root_planned(endpoint: str, env: str = "sandbox", region: str = "us-east-1") -> bool:
+    """The fleet root has created a launch template, so its plan (which reads every role's
+    ``/phoenix/images/<role>/latest`` at once) is done: a release published from now on no longer changes what it
+    builds (modules/service's templates are described ``phoenix-fleet <env>/<role>: ...``)."""
+    import boto3
+
+    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=region)
+    templates = ec2.describe_launch_templates()["LaunchTemplates"]
+    return any(str(t.get("LaunchTemplateName", "")).startswith(f"{env}-") for t in templates)
 
 
 def fleet_rows(endpoint: str, region: str = "us-east-1") -> list[dict[str, str]]:
@@ -225,11 +238,38 @@ def _demo(phases: Phases) -> int:
         for name in ("terraform.tfstate", "terraform.tfstate.backup"):
             (root / name).unlink(missing_ok=True)
     network = Background("terraform network root", lambda: terraform_apply(TF_NETWORK, endpoint))
-    with phases("terraform fleet root (from the moment the network's resources exist)"):
+
+    def fleet_root() -> float:
         waited = wait_until("the network root's VPC, subnets, security group and ALB",
                             lambda: network_ready(endpoint), timeout=600, also=network)
         print(f"    the network's resources exist after {waited:.0f}s (the network root goes on waiting for its ALB)")
-        print(f"    fleet applied in {terraform_apply(TF_FLEET, endpoint):.0f}s")
+        seconds = terraform_apply(TF_FLEET, endpoint)
+        print(f"    fleet applied in {seconds:.0f}s")
+        return seconds
+
+    fleet = Background("terraform fleet root", fleet_root)
+
+    # The release needs the seed and Airflow's DB, not the fleet: it runs while Terraform builds the fleet, from the
+    # moment the fleet root has planned (read the image pointers), so the fleet starts on the seed's release and
+    # the rollout moves it to the new one
+    results: dict[str, bool] = {}
+    release_dag = f"ami_release_{DEMO_ROLE}"
+
+    def release() -> bool:
+        if migrate.join(timeout=600) != 0:
+            raise SystemExit(f"airflow db migrate failed: see {migrate_log.name}")
+        wait_until("the fleet root's first launch template", lambda: fleet_root_planned(endpoint), timeout=900,
+                   also=fleet)
+        print(f"    {release_dag} starts (the fleet root has read the image pointers; Terraform goes on meanwhile)")
+        return airflow_dags_test(env, release_dag, {}, log_dir)
+
+    if "ami_release" in dags:
+        print(f"    DAGs read {os.environ['PHOENIX_FLEET_CONFIG']}: include/fleet.yaml with a rollout warmup of "
+              f"{DEMO_WARMUP_SECONDS}s (the sample says 30s)")
+        _step(f"weekly security release of role {DEMO_ROLE}: bake → verify → publish, while Terraform builds the fleet")
+        released = Background(release_dag, release)
+    with phases("terraform: the network's resources, then the fleet root"):
+        fleet.join(timeout=1800)
 
     _step("the fleet")
     before = fleet_rows(endpoint)
@@ -238,15 +278,11 @@ def _demo(phases: Phases) -> int:
     with phases("airflow db migrate (what was left of it)"):
         if migrate.join(timeout=600) != 0:
             raise SystemExit(f"airflow db migrate failed: see {migrate_log.name}")
-    migrate_log.close()
     phases.add("airflow db migrate", migrate.wall or 0, background=True)
-    results: dict[str, bool] = {}
     if "ami_release" in dags:
-        print(f"\n    DAGs read {os.environ['PHOENIX_FLEET_CONFIG']}: include/fleet.yaml with a rollout warmup of "
-              f"{DEMO_WARMUP_SECONDS}s (the sample says 30s)")
-        _step(f"weekly security release of role {DEMO_ROLE}: bake → verify → publish")
-        with phases(f"ami_release_{DEMO_ROLE}"):
-            results["release"] = airflow_dags_test(env, f"ami_release_{DEMO_ROLE}", {}, log_dir)
+        with phases(f"{release_dag} (what was left of it after the fleet root)"):
+            results["release"] = released.join(timeout=3600)
+        phases.add(release_dag, released.wall or 0, background=True)
         if results["release"] and "fleet_rollout" in dags:
             _step(f"rollout of the new image over every {DEMO_ROLE} ASG: apply → canary → recycle → health gate")
             with phases(f"fleet_rollout_{DEMO_ROLE}"):
@@ -255,6 +291,7 @@ def _demo(phases: Phases) -> int:
             _step("nightly inventory report")
             with phases("fleet_inventory"):
                 results["inventory"] = airflow_dags_test(env, "fleet_inventory", {}, log_dir)
+    migrate_log.close()
 
     with phases("terraform network root (what was left of its wait)"):
         seconds = network.join(timeout=900)
