@@ -242,6 +242,12 @@ def rollout_message(role: str | None, outcome: str, context: Mapping[str, Any]) 
     """(subject, body) for a finished rollout run, from its plan and summary XComs."""
     dag_run = context.get("dag_run")
     plan = xcom(context, "plan") or {}
+    skipped = xcom(context, "plan", key="skipped")
+    if skipped and not plan:  # the plan skipped the run (one version, one rollout): nothing was rolled
+        return Message(
+            f"[phoenix-fleet] {role}: rollout skipped",
+            f"Rollout of {role}: skipped, nothing changed.\n{skipped}\nRun: {run_link(context)}",
+        )
     summary = xcom(context, "summary") or {}
     asked = run_conf(context).get("target_version")
     version = summary.get("version") or plan.get("version") or (str(asked) if asked else "latest")

@@ -134,27 +134,38 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
     ) as dag:
 
         @task(multiple_outputs=True, retries=1)
-        def plan(params: dict[str, Any] | None = None, triggering_asset_events: Any = None) -> dict[str, Any]:
-            from airflow.sdk.exceptions import AirflowFailException
+        def plan(
+            params: dict[str, Any] | None = None, triggering_asset_events: Any = None, ti: Any = None,
+            run_id: str | None = None,
+        ) -> dict[str, Any]:
+            import datetime as dt
+
+            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
             from phoenix_fleet.config import cached_fleet_config
             from phoenix_fleet.hooks.image_hook import ImageHook
             from phoenix_fleet.pipelines.rollout_plan import (
                 RolloutParamError,
+                RolloutSkipped,
                 describe_rollout,
-                plan_rollout,
-                version_from_events,
+                plan_triggered_rollout,
             )
 
             cfg = cached_fleet_config()
             hook = ImageHook(aws_conn_id="aws_default", region_name=home)
             try:
-                result = plan_rollout(
-                    cfg, role_name, params or {}, hook,
-                    event_version=version_from_events(triggering_asset_events, asset.uri),
+                result = plan_triggered_rollout(
+                    cfg, role_name, params or {}, hook, triggering_asset_events, asset.uri,
+                    run_id=str(run_id or ""), dag_id=f"fleet_rollout_{role_name}",
+                    now=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 )
             except RolloutParamError as e:  # bad input: fail now, no retry, nothing changed
                 raise AirflowFailException(str(e)) from None
+            except RolloutSkipped as e:  # one version, one rollout: every task skips, the notification says why
+                print(f"nothing to roll out: {e}")
+                if ti is not None:
+                    ti.xcom_push(key="skipped", value=str(e))
+                raise AirflowSkipException(str(e)) from None
             print(describe_rollout(result))
             return result
 

@@ -20,6 +20,10 @@ class RolloutParamError(ValueError):
     """A trigger value is invalid; the message names ``params.<field>`` and the fix."""
 
 
+class RolloutSkipped(Exception):
+    """Nothing to roll: the event announces a version that was rolled already (the message says why)."""
+
+
 def policy_overrides(params: Mapping[str, Any], base: RolloutPolicy) -> dict[str, Any]:
     """The policy keys the trigger form overrides, validated against the full RolloutPolicy model."""
     from pydantic import ValidationError
@@ -60,10 +64,76 @@ def approval_required(environment_requires: bool, asked: Any) -> bool:
 
 def version_from_events(events: Any, asset_uri: str) -> str | None:
     """The version a publish announced, from ``triggering_asset_events`` (newest event wins)."""
+    event = event_from_events(events, asset_uri)
+    return str(event["version"]) if event else None
+
+
+def event_from_events(events: Any, asset_uri: str) -> Mapping[str, Any] | None:
+    """The extra of the newest event (with a version) on ``asset_uri`` among ``triggering_asset_events``."""
     from phoenix_fleet.asset_events import extras
 
-    versions = [str(extra["version"]) for extra in extras(events, asset_uri) if extra.get("version")]
-    return versions[-1] if versions else None
+    found = [extra for extra in extras(events, asset_uri) if extra.get("version")]
+    return found[-1] if found else None
+
+
+def event_regions(event: Mapping[str, Any] | None) -> list[str] | None:
+    """The regions a publish event announces (``regions``, else the keys of ``amis``); None: not said."""
+    if not event:
+        return None
+    regions = event.get("regions") or list(event.get("amis") or {})
+    return [str(r) for r in regions] or None
+
+
+def already_published_reason(role: str, event: Mapping[str, Any] | None) -> str | None:
+    """Why an event must not start a rollout (it re-announces a release), or None."""
+    if not event or not event.get("already_published"):
+        return None
+    return (
+        f"the publish event for {role} {event.get('version')} says already_published: a re-run of "
+        f"ami_release_{role} announced a version that another run published (and whose event started its "
+        "rollout then). One version, one rollout: nothing to do. Fix: to roll it out again, trigger "
+        f"fleet_rollout_{role} by hand with target_version={event.get('version')}"
+    )
+
+
+def claim_rollout(
+    hook: Any, bucket: str, role: str, version: str, run_id: str, dag_id: str, regions: Iterable[str], now: str
+) -> dict[str, Any]:
+    """Record that ``run_id`` rolls ``version`` out, unless a run did already: the claim that holds.
+
+    ``s3://<bucket>/images/<role>/<version>/rollout.json``, created only if absent (``If-None-Match: *``, atomic):
+    of two runs racing for a version, exactly one makes the claim; the other reads it.
+    """
+    import json
+
+    from phoenix_fleet.release.release_log import rollout_claim_key
+
+    key = rollout_claim_key(role, version)
+    claim = {"role": role, "version": version, "run_id": run_id, "dag_id": dag_id, "claimed_at": now,
+             "regions": list(regions)}
+    if hook.create_s3_text(bucket, key, json.dumps(claim, indent=1), "application/json"):
+        return claim
+    text = hook.read_s3_text(bucket, key)
+    try:
+        held = json.loads(text or "")
+    except json.JSONDecodeError:
+        held = None
+    if not isinstance(held, dict) or not held.get("run_id"):
+        raise RolloutParamError(
+            f"s3://{bucket}/{key} is not a rollout claim ({(text or '')[:200]!r}). Fix: delete it, then retry"
+        )
+    return held
+
+
+def rolled_already_reason(role: str, version: str, claim: Mapping[str, Any], run_id: str) -> str | None:
+    """Why an event-triggered run must not roll ``version`` (another run claimed it), or None."""
+    if claim.get("run_id") == run_id:
+        return None
+    return (
+        f"{role} {version} was rolled out already, by {claim.get('dag_id')} run {claim.get('run_id')} (claimed "
+        f"{claim.get('claimed_at')}): one version, one rollout, so this event starts nothing. Fix: to roll it out "
+        f"again, trigger fleet_rollout_{role} by hand with target_version={version}"
+    )
 
 
 def plan_rollout(
@@ -95,23 +165,31 @@ def plan_rollout(
     version_param = fleet.latest_version_parameter(role_name)
     amis: dict[str, str] = {}
     version = None
-    for region in regions or role.regions:
-        if wanted == "latest":
+    if wanted == "latest":
+        for region in regions or role.regions:
             ami = (hook.get_parameter(pointer, region=region) or {}).get("Value")
             version = (hook.get_parameter(version_param, region=region) or {}).get("Value") or version
-        else:
-            label = Version.parse(wanted, field="params.target_version").label
-            ami = None
-            for entry in hook.parameter_history(pointer, region=region):
-                if label in (entry.get("Labels") or []):
-                    ami = entry["Value"]
-            version = wanted
-        if not ami:
+            if not ami:
+                raise RolloutParamError(
+                    f"params.target_version: latest has no published AMI for {role_name} in {region} "
+                    f"({pointer}). Fix: publish it first (ami_release_{role_name}) or choose a published version"
+                )
+            amis[region] = ami
+    else:
+        from phoenix_fleet.operators.apply_operators import published_images
+
+        Version.parse(wanted, field="params.target_version")
+        version = wanted
+        # the release log says where the version went: a release of a subset of the role's regions rolls there
+        amis = published_images(hook, fleet, role_name, wanted, list(regions or role.regions))
+        missing = [r for r in (regions or []) if r not in amis]
+        if missing or not amis:
             raise RolloutParamError(
-                f"params.target_version: {wanted} has no published AMI for {role_name} in {region} "
-                f"({pointer}). Fix: publish it first (ami_release_{role_name}) or choose a published version"
+                f"params.target_version: {wanted} has no published AMI for {role_name} in "
+                f"{', '.join(missing or list(regions or role.regions))} (release log s3://{fleet.artifacts_bucket}/"
+                f"images/{role_name}/{wanted}/release.json, or {pointer}:v{wanted}). Fix: publish it first "
+                f"(ami_release_{role_name}) or choose a published version"
             )
-        amis[region] = ami
 
     asked = params.get("asgs") or []
     if isinstance(asked, str):
@@ -151,6 +229,7 @@ def plan_rollout(
         "canary_region": targets[0]["region_name"],
         "canary_ami": targets[0]["target_image_id"],
         "home_ami": amis.get(role.home_region) or targets[0]["target_image_id"],
+        "regions_left_alone": [r for r in role.regions if r not in amis],
         "policy": overrides,
         "require_approval": bool(approval),
         "dry_run": bool(params.get("dry_run") or False),
@@ -184,11 +263,53 @@ def published_notes(fleet: FleetConfig, role_name: str, version: str, hook: Any)
     return out
 
 
+def plan_triggered_rollout(
+    fleet: FleetConfig,
+    role_name: str,
+    params: Mapping[str, Any],
+    hook: Any,
+    events: Any,
+    asset_uri: str,
+    run_id: str,
+    dag_id: str,
+    now: str,
+) -> dict[str, Any]:
+    """The rollout task's plan: :func:`plan_rollout` for this run's trigger, and one rollout per version.
+
+    A run started by a publish event rolls the event's version to the event's regions, unless the event says
+    ``already_published`` or another run already claimed that version (:func:`claim_rollout`): then it raises
+    :class:`RolloutSkipped` saying so, before anything changes. A run triggered by hand rolls what it is asked
+    (a version rolled before included: that is how a rollout is repeated or rolled back); it records its claim
+    when the version has none, so a later event for it starts nothing. A dry run claims nothing.
+    """
+    event = event_from_events(events, asset_uri)
+    reason = already_published_reason(role_name, event)
+    if reason:
+        raise RolloutSkipped(reason)
+    plan = plan_rollout(
+        fleet, role_name, params, hook,
+        event_version=str(event["version"]) if event else None, regions=event_regions(event),
+    )
+    if plan["dry_run"] or not plan.get("version"):
+        return plan
+    claim = claim_rollout(hook, fleet.artifacts_bucket, role_name, str(plan["version"]), run_id, dag_id,
+                          list(plan["amis"]), now)
+    reason = rolled_already_reason(role_name, str(plan["version"]), claim, run_id) if event else None
+    if reason:
+        raise RolloutSkipped(reason)
+    plan["claim"] = claim
+    return plan
+
+
 def describe_rollout(plan: Mapping[str, Any]) -> str:
     lines = [
         f"{'DRY RUN, nothing will change. ' if plan['dry_run'] else ''}rollout of {plan['role']} to "
         f"{plan['version']} ({', '.join(f'{r}: {a}' for r, a in plan['amis'].items())})",
         f"  ASGs: {', '.join(t['asg_name'] + '@' + t['region_name'] for t in plan['targets'])}",
+        *(
+            [f"  regions left alone (not in this release): {', '.join(plan['regions_left_alone'])}"]
+            if plan.get("regions_left_alone") else []
+        ),
         f"  canary: first batch of {plan['canary']['asg_name']}",
         f"  approval: {'required' if plan['require_approval'] else 'not required'}",
         f"  policy overrides: {plan['policy'] or 'none (fleet config)'}",
