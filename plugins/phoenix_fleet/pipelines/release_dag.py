@@ -51,7 +51,9 @@ releases nothing: `plan` skips it and says so. Trigger by hand to release at ano
 
 **Trigger form** (Trigger DAG w/ config): `version` (empty: next free), `skip_bake` + `ami_id`
 (release an existing AMI, verified first), `base_ami_name` + `base_ami_owners` (override the base
-image; owners are required), `regions` (a subset), `dry_run`, `release_notes` (operator's notes).
+image; owners are required), `regions` (a subset, home region included: only those regions are copied to and
+published, the event names them, the rollout rolls them; the others stay on their version), `dry_run`,
+`release_notes` (operator's notes).
 
 **Notifications**: a failure (what failed, the version, the run link, what to do) and, unless the environment's
 `notify_on_success` is off, the published release go to the environment's SNS topic and Slack connection, and
@@ -311,13 +313,14 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             task_id="release", role=role_name, ami_id=ami, version=the_plan["version"],
             operator_notes=the_plan["operator_notes"],
         )
+        publish_regions_list = publish_regions(the_plan)  # the plan's regions: copied to, and published in
         copies = CopyImageToRegionOperator.partial(
             task_id="copy_to_region", role=role_name, ami_id=release.output["ami_id"],
             source_region=home, max_active_tis_per_dagrun=4,
-        ).expand(dest_region=publish_regions(the_plan))
+        ).expand(dest_region=publish_regions_list)
         publish = PublishReleaseOperator(
             task_id="publish", role=role_name, release=release.output, copies=copies.output,
-            outlets=[image_asset(role_name)],
+            regions=publish_regions_list, outlets=[image_asset(role_name)],
         )
         available >> launch
         mark >> release >> copies >> publish

@@ -306,3 +306,17 @@ def test_the_rollout_plan_reads_the_operator_s_notes_from_the_published_release_
     assert published_notes(FLEET, "web", "2026.12.01-1", S3(None)) == {"operator_notes": "", "release_notes_uri": None}
     denied = published_notes(FLEET, "web", "2026.12.01-1", S3(PermissionError("AccessDenied")))
     assert denied["operator_notes"] == "" and f"{key}.json: AccessDenied" in denied["release_notes_error"]
+
+
+def test_the_release_publishes_the_regions_it_planned_and_copied_to():
+    """The trigger form's `regions` subset: the copies are mapped over the plan's regions, and publish is given
+    the same list (it used to require every region of the role, so a subset release failed after copying)."""
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
+    from phoenix_fleet.dag_facts import facts_from_config
+    from phoenix_fleet.pipelines.release_dag import build_release_dag
+
+    dag = build_release_dag(facts_from_config(FLEET)["web"])
+    publish, copies = dag.task_dict["publish"], dag.task_dict["copy_to_region"]
+    assert isinstance(publish.regions, PlainXComArg) and publish.regions.operator.task_id == "publish_regions"
+    assert copies.expand_input.value["dest_region"].operator is publish.regions.operator
+    assert dag.task_dict["publish_regions"] in publish.get_flat_relatives(upstream=True)
