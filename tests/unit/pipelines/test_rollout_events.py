@@ -146,3 +146,67 @@ def test_the_rollout_dags_plan_task_skips_and_the_notification_says_so(web, monk
                              run_id="asset_triggered__2")
     message = rollout_message("web", "succeeded", ctx2)
     assert message.subject == "[phoenix-fleet] web: rollout skipped" and "rolled out already" in message.body
+
+
+def test_a_publish_that_fails_half_way_and_is_retried_ends_on_one_version_one_event_one_rollout(web):
+    """#17's "done when": the eu pointers move, then SSM refuses the home region's `latest` (once); the try puts
+    eu back and announces nothing (an error the SDK does not retry itself); the task's retry publishes every region; the release DAG run again (and the
+    publish task cleared in the first run) announce it again. Watched from outside: the pointers through SSM in
+    every region after each step, the events the tries set, and the rollouts the events start."""
+    from phoenix_fleet.operators.publish_operators import PublishRolledBackError
+
+    sandbox = web.sandbox
+    v1, v2 = web.v1["version"], today(2)
+    ami = bake(sandbox, version=v2)
+    rel = run_task(ReleaseImageOperator(task_id="release", role="web", ami_id=ami, config_path=web.cfg),
+                   outlet_context(run_id="manual__r2")).result
+    copies = [
+        run_task(CopyImageToRegionOperator(task_id="c", ami_id=ami, source_region=HOME, dest_region=r,
+                                           poll_interval=0.05, timeout=60), outlet_context()).result
+        for r in (HOME, OTHER)
+    ]
+    amis = {c["region"]: c["ami_id"] for c in copies}
+
+    def pointers() -> dict[str, tuple[str, str]]:
+        out = {}
+        for region in (HOME, OTHER):
+            ssm = sandbox.client("ssm", region)
+            out[region] = tuple(ssm.get_parameter(Name=f"/phoenix/images/web/{leaf}")["Parameter"]["Value"]
+                                for leaf in ("latest", "latest-version"))
+        return out
+
+    def publish_try(run_id: str) -> dict | None:
+        ctx = outlet_context(run_id=run_id)
+        op = PublishReleaseOperator(task_id="publish", role="web", release=rel, copies=copies,
+                                    regions=[HOME, OTHER], config_path=web.cfg)
+        try:
+            run_task(op, ctx)
+        except PublishRolledBackError:
+            assert len(ctx["outlet_events"]) == 0, "a failed try announced the release"
+            return None
+        return dict(ctx["outlet_events"][image_asset("web")].extra)
+
+    before = pointers()
+    assert {v for _, v in before.values()} == {v1}
+    sandbox.update_config(api_faults=[{
+        "service": "ssm", "action": "PutParameter", "region": HOME, "params": {"Name": "/phoenix/images/web/latest"},
+        "code": "AccessDeniedException", "message": "explicit deny in a service control policy", "times": 1,
+    }])
+    assert publish_try("manual__r2") is None  # try 1: eu had moved, home refused; eu put back
+    assert pointers() == before, "a region stayed on the new version after the failed try"
+    announced = [publish_try("manual__r2")]  # try 2 (the task's retry)
+    assert pointers() == {r: (amis[r], v2) for r in (HOME, OTHER)}
+    announced.append(publish_try("manual__r2"))  # the publish task cleared in the same run
+    announced.append(publish_try("manual__r2_again"))  # the release DAG run again
+    assert pointers() == {r: (amis[r], v2) for r in (HOME, OTHER)}
+    assert [(e["version"], e["already_published"]) for e in announced] == [(v2, False), (v2, False), (v2, True)]
+
+    rolled, skipped = [], []
+    for n, extra in enumerate(announced):  # each event starts a rollout run
+        try:
+            rolled.append(plan(web, f"asset_triggered__{n}", events(extra)))
+        except RolloutSkipped as e:
+            skipped.append(str(e))
+    assert [(p["version"], p["amis"]) for p in rolled] == [(v2, amis)], "not exactly one rollout"
+    assert claim(web, v2)["run_id"] == "asset_triggered__0"
+    assert "rolled out already" in skipped[0] and "says already_published" in skipped[1], skipped
