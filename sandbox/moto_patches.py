@@ -21,7 +21,7 @@ from moto.autoscaling.exceptions import ValidationError as AsgValidationError
 from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup
 from moto.autoscaling.models import InstanceState as AsgInstanceState
 from moto.autoscaling.responses import AutoScalingResponse
-from moto.core.responses import ActionResult, BaseResponse
+from moto.core.responses import ActionResult, BaseResponse, EmptyResult
 from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.amis import Ami
 from moto.ec2.models.instances import Instance
@@ -193,6 +193,8 @@ def _patch_dispatch() -> None:
                     req.action = self._get_action()
                 except Exception:  # noqa: BLE001 - never break dispatch over bookkeeping
                     req.action = None
+                if _HELD:
+                    expire_lifecycle_holds(req)
             return original(self)
 
         return call_action
@@ -461,6 +463,8 @@ def _patch_autoscaling() -> None:
             advance_instance(self.instance)
             if self.instance._state.name == "pending":
                 return "Pending"
+            if held(self):  # a launch lifecycle hook holds it (see _patch_lifecycle_hooks)
+                return "Pending:Wait"
         return stored
 
     def set_lifecycle(self: Any, value: str) -> None:
@@ -527,6 +531,141 @@ def _patch_autoscaling() -> None:
         return exit_standby_instances
 
     _wrap(AutoScalingBackend, "exit_standby_instances", make_exit_standby)
+    _patch_lifecycle_hooks()
+
+
+# --------------------------------------------------------------------------------------------- lifecycle hooks
+
+HOOK_LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+
+
+@dataclass
+class _Hold:
+    """A launch lifecycle hook holding one instance in Pending:Wait (AWS: until CompleteLifecycleAction or the
+    heartbeat timeout, then the hook's DefaultResult)."""
+
+    hook: str
+    heartbeat: int  # the hook's HeartbeatTimeout, seconds
+    default_result: str
+    token: str
+    clock: Clock = field(default_factory=Clock)
+
+
+#: (backend, group, instance state) of every instance a hook holds (checked against the live objects: a moto
+#: reset or a termination leaves stale entries, which are dropped)
+_HELD: list[tuple[Any, Any, Any]] = []
+_HOLD_LOCK = threading.RLock()
+
+
+def _holds(state: Any) -> dict[str, _Hold]:
+    return state.__dict__.setdefault("_phx_holds", {})
+
+
+def held(state: Any) -> bool:
+    return bool(state.__dict__.get("_phx_holds"))
+
+
+def _hook_latency(req: RequestState, hold: _Hold) -> R.Latency:
+    configured = req.config.lifecycle_hook_heartbeat
+    return configured if configured.enabled else R.Latency(seconds=hold.heartbeat)
+
+
+def _release(backend: Any, group: Any, state: Any, hook: str, result: str) -> None:
+    """One hook of a held instance completes with ``result``: ABANDON terminates it (the ASG launches a
+    replacement, desired unchanged); CONTINUE lets it proceed once no other hook holds it."""
+    holds = _holds(state)
+    holds.pop(hook, None)
+    if result == "ABANDON":
+        holds.clear()
+        if state in group.instance_states:
+            backend.terminate_instance(state.instance.id, should_decrement=False)
+
+
+def expire_lifecycle_holds(req: RequestState) -> None:
+    """Apply the DefaultResult of every hook whose heartbeat has run out (each request, before it is served)."""
+    due: list[tuple[Any, Any, Any, str, str]] = []
+    with _HOLD_LOCK:
+        live = []
+        for backend, group, state in _HELD:
+            if backend.autoscaling_groups.get(group.name) is not group or state not in group.instance_states:
+                continue
+            if not held(state):
+                continue
+            live.append((backend, group, state))
+            for name, hold in list(_holds(state).items()):
+                if tick(req, hold.clock, _hook_latency(req, hold), ("hook", state.instance.id, name), R.HOOK_ACTIONS):
+                    due.append((backend, group, state, name, hold.default_result))
+        _HELD[:] = live
+        for backend, group, state, name, result in due:
+            if name in _holds(state):
+                _release(backend, group, state, name, result)
+
+
+def _patch_lifecycle_hooks() -> None:
+    import uuid
+
+    # AWS: an instance launched into a group with an EC2_INSTANCE_LAUNCHING hook waits in Pending:Wait until
+    # CompleteLifecycleAction (or its heartbeat times out: DefaultResult). moto stores hooks and ignores them.
+    def make_replace(original: Any) -> Any:
+        def replace_autoscaling_group_instances(self: Any, count_needed: int, propagated_tags: Any) -> None:
+            before = set(map(id, self.instance_states))
+            original(self, count_needed, propagated_tags)
+            if current() is None:
+                return
+            backend = self.autoscaling_backend
+            hooks = [
+                h for h in backend.lifecycle_hooks.values()
+                if h.auto_scaling_group_name == self.name and h.lifecycle_transition == HOOK_LAUNCHING
+            ]
+            if not hooks:
+                return
+            with _HOLD_LOCK:
+                for state in self.instance_states:
+                    if id(state) in before:
+                        continue
+                    for h in hooks:
+                        _holds(state)[h.name] = _Hold(h.name, int(h.heartbeat_timeout), str(h.default_result),
+                                                      str(uuid.uuid4()))
+                    _HELD.append((backend, self, state))
+
+        return replace_autoscaling_group_instances
+
+    _wrap(FakeAutoScalingGroup, "replace_autoscaling_group_instances", make_replace)
+
+    def find(response: Any) -> tuple[Any, Any, Any, _Hold]:
+        backend = response.autoscaling_backend
+        group_name = response._get_param("AutoScalingGroupName")
+        hook = response._get_param("LifecycleHookName")
+        iid = response._get_param("InstanceId")
+        token = response._get_param("LifecycleActionToken")
+        group = backend.autoscaling_groups.get(group_name)
+        if group is None:
+            raise AsgValidationError(f"AutoScalingGroup name not found - {group_name}")
+        if f"{group_name}_{hook}" not in backend.lifecycle_hooks:
+            raise AsgValidationError(f"No Lifecycle Hook found with name {hook} for group {group_name}")
+        for state in group.instance_states:
+            hold = _holds(state).get(hook) if held(state) else None
+            if hold is not None and (state.instance.id == iid or (token and hold.token == token)):
+                return backend, group, state, hold
+        raise AsgValidationError(f"No active Lifecycle Action found with instance ID {iid or token}")
+
+    def complete_lifecycle_action(self: Any) -> Any:
+        result = self._get_param("LifecycleActionResult")
+        if result not in ("CONTINUE", "ABANDON"):
+            raise AsgValidationError("LifecycleActionResult must be CONTINUE or ABANDON")
+        with _HOLD_LOCK:
+            backend, group, state, hold = find(self)
+            _release(backend, group, state, hold.hook, result)
+        return EmptyResult()
+
+    def record_lifecycle_action_heartbeat(self: Any) -> Any:
+        with _HOLD_LOCK:
+            _, _, _, hold = find(self)
+            hold.clock = Clock()  # the heartbeat timeout starts over
+        return EmptyResult()
+
+    AutoScalingResponse.complete_lifecycle_action = complete_lifecycle_action  # type: ignore[attr-defined]
+    AutoScalingResponse.record_lifecycle_action_heartbeat = record_lifecycle_action_heartbeat  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------- ELBv2

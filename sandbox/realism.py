@@ -11,6 +11,8 @@ moto answers instantly and never fails (see ``shared/notes/moto.md``). The sandb
   - ``target_health_checks``: target ``initial`` (``Elb.InitialHealthChecking``) -> ``healthy`` once running;
   - ``image_build``: AMI ``pending`` -> ``available`` (or ``failed``, see below) for create/copy/register_image;
   - ``ssm_command``: Run Command invocation ``InProgress`` -> ``Success``/``Failed``/...;
+  - ``lifecycle_hook_heartbeat``: how long a lifecycle hook holds an instance in ``Pending:Wait`` before its
+    heartbeat times out (off: the hook's own ``HeartbeatTimeout`` seconds, as AWS);
 
 * **fault injection** from outside the server with plain AWS calls (``fault_tags``): EC2 tags on instances
   and images, see the ``TAG_*`` constants; plus ``fail_image_name_patterns``, ``ssm_rules`` and ``api_faults``
@@ -30,6 +32,7 @@ call. The observing calls are, per latency:
 ``target_health_checks``   DescribeTargetHealth
 ``image_build``            DescribeImages
 ``ssm_command``            GetCommandInvocation, ListCommandInvocations, ListCommands
+``lifecycle_hook_heartbeat`` DescribeAutoScalingGroups, DescribeAutoScalingInstances
 =========================  ========================================================================
 
 A describe observes a resource if it would return it were the resource already in its final state (state
@@ -97,6 +100,7 @@ STATUS_ACTIONS = frozenset({"DescribeInstanceStatus"})
 TARGET_ACTIONS = frozenset({"DescribeTargetHealth"})
 IMAGE_ACTIONS = frozenset({"DescribeImages"})
 SSM_ACTIONS = frozenset({"GetCommandInvocation", "ListCommandInvocations", "ListCommands"})
+HOOK_ACTIONS = frozenset({"DescribeAutoScalingGroups", "DescribeAutoScalingInstances"})
 
 
 # --------------------------------------------------------------------------------------------- configuration
@@ -308,6 +312,7 @@ _LATENCY_FIELDS = (
     "target_health_checks",
     "image_build",
     "ssm_command",
+    "lifecycle_hook_heartbeat",
 )
 _BOOL_FIELDS = ("fault_tags", "fix_ssm_targeting", "fix_target_registration", "iam_access_control")
 
@@ -326,6 +331,9 @@ class RealismConfig:
     image_build: Latency = Latency()
     #: Run Command invocation InProgress -> final status.
     ssm_command: Latency = Latency()
+    #: How long a lifecycle hook holds an instance (Pending:Wait) before its heartbeat times out and its
+    #: DefaultResult applies. Off: the hook's own HeartbeatTimeout, in wall-clock seconds (as AWS).
+    lifecycle_hook_heartbeat: Latency = Latency()
     #: Images whose name matches one of these fnmatch patterns end ``failed``.
     fail_image_name_patterns: tuple[str, ...] = ()
     #: Run Command outcomes by instance/image/document; first match wins (after the ``ssm-*`` tags).
@@ -440,6 +448,7 @@ PROFILES: dict[str, RealismConfig] = {
         target_health_checks=Latency(describes=1),
         image_build=Latency(describes=2),
         ssm_command=Latency(describes=1),
+        lifecycle_hook_heartbeat=Latency(describes=4),
         **_FIXES,
     ),
     "interactive": RealismConfig(
