@@ -625,6 +625,10 @@ class AsgHook(AwsBaseHook):
             raise AsgNotFoundError(f"asg_name: AutoScaling group {asg_name!r} does not exist")
         return dict(groups[0])
 
+    def lifecycle_hooks(self, asg_name: str) -> list[dict[str, Any]]:
+        """The group's lifecycle hooks (DescribeLifecycleHooks, one call)."""
+        return list(self.autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=asg_name).get("LifecycleHooks") or [])
+
     def desired_capacity(self, asg_name: str) -> int:
         """The group's desired capacity now (read right before a capacity write)."""
         return int(self.describe_group(asg_name)["DesiredCapacity"])

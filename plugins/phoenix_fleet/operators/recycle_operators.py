@@ -126,6 +126,27 @@ def _lt_parts(ref: str) -> tuple[str, str]:
     return key, version
 
 
+_HOOK_HOLDS = {
+    "autoscaling:EC2_INSTANCE_LAUNCHING": ("launches", "Pending:Wait"),
+    "autoscaling:EC2_INSTANCE_TERMINATING": ("terminations", "Terminating:Wait"),
+}
+_HOOK_RESULTS = {
+    ("autoscaling:EC2_INSTANCE_LAUNCHING", "ABANDON"): "ABANDON (the instance is terminated, the ASG launches another)",
+    ("autoscaling:EC2_INSTANCE_LAUNCHING", "CONTINUE"): "CONTINUE (the instance goes InService)",
+}
+
+
+def describe_lifecycle_hook(hook: Mapping[str, Any]) -> str:
+    """One DescribeLifecycleHooks entry as a sentence, e.g. ``nobody-completes: launches wait in Pending:Wait up to
+    60s without a heartbeat, then ABANDON (the instance is terminated, the ASG launches another)``."""
+    transition = str(hook.get("LifecycleTransition"))
+    what, state = _HOOK_HOLDS.get(transition, (transition, "a wait state"))
+    result = str(hook.get("DefaultResult") or "ABANDON")
+    then = _HOOK_RESULTS.get((transition, result), result)
+    return (f"{hook.get('LifecycleHookName')}: {what} wait in {state} up to {hook.get('HeartbeatTimeout', 3600)}s "
+            f"without a heartbeat, then {then}")
+
+
 class AsgRecycleOperator(BaseOperator):
     """Replace every instance of ``asg_name`` that is not on the target image, batch by batch, behind the
     health gate; roll back to the previous launch-template version when the new instances fail.
@@ -334,6 +355,7 @@ class AsgRecycleOperator(BaseOperator):
                 rid, self.asg_name, record.previous_image or "?", record.target_image, target_lt or "no LT version",
                 policy.strategy, record.original_desired, record.original_min, record.original_max,
             )
+            carry["lifecycle_hooks"] = self._describe_lifecycle_hooks()
         else:
             self._check_same_target(record, target_image)
             carry["from_image"] = record.target_image if record.target_image != target_image else record.previous_image
@@ -747,6 +769,23 @@ class AsgRecycleOperator(BaseOperator):
         )
 
     # ------------------------------------------------------------------ starting: target, previous, record
+
+    def _describe_lifecycle_hooks(self) -> list[str]:
+        """Log the group's lifecycle hooks at begin: which transitions hold instances, for how long, and what
+        happens then. The rollout never completes a hook (the team's automation does): a launch held in
+        Pending:Wait is not healthy capacity, and the phase's deadline bounds the wait for it."""
+        try:
+            hooks = self.hook.lifecycle_hooks(self.asg_name)
+        except Exception as exc:  # noqa: BLE001 - informative only: the rollout judges instances by their lifecycle
+            self.log.warning("%s: could not list its lifecycle hooks (%s)", self.asg_name, exc)
+            return []
+        lines = [describe_lifecycle_hook(h) for h in hooks]
+        if lines:
+            self.log.info("%s: lifecycle hooks (completed by your automation, never by the rollout):\n  %s",
+                          self.asg_name, "\n  ".join(lines))
+        else:
+            self.log.info("%s: no lifecycle hooks", self.asg_name)
+        return lines
 
     def _resolve_target(self, obs: Any, dry_run: bool) -> tuple[str, str | None]:
         """(target AMI, explicit launch template version ``lt-...:N``) from the task's arguments (a dry run
