@@ -53,7 +53,7 @@ def clocked_hook(sandbox: Any, f: F.Fleet) -> Any:
     return hook
 
 
-def test_a_launch_hook_nobody_completes_rolls_back_and_the_rollback_ends_by_its_deadline(sandbox_clean):
+def test_a_launch_hook_nobody_completes_rolls_back_and_the_rollback_ends_by_its_deadline(sandbox_clean, capsys):
     f = F.build_fleet(sandbox_clean, desired=3)
     autoscaling = sandbox_clean.client("autoscaling", region_name=F.REGION)
     autoscaling.put_lifecycle_hook(
@@ -93,3 +93,6 @@ def test_a_launch_hook_nobody_completes_rolls_back_and_the_rollback_ends_by_its_
     assert summary["message"].startswith("deadline passed (1 min) in the rollback phase: 1 instance(s) on "
                                          f"{f.old_ami} never became healthy"), summary
     assert "lifecycle Pending:Wait" in str(failed.value)
+    # the hooks were listed when the rollout began: which transition holds, how long, what then
+    assert ("nobody-completes: launches wait in Pending:Wait up to 60s without a heartbeat, then ABANDON (the "
+            "instance is terminated, the ASG launches another)") in capsys.readouterr().out
