@@ -88,5 +88,17 @@ def airflow_env(
             "PHOENIX_PACKER_ENV_ALLOW": "PHOENIX_PACKER_DOUBLE_*",
         }
     )
+    # XComs of 16 kB or more go to s3://<artifacts bucket>/xcom/ (docs/scale.md): none of the fleet's size in the DB
+    env.update(xcom_backend_env())
     env.pop("AWS_PROFILE", None)
     return env
+
+
+def xcom_backend_env(bucket: str | None = None) -> dict[str, str]:
+    """Airflow's object-storage XCom backend on the sandbox's artifacts bucket (the seed makes it), through
+    ``aws_default``: the settings a deployment makes (phoenix_fleet.xcom_storage.backend_env)."""
+    from phoenix_fleet.xcom_storage import backend_env
+
+    from .seed import ARTIFACTS_BUCKET
+
+    return backend_env(bucket or ARTIFACTS_BUCKET)

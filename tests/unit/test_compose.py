@@ -283,3 +283,18 @@ def test_the_guides_env_recipe_gives_every_secret_compose_requires(tmp_path: Pat
     assert required and not [k for k in sorted(required) if not env.get(k)], (required, sorted(env))
     Fernet(env["AIRFLOW_FERNET_KEY"].encode())  # raises unless 32 url-safe base64-encoded bytes
     assert len(env["AIRFLOW_JWT_SECRET"]) >= 64 and (tmp_path / ".env").stat().st_mode & 0o077 == 0
+
+
+def test_every_airflow_service_keeps_large_xcoms_in_s3_as_xcom_storage_says() -> None:
+    from phoenix_fleet.xcom_storage import XComStorage, backend_env, problem
+
+    expected = backend_env("phoenix-fleet-artifacts")
+    path = "AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"
+    for name in AIRFLOW_SERVICES:
+        env = _compose()["services"][name]["environment"]
+        got = {k: env.get(k) for k in expected}
+        assert got[path] == "${AIRFLOW_XCOM_OBJECTSTORAGE_PATH:-" + expected[path] + "}", name  # .env may move it
+        got[path] = expected[path]
+        assert got == expected, name
+        stored = XComStorage(got["AIRFLOW__CORE__XCOM_BACKEND"] or "", got[path] or "", int(got["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD"] or -1))
+        assert problem(stored) is None
