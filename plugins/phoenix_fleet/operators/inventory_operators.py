@@ -100,7 +100,19 @@ class CollectInventoryOperator(BaseOperator):
         )
         for note in snapshot["stats"]["notes"]:
             self.log.warning("%s: %s", region, note)
+        self._check_xcom_storage(region, snapshot)
         return snapshot
+
+    def _check_xcom_storage(self, region: str, snapshot: Mapping[str, Any]) -> None:
+        """Warn when this snapshot would land in the metadata DB above the limit (no object-storage backend)."""
+        import json
+
+        from phoenix_fleet.xcom_storage import XCOM_LIMIT_BYTES, problem
+
+        size = len(json.dumps(snapshot))
+        why = problem() if size > XCOM_LIMIT_BYTES else None
+        if why:
+            self.log.warning("The snapshot of %s is %d bytes (XCom limit %d): %s", region, size, XCOM_LIMIT_BYTES, why)
 
 
 class BuildInventoryReportOperator(BaseOperator):

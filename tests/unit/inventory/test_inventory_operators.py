@@ -116,3 +116,23 @@ def test_report_refuses_no_snapshots(tmp_path: Any) -> None:
             BuildInventoryReportOperator(task_id="r", snapshots=[{"region": "x"}], report_dir=str(tmp_path), max_age_days="old"),
             make_context(),
         )
+
+
+def test_collect_warns_when_a_big_snapshot_would_land_in_the_metadata_db(sandbox_clean: Any, monkeypatch: Any, capsys: Any) -> None:
+    import phoenix_fleet.xcom_storage as xs
+
+    F.build_fleet(sandbox_clean)
+    monkeypatch.setattr(xs, "XCOM_LIMIT_BYTES", 1000)  # this small fleet's snapshot is a few kB
+    monkeypatch.setenv("AIRFLOW__CORE__XCOM_BACKEND", "airflow.sdk.bases.xcom.BaseXCom")
+    op = CollectInventoryOperator(task_id="collect", region_name="us-east-1")
+    capsys.readouterr()
+    run_task(op, make_context())
+    logged = capsys.readouterr().out
+    assert "The snapshot of us-east-1 is" in logged and "stored in the metadata DB" in logged and "Fix: set" in logged
+
+    for name, value in xs.backend_env(BUCKET).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD", "512")  # below the (patched) limit
+    run_task(op, make_context())
+    logged = capsys.readouterr().out
+    assert "inventory us-east-1:" in logged and "The snapshot of" not in logged
