@@ -1,32 +1,38 @@
-"""Benchmark: the fleet inventory report against a bare paginated listing of the same data, in the same run.
+"""Benchmark: the fleet inventory report against a bare paginated listing of the same data, in the same run, at
+growing fleet sizes.
 
-    uv run python bench/inventory/run.py                 # 10,000 instances, 500 ASGs, 3 regions
-    uv run python bench/inventory/run.py --instances 600 --asgs 30 --rounds 1   # a quick look
+    uv run python bench/inventory/run.py          # 1,000, 10,000 and 30,000 instances (ASGs of 20), 6 regions
+    uv run python bench/inventory/run.py --sizes 10000 --regions us-east-1,eu-west-1,us-west-2 --rounds 3
+    uv run python bench/inventory/run.py --sizes 600 --rounds 1       # a quick look
 
 Setup (not measured): one sandbox server (``sandbox.server.start_in_thread``, realism profile ``plain``) in this
-process, filled over HTTP with boto3: per region, 6 release AMIs for each of 2 roles, the SSM latest pointers, one
-launch template per ASG (3 versions; a third of the ASGs on ``$Default`` at the latest, a third on an older
-``$Default``, a third pinned to version 1), 20 instances per ASG; then 5 % of the instances are backdated 20 days
-through moto's in-process backend (AWS has no API to set LaunchTime) and a tenth of the ASGs get a newer template
-default after launch (instances behind their template).
+process, grown over HTTP by ``sandbox.scale_fleet.grow_fleet`` to each size in turn (only what is missing is
+added): per region, 6 release AMIs for each of 2 roles, the SSM latest pointers, one launch template per ASG
+(3 versions; a third of the ASGs on ``$Default`` at the latest, a third on an older ``$Default``, a third pinned
+to version 1), 20 instances per ASG; 5 % of the instances backdated 20 days through moto's in-process backend (AWS
+has no API to set LaunchTime) and a tenth of the ASGs with a newer template default after launch.
 
-Measured, in a **child process** talking HTTP to the server (so client and server do not share a GIL, and the
-child's peak RSS is the collector's and the report's own):
+Measured at each size, in a **child process** talking HTTP to the server (so client and server do not share a
+GIL, and the child's peak RSS is the collector's and the report's own):
 
 * ``bare``: the listings of the same data at the same page sizes, pages iterated and counted, nothing kept:
   DescribeInstances, DescribeAutoScalingGroups, DescribeLaunchTemplateVersions ($Default, $Latest),
   DescribeImages (Owners=self), GetParametersByPath;
 * ``report``: ``collect_region`` for every region + ``build_report`` + JSON, CSV and HTML rendered and written
-  to a temporary directory (what the report task does, minus the S3 upload).
+  to a temporary directory (what the report task does, minus the S3 upload);
+* the XComs the DAG's tasks would store (each region snapshot, the report's summary), through the XCom backend a
+  deployment configures (``phoenix_fleet.xcom_storage.backend_env``: Airflow's object-storage backend on the
+  sandbox's bucket): the bytes of each row the metadata DB would keep.
 
-Rounds alternate bare and report after one warm-up of each; the medians are compared. Goals: report/bare <= 1.5,
-peak RSS < 1 GB. Also printed: AWS calls made against the minimum number of pages at the APIs' largest page sizes.
+Rounds alternate bare and report after a warm-up of the bare listing; the medians are compared. Goals at every
+size: report/bare <= 1.3, peak RSS (VmHWM of the child) < 1 GB, AWS calls at most 5 % above the minimum number of
+pages at the APIs' largest page sizes, the largest XCom row <= 64 kB. The cost per instance (time, memory, XCom
+payload) is printed for every size, so growth shows.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import statistics
@@ -40,84 +46,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-REGIONS = ("us-east-1", "eu-west-1", "us-west-2")
-ROLES = ("web", "worker")
-VERSIONS = [f"2026.{m:02d}.{d:02d}-1" for m, d in ((10, 12), (10, 19), (10, 26), (11, 2), (11, 9), (11, 16))]
+REGIONS = ("us-east-1", "eu-west-1", "us-west-2", "eu-central-1", "ap-southeast-2", "ap-northeast-1")
+SIZES = (1_000, 10_000, 30_000)
+PER_ASG = 20
 PREFIX = "/phoenix/images"
-NOW = dt.datetime.now(dt.UTC)
-
-
-# ------------------------------------------------------------------------------------------ setup
-
-
-def _tags(d: dict[str, str]) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in d.items()]
-
-
-def seed(handle: Any, instances: int, asgs: int, regions: tuple[str, ...]) -> dict[str, Any]:
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.ec2.models import ec2_backends
-
-    per_asg = max(1, instances // asgs)
-    made = {"instances": 0, "asgs": 0, "stale": 0, "regions": list(regions)}
-    t0 = time.perf_counter()
-    for r_index, region in enumerate(regions):
-        ec2 = handle.client("ec2", region_name=region)
-        autoscaling = handle.client("autoscaling", region_name=region)
-        ssm = handle.client("ssm", region_name=region)
-        amazon = sorted(ec2.describe_images(Owners=["amazon"])["Images"], key=lambda i: i["ImageId"])[0]["ImageId"]
-        builder = ec2.run_instances(ImageId=amazon, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-        amis: dict[tuple[str, str], str] = {}
-        for role in ROLES:
-            for v in VERSIONS:
-                name = f"phoenix-{role}-{v}"
-                ami = ec2.create_image(InstanceId=builder, Name=name)["ImageId"]
-                ec2.create_tags(
-                    Resources=[ami],
-                    Tags=_tags({"Name": name, "phoenix:role": role, "phoenix:version": v, "phoenix:verified": "true"}),
-                )
-                amis[(role, v)] = ami
-            ssm.put_parameter(Name=f"{PREFIX}/{role}/latest", Value=amis[(role, VERSIONS[-1])], Type="String", Overwrite=True)
-            ssm.put_parameter(Name=f"{PREFIX}/{role}/latest-version", Value=VERSIONS[-1], Type="String", Overwrite=True)
-        ec2.terminate_instances(InstanceIds=[builder])
-
-        n_here = asgs // len(regions) + (1 if r_index < asgs % len(regions) else 0)
-        bumped = []
-        for k in range(n_here):
-            role = ROLES[k % 2]
-            name = f"{role}-{region}-{k:04d}"
-            data = [{"ImageId": amis[(role, v)], "InstanceType": "t3.small"} for v in VERSIONS[-3:]]
-            lt = ec2.create_launch_template(LaunchTemplateName=f"lt-{name}", LaunchTemplateData=data[0])["LaunchTemplate"][
-                "LaunchTemplateId"
-            ]
-            for d in data[1:]:
-                ec2.create_launch_template_version(LaunchTemplateId=lt, LaunchTemplateData=d)
-            kind = k % 3
-            ec2.modify_launch_template(LaunchTemplateId=lt, DefaultVersion="3" if kind == 0 else "2")
-            version = "$Default" if kind < 2 else "1"
-            autoscaling.create_auto_scaling_group(
-                AutoScalingGroupName=name,
-                LaunchTemplate={"LaunchTemplateId": lt, "Version": version},
-                MinSize=0,
-                MaxSize=per_asg * 2,
-                DesiredCapacity=per_asg,
-                AvailabilityZones=[f"{region}a"],
-                Tags=[{"Key": "phoenix:role", "Value": role, "PropagateAtLaunch": True}],
-            )
-            if k % 10 == 1:
-                bumped.append(lt)
-            made["asgs"] += 1
-        for lt in bumped:  # instances now behind their launch template
-            ec2.modify_launch_template(LaunchTemplateId=lt, DefaultVersion="3")
-        backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
-        live = [i for i in backend.all_instances() if i.state == "running"]
-        made["instances"] += len(live)
-        for n, inst in enumerate(sorted(live, key=lambda i: i.id)):
-            days = 20 if n % 20 == 0 else 1 + n % 10
-            inst.launch_time = (NOW - dt.timedelta(days=days)).replace(tzinfo=None)
-            made["stale"] += days == 20
-    made["seconds"] = round(time.perf_counter() - t0, 1)
-    return made
+GOAL_RATIO = 1.3
+GOAL_RSS_MB = 1024
+GOAL_CALLS = 1.05
 
 
 # ------------------------------------------------------------------------------------------ child: measurements
@@ -153,9 +88,9 @@ def bare_listing(clients: dict[str, tuple[Any, Any, Any]]) -> dict[str, int]:
     return {"calls": calls, "items": items}
 
 
-def full_report(clients: dict[str, tuple[Any, Any, Any]], out_dir: str) -> dict[str, Any]:
+def full_report(clients: dict[str, tuple[Any, Any, Any]], out_dir: str, keep: dict[str, Any] | None = None) -> dict[str, Any]:
     from phoenix_fleet.inventory.collect import collect_region, minimum_pages
-    from phoenix_fleet.inventory.report import build_report, render_all, write_local
+    from phoenix_fleet.inventory.report import build_report, render_all, summary, write_local
 
     snaps = [collect_region(*c, region, ssm_prefix=PREFIX) for region, c in clients.items()]
     t = time.perf_counter()
@@ -163,9 +98,10 @@ def full_report(clients: dict[str, tuple[Any, Any, Any]], out_dir: str) -> dict[
     files = render_all(report)
     write_local(report, out_dir, files)
     build_seconds = time.perf_counter() - t
+    if keep is not None:  # the task outputs, for the XCom measurement
+        keep.update(snapshots=snaps, summary=summary(report))
     return {
         "build_seconds": build_seconds,
-        "snapshot_bytes": len(json.dumps(snaps)),
         "calls": sum(sum(s["stats"]["calls"].values()) for s in snaps),
         "min_pages": sum(sum(minimum_pages(s).values()) for s in snaps),
         "calls_by_op": _sum_dicts(s["stats"]["calls"] for s in snaps),
@@ -174,6 +110,22 @@ def full_report(clients: dict[str, tuple[Any, Any, Any]], out_dir: str) -> dict[
         "bytes": {k: len(v) for k, v in files.items()},
         "notes": [n for s in snaps for n in s["stats"]["notes"]],
     }
+
+
+def xcom_rows(outputs: dict[str, Any]) -> dict[str, Any]:
+    """The metadata-DB rows fleet_inventory's tasks would leave: each value through the configured XCom backend's
+    ``serialize_value`` (the call the task SDK makes in ``XCom.set``), as JSON."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    values = [(f"collect[{i}]", i, snap) for i, snap in enumerate(outputs["snapshots"])]
+    values.append(("report", -1, outputs["summary"]))
+    rows, raw = {}, {}
+    for name, map_index, value in values:
+        task = name.split("[")[0]
+        raw[name] = len(json.dumps(value))
+        stored = XCom.serialize_value(value, key="return_value", dag_id="fleet_inventory", run_id="bench", task_id=task, map_index=map_index)
+        rows[name] = len(json.dumps(stored))
+    return {"backend": f"{XCom.__module__}.{XCom.__name__}", "rows": rows, "raw": raw}
 
 
 def _sum_dicts(ds: Any) -> dict[str, int]:
@@ -186,7 +138,7 @@ def _sum_dicts(ds: Any) -> dict[str, int]:
 
 def _proc_status_mb(field: str) -> float:
     """VmRSS (now) or VmHWM (peak) of this process from /proc, in MB. Unlike ru_maxrss, VmHWM starts over at
-    exec, so the parent's memory (moto with 10,000 instances) does not leak into the child's figure."""
+    exec, so the parent's memory (moto with 30,000 instances) does not leak into the child's figure."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
@@ -194,57 +146,107 @@ def _proc_status_mb(field: str) -> float:
 
 
 def child(args: argparse.Namespace) -> None:
+    # imports and clients first, so the memory baseline holds what any worker already has
+    import phoenix_fleet.inventory.report  # noqa: F401
+    from phoenix_fleet.inventory.report_html import render_html  # noqa: F401
+
     clients = {r: _clients(args.endpoint, r) for r in args.regions.split(",")}
     out = tempfile.mkdtemp(prefix="phoenix-bench-")
-    result: dict[str, Any] = {}
-    if args.child == "memory":
-        # imports and clients first, so the baseline holds what any worker already has
-        import phoenix_fleet.inventory.report  # noqa: F401
-        from phoenix_fleet.inventory.report_html import render_html  # noqa: F401
-
-        base = _proc_status_mb("VmRSS")
-        t = time.perf_counter()
-        info = full_report(clients, out)
-        result = {
-            "baseline_rss_mb": base,
-            "peak_rss_mb": _proc_status_mb("VmHWM"),
-            "seconds": time.perf_counter() - t,
-            "totals": info["totals"],
-        }
-    else:
-        t = time.perf_counter()
-        bare_listing(clients)  # warm-up: connections, botocore models, moto caches
-        full_report(clients, out)
-        print(f"warm-up: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
-        bare_t, report_t, build_t = [], [], []
-        info: dict[str, Any] = {}
-        bare_info: dict[str, Any] = {}
-        for n in range(args.rounds):
-            # alternate which goes first, so a drift in machine load favours neither
-            for kind in ("bare", "report") if n % 2 == 0 else ("report", "bare"):
-                t = time.perf_counter()
-                if kind == "bare":
-                    bare_info = bare_listing(clients)
-                    bare_t.append(time.perf_counter() - t)
-                else:
-                    info = full_report(clients, out)
-                    report_t.append(time.perf_counter() - t)
-                    build_t.append(info["build_seconds"])
-            print(f"round {n + 1}: bare {bare_t[-1]:.2f} s, report {report_t[-1]:.2f} s", file=sys.stderr, flush=True)
-        result = {"bare": bare_t, "report": report_t, "bare_info": bare_info, "build": build_t, **info}
+    base = _proc_status_mb("VmRSS")
+    t = time.perf_counter()
+    bare_listing(clients)  # warm-up: connections, botocore models, moto caches
+    print(f"  warm-up (bare listing): {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+    bare_t, report_t, build_t = [], [], []
+    info: dict[str, Any] = {}
+    bare_info: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    for n in range(args.rounds):
+        # alternate which goes first, so a drift in machine load favours neither
+        for kind in ("bare", "report") if n % 2 == 0 else ("report", "bare"):
+            t = time.perf_counter()
+            if kind == "bare":
+                bare_info = bare_listing(clients)
+                bare_t.append(time.perf_counter() - t)
+            else:
+                outputs.clear()
+                info = full_report(clients, out, outputs)
+                report_t.append(time.perf_counter() - t)
+                build_t.append(info["build_seconds"])
+        print(f"  round {n + 1}: bare {bare_t[-1]:.2f} s, report {report_t[-1]:.2f} s", file=sys.stderr, flush=True)
+    peak = _proc_status_mb("VmHWM")  # before the XCom step, which holds the JSON of one value at a time
+    xcoms = xcom_rows(outputs)
+    result = {"bare": bare_t, "report": report_t, "bare_info": bare_info, "build": build_t, "baseline_rss_mb": base,
+              "peak_rss_mb": peak, "xcom": xcoms, **info}
     print(json.dumps(result))
 
 
 # ------------------------------------------------------------------------------------------ parent
 
 
+def measure(handle: Any, regions: list[str], rounds: int) -> dict[str, Any]:
+    from sandbox.airflow_env import aws_connection_uri, xcom_backend_env
+
+    home = tempfile.mkdtemp(prefix="phoenix-bench-airflow-")
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "AIRFLOW_HOME": home,
+           "AIRFLOW_CONN_AWS_DEFAULT": aws_connection_uri(handle.endpoint_url), **xcom_backend_env()}
+    cmd = [sys.executable, __file__, "--endpoint", handle.endpoint_url, "--regions", ",".join(regions), "--rounds", str(rounds), "--child"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, timeout=14400)
+    if proc.returncode != 0:
+        raise SystemExit("bench child failed (its stderr is above)")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report_size(n: int, made: dict[str, Any], m: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    bare, report = statistics.median(m["bare"]), statistics.median(m["report"])
+    ratio = report / bare
+    calls_ratio = m["calls"] / m["min_pages"]
+    largest_name, largest = max(m["xcom"]["rows"].items(), key=lambda kv: kv[1])
+    raw_largest = max(m["xcom"]["raw"].values())
+    t = m["totals"]
+    instances = t["instances"]
+    ok = {
+        "ratio": ratio <= GOAL_RATIO,
+        "rss": m["peak_rss_mb"] < GOAL_RSS_MB,
+        "calls": calls_ratio <= GOAL_CALLS,
+        "xcom": largest <= 64 * 1024,
+    }
+    mark = lambda good: "ok" if good else "MISSED"  # noqa: E731
+    print(f"\n=== {instances} instances, {t['asgs']} ASGs, {made['regions']} regions (setup: {made['setup_seconds']} s) ===")
+    print(f"bare listing    : median {bare:7.2f} s  {[f'{x:.2f}' for x in m['bare']]}  ({m['bare_info']['calls']} calls, {m['bare_info']['items']} items)")
+    print(f"inventory report: median {report:7.2f} s  {[f'{x:.2f}' for x in m['report']]}")
+    print(f"ratio report/bare: {ratio:.2f} (goal <= {GOAL_RATIO}: {mark(ok['ratio'])}); of which build_report + JSON/CSV/HTML "
+          f"rendered and written: median {statistics.median(m['build']):.2f} s (the rest is the sweep)")
+    print(f"AWS calls: {m['calls']} made, {m['min_pages']} minimum pages at AWS's largest page sizes (ratio {calls_ratio:.2f}; "
+          f"goal <= {GOAL_CALLS}: {mark(ok['calls'])})")
+    for op in sorted(set(m["calls_by_op"]) | set(m["min_pages_by_op"])):
+        print(f"  {op:42s} made {m['calls_by_op'].get(op, 0):5d}  minimum {m['min_pages_by_op'].get(op, 0):5d}")
+    print(f"peak RSS (child: warm-up, bare and report rounds; VmHWM): {m['peak_rss_mb']:.0f} MB (after imports and "
+          f"clients {m['baseline_rss_mb']:.0f} MB; goal < {GOAL_RSS_MB} MB: {mark(ok['rss'])})")
+    print(f"XComs ({m['xcom']['backend']}): largest row {largest} bytes ({largest_name}; goal <= 65536: {mark(ok['xcom'])}); "
+          f"largest value {raw_largest / 1e6:.2f} MB, {sum(m['xcom']['raw'].values()) / 1e6:.1f} MB in all (in object storage)")
+    print(f"report: {t['stale']} stale, {t['behind_latest']} behind latest, {t['behind_launch_template']} behind their "
+          f"template, {t['asgs_drifted']} ASGs drifted; files {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in m['bytes'].items())}")
+    if m["notes"]:
+        print("notes:", *m["notes"], sep="\n  ")
+    per = {
+        "instances": instances,
+        "report_ms": 1000 * report / instances,
+        "bare_ms": 1000 * bare / instances,
+        "build_ms": 1000 * statistics.median(m["build"]) / instances,
+        "rss_kb": 1024 * (m["peak_rss_mb"] - m["baseline_rss_mb"]) / instances,
+        "xcom_payload_b": sum(m["xcom"]["raw"].values()) / instances,
+        "ratio": ratio,
+    }
+    return all(ok.values()), per
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--instances", type=int, default=10_000)
-    p.add_argument("--asgs", type=int, default=500)
+    p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="instances at each step, e.g. 1000,10000,30000")
+    p.add_argument("--per-asg", type=int, default=PER_ASG)
     p.add_argument("--regions", default=",".join(REGIONS))
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--child", choices=("timing", "memory"), help=argparse.SUPPRESS)
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -252,53 +254,35 @@ def main() -> int:
         return 0
 
     from sandbox.realism import RealismConfig
+    from sandbox.scale_fleet import grow_fleet
+    from sandbox.seed import ARTIFACTS_BUCKET
     from sandbox.server import start_in_thread
 
-    regions = tuple(args.regions.split(","))
+    regions = args.regions.split(",")
+    sizes = sorted(int(x) for x in args.sizes.split(","))
+    print(f"load average at start: {os.getloadavg()} on {os.cpu_count()} CPUs", flush=True)
     handle = start_in_thread(RealismConfig.profile("plain"))
+    all_ok, costs = True, []
     try:
-        print(f"setup: {args.instances} instances, {args.asgs} ASGs, regions {', '.join(regions)} ...", flush=True)
-        made = seed(handle, args.instances, args.asgs, regions)
-        print(f"setup: {made['instances']} instances ({made['stale']} backdated 20 days), {made['asgs']} ASGs in {made['seconds']} s", flush=True)
-        env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost"}
-        base_cmd = [sys.executable, __file__, "--endpoint", handle.endpoint_url, "--regions", args.regions, "--rounds", str(args.rounds)]
-
-        def run(kind: str) -> dict[str, Any]:
-            out = subprocess.run([*base_cmd, "--child", kind], stdout=subprocess.PIPE, text=True, env=env, timeout=7200)
-            if out.returncode != 0:
-                raise SystemExit(f"bench child {kind} failed (its stderr is above)")
-            return json.loads(out.stdout.strip().splitlines()[-1])
-
-        timing = run("timing")
-        memory = run("memory")
+        handle.client("s3").create_bucket(Bucket=ARTIFACTS_BUCKET)  # where XComs past the threshold go
+        for n in sizes:
+            asgs = max(1, n // args.per_asg)
+            print(f"\nsetup: growing to {n} instances, {asgs} ASGs, regions {', '.join(regions)} ...", flush=True)
+            made = grow_fleet(lambda service, region: handle.client(service, region_name=region), regions, asgs, args.per_asg)
+            print(f"setup: +{made['instances_added']} instances ({made['stale_added']} backdated 20 days), "
+                  f"+{made['asgs_added']} ASGs in {made['seconds']} s; load average {os.getloadavg()}", flush=True)
+            m = measure(handle, regions, args.rounds)
+            ok, per = report_size(n, {"regions": len(regions), "setup_seconds": made["seconds"]}, m)
+            all_ok &= ok
+            costs.append(per)
     finally:
         handle.stop()
-
-    bare, report = statistics.median(timing["bare"]), statistics.median(timing["report"])
-    ratio = report / bare
-    per_round = [r / b for r, b in zip(timing["report"], timing["bare"], strict=True)]
-    print()
-    print(f"bare listing   : median {bare:7.2f} s  {[f'{x:.2f}' for x in timing['bare']]}  ({timing['bare_info']['calls']} calls, {timing['bare_info']['items']} items)")
-    print(f"inventory report: median {report:7.2f} s  {[f'{x:.2f}' for x in timing['report']]}")
-    print(f"ratio report/bare: {ratio:.2f} (of the medians; per round {[f'{x:.2f}' for x in per_round]})  "
-          f"(goal <= 1.5: {'ok' if ratio <= 1.5 else 'MISSED'})")
-    print(f"  of which build_report + JSON/CSV/HTML rendered and written: median {statistics.median(timing['build']):.2f} s; "
-          f"the rest is the sweep (HTTP + botocore parsing, as in the bare listing, plus the pinned template versions)")
-    print(f"region snapshots (the XCom of the collect tasks): {timing['snapshot_bytes'] / 1e6:.1f} MB in all")
-    print(f"AWS calls: {timing['calls']} made, {timing['min_pages']} minimum pages at AWS's largest page sizes "
-          f"(ratio {timing['calls'] / timing['min_pages']:.2f})")
-    for op in sorted(set(timing["calls_by_op"]) | set(timing["min_pages_by_op"])):
-        print(f"  {op:42s} made {timing['calls_by_op'].get(op, 0):4d}  minimum {timing['min_pages_by_op'].get(op, 0):4d}")
-    print(f"peak RSS (collector + report, child process, VmHWM): {memory['peak_rss_mb']:.0f} MB "
-          f"(RSS after imports and clients {memory['baseline_rss_mb']:.0f} MB; goal < 1024 MB: "
-          f"{'ok' if memory['peak_rss_mb'] < 1024 else 'MISSED'}); that run took {memory['seconds']:.1f} s")
-    t = timing["totals"]
-    print(f"report: {t['instances']} instances, {t['stale']} stale, {t['behind_latest']} behind latest, "
-          f"{t['behind_launch_template']} behind their template, {t['asgs']} ASGs ({t['asgs_drifted']} drifted); "
-          f"files {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in timing['bytes'].items())}")
-    if timing["notes"]:
-        print("notes:", *timing["notes"], sep="\n  ")
-    return 0 if ratio <= 1.5 and memory["peak_rss_mb"] < 1024 else 1
+    print(f"\n=== cost per instance (load average at the end: {os.getloadavg()}) ===")
+    print(f"{'instances':>10} {'report ms':>10} {'bare ms':>8} {'build ms':>9} {'RSS kB':>7} {'XCom payload B':>15} {'ratio':>6}")
+    for c in costs:
+        print(f"{c['instances']:>10} {c['report_ms']:>10.2f} {c['bare_ms']:>8.2f} {c['build_ms']:>9.3f} {c['rss_kb']:>7.1f} "
+              f"{c['xcom_payload_b']:>15.0f} {c['ratio']:>6.2f}")
+    return 0 if all_ok else 1
 
 
 if __name__ == "__main__":
