@@ -1025,6 +1025,29 @@ def _patch_terraform_fidelity() -> None:
        there (the template keeps its tags).
     """
 
+    def keep_maintenance_policy(original: Any) -> Any:
+        # 1b. create/update_auto_scaling_group ignore ``InstanceMaintenancePolicy`` (never stored, never described)
+        #     and UpdateAutoScalingGroup ignores ``CapacityRebalance``: keep both on the group, as AWS does (both
+        #     -1 removes the policy; an update that omits either keeps what the group has).
+        def wrapper(self: Any) -> Any:
+            result = original(self)
+            if current() is not None:
+                group = self.autoscaling_backend.autoscaling_groups.get(self._get_param("AutoScalingGroupName"))
+                imp = self._get_param("InstanceMaintenancePolicy")
+                if group is not None and imp:
+                    lo = int(imp.get("MinHealthyPercentage", -1))
+                    hi = int(imp.get("MaxHealthyPercentage", -1))
+                    group.instance_maintenance_policy = (
+                        None if (lo, hi) == (-1, -1) else {"MinHealthyPercentage": lo, "MaxHealthyPercentage": hi}
+                    )
+                rebalance = self._get_bool_param("CapacityRebalance", None)
+                if group is not None and rebalance is not None:
+                    group.capacity_rebalance = rebalance
+            return result
+
+        wrapper.phoenix_fix = True  # type: ignore[attr-defined]
+        return wrapper
+
     def keep_warmup(original: Any) -> Any:
         def wrapper(self: Any) -> Any:
             result = original(self)
@@ -1042,6 +1065,7 @@ def _patch_terraform_fidelity() -> None:
 
     for name in ("create_auto_scaling_group", "update_auto_scaling_group"):
         _wrap(AutoScalingResponse, name, keep_warmup)
+        _wrap(AutoScalingResponse, name, keep_maintenance_policy)
 
     def make_create_template(original: Any) -> Any:
         def create_launch_template(
