@@ -265,7 +265,18 @@ def fleet_state_from(
         launch_image_id=launch_image_id,
         observe_errors=tuple(errors),
         launch_unresolved=launch_unresolved,
+        maintenance_policy=maintenance_policy_of(group),
     )
+
+
+def maintenance_policy_of(group: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(MinHealthyPercentage, MaxHealthyPercentage) of the group's InstanceMaintenancePolicy; None when unset
+    (AWS: absent, or both -1)."""
+    imp = group.get("InstanceMaintenancePolicy") or {}
+    lo, hi = imp.get("MinHealthyPercentage"), imp.get("MaxHealthyPercentage")
+    if lo is None or hi is None or (int(lo), int(hi)) == (-1, -1):
+        return None
+    return int(lo), int(hi)
 
 
 def utcnow() -> datetime:

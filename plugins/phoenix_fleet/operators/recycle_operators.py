@@ -347,6 +347,7 @@ class AsgRecycleOperator(BaseOperator):
             replace_before = obs.state.now - timedelta(days=renew_days) if renew_days else None
             record = self._begin(obs, policy, rid, target_image, target_lt, replace_before)
             carry["from_image"] = self._from_image
+            self._report_group_policy(obs, policy, record, carry)
             if dry_run:
                 return self._dry_run(context, obs, record, policy, carry)
             self._take_lock(record, rid)
@@ -769,6 +770,18 @@ class AsgRecycleOperator(BaseOperator):
         )
 
     # ------------------------------------------------------------------ starting: target, previous, record
+
+    def _report_group_policy(self, obs: Any, policy: Policy, record: RolloutRecord, carry: dict[str, Any]) -> None:
+        """At plan (a dry run) and at begin: how the group's own InstanceMaintenancePolicy bounds the role's
+        policy (the planner applies it: surge capped, floor raised), and CapacityRebalance (left on)."""
+        R = _rollout()
+        conflict = R.maintenance_conflict(obs.state, policy, record.base)
+        if conflict:
+            carry["maintenance_policy"] = conflict
+            self.log.warning("%s (the rollout keeps within it)", conflict)
+        if obs.group.get("CapacityRebalance"):
+            self.log.info("%s: CapacityRebalance is on and left on: Spot replacements it launches during the rollout "
+                          "are judged like any launch", self.asg_name)
 
     def _describe_lifecycle_hooks(self) -> list[str]:
         """Log the group's lifecycle hooks at begin: which transitions hold instances, for how long, and what

@@ -137,6 +137,8 @@ class FleetState:
     launch_image_id: str | None = None
     observe_errors: tuple[str, ...] = ()
     launch_unresolved: str | None = None
+    #: the group's InstanceMaintenancePolicy as (MinHealthyPercentage, MaxHealthyPercentage), None when unset
+    maintenance_policy: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:

@@ -283,10 +283,43 @@ def _secs(delta: timedelta) -> int:
 # the planner
 
 
+def group_bounded(policy: Policy, state: FleetState, base: int) -> Policy:
+    """The policy within the group's own InstanceMaintenancePolicy, when it has one: ``MinHealthyPercentage``
+    raises the floor when it is stricter than ours, ``MaxHealthyPercentage`` caps the surge (the group may hold
+    at most ``floor(max% x baseline)`` instances in service or pending)."""
+    if state.maintenance_policy is None:
+        return policy
+    lo, hi = state.maintenance_policy
+    floor_pct = max(policy.min_healthy_percent, lo)
+    surge = min(policy.max_surge, max(0, (hi * base) // 100 - base))
+    if (floor_pct, surge) == (policy.min_healthy_percent, policy.max_surge):
+        return policy
+    return replace(policy, min_healthy_percent=floor_pct, max_surge=surge)
+
+
+def maintenance_conflict(state: FleetState, policy: Policy, base: int) -> str | None:
+    """How the group's InstanceMaintenancePolicy changes the role's policy (None when it does not): for the plan
+    and for the halt it may cause."""
+    if state.maintenance_policy is None:
+        return None
+    bounded = group_bounded(policy, state, base)
+    lo, hi = state.maintenance_policy
+    parts = []
+    if bounded.min_healthy_percent != policy.min_healthy_percent:
+        parts.append(f"its MinHealthyPercentage {lo} raises min_healthy_percent {policy.min_healthy_percent} -> {lo}")
+    if bounded.max_surge != policy.max_surge and surges(policy):
+        parts.append(f"its MaxHealthyPercentage {hi} caps max_surge {policy.max_surge} -> {bounded.max_surge} "
+                     f"(at most {(hi * base) // 100} instances for a baseline of {base})")
+    if not parts:
+        return None
+    return f"{state.asg_name}'s instance maintenance policy (min {lo} %, max {hi} %): " + "; ".join(parts)
+
+
 def plan(state: FleetState, record: RolloutRecord, policy: Policy) -> Action:
     """The one next action for this ASG. Pure: same inputs, same action. The policy's core (strategy,
-    batch, surge, floor, deadline, on_failure) is the one the record began with, when it kept one."""
-    policy = record.policy_for(policy)
+    batch, surge, floor, deadline, on_failure) is the one the record began with, when it kept one, bounded by
+    the group's own instance maintenance policy (``group_bounded``)."""
+    policy = group_bounded(record.policy_for(policy), state, record.base)
     if record.phase == FAILED:
         adopted = adopt_baseline(state, record, policy)
         action = _plan_halting(_View(state, adopted, policy))
@@ -553,10 +586,15 @@ def _plan_active_step(v: _View) -> Action:
 
 
 def _no_room_reason(v: _View, size: int | None = None) -> str:
+    group = ""
+    if v.state.maintenance_policy is not None:
+        lo, hi = v.state.maintenance_policy
+        group = (f" (the group's instance maintenance policy min {lo} % / max {hi} % allows a surge of "
+                 f"{v.policy.max_surge}: raise its MaxHealthyPercentage or lower its MinHealthyPercentage)")
     return (
         f"strategy {v.policy.strategy} cannot take any instance out of {len(v.state.live) if size is None else size} "
         f"without dropping below the floor of {v.floor} (min_healthy_percent {v.policy.min_healthy_percent}); "
-        "use strategy surge or lower min_healthy_percent"
+        "use strategy surge or lower min_healthy_percent" + group
     )
 
 

@@ -24,7 +24,9 @@ from phoenix_fleet.rollout import (
     Wait,
     WaitFor,
     describe_outside_change,
+    group_bounded,
     instance_refresh_preferences,
+    maintenance_conflict,
     plan,
     progress_line,
     wait_over,
@@ -681,3 +683,42 @@ def test_dry_run_shows_an_honest_end() -> None:
     assert isinstance(steps[-1].action, Fail) and steps[-1].action.fail_kind == FailKind.BLOCKED
     assert "Wait" in [s.action.kind for s in steps]
     assert TG  # the ideal instances are healthy in every attached target group
+
+
+# -- the group's instance maintenance policy (issue 18 item 6) ------------------------------------------------
+
+
+def test_the_groups_max_healthy_percentage_caps_the_surge() -> None:
+    policy = replace(SURGE, max_surge=3, batch_size=3, min_healthy_percent=50)
+    state = fleet(*olds(4), maintenance_policy=(50, 150))
+    launch = plan(state, record(state, policy), policy)
+    assert isinstance(launch, Launch) and launch.count == 2 and launch.new_desired == 6  # 150 % of 4, not 7
+    assert maintenance_conflict(state, policy, 4) == (
+        "web-asg's instance maintenance policy (min 50 %, max 150 %): its MaxHealthyPercentage 150 caps max_surge "
+        "3 -> 2 (at most 6 instances for a baseline of 4)"
+    )
+
+
+def test_the_groups_min_healthy_percentage_raises_the_floor() -> None:
+    policy = replace(REPLACE, min_healthy_percent=50, batch_size=4)
+    state = fleet(*olds(4), maintenance_policy=(75, 100))
+    terminate = plan(state, record(state, policy), policy)
+    assert isinstance(terminate, Terminate) and len(terminate.instance_ids) == 1  # floor 3 of 4, not 2
+    assert "MinHealthyPercentage 75 raises min_healthy_percent 50 -> 75" in str(maintenance_conflict(state, policy, 4))
+    # a policy stricter than the group's own is left alone
+    assert maintenance_conflict(state, replace(policy, min_healthy_percent=90), 4) is None
+
+
+def test_a_group_policy_that_leaves_no_room_halts_before_anything_naming_it() -> None:
+    """Issue 18: 100/110 on a 3-instance group: the surge took it to 4 (133 %). Now the surge is capped at 0, the
+    floor is the whole group, and the rollout halts at once (nothing changed but the record), naming the group's
+    policy and the fix."""
+    state = fleet(*olds(3), maintenance_policy=(100, 110))
+    policy = replace(SURGE, min_healthy_percent=100, max_surge=1, batch_size=1)
+    halt = plan(state, record(state, policy), policy)
+    assert isinstance(halt, Halt)
+    assert "the group's instance maintenance policy min 100 % / max 110 % allows a surge of 0" in halt.reason
+    assert "raise its MaxHealthyPercentage" in halt.reason
+    assert group_bounded(policy, state, 3).max_surge == 0
+    assert plan(replace(state, maintenance_policy=None), record(state, policy), policy) == Launch(
+        count=1, new_desired=4, new_max=4, record=record(state, policy).writing(3, 4))
