@@ -531,7 +531,38 @@ def _patch_autoscaling() -> None:
         return exit_standby_instances
 
     _wrap(AutoScalingBackend, "exit_standby_instances", make_exit_standby)
+    _patch_az_balance()
     _patch_lifecycle_hooks()
+
+
+def _patch_az_balance() -> None:
+    # FakeAutoScalingGroup.replace_autoscaling_group_instances launches every instance into the first subnet of
+    # VPCZoneIdentifier. AWS balances: each launch goes to the group's AZ with the fewest instances. Opt-in
+    # (``balance_azs``) while the rollout's tests are moved onto it.
+    def make(original: Any) -> Any:
+        def replace_autoscaling_group_instances(self: Any, count_needed: int, propagated_tags: Any) -> None:
+            req = current()
+            subnets = [s for s in (self.vpc_zone_identifier or "").split(",") if s]
+            if req is None or not req.config.balance_azs or len(subnets) < 2 or count_needed <= 0:
+                return original(self, count_needed, propagated_tags)
+            ec2 = self.autoscaling_backend.ec2_backend
+            az_of = {s: ec2.get_subnet(s).availability_zone for s in subnets}
+            saved = self.vpc_zone_identifier
+            try:
+                for _ in range(count_needed):
+                    per_az: dict[str, int] = {}
+                    for state in self.instance_states:
+                        per_az[state.instance.placement.zone] = per_az.get(state.instance.placement.zone, 0) + 1
+                    subnet = min(subnets, key=lambda s: (per_az.get(az_of[s], 0), az_of[s]))
+                    self.vpc_zone_identifier = subnet
+                    original(self, 1, dict(propagated_tags))
+            finally:
+                self.vpc_zone_identifier = saved
+            return None
+
+        return replace_autoscaling_group_instances
+
+    _wrap(FakeAutoScalingGroup, "replace_autoscaling_group_instances", make)
 
 
 # --------------------------------------------------------------------------------------------- lifecycle hooks

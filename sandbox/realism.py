@@ -314,7 +314,7 @@ _LATENCY_FIELDS = (
     "ssm_command",
     "lifecycle_hook_heartbeat",
 )
-_BOOL_FIELDS = ("fault_tags", "fix_ssm_targeting", "fix_target_registration", "iam_access_control")
+_BOOL_FIELDS = ("fault_tags", "fix_ssm_targeting", "fix_target_registration", "iam_access_control", "balance_azs")
 
 
 @dataclass(frozen=True)
@@ -349,6 +349,9 @@ class RealismConfig:
     #: Authorize every request against the caller's IAM policies (moto's IAM access control; root key
     #: ``testing`` allowed everything). Off in every profile. See ``sandbox/iam_access.py``.
     iam_access_control: bool = False
+    #: AutoScaling launches each instance into the group's AZ with the fewest instances (AWS); moto uses the
+    #: first subnet for all. Off in every profile until the rollout's own tests run with it.
+    balance_azs: bool = False
 
     def __post_init__(self) -> None:
         for name in _LATENCY_FIELDS:
