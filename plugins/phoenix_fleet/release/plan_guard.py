@@ -1,14 +1,18 @@
-"""The Terraform plan guard: before apply, a release may only move launch templates to the new AMI.
+"""The Terraform plan guard: before apply, a release may only move *its role's* launch templates to *its AMI*.
 
 Reads the JSON of ``terraform show -json <planfile>`` and allows exactly:
 
 - ``aws_launch_template`` updates in place that touch the image and version bookkeeping only
-  (``image_id``, ``latest_version``, ``default_version``);
+  (``image_id``, ``latest_version``, ``default_version``), and, when the release's AMI is given, only to it;
 - ``aws_autoscaling_group`` updates in place that touch only the launch template's ``version``;
 - data-source reads and no-ops.
 
+When the release's role is given, a changed resource must carry ``phoenix:role=<role>`` (its tags; an ASG's
+``tag`` blocks): a release of one role never moves another role's templates (a root can hold several roles).
+
 Anything else (a destroy, a replacement, a create, an update of another attribute, another resource
-type) is a violation naming the resource address, unless the run explicitly allows it.
+type, another role's resource, another AMI) is a violation naming the resource address, unless the run
+explicitly allows it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class PlanGuardError(RuntimeError):
         self.violations = violations
         lines = "\n  ".join(f"{v.address}: {v.reason}" for v in violations)
         super().__init__(
-            f"the Terraform plan does more than move launch templates to the new AMI:\n  {lines}\n"
+            f"the Terraform plan does more than move this role's launch templates to the release's AMI:\n  {lines}\n"
             "Fix: review the plan; if these changes are intended, re-run with allow_destroy/allow_other_changes "
             "(params.allow_unsafe_plan) set explicitly"
         )
@@ -105,12 +109,38 @@ def _asg_lt_changed_keys(change: Mapping[str, Any]) -> set[str]:
     return keys
 
 
+ROLE_TAG = "phoenix:role"
+
+
+def resource_role(change: Mapping[str, Any]) -> str | None:
+    """The ``phoenix:role`` a changed resource carries: its ``tags``/``tags_all``, or an ASG's ``tag`` blocks
+    (after the change, else before). None: it carries none."""
+    for state in (change.get("after"), change.get("before")):
+        if not isinstance(state, Mapping):
+            continue
+        for key in ("tags", "tags_all"):
+            tags = state.get(key)
+            if isinstance(tags, Mapping) and tags.get(ROLE_TAG):
+                return str(tags[ROLE_TAG])
+        for block in state.get("tag") or []:
+            if isinstance(block, Mapping) and block.get("key") == ROLE_TAG and block.get("value"):
+                return str(block["value"])
+    return None
+
+
 def check_plan(
     plan: Mapping[str, Any],
     allow_destroy: bool = False,
     allow_other_changes: bool = False,
+    role: str | None = None,
+    image_id: str | None = None,
 ) -> PlanSummary:
-    """Classify every resource change of a plan; violations are returned, not raised."""
+    """Classify every resource change of a plan; violations are returned, not raised.
+
+    ``role``: the role being released; a changed resource of another role (or of none) is a violation.
+    ``image_id``: the release's AMI in this root's region; a launch template moved to any other image is one.
+    Both pass only with ``allow_other_changes`` (and are then listed as allowed).
+    """
     lts: list[str] = []
     asgs: list[str] = []
     bad: list[Violation] = []
@@ -122,6 +152,31 @@ def check_plan(
         if rc.get("mode") == "data" or actions in (["no-op"], ["read"]):
             continue
         rtype = rc.get("type", "")
+        if role is not None:
+            owner = resource_role(change)
+            if owner != role:
+                reason = (
+                    f"belongs to role {owner!r} ({ROLE_TAG}), not {role!r}: a release of {role} changes only "
+                    f"{role}'s resources ({'/'.join(actions)})"
+                    if owner
+                    else f"carries no {ROLE_TAG} tag, so it cannot be {role}'s: a release of {role} changes only "
+                    f"{role}'s resources ({'/'.join(actions)})"
+                )
+                (ok if allow_other_changes else bad).append(Violation(addr, reason))
+                if not allow_other_changes:
+                    continue
+        if rtype == "aws_launch_template" and image_id and actions == ["update"]:
+            after = change.get("after") or {}
+            if (change.get("after_unknown") or {}).get("image_id") is True:
+                reason = f"image_id is unknown until apply: cannot check it is the release's {image_id}"
+            elif after.get("image_id") != image_id:
+                reason = f"would launch {after.get('image_id')!r}, not the release's {image_id}"
+            else:
+                reason = ""
+            if reason:
+                (ok if allow_other_changes else bad).append(Violation(addr, reason))
+                if not allow_other_changes:
+                    continue
         if "delete" in actions:
             what = "replace" if "create" in actions else "destroy"
             reason = f"would {what} ({'/'.join(actions)})"
@@ -160,9 +215,15 @@ def check_plan(
     return PlanSummary(tuple(lts), tuple(asgs), tuple(bad), tuple(ok))
 
 
-def guard_plan(plan: Mapping[str, Any], allow_destroy: bool = False, allow_other_changes: bool = False) -> PlanSummary:
+def guard_plan(
+    plan: Mapping[str, Any],
+    allow_destroy: bool = False,
+    allow_other_changes: bool = False,
+    role: str | None = None,
+    image_id: str | None = None,
+) -> PlanSummary:
     """check_plan, raising PlanGuardError (naming every offending address) on a violation."""
-    summary = check_plan(plan, allow_destroy, allow_other_changes)
+    summary = check_plan(plan, allow_destroy, allow_other_changes, role=role, image_id=image_id)
     if summary.violations:
         raise PlanGuardError(list(summary.violations))
     return summary

@@ -97,3 +97,46 @@ def test_the_guard_passes_a_real_release_plan_and_still_sees_real_changes():
         guard_plan(tampered)
     assert "also changes ['instance_type']" in str(exc.value)
     assert "['target_group_arns']" in str(exc.value)
+
+
+def test_the_guard_knows_the_role_and_the_release_ami_on_a_real_plan():
+    """The real sandbox release plan (web moved to ami-81613e3d7f6f2ec9a) passes for web and that AMI. The same plan
+    with worker's template moving too (what the sandbox root did when worker's pointer had moved: the web
+    rollout's apply moved worker-a, skipping worker's canary and approval), or with web moved to another AMI (the
+    root resolved `latest` at plan time, past the announced version), is refused, naming the address."""
+    import copy
+    import json
+    from pathlib import Path
+
+    from phoenix_fleet.release.plan_guard import PlanGuardError, check_plan, guard_plan
+
+    plan = json.loads((Path(__file__).parent / "release_plan_sandbox.json").read_text())
+    target = "ami-81613e3d7f6f2ec9a"
+    summary = guard_plan(plan, role="web", image_id=target)
+    assert len(summary.launch_templates) == 2 and len(summary.asgs) == 2
+
+    with_worker = copy.deepcopy(plan)
+    for rc in [r for r in plan["resource_changes"] if '["web-a"]' in r["address"]]:
+        twin = json.loads(json.dumps(rc).replace('"web"', '"worker"').replace("web-a", "worker-a"))
+        with_worker["resource_changes"].append(twin)
+    with pytest.raises(PlanGuardError) as exc:
+        guard_plan(with_worker, role="web", image_id=target)
+    msg = str(exc.value)
+    for resource in ("aws_launch_template.this", "aws_autoscaling_group.this"):
+        assert f"module.service[\"worker-a\"].{resource}: belongs to role 'worker' (phoenix:role), not 'web'" in msg
+    assert "web-a" not in msg.split("Fix:")[0].replace("worker-a", "")  # web's own changes pass
+    assert guard_plan(with_worker).launch_templates  # without a role, as before, nothing tells them apart
+
+    elsewhere = copy.deepcopy(plan)
+    for rc in elsewhere["resource_changes"]:
+        if rc["type"] == "aws_launch_template" and rc["change"]["actions"] == ["update"]:
+            rc["change"]["after"]["image_id"] = "ami-0newer0000000000"
+    bad = check_plan(elsewhere, role="web", image_id=target).violations
+    assert [v.reason for v in bad] == ["would launch 'ami-0newer0000000000', not the release's ami-81613e3d7f6f2ec9a"] * 2
+    unknown = copy.deepcopy(plan)
+    lt = next(r for r in unknown["resource_changes"] if r["type"] == "aws_launch_template")
+    lt["change"]["after_unknown"]["image_id"] = True
+    assert "unknown until apply" in check_plan(unknown, role="web", image_id=target).violations[0].reason
+    # an explicit allow_other_changes lets them through, listed as allowed
+    allowed = check_plan(with_worker, allow_other_changes=True, role="web", image_id=target)
+    assert not allowed.violations and {v.address for v in allowed.allowed} >= {'module.service["worker-a"].aws_launch_template.this'}

@@ -90,3 +90,16 @@ def test_asg_update_beyond_lt_version_is_refused():
     plan = {"resource_changes": [rc("aws_autoscaling_group.w", "aws_autoscaling_group", ["update"], ASG_BEFORE, after)]}
     (v,) = check_plan(plan).violations
     assert "max_size" in v.reason and "launch_template.id" in v.reason
+
+
+def test_a_resource_without_a_role_tag_is_not_the_roles():
+    plan = release_plan()  # crafted resources carry no tags
+    v = check_plan(plan, role="web").violations
+    assert {x.address for x in v} == {"module.web_a.aws_launch_template.this", "module.web_a.aws_autoscaling_group.this"}
+    assert all("carries no phoenix:role tag, so it cannot be web's" in x.reason for x in v)
+    tags = {"tags": {"phoenix:role": "web"}}
+    ok = {"resource_changes": [rc("m.lt", "aws_launch_template", ["update"], {**LT_BEFORE, **tags}, {**LT_AFTER, **tags})]}
+    assert not check_plan(ok, role="web", image_id="ami-new").violations
+    assert check_plan(ok, role="web", image_id="ami-other").violations[0].reason == (
+        "would launch 'ami-new', not the release's ami-other"
+    )
