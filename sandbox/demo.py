@@ -4,11 +4,13 @@
    profile (instances take seconds to boot, AMIs pend, SSM commands run);
 2. seed it (base AMI, each role's current release, the SSM "latest" pointers, the artifacts and Terraform state
    buckets);
-3. build the fleet with real Terraform (include/terraform/envs/sandbox: the network root, then the fleet), the
-   state in the sandbox's S3 as include/fleet.yaml's ``backend_config`` says (one state key per root, so the
-   two roots never wait on each other's lock). The network root runs in the background: the AWS provider waits
-   a fixed 2 x 30 s after it creates the ALB, and the fleet root only looks the network's resources up, so the
-   fleet root applies as soon as they exist (the ALB included) while the network root sits out its waits;
+3. build the fleet with real Terraform (include/terraform/envs/sandbox: the network root, then the fleet root with
+   the Terraform roles' groups), the state in the sandbox's S3 as include/fleet.yaml's ``backend_config`` says
+   (one state key per root, so the two roots never wait on each other's lock). The network root runs in the
+   background: the AWS provider waits a fixed 2 x 30 s after it creates the ALB, and the fleet root only looks
+   the network's resources up, so the fleet root applies as soon as they exist (the ALB included) while the
+   network root sits out its waits; then the native-backend roles' groups with the API (sandbox/native_groups.py:
+   the native backend is their templates' one writer);
 4. print the fleet: roles, ASGs, instances, AMI and version;
 5. run the weekly release of one role (``ami_release_<role>``), then its rollout (``fleet_rollout_<role>``)
    and the inventory report (``fleet_inventory``) with ``airflow dags test``, when those DAGs exist. The release
@@ -245,6 +247,10 @@ def _demo(phases: Phases) -> int:
         print(f"    the network's resources exist after {waited:.0f}s (the network root goes on waiting for its ALB)")
         seconds = terraform_apply(TF_FLEET, endpoint)
         print(f"    fleet applied in {seconds:.0f}s")
+        from sandbox.native_groups import make_native_groups
+
+        for name, group in make_native_groups(endpoint).items():  # native-backend roles: not in any Terraform root
+            print(f"    {name} ({group['role']}, native backend) made with the AutoScaling API")
         return seconds
 
     fleet = Background("terraform fleet root", fleet_root)

@@ -61,21 +61,12 @@ def seeded(sandbox_clean, fast_fleet_config, monkeypatch, request):
 
 @pytest.fixture
 def worker_fleet(seeded):
-    """The seeded worker release running in one ASG (2 instances) tagged like the Terraform fleet."""
+    """The seeded worker release running in one ASG (2 instances): the native-backend group the sandbox makes
+    outside Terraform (sandbox/native_groups.py)."""
+    from sandbox.native_groups import make_native_groups
+
     h = seeded["handle"]
-    ec2, asg = h.client("ec2"), h.client("autoscaling")
-    ami = seeded["roles"]["worker"]["ami_id"]
-    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:2]
-    lt = ec2.create_launch_template(
-        LaunchTemplateName="sandbox-worker-a",
-        LaunchTemplateData={"ImageId": ami, "InstanceType": "t3.small", "MetadataOptions": {"HttpTokens": "required"}},
-    )["LaunchTemplate"]
-    asg.create_auto_scaling_group(
-        AutoScalingGroupName="sandbox-worker-a", MinSize=1, MaxSize=4, DesiredCapacity=2,
-        VPCZoneIdentifier=",".join(subnets),
-        LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplateId"], "Version": "$Default"},
-        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in
-              {"phoenix:role": "worker", "phoenix:env": "sandbox"}.items()],
-    )
+    group = make_native_groups(h.endpoint_url, roles=["worker"])["sandbox-worker-a"]
+    assert group["ami"] == seeded["roles"]["worker"]["ami_id"]
     h.settle()
-    return {"asg": "sandbox-worker-a", "old_ami": ami, "lt": lt["LaunchTemplateId"]}
+    return {"asg": group["asg"], "old_ami": group["ami"], "lt": group["lt"]}

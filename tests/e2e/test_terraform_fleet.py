@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.terraform, pytest.mark.e2e]
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM_DIR = REPO / "include" / "terraform"
 ENV = "sandbox"
-GROUPS = {"web-a": "web", "web-b": "web", "worker-a": "worker"}
+GROUPS = {"web-a": "web", "web-b": "web"}  # Terraform roles only: worker (native backend) is made outside the root
 APPLY_BUDGET_SECONDS = 60.0  # the fleet root, which every release applies
 NETWORK_BUDGET_SECONDS = 180.0
 NETWORK_STATE_KEY = "sandbox/network.tfstate"
@@ -333,9 +333,8 @@ def test_terraform_builds_the_fleet_and_does_not_fight_the_recycler(
     out = roots.outputs(roots.fleet)
     groups_out = out["service_groups"]
     assert set(groups_out) == set(GROUPS)
-    assert sorted(out["roles"]) == ["web", "worker"]
+    assert sorted(out["roles"]) == ["web"]
     assert sorted(out["roles"]["web"]["asg_names"]) == ["sandbox-web-a", "sandbox-web-b"]
-    assert out["roles"]["worker"]["asg_names"] == ["sandbox-worker-a"]
 
     # ---------------------------------------------------------------- the fleet, seen through the AWS API
     asg = sandbox.client("autoscaling")
@@ -408,10 +407,7 @@ def test_terraform_builds_the_fleet_and_does_not_fight_the_recycler(
         )
         for listener in listeners
     }
-    assert forwards == {
-        80: sorted(groups_out[k]["target_group_arn"] for k in ("web-a", "web-b")),
-        8080: [groups_out["worker-a"]["target_group_arn"]],
-    }
+    assert forwards == {80: sorted(groups_out[k]["target_group_arn"] for k in ("web-a", "web-b"))}
 
     # ---------------------------------------------------------------- no drift after apply
     for root in (roots.network, roots.fleet):

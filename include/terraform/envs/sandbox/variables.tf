@@ -29,7 +29,7 @@ variable "instance_profile_name" {
 }
 
 variable "service_groups" {
-  description = "The fleet: one AutoScalingGroup per entry, keyed by the group's short name (the ASG is named <env>-<key>). Each role reads /phoenix/images/<role>/latest."
+  description = "The fleet: one AutoScalingGroup per entry, keyed by the group's short name (the ASG is named <env>-<key>). Each role reads /phoenix/images/<role>/latest. Only roles on the Terraform backend belong here: a native-backend role's templates are written by the native backend alone (one writer per template)."
   type = map(object({
     role             = string
     min_size         = optional(number, 1)
@@ -38,9 +38,8 @@ variable "service_groups" {
     weight           = optional(number, 1)
   }))
   default = {
-    "web-a"    = { role = "web" }
-    "web-b"    = { role = "web" }
-    "worker-a" = { role = "worker" }
+    "web-a" = { role = "web" }
+    "web-b" = { role = "web" }
   }
 }
 
