@@ -4,10 +4,13 @@ One fleet per module (building it costs a Terraform apply): the sandbox is reset
 fleet root looks up is made with boto3 (the ALB of the network root would cost a fixed minute of provider waits),
 and the fleet root is applied from a temporary copy of include/terraform. Then:
 
-* publish a new web image (the real publish operators), ``TerraformApplyOperator`` moves the web launch templates
-  to it (the guard passes: only launch-template and ASG version updates), the ASGs follow (a replacement
-  instance runs the new AMI), ``VerifyAsgLaunchTemplatesOperator`` agrees;
-* the next apply plans nothing: a successful no-op;
+* publish a new web image (the real publish operators), then a newer one (``latest`` moves past the first);
+  ``TerraformApplyOperator`` given the first release (``release_images``, what the rollout passes from the event)
+  moves the web launch templates to exactly that AMI, not to what ``latest`` holds at plan time (the guard passes:
+  only web's launch-template and ASG version updates, only to that AMI), the ASGs follow (a replacement instance
+  runs it), ``VerifyAsgLaunchTemplatesOperator`` agrees; the worker role's group (native backend, made outside
+  the root) is untouched;
+* the next apply of that release plans nothing: a successful no-op;
 * the state lives in the sandbox's S3 (the web role's ``backend_config``), with no lock left after a run;
 * a plan that destroys (a group dropped) or replaces (a forced-new attribute changed in a copy of the root) is
   refused, naming the addresses, and nothing is applied.
@@ -91,6 +94,8 @@ class Fleet:
             ignore=shutil.ignore_patterns(".terraform", "*.tfstate", "*.tfstate.*", "*.tfplan", "terraform.tfvars*"),
         )
         self.workdir = self.copy / "envs" / "sandbox"
+        self.native: dict[str, Any] = {}
+        self.release: dict[str, str] = {}  # the release the apply tests roll out ({region: AMI})
         self.state_dir = tmp / "tf-cli"  # CLI config + the plugin cache shared by every run of the module
         self.config = tmp / "include" / "fleet.yaml"
         self.config.parent.mkdir()
@@ -116,6 +121,9 @@ class Fleet:
     def apply_op(self, task_id: str = "apply", **kwargs: Any) -> TerraformApplyOperator:
         kwargs.setdefault("variables", {"endpoint": self.sandbox.endpoint_url})
         kwargs.setdefault("role", "web")
+        kwargs.setdefault("region_name", REGION)
+        if self.release:
+            kwargs.setdefault("release_images", self.release)
         return TerraformApplyOperator(
             task_id=task_id, config_path=str(self.config), state_dir=str(self.state_dir), lock_timeout="30s", **kwargs
         )
@@ -158,6 +166,9 @@ def fleet(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fl
         build.init(backend_config_args({"bucket": seeded["state_bucket"], "key": STATE_KEY, "region": REGION}))
         build.run(["apply", "-input=false", "-no-color", "-auto-approve", *var_args({"endpoint": sandbox.endpoint_url})])
         build.cleanup()
+        from sandbox.native_groups import make_native_groups
+
+        fleet.native = make_native_groups(sandbox.endpoint_url, roles=["worker"])  # the native backend's, not the root's
         print(f"\nfleet built in {time.monotonic() - started:.1f}s")
         yield fleet
 
@@ -185,11 +196,11 @@ def bake_web(fleet: Fleet, version: str) -> str:
     return ami
 
 
-def publish_web(fleet: Fleet, ami: str) -> dict[str, Any]:
+def publish_web(fleet: Fleet, ami: str, run_id: str = "manual__test") -> dict[str, Any]:
     from airflow.sdk.execution_time.context import OutletEventAccessors
 
     cfg = str(fleet.config)
-    ctx = make_context(outlet_events=OutletEventAccessors())
+    ctx = make_context(outlet_events=OutletEventAccessors(), run_id=run_id)
     rel = run_task(ReleaseImageOperator(task_id="release", role="web", ami_id=ami, config_path=cfg), ctx).result
     copy = run_task(
         CopyImageToRegionOperator(task_id="copy", ami_id=ami, source_region=REGION, dest_region=REGION), ctx
@@ -204,9 +215,16 @@ def test_apply_moves_the_launch_templates_and_the_asgs_follow(fleet: Fleet, reco
     seeded_version = Version.parse(fleet.seeded["roles"]["web"]["version"])
     version = str(Version(seeded_version.date, seeded_version.n + 1))
     new_ami = bake_web(fleet, version)
-    extra = publish_web(fleet, new_ami)
+    extra = publish_web(fleet, new_ami, run_id="manual__v2")
     assert extra["version"] == version and extra["amis"] == {REGION: new_ami}
     assert extra["previous_version"] == str(seeded_version)
+    # a newer release is published before this one's rollout applies it: `latest` has moved past the event
+    newer = str(Version(seeded_version.date, seeded_version.n + 2))
+    newer_ami = publish_web(fleet, bake_web(fleet, newer), run_id="manual__v3")["ami_id"]
+    pointer = fleet.sandbox.client("ssm").get_parameter(Name="/phoenix/images/web/latest")["Parameter"]["Value"]
+    assert pointer == newer_ami != new_ami
+    fleet.release = dict(extra["amis"])
+    worker_lt = fleet.lt_image("sandbox-worker-a")
     for name in WEB_GROUPS:
         assert fleet.lt_image(name)[2] == seeded_ami  # not yet: Terraform has not run
 
@@ -235,17 +253,18 @@ def test_apply_moves_the_launch_templates_and_the_asgs_follow(fleet: Fleet, reco
 
     for name in WEB_GROUPS:
         spec, default, image = fleet.lt_image(name)
-        assert (spec, default, image) == ("2", 2, new_ami), name
-    assert fleet.lt_image("sandbox-worker-a")[2] == fleet.seeded["roles"]["worker"]["ami_id"]  # other role untouched
+        assert (spec, default, image) == ("2", 2, new_ami), name  # the release's AMI, not `latest`'s newer one
+    assert fleet.lt_image("sandbox-worker-a") == worker_lt  # the native backend's template: not the root's to touch
 
     # the state is in the sandbox's S3, unlocked; the working copy holds none
     s3 = fleet.sandbox.client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=fleet.seeded["state_bucket"]).get("Contents", [])]
     assert keys == [STATE_KEY] and not (fleet.workdir / "terraform.tfstate").exists()
 
-    # the post-apply check agrees
+    # the post-apply check agrees (the rollout gives it the release's AMI too)
     check = run_task(
-        VerifyAsgLaunchTemplatesOperator(task_id="verify", role="web", config_path=str(fleet.config)), make_context()
+        VerifyAsgLaunchTemplatesOperator(task_id="verify", role="web", image_id=new_ami, config_path=str(fleet.config)),
+        make_context(),
     ).result
     assert check["image_id"] == new_ami and sorted({a["asg_name"] for a in check["asgs"]}) == list(WEB_GROUPS)
 
@@ -267,7 +286,7 @@ def test_apply_moves_the_launch_templates_and_the_asgs_follow(fleet: Fleet, reco
 
 def test_the_next_apply_is_a_no_op(fleet: Fleet, record_property: Any) -> None:
     started = time.monotonic()
-    pointer = fleet.sandbox.client("ssm").get_parameter(Name="/phoenix/images/web/latest")["Parameter"]["Value"]
+    pointer = fleet.release[REGION]  # the release applied above (`latest` holds a newer one)
     result = run_task(fleet.apply_op(), make_context()).result
     seconds = time.monotonic() - started
     assert result["changed"] is False and result["launch_templates"] == [] and result["asgs"] == []
@@ -291,7 +310,7 @@ def _unchanged(fleet: Fleet, before: dict[str, Any]) -> None:
 def test_the_guard_refuses_a_destroy_and_names_it(fleet: Fleet, record_property: Any) -> None:
     started = time.monotonic()
     before = {name: fleet.lt_image(name) for name in (*WEB_GROUPS, "sandbox-worker-a")}
-    groups = {"web-a": {"role": "web"}, "worker-a": {"role": "worker"}}  # a run that would drop the web-b group
+    groups = {"web-a": {"role": "web"}}  # a run that would drop the web-b group
     with pytest.raises(PlanGuardError) as exc:
         run_task(fleet.apply_op(variables={"endpoint": fleet.sandbox.endpoint_url, "service_groups": groups}), make_context())
     msg = str(exc.value)
@@ -325,7 +344,7 @@ def test_the_guard_refuses_a_replacement_and_names_it(fleet: Fleet, record_prope
     with pytest.raises(PlanGuardError) as exc:
         run_task(fleet.apply_op(workdir=str(variant / "envs" / "sandbox")), make_context())
     msg = str(exc.value)
-    for key in ("web-a", "web-b", "worker-a"):
+    for key in ("web-a", "web-b"):
         assert f'module.service["{key}"].aws_autoscaling_group.this: would replace' in msg, msg
     assert "forced by [['name']]" in msg
     _unchanged(fleet, before)

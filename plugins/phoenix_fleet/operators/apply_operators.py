@@ -241,6 +241,14 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
     :param allow_local_state: let a root without a remote backend keep its state in a local file (default: the
         role's ``terraform.allow_local_state``, else False). Without it such a root is refused before Terraform
         runs: local state is lost, or split, between workers.
+    :param release_images: the release this apply rolls out, ``{region: AMI}`` (the rollout plan's ``amis``, from
+        the publish event). Passed to the root as ``-var <release_variable>={"role": <role>, "image_ids": {...}}``,
+        so Terraform launches exactly that AMI (not whatever ``latest`` holds at plan time), and the guard refuses
+        any launch template moved to another image than the one of this root's region (``region_name``)
+    :param release_variable: the root's variable that takes the release (default ``release``)
+
+    With ``role``, the guard also refuses any changed resource that is not tagged ``phoenix:role=<role>``: a
+    release of one role never moves another role's templates, even in a shared root.
 
     Returns (and pushes under each key) ``{"changed", "workdir", "launch_templates", "asgs", "allowed",
     "outputs", "dry_run"}``: ``outputs`` is ``{name: value}`` from ``output -json`` (sensitive values replaced;
@@ -262,8 +270,11 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         "dry_run",
         "rollout_id",
         "backend_config",
+        "release_images",
     )
-    template_fields_renderers = {"variables": "json", "env": "json", "backend_config": "json"}
+    template_fields_renderers = {
+        "variables": "json", "env": "json", "backend_config": "json", "release_images": "json",
+    }
     ui_color = "#ede0ff"
 
     def __init__(
@@ -290,6 +301,8 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         check_locks: bool = True,
         backend_config: Mapping[str, Any] | None = None,
         allow_local_state: bool | None = None,
+        release_images: Mapping[str, str] | None = None,
+        release_variable: str = "release",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -299,6 +312,8 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         self.check_locks = check_locks
         self.backend_config = dict(backend_config) if backend_config is not None else None
         self.allow_local_state = allow_local_state
+        self.release_images = release_images
+        self.release_variable = release_variable
         self.workdir = workdir
         self.variables = variables  # a mapping (or None: the role's vars only); never holds an expanded value
         self.var_files = list(var_files or [])
@@ -424,12 +439,37 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         out.update(dict(self.variables or {}))
         return out
 
+    def release_target(self) -> tuple[dict[str, Any], str | None]:
+        """(the release variable to add, the AMI the guard expects in this root's region); ({}, None) without one."""
+        images = self.release_images
+        if isinstance(images, str):
+            import json
+
+            images = json.loads(images) if images.strip() not in ("", "None") else None
+        if not images:
+            return {}, None
+        if not isinstance(images, Mapping) or not all(
+            isinstance(r, str) and isinstance(a, str) and a.startswith("ami-") for r, a in images.items()
+        ):
+            raise ValueError(f"release_images: {images!r} is not {{region: AMI}}. Fix: pass the rollout plan's amis")
+        if not self.role:
+            raise ValueError("release_images: given without role. Fix: pass role=<the role being released>")
+        region = str(self.region_name or self.role_config().home_region)
+        if region not in images:
+            raise ValueError(
+                f"release_images: no AMI for {region}, the region this root is applied in (region_name); the "
+                f"release has {sorted(images)}. Fix: apply the root of a region the release went to"
+            )
+        release = {"role": str(self.role), "image_ids": dict(images)}
+        return {self.release_variable: release}, str(images[region])
+
     def make_hook(self, workdir: Path) -> TerraformHook:
         from phoenix_fleet.hooks.terraform_hook import TerraformHook
 
+        release_var, _ = self.release_target()
         return TerraformHook(
             workdir,
-            variables=self.resolved_variables(),
+            variables={**self.resolved_variables(), **release_var},
             var_files=self.var_files,
             env={**self._aws_env(), **{k: str(v) for k, v in self.env.items()}},
             lock_timeout=self.lock_timeout,
@@ -465,6 +505,12 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         backend_args = self.resolve_backend(workdir)
         allow_destroy, allow_other = self._guard_flags()
         self._check_locks()  # before Terraform starts: fail fast
+        _, target_image = self.release_target()
+        if self.role and target_image is None:
+            self.log.warning(
+                "no release_images: Terraform launches what the SSM pointers hold at plan time, and the guard "
+                "checks the role but cannot check the AMI"
+            )
         hook = self._hook = self.make_hook(workdir)
         try:
             hook.init(backend_args)
@@ -473,7 +519,10 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
             summary = None
             if changed:
                 plan = hook.show_json(plan_file)
-                summary = check_plan(plan, allow_destroy=allow_destroy, allow_other_changes=allow_other)
+                summary = check_plan(
+                    plan, allow_destroy=allow_destroy, allow_other_changes=allow_other,
+                    role=str(self.role) if self.role else None, image_id=target_image,
+                )
                 for v in summary.allowed:
                     self.log.warning("allowed by this run only: %s: %s", v.address, v.reason)
                 if summary.violations:

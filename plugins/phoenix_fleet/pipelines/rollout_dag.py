@@ -114,8 +114,9 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
     backend = facts["terraform_backend"]
     doc = DOC.format(
         role=role_name, prefix=facts["ssm_prefix"], asg_tags=facts["asg_tags"],
-        apply_doc=(f"Terraform in `include/{facts['terraform_workdir']}` (plan, guard: only launch-template moves, "
-                   "apply the saved plan)") if backend == "terraform" else "a new launch-template version (native backend)",
+        apply_doc=(f"Terraform in `include/{facts['terraform_workdir']}` with the release's AMI as a variable (plan, "
+                   "guard: only this role's launch templates, only to that AMI; apply the saved plan)")
+        if backend == "terraform" else "a new launch-template version (native backend)",
         approval_doc="required in this environment" if facts["require_approval"] else "off unless the form asks",
         strategy=facts["strategy"], concurrency=facts["max_concurrent_asgs"], on_failure=facts["on_failure"],
     )
@@ -185,6 +186,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             apply = TerraformApplyOperator(
                 # the role's terraform.vars: read and ${ENV}-expanded by the operator on its worker, never here
                 task_id="apply", role=role_name, region_name=home, dry_run=p["dry_run"], rollout_id=rollout_id,
+                release_images=p["amis"],  # exactly the planned release, and the guard holds Terraform to it
                 execution_timeout=timedelta(minutes=30),
             )
         else:

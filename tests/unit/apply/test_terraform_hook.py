@@ -305,6 +305,26 @@ def test_operator_template_fields_and_workdir_from_role(tmp_path):
     with pytest.raises(ValueError, match="backend is 'native'"):
         TerraformApplyOperator(task_id="a", role="worker", config_path=str(cfg)).resolve_workdir()
 
+    # the release: passed to the root as one variable, and the AMI of the root's region is what the guard expects
+    amis = {"us-east-1": "ami-0123456789abcdef0", "eu-west-1": "ami-0fedcba9876543210"}
+    rel = TerraformApplyOperator(task_id="a", role="web", config_path=str(cfg), release_images=amis,
+                                 variables={"endpoint": "http://x"}, aws_conn_id=None)
+    assert rel.release_target() == ({"release": {"role": "web", "image_ids": amis}}, "ami-0123456789abcdef0")
+    assert rel.make_hook(tmp_path).variables == {"endpoint": "http://x", "release": {"role": "web", "image_ids": amis}}
+    assert "release_images" in TerraformApplyOperator.template_fields
+    eu = TerraformApplyOperator(task_id="a", role="web", config_path=str(cfg), release_images=amis,
+                                region_name="eu-west-1", release_variable="rel")
+    assert eu.release_target() == ({"rel": {"role": "web", "image_ids": amis}}, "ami-0fedcba9876543210")
+    assert TerraformApplyOperator(task_id="a", role="web", config_path=str(cfg)).release_target() == ({}, None)
+    for kwargs, message in (
+        ({"release_images": {"eu-west-1": "ami-0fedcba9876543210"}}, "no AMI for us-east-1"),
+        ({"release_images": {"us-east-1": "i-0123"}}, "is not {region: AMI}"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TerraformApplyOperator(task_id="a", role="web", config_path=str(cfg), **kwargs).release_target()
+    with pytest.raises(ValueError, match="without role"):
+        TerraformApplyOperator(task_id="a", workdir=str(tmp_path), release_images=amis).release_target()
+
 
 def test_a_task_timeout_inside_a_command_interrupts_terraform_first(root, terraform_state_dir):
     """Airflow's execution_timeout raises inside execute (before on_kill): Terraform must be stopped, not orphaned."""

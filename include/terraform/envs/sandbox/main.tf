@@ -4,6 +4,11 @@
 locals {
   roles      = toset([for group in values(var.service_groups) : group.role])
   subnet_ids = sort(data.aws_subnets.public.ids)
+
+  # The release a rollout applies: its role's groups launch exactly the announced AMI of this region (never what
+  # `latest` holds at plan time); every other group keeps the AMI its role's pointer names.
+  release_role  = try(var.release.role, null)
+  release_image = var.release == null ? null : lookup(var.release.image_ids, var.region, "")
 }
 
 module "service" {
@@ -15,6 +20,7 @@ module "service" {
   env  = var.env
 
   image_parameter_name  = "/phoenix/images/${each.value.role}/latest"
+  image_id              = each.value.role == local.release_role ? local.release_image : null
   instance_type         = var.instance_type
   security_group_ids    = [data.aws_security_group.instances.id]
   instance_profile_name = var.instance_profile_name

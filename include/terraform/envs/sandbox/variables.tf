@@ -28,6 +28,15 @@ variable "instance_profile_name" {
   default     = null
 }
 
+variable "release" {
+  description = "The release a rollout applies (TerraformApplyOperator's release_images): the role and its AMI per region. The role's groups launch image_ids[var.region]; every other group keeps the AMI its role's SSM pointer names. null (a plain `terraform apply`): every group reads its role's pointer."
+  type = object({
+    role      = string
+    image_ids = map(string)
+  })
+  default = null
+}
+
 variable "service_groups" {
   description = "The fleet: one AutoScalingGroup per entry, keyed by the group's short name (the ASG is named <env>-<key>). Each role reads /phoenix/images/<role>/latest. Only roles on the Terraform backend belong here: a native-backend role's templates are written by the native backend alone (one writer per template)."
   type = map(object({

@@ -20,11 +20,18 @@ locals {
 }
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Image: the SSM parameter names the AMI; the AMI must be ours (owner filter) and, by default, verified for this role.
+# Image: var.image_id (the release a rollout applies), else the AMI the SSM parameter names; the AMI must be ours
+# (owner filter) and, by default, verified for this role.
 # ---------------------------------------------------------------------------------------------------------------------
 
 data "aws_ssm_parameter" "image" {
-  name = local.image_parameter_name
+  count = var.image_id == null ? 1 : 0
+  name  = local.image_parameter_name
+}
+
+locals {
+  image_id     = var.image_id != null ? var.image_id : data.aws_ssm_parameter.image[0].insecure_value
+  image_source = var.image_id != null ? "the release being applied (var.image_id)" : local.image_parameter_name
 }
 
 data "aws_ami" "image" {
@@ -32,7 +39,7 @@ data "aws_ami" "image" {
 
   filter {
     name   = "image-id"
-    values = [data.aws_ssm_parameter.image.insecure_value]
+    values = [local.image_id]
   }
 
   lifecycle {
@@ -40,7 +47,7 @@ data "aws_ami" "image" {
       condition = !var.require_verified_image || (
         lookup(self.tags, "phoenix:verified", "") == "true" && lookup(self.tags, "phoenix:role", "") == var.role
       )
-      error_message = "AMI ${self.id} (from ${local.image_parameter_name}) is not tagged phoenix:verified=true and phoenix:role=${var.role}. Only verified images of this role may be rolled out."
+      error_message = "AMI ${self.id} (from ${local.image_source}) is not tagged phoenix:verified=true and phoenix:role=${var.role}. Only verified images of this role may be rolled out."
     }
   }
 }

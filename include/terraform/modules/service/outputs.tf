@@ -14,7 +14,7 @@ output "launch_template_latest_version" {
 }
 
 output "image_id" {
-  description = "AMI the launch template's newest version launches (value of the image parameter)."
+  description = "AMI the launch template's newest version launches (var.image_id, else the value of the image parameter)."
   value       = data.aws_ami.image.id
 }
 

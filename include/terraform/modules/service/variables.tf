@@ -43,6 +43,17 @@ variable "image_parameter_name" {
   default     = null
 }
 
+variable "image_id" {
+  description = "The AMI to launch, when a rollout applies a release (the AMI the publish event announced for this region). null: the AMI the SSM parameter names. Either way it must pass image_owners and require_verified_image."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.image_id == null || can(regex("^ami-[0-9a-f]{8,17}$", coalesce(var.image_id, "x")))
+    error_message = "image_id must be an AMI id (ami- and 8-17 hex digits), or null to read the SSM parameter. An empty one means the release names no AMI for this root's region."
+  }
+}
+
 variable "image_owners" {
   description = "Accounts allowed to own the AMI named by the parameter (passed as owners to DescribeImages). Never resolve an image without an owner filter."
   type        = list(string)
