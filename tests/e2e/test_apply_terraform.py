@@ -218,11 +218,16 @@ def test_apply_moves_the_launch_templates_and_the_asgs_follow(fleet: Fleet, reco
     extra = publish_web(fleet, new_ami, run_id="manual__v2")
     assert extra["version"] == version and extra["amis"] == {REGION: new_ami}
     assert extra["previous_version"] == str(seeded_version)
-    # a newer release is published before this one's rollout applies it: `latest` has moved past the event
+    # a newer release is published before this one's rollout applies it: `latest` has moved past the event (what
+    # that publish leaves in SSM, written here directly: the publish path itself ran just above)
     newer = str(Version(seeded_version.date, seeded_version.n + 2))
-    newer_ami = publish_web(fleet, bake_web(fleet, newer), run_id="manual__v3")["ami_id"]
-    pointer = fleet.sandbox.client("ssm").get_parameter(Name="/phoenix/images/web/latest")["Parameter"]["Value"]
-    assert pointer == newer_ami != new_ami
+    newer_ami = bake_web(fleet, newer)
+    ssm = fleet.sandbox.client("ssm")
+    moved = ssm.put_parameter(Name="/phoenix/images/web/latest", Value=newer_ami, Type="String",
+                              DataType="aws:ec2:image", Overwrite=True)["Version"]
+    ssm.label_parameter_version(Name="/phoenix/images/web/latest", ParameterVersion=moved, Labels=[f"v{newer}"])
+    ssm.put_parameter(Name="/phoenix/images/web/latest-version", Value=newer, Type="String", Overwrite=True)
+    assert newer_ami != new_ami
     fleet.release = dict(extra["amis"])
     worker_lt = fleet.lt_image("sandbox-worker-a")
     for name in WEB_GROUPS:
