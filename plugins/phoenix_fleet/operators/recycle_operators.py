@@ -1003,15 +1003,28 @@ class AsgRecycleOperator(BaseOperator):
     def _ended_already(self, context: Context, obs: Any, rid: str, ended: str) -> Any:
         """The group says this rollout ended already (``phoenix:rollout-ended``, written before its lock was
         released): end the same way, acting on nothing (a retry never rolls forward again after a rollback)."""
+        R = _rollout()
         state = obs.state
         message = f"{self.asg_name}: rollout {rid} already ended on this group ({ended}); nothing to do"
+        to_image: str | None = None
+        skipped: tuple[str, ...] = ()
+        if ended == "forward":
+            # e.g. the DAG's recycle after a canary whose one batch finished the group: report what the policy
+            # left on its image again (the health gate accepts exactly those; the summary names them)
+            wanted = self.target_image_id if self.target_image_id not in (None, "", "None") else None
+            to_image = str(wanted) if wanted else state.launch_image_id
+            if to_image:
+                skipped = R.skipped_by_policy(state, self.resolved_policy, to_image)
+        by_id = state.by_id()
+        left = {by_id[i].image_id for i in skipped if i in by_id}
         summary = {
             "asg": self.asg_name, "rollout_id": rid, "strategy": self.resolved_policy.strategy, "outcome": ended,
-            "from_image": None, "to_image": None, "final_images": dict(Counter(i.image_id for i in state.live)),
+            "from_image": left.pop() if len(left) == 1 else None, "to_image": to_image,
+            "final_images": dict(Counter(i.image_id for i in state.live)),
             "replaced": 0, "launched": 0, "batches": 0, "duration_seconds": 0.0,
             "capacity": {"desired": state.desired, "min": state.min_size, "max": state.max_size},
-            "skipped": [], "reason": None, "resumed": True, "outside_changes": [], "steps": 0, "defers": 0,
-            "message": message,
+            "skipped": list(skipped), "skipped_reasons": _skip_reasons(state, skipped), "reason": None,
+            "resumed": True, "outside_changes": [], "steps": 0, "defers": 0, "message": message,
         }
         ti = context.get("ti") if context else None
         if ti is not None:

@@ -27,6 +27,7 @@ from .planner import (
     outside_change,
     plan,
     progress_line,
+    skipped_by_policy,
     wait_over,
 )
 from .rollout_actions import (
@@ -110,6 +111,7 @@ __all__ = [
     "outside_change",
     "plan",
     "progress_line",
+    "skipped_by_policy",
     "unknown_ids",
     "wait_over",
 ]

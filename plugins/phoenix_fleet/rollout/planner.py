@@ -271,6 +271,13 @@ class _View:
         return min(t, self.deadline) if self.deadline > self.now else t
 
 
+def skipped_by_policy(state: FleetState, policy: Policy, target_image: str) -> tuple[str, ...]:
+    """The instances a forward rollout to ``target_image`` leaves on their image by policy (``protected: skip``,
+    ``standby: skip``), as its ``Done`` lists them: what a rollout that already ended reports when run again."""
+    rec = RolloutRecord.begin("skipped-by-policy", state, policy, target_image=target_image, previous_image=None)
+    return _ids(_View(state, rec, policy).skipped)
+
+
 def _ids(instances: Sequence[Instance]) -> tuple[str, ...]:
     return tuple(sorted(i.instance_id for i in instances))
 

@@ -53,3 +53,25 @@ def test_protected_instance(sandbox_clean, rule):
     else:
         assert kept not in images and set(images.values()) == {f.new_ami}
     assert g["DesiredCapacity"] == 4 == len(images) and g["MaxSize"] == 5 and g["SuspendedProcesses"] == []
+
+
+def test_the_same_rollout_run_again_reports_what_its_policy_skipped(sandbox_clean):
+    """The rollout DAG's recycle after a canary that finished the whole group (its one batch was all there was to
+    replace) finds this rollout ended on the group: it acts on nothing, and still reports the instances the policy
+    left on their image, with the images, so that the health gate accepts exactly those and the summary says so
+    (it reported none: the gate waited its whole timeout for an image that never comes)."""
+    f = F.build_fleet(sandbox_clean)
+    autoscaling = sandbox_clean.client("autoscaling")
+    kept = _old(sandbox_clean, f)[0]
+    autoscaling.set_instance_protection(AutoScalingGroupName=f.asg, InstanceIds=[kept], ProtectedFromScaleIn=True)
+    first = run_task(F.operator(f, policy={"protected": "skip"}), make_context()).result
+    assert first["skipped"] == [kept]
+    before = F.fleet_images(sandbox_clean)
+    again = run_task(F.operator(f, policy={"protected": "skip"}, target_image_id=f.new_ami), make_context()).result
+    assert again["outcome"] == "forward" and "already ended" in again["message"], again
+    assert again["skipped"] == [kept] and again["skipped_reasons"] == {kept: "scale-in protected"}, again
+    assert (again["from_image"], again["to_image"], again["replaced"]) == (f.old_ami, f.new_ami, 0), again
+    assert F.fleet_images(sandbox_clean) == before  # nothing acted on
+    # without a target image (a version number): the image the group launches now
+    third = run_task(F.operator(f, policy={"protected": "skip"}), make_context()).result
+    assert (third["skipped"], third["to_image"]) == ([kept], f.new_ami), third
