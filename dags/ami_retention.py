@@ -92,8 +92,9 @@ PARAMS = {
 )
 def ami_retention():
     @task
-    def roles(params: dict | None = None) -> list[str]:
+    def roles(params: dict | None = None) -> list[dict]:
         from airflow.sdk.exceptions import AirflowFailException
+        from phoenix_fleet.aws_conn import require_aws_connection
         from phoenix_fleet.config import load_fleet_config
         from phoenix_fleet.form_params import unknown_fields
 
@@ -109,15 +110,19 @@ def ami_retention():
         ]
         if problems:  # bad input: fail now, no retry, nothing changed
             raise AirflowFailException("invalid ami_retention parameters:\n  " + "\n  ".join(problems))
-        return wanted or sorted(cfg.roles)
+        out = []
+        for name in wanted or sorted(cfg.roles):  # each role through its environment's connection
+            conn = cfg.aws_conn(name)
+            require_aws_connection(conn.conn_id, conn.field)
+            out.append({"role": name, "aws_conn_id": conn.conn_id})
+        return out
 
     AmiRetentionOperator.partial(
         task_id="retention",
-        aws_conn_id="aws_default",
         keep_versions="{{ params.keep_versions }}",
         grace_days=f"{{{{ params.grace_days if params.grace_days is not none else {GRACE_DAYS} }}}}",
         dry_run_only="{{ params.dry_run is true }}",
-    ).expand(role=roles())
+    ).expand_kwargs(roles())
 
 
 ami_retention()

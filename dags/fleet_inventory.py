@@ -3,14 +3,17 @@
 
 Nightly inventory of the fleet: **what AMI version every server runs, how old it is, and what drifted.**
 
-1. `regions` lists every region of every role in `include/fleet.yaml` (or the `regions` Param);
-2. `collect` (mapped, one task per region) makes one paginated sweep: DescribeInstances, DescribeAutoScalingGroups,
+1. `regions` lists every region of every role in `include/fleet.yaml` (or the `regions` Param), each with the AWS
+   connection of the role's environment (`environments.<env>.aws_conn_id`), and checks that every connection the
+   run uses exists (an unknown one fails here, naming the field);
+2. `collect` (mapped, one task per region and connection) makes one paginated sweep: DescribeInstances, DescribeAutoScalingGroups,
    DescribeLaunchTemplateVersions (`$Default`/`$Latest` and pinned versions), DescribeImages (ours, including
    deprecated and disabled, plus every referenced image) and the SSM `latest` pointers;
 3. `report` joins them into one report (rows per instance; summaries per ASG and role; drift: launch templates
    behind the latest version, instances behind their launch template; AMIs that are not ours) and writes
    `report.json` (schema `phoenix-inventory-report/1`), `report.csv` and a self-contained `report.html` to
-   `s3://<artifacts_bucket>/inventory/<date>/` (and `inventory/latest/`) and to `$PHOENIX_REPORT_DIR/inventory/`.
+   `s3://<artifacts_bucket>/inventory/<date>/` (and `inventory/latest/`) through `artifacts_aws_conn_id`, and to
+   `$PHOENIX_REPORT_DIR/inventory/` when that is set.
    It emits the Asset `phoenix_fleet_inventory` (`x-phoenix://inventory/fleet`) with extra
    `{stale, instances, behind_latest, asgs_drifted, path, s3_uri}`; fleet_max_age consumes it;
 4. `notify` logs the summary, and sends it when it is news (an instance past max age; or always, with the config's
@@ -92,31 +95,42 @@ PARAMS = {
 )
 def fleet_inventory():
     @task
-    def regions(params: dict | None = None) -> list[str]:
+    def regions(params: dict | None = None, ti=None) -> list[dict]:
         from airflow.sdk.exceptions import AirflowFailException
+        from phoenix_fleet.aws_conn import require_aws_connection
         from phoenix_fleet.config import load_fleet_config
         from phoenix_fleet.form_params import unknown_fields
-        from phoenix_fleet.inventory.report import fleet_regions
+        from phoenix_fleet.inventory.report import fleet_sweeps
 
         params = params or {}
         problems = unknown_fields(params, PARAMS)
         if problems:  # bad input: fail now, no retry, nothing written
             raise AirflowFailException("invalid inventory parameters:\n  " + "\n  ".join(problems))
+        cfg = load_fleet_config()
         try:
-            return fleet_regions(load_fleet_config(), params.get("regions"))
+            sweeps = fleet_sweeps(cfg, params.get("regions"))
         except ValueError as e:
             raise AirflowFailException(str(e)) from None
+        # each region through the connection of its roles' environment; every connection the run uses must exist
+        used = {c for c in (cfg.aws_conn(r) for r in cfg.roles) if c.conn_id in {s["aws_conn_id"] for s in sweeps}}
+        for conn in sorted(used | {cfg.artifacts_aws_conn()}):
+            require_aws_connection(conn.conn_id, conn.field)
+        if ti is not None:
+            ti.xcom_push(key="artifacts_aws_conn_id", value=cfg.artifacts_aws_conn().conn_id)
+        return sweeps
 
-    collect = CollectInventoryOperator.partial(task_id="collect", aws_conn_id="aws_default").expand(
-        region_name=regions()
-    )
+    artifacts_conn = "{{ ti.xcom_pull(task_ids='regions', key='artifacts_aws_conn_id') }}"
+    collect = CollectInventoryOperator.partial(task_id="collect").expand_kwargs(regions())
     report = BuildInventoryReportOperator(
         task_id="report",
         snapshots=collect.output,
         max_age_days="{{ params.max_age_days }}",
         write_s3="{{ params.write_s3 is not false }}",  # empty (null): the default, write
+        aws_conn_id=artifacts_conn,
     )
-    InventoryNotifyOperator(task_id="notify", summary=report.output, sns_topic_arn="{{ params.sns_topic_arn }}")
+    InventoryNotifyOperator(
+        task_id="notify", summary=report.output, sns_topic_arn="{{ params.sns_topic_arn }}", aws_conn_id=artifacts_conn,
+    )
 
 
 fleet_inventory()

@@ -103,6 +103,7 @@ def fleet_max_age():
     def select(params: dict | None = None, triggering_asset_events=None, ti=None) -> list[dict]:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
         from airflow.sdk.exceptions import AirflowFailException
+        from phoenix_fleet.aws_conn import require_aws_connection
         from phoenix_fleet.config import cached_fleet_config
         from phoenix_fleet.form_params import unknown_fields
         from phoenix_fleet.inventory.max_age import (
@@ -122,10 +123,17 @@ def fleet_max_age():
                 raise MaxAgeParamError("invalid fleet_max_age parameters:\n  " + "\n  ".join(problems))
             budget, lead = limits(params, cfg.max_age_asgs_per_run)
             ref = report_ref(params.get("report"), triggering_asset_events, cfg.artifacts_bucket)
-            report = read_report(ref, lambda: AwsBaseHook(aws_conn_id="aws_default", client_type="s3").conn)
+            artifacts = cfg.artifacts_aws_conn()
+            if ref.startswith("s3://"):
+                require_aws_connection(artifacts.conn_id, artifacts.field)
+            report = read_report(ref, lambda: AwsBaseHook(aws_conn_id=artifacts.conn_id, client_type="s3").conn)
             kwargs, plan = renewals(report, budget, lead)
         except MaxAgeParamError as exc:  # bad input: fail now, no retry, nothing changed
             raise AirflowFailException(str(exc)) from None
+        for k in kwargs:  # each ASG is renewed through its role's environment's connection
+            conn = cfg.aws_conn(k["role"])
+            require_aws_connection(conn.conn_id, conn.field)
+            k["aws_conn_id"] = conn.conn_id
         print(describe(plan, report, ref, lead))
         ti.xcom_push(key="throughput", value=plan["throughput"])  # for the summary (a few hundred bytes)
         return kwargs

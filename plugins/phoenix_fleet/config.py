@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -48,6 +48,7 @@ _ROLE_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _SNS_TOPIC_RE = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 _CONN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 _BACKEND_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_AWS_CONN_ID = "aws_default"
 _CRON_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@once"}
 
 
@@ -271,9 +272,15 @@ class Environment(_Strict):
     notify_on_success: bool = Field(
         default=True, description="also announce a successful release and rollout (failures are always sent)"
     )
+    aws_conn_id: str = Field(
+        default=DEFAULT_AWS_CONN_ID,
+        description="the Airflow AWS connection of this environment's account: every DAG, operator and hook of its "
+        "roles uses it (another account: the connection's role_arn)",
+    )
 
     _topic = field_validator("notify_sns_topic_arn")(classmethod(lambda cls, v: _check_topic(v)))
     _slack = field_validator("slack_conn_id")(classmethod(lambda cls, v: _check_conn_id(v)))
+    _aws = field_validator("aws_conn_id")(classmethod(lambda cls, v: _check_conn_id(v)))
 
 
 class Notifications(_Strict):
@@ -292,6 +299,13 @@ class Notifications(_Strict):
 
     _topic = field_validator("sns_topic_arn")(classmethod(lambda cls, v: _check_topic(v)))
     _slack = field_validator("slack_conn_id")(classmethod(lambda cls, v: _check_conn_id(v)))
+
+
+class AwsConn(NamedTuple):
+    """An AWS connection id and the config field that chose it (error messages name the field)."""
+
+    conn_id: str
+    field: str
 
 
 class Role(_Strict):
@@ -358,6 +372,11 @@ class FleetConfig(_Strict):
     )
     environments: dict[str, Environment] = Field(default_factory=dict)
     notifications: Notifications = Field(default_factory=Notifications)
+    artifacts_aws_conn_id: str | None = Field(
+        default=None,
+        description="the AWS connection that writes and reads s3://<artifacts_bucket>/inventory/ (the inventory "
+        "report and its UI page); default: the one connection the roles' environments use",
+    )
     defaults: dict[str, Any] = Field(default_factory=dict)
     roles: dict[str, Role]
 
@@ -387,6 +406,11 @@ class FleetConfig(_Strict):
                 )
         return v
 
+    @field_validator("artifacts_aws_conn_id")
+    @classmethod
+    def _artifacts_conn(cls, v: str | None) -> str | None:
+        return v if v is None else _check_conn_id(v)
+
     @model_validator(mode="after")
     def _envs(self) -> FleetConfig:
         for name, role in self.roles.items():
@@ -395,6 +419,13 @@ class FleetConfig(_Strict):
                     f"roles.{name}.env: {role.env!r} is not a declared environment. "
                     f"Fix: use one of {sorted(self.environments)} or add it under environments:"
                 )
+        used = {self.aws_conn(name).conn_id for name in self.roles}
+        if self.artifacts_aws_conn_id is None and len(used) > 1:
+            raise ValueError(
+                f"artifacts_aws_conn_id: not set, and the roles' environments use several AWS connections "
+                f"({', '.join(sorted(used))}). Fix: set artifacts_aws_conn_id to the one that reads and writes "
+                f"s3://{self.artifacts_bucket}/inventory/"
+            )
         return self
 
     # -- helpers used by DAGs and operators ------------------------------------------------------
@@ -420,6 +451,20 @@ class FleetConfig(_Strict):
             slack_conn_id=n.slack_conn_id or (next(iter(slacks)) if len(slacks) == 1 else None),
             on_success=n.on_success,
         )
+
+    def aws_conn(self, role: str) -> AwsConn:
+        """The AWS connection of the role's environment (``environments.<env>.aws_conn_id``, default aws_default)."""
+        env = self.role(role).env
+        return AwsConn(self.environment(role).aws_conn_id, f"environments.{env}.aws_conn_id")
+
+    def artifacts_aws_conn(self) -> AwsConn:
+        """The connection for s3://<artifacts_bucket>/inventory/: ``artifacts_aws_conn_id``, else the one connection
+        the roles' environments use (validation refuses several without ``artifacts_aws_conn_id``)."""
+        if self.artifacts_aws_conn_id is not None:
+            return AwsConn(self.artifacts_aws_conn_id, "artifacts_aws_conn_id")
+        for name in self.roles:
+            return self.aws_conn(name)
+        return AwsConn(DEFAULT_AWS_CONN_ID, "artifacts_aws_conn_id")
 
     def max_age_for(self, role: str) -> int:
         r = self.role(role)

@@ -66,6 +66,9 @@ class RoleFacts(TypedDict):
     #: what a replaced fleet may take past a deadline, a safe halt, slack), in whole minutes
     recycle_timeout_minutes: int
 
+    aws_conn_id: str
+    aws_conn_field: str
+
 
 def facts_from_config(fleet: FleetConfig) -> dict[str, RoleFacts]:
     """Every role's facts, in the config's role order, from a validated config."""
@@ -97,6 +100,9 @@ def facts_from_config(fleet: FleetConfig) -> dict[str, RoleFacts]:
             on_failure=role.rollout.on_failure,
             deadline_minutes=role.rollout.deadline_minutes,
             recycle_timeout_minutes=-(-int(budget.total_seconds()) // 60),
+
+            aws_conn_id=fleet.aws_conn(name).conn_id,
+            aws_conn_field=fleet.aws_conn(name).field,
         )
     return out
 

@@ -49,6 +49,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
+from phoenix_fleet.aws_conn import StrictAwsConnMixin
 from phoenix_fleet.rollout import FleetState, Instance, Policy, RecordError, RolloutRecord
 from phoenix_fleet.waiters import waiter_path
 
@@ -453,7 +454,7 @@ def _replace_lt(lt: LaunchTemplateRef, number: int, image: str | None) -> Launch
 # the hook
 
 
-class AsgHook(AwsBaseHook):
+class AsgHook(StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails (aws_conn.py)
     """AutoScaling (the hook's own client) plus EC2, ELBv2 and CloudWatch clients from the same connection.
 
     ``known`` caches each member's (ImageId, LaunchTime) across observations; ``lt_cache`` the image of

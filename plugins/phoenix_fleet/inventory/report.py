@@ -671,6 +671,19 @@ def asgs_past_max_age(report: Mapping[str, Any], limit: int) -> list[dict[str, A
 # ------------------------------------------------------------------------------------------ regions
 
 
+def fleet_sweeps(config: Any, only: Iterable[str] | None = None) -> list[dict[str, str]]:
+    """One ``{"region_name", "aws_conn_id"}`` per region of every role, with the connection of the role's
+    environment (another account: another connection), sorted; ``only``: those regions (see :func:`fleet_regions`)."""
+    wanted = set(fleet_regions(config, only))
+    pairs = {
+        (region, config.aws_conn(name).conn_id)
+        for name, role in config.roles.items()
+        for region in role.regions
+        if region in wanted
+    }
+    return [{"region_name": r, "aws_conn_id": c} for r, c in sorted(pairs)]
+
+
 def fleet_regions(config: Any, only: Iterable[str] | None = None) -> list[str]:
     """Every region of every role in the fleet config (sorted), or ``only`` those, which must be among them."""
     every = sorted({r for role in config.roles.values() for r in role.regions})

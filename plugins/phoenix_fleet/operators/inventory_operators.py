@@ -80,6 +80,9 @@ class CollectInventoryOperator(BaseOperator):
     def _clients(self) -> tuple[str, Any, Any, Any]:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
+        from phoenix_fleet.aws_conn import require_aws_connection
+
+        require_aws_connection(self.aws_conn_id)
         hooks = [
             AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type=t, region_name=self.region_name)
             for t in ("ec2", "autoscaling", "ssm")
@@ -204,6 +207,9 @@ class BuildInventoryReportOperator(BaseOperator):
     def _upload(self, files: Mapping[str, bytes], bucket: str, date: str) -> str:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
+        from phoenix_fleet.aws_conn import require_aws_connection
+
+        require_aws_connection(self.aws_conn_id)
         s3 = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="s3", region_name=self.region_name).conn
         for prefix in (f"inventory/{date}", "inventory/latest"):
             for name, data in files.items():

@@ -49,6 +49,7 @@ class Targets:
     sns_topic_arn: str | None = None
     slack_conn_id: str | None = None
     on_success: bool = False
+    aws_conn_id: str | None = None  # the connection SNS is reached through (the environment's, or the artifacts')
 
 
 @dataclass
@@ -347,9 +348,9 @@ def targets(kind: str, role: str | None = None, config_path: str | None = None) 
     cfg = cached_fleet_config(config_path)
     if kind in ROLE_KINDS and role:
         env = cfg.environment(role)
-        return Targets(env.notify_sns_topic_arn, env.slack_conn_id, env.notify_on_success)
+        return Targets(env.notify_sns_topic_arn, env.slack_conn_id, env.notify_on_success, cfg.aws_conn(role).conn_id)
     n = cfg.fleet_notifications()
-    return Targets(n.sns_topic_arn, n.slack_conn_id, n.on_success)
+    return Targets(n.sns_topic_arn, n.slack_conn_id, n.on_success, cfg.artifacts_aws_conn().conn_id)
 
 
 def send(message: Message, to: Targets, context: Mapping[str, Any], aws_conn_id: str | None = "aws_default") -> Sent:
@@ -396,6 +397,8 @@ class PhoenixNotifier(BaseNotifier):
     :param outcome: ``failed`` or ``succeeded``
     :param role: the role of a release or rollout DAG
     :param sns_topic_arn: / :param slack_conn_id: override the fleet config's targets
+    :param aws_conn_id: the AWS connection for SNS; None (default): the role's environment's
+        (``environments.<env>.aws_conn_id``), for the fleet-wide DAGs ``artifacts_aws_conn_id``, read when sent
     """
 
     # nothing to template: the message is built from the run, and may hold operator text
@@ -409,7 +412,7 @@ class PhoenixNotifier(BaseNotifier):
         role: str | None = None,
         sns_topic_arn: str | None = None,
         slack_conn_id: str | None = None,
-        aws_conn_id: str | None = "aws_default",
+        aws_conn_id: str | None = None,
         config_path: str | None = None,
     ) -> None:
         super().__init__()
@@ -432,12 +435,13 @@ class PhoenixNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         message = MESSAGES[self.kind](self.role, self.outcome, context)
         to = targets(self.kind, self.role, self.config_path)
-        to = Targets(self.sns_topic_arn or to.sns_topic_arn, self.slack_conn_id or to.slack_conn_id, to.on_success)
+        to = Targets(self.sns_topic_arn or to.sns_topic_arn, self.slack_conn_id or to.slack_conn_id, to.on_success,
+                     self.aws_conn_id or to.aws_conn_id)
         if self.outcome == "succeeded" and not (to.on_success or message.news):
             log.info("%s\n%s\n(success notifications are off for this DAG: logged only)", message.subject, message.body)
             self.sent.append(Sent(["log"]))
             return
-        self.sent.append(send(message, to, context, self.aws_conn_id))
+        self.sent.append(send(message, to, context, to.aws_conn_id))
 
 
 def dag_callbacks(kind: str, role: str | None = None, success: bool = True) -> dict[str, Any]:

@@ -167,6 +167,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             "retry_exponential_backoff": True,
             "execution_timeout": DEFAULT_TASK_LIMIT,  # every task is bounded (bake sets its own)
             "region_name": home,
+            "aws_conn_id": facts["aws_conn_id"],  # environments.<env>.aws_conn_id, for every AWS task
         },
     ) as dag:
 
@@ -174,6 +175,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
         def plan(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+            from phoenix_fleet.aws_conn import require_aws_connection
             from phoenix_fleet.config import cached_fleet_config
             from phoenix_fleet.hooks.image_hook import ImageHook
             from phoenix_fleet.pipelines.release_plan import (
@@ -192,7 +194,8 @@ def build_release_dag(facts: RoleFacts) -> DAG:
                 raise AirflowSkipException(late)
             from phoenix_fleet.canaries import sweep_expired_canaries
 
-            hook = ImageHook(aws_conn_id="aws_default", region_name=home)
+            require_aws_connection(facts["aws_conn_id"], facts["aws_conn_field"])  # the whole run uses it
+            hook = ImageHook(aws_conn_id=facts["aws_conn_id"], region_name=home)
             try:
                 result = plan_release(
                     cached_fleet_config(), role_name, params or {}, hook,
@@ -252,7 +255,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             version = ti.xcom_pull(task_ids="plan", key="version")
             if not claim:
                 raise AirflowSkipException("this run claimed no version (dry run, skipped or failed plan)")
-            hook = ImageHook(aws_conn_id="aws_default", region_name=home)
+            hook = ImageHook(aws_conn_id=facts["aws_conn_id"], region_name=home)
             fleet = cached_fleet_config()
             evidence = hook.publication_evidence(
                 fleet.artifacts_bucket, role_name, str(version), fleet.latest_version_parameter(role_name), home

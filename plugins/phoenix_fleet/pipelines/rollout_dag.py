@@ -131,7 +131,10 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         doc_md=doc,
         params=rollout_params(),
         **dag_callbacks("rollout", role_name),
-        default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(seconds=30)},
+        default_args={
+            "owner": "platform", "retries": 2, "retry_delay": timedelta(seconds=30),
+            "aws_conn_id": facts["aws_conn_id"],  # environments.<env>.aws_conn_id, for every AWS task
+        },
     ) as dag:
 
         @task(multiple_outputs=True, retries=1)
@@ -143,6 +146,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
 
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+            from phoenix_fleet.aws_conn import require_aws_connection
             from phoenix_fleet.config import cached_fleet_config
             from phoenix_fleet.hooks.image_hook import ImageHook
             from phoenix_fleet.pipelines.rollout_plan import (
@@ -153,7 +157,8 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             )
 
             cfg = cached_fleet_config()
-            hook = ImageHook(aws_conn_id="aws_default", region_name=home)
+            require_aws_connection(facts["aws_conn_id"], facts["aws_conn_field"])  # the whole run uses it
+            hook = ImageHook(aws_conn_id=facts["aws_conn_id"], region_name=home)
             try:
                 result = plan_triggered_rollout(
                     cfg, role_name, params or {}, hook, triggering_asset_events, asset.uri,

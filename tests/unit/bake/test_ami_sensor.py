@@ -28,8 +28,10 @@ def test_template_fields():
     assert set(AmiAvailableSensor.template_fields) == {"image_id", "owners", "aws_conn_id", "region_name"}
 
 
-def test_trigger_serialize_round_trip():
+def test_trigger_serialize_round_trip(monkeypatch):
     from phoenix_fleet.triggers.ami_triggers import AmiAvailableTrigger, PhoenixEc2Hook
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_X", '{"conn_type": "aws"}')  # our hooks refuse an unknown connection
 
     trigger = AmiAvailableTrigger(
         image_id="ami-0123", owners=["self", "111122223333"], waiter_delay=7, waiter_max_attempts=9,

@@ -117,6 +117,7 @@ def test_the_release_plan_task_skips_a_late_scheduled_run_before_any_aws_call(mo
         raise AssertionError("the plan task touched AWS")
 
     monkeypatch.setattr(image_hook, "ImageHook", no_aws)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", '{"conn_type": "aws"}')  # the run's connection exists
     dag = build_release_dag(facts_from_config(FLEET)["web"])
     callable_ = dag.task_dict["plan"].python_callable
     late = SimpleNamespace(run_type="scheduled", run_after=dt.datetime(2026, 11, 2, 3, 0, tzinfo=dt.UTC))
