@@ -35,6 +35,7 @@ from moto.s3.responses import S3Response
 from moto.ssm.exceptions import SSMException
 from moto.ssm.models import Command, SimpleSystemManagerBackend, ssm_backends
 from moto.ssm.responses import SimpleSystemManagerResponse
+from moto.sts.models import STSBackend
 
 from . import realism as R
 from .realism import Clock, RequestState, SsmOutcome, current, tick
@@ -1331,7 +1332,59 @@ def _patch_lookups() -> None:
     _wrap(EC2Backend, "describe_volumes", make_describe_volumes)
 
 
+# --------------------------------------------------------------------------------------------- STS
+
+
+#: access key id -> expiration (naive UTC, as moto keeps it) of every credential STS issued in the sandbox
+STS_EXPIRATIONS: dict[str, dt.datetime] = {}
+_STS_LOCK = threading.Lock()
+
+
+def _patch_sts() -> None:
+    """Temporary credentials expire, as on AWS. Always on inside the sandbox.
+
+    moto's STS (sts/models.py) issues credentials with an ``Expiration`` but accepts them forever afterwards. The
+    sandbox remembers when each issued access key expires (AssumeRole, and what goes through it: web identity,
+    SAML), and :func:`expired_access_key` tells the server to refuse a request signed with one past it
+    (``ExpiredToken``, as AWS answers). ``sts_credential_seconds`` in the realism config shortens every issued
+    credential's life to that many seconds (compressed time: a test outlives its credentials in seconds).
+    """
+
+    def make(original: Any) -> Any:
+        def assume_role(self: Any, *args: Any, **kwargs: Any) -> Any:
+            role = original(self, *args, **kwargs)
+            req = current()
+            if req is not None:
+                seconds = req.config.sts_credential_seconds
+                if seconds is not None:
+                    role.expiration = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=seconds)
+                with _STS_LOCK:
+                    STS_EXPIRATIONS[role.access_key_id] = role.expiration
+            return role
+
+        return assume_role
+
+    _wrap(STSBackend, "assume_role", make)
+
+
+def expired_access_key(access_key_id: str | None) -> dt.datetime | None:
+    """When ``access_key_id`` (issued by the sandbox's STS) expired, if it has; else None."""
+    if not access_key_id:
+        return None
+    with _STS_LOCK:
+        expiration = STS_EXPIRATIONS.get(access_key_id)
+    if expiration is None or dt.datetime.now(dt.UTC).replace(tzinfo=None) < expiration:
+        return None
+    return expiration
+
+
+def forget_sts() -> None:
+    with _STS_LOCK:
+        STS_EXPIRATIONS.clear()
+
+
 def apply() -> None:
+    _patch_sts()
     _patch_s3_conditional_writes()
     _patch_dispatch()
     _patch_ec2()

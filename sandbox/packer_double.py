@@ -1113,8 +1113,15 @@ class AmazonEbsBuild:
     def client(self, service: str, region: str | None = None) -> Any:
         import boto3
         from botocore.config import Config
+        from botocore.credentials import RefreshableCredentials
 
-        return boto3.session.Session().client(
+        session = boto3.session.Session()
+        creds = session.get_credentials()
+        if isinstance(creds, RefreshableCredentials):
+            # as the AWS SDK for Go (Packer's) does with process or assumed-role credentials: renew them when they
+            # expire (its credentials cache), not 10-15 minutes ahead as botocore does
+            creds._advisory_refresh_timeout = creds._mandatory_refresh_timeout = 0
+        return session.client(
             service,
             region_name=region or self.region,
             config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60),

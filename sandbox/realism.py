@@ -353,6 +353,10 @@ class RealismConfig:
     #: first subnet for all. Off in every profile until the rollout's own tests run with it.
     balance_azs: bool = False
 
+    #: STS AssumeRole credentials expire this many seconds after they are issued, whatever DurationSeconds asked
+    #: (AWS: 15 minutes to 12 hours): compressed time, so a test can outlive its first credentials. None: as asked.
+    sts_credential_seconds: float | None = None
+
     def __post_init__(self) -> None:
         for name in _LATENCY_FIELDS:
             if not isinstance(getattr(self, name), Latency):
@@ -365,6 +369,9 @@ class RealismConfig:
         ):
             raise ValueError("fail_image_name_patterns must be a list of strings")
         object.__setattr__(self, "fail_image_name_patterns", tuple(self.fail_image_name_patterns))
+        seconds = self.sts_credential_seconds
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0):
+            raise ValueError(f"sts_credential_seconds must be a number > 0 or null, got {seconds!r}")
         object.__setattr__(self, "ssm_rules", tuple(SsmRule.from_json(r) for r in self.ssm_rules))
         object.__setattr__(self, "api_faults", tuple(ApiFault.from_json(r) for r in self.api_faults))
 
@@ -561,8 +568,12 @@ class Realism:
         if state:
             from moto.moto_api._internal.models import moto_api_backend
 
+            from . import moto_patches
+
             moto_api_backend.reset()
             self.iam_audit.clear()
+
+            moto_patches.forget_sts()
         if config:
             self.set_config(self._initial)
 

@@ -103,6 +103,9 @@ class SandboxApp:
         path = environ.get("PATH_INFO", "") or ""
         if path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"):
             return self._control(environ, start_response)
+        expired = _expired_credentials(environ)
+        if expired is not None:
+            return expired_token_response(environ, start_response, *expired)
         if self.realism.config.api_faults:
             answer = injected_fault(self.realism, environ)
             if answer is not None:
@@ -223,6 +226,59 @@ def age_instances(region: Any = None, *, instance_ids: Sequence[str] = (), asg: 
     if isinstance(instance_ids, str) or not all(isinstance(i, str) for i in instance_ids):
         raise ValueError("instance_ids: a list of instance ids")
     return backdate(region, instance_ids=list(instance_ids), asg=asg, days=float(days))
+
+
+_CREDENTIAL_RE = re.compile(r"Credential=([A-Z0-9]+)/[^/]*/[^/]*/([a-z0-9-]+)/")
+EXPIRED_MESSAGE = "The security token included in the request is expired"
+
+
+def _expired_credentials(environ: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(access key, service, when it expired) if the request is signed (SigV4 header or presigned query) with
+    temporary credentials the sandbox's STS issued and that have expired; else None."""
+    from urllib.parse import parse_qs
+
+    from .moto_patches import expired_access_key
+
+    found = _CREDENTIAL_RE.search(str(environ.get("HTTP_AUTHORIZATION") or ""))
+    if found:
+        key, service = found.group(1), found.group(2)
+    else:
+        credential = (parse_qs(str(environ.get("QUERY_STRING") or "")).get("X-Amz-Credential") or [""])[0]
+        parts = credential.split("/")
+        if len(parts) < 4:
+            return None
+        key, service = parts[0], parts[3]
+    when = expired_access_key(key)
+    return None if when is None else (key, service, when.isoformat(timespec="seconds") + "Z")
+
+
+def expired_token_response(
+    environ: Mapping[str, Any], start_response: Callable[..., Any], key: str, service: str, when: str
+) -> Iterable[bytes]:
+    """What AWS answers a request signed with expired temporary credentials, in the service's protocol:
+    ``ExpiredToken`` (JSON protocols: ``ExpiredTokenException``). SDKs treat it as "refresh and retry"."""
+    request_id = os.urandom(16).hex()
+    if environ.get("HTTP_X_AMZ_TARGET"):  # JSON protocol (SSM, ...)
+        body = json.dumps({"__type": "ExpiredTokenException", "message": EXPIRED_MESSAGE}).encode()
+        status, ctype = "400 Bad Request", "application/x-amz-json-1.1"
+    elif service == "s3":
+        body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>ExpiredToken</Code><Message>The provided "
+                f"token has expired.</Message><RequestId>{request_id}</RequestId></Error>").encode()
+        status, ctype = "400 Bad Request", "application/xml"
+    elif service == "ec2":
+        body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>ExpiredToken</Code>"
+                f"<Message>{EXPIRED_MESSAGE}</Message></Error></Errors><RequestID>{request_id}</RequestID>"
+                "</Response>").encode()
+        status, ctype = "400 Bad Request", "text/xml"
+    else:  # query protocol (STS, IAM, AutoScaling, ELBv2, SNS, ...)
+        body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code><Message>{EXPIRED_MESSAGE}"
+                f"</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>").encode()
+        status, ctype = "403 Forbidden", "text/xml"
+    print(f"phoenix-sandbox: refused {service} request signed with {key[:8]}..., expired at {when}: ExpiredToken",
+          file=sys.stderr, flush=True)
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
+                            ("x-amzn-RequestId", request_id)])
+    return [body]
 
 
 def _read_json(environ: dict[str, Any]) -> dict[str, Any]:

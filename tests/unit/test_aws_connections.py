@@ -191,10 +191,11 @@ def test_our_hooks_refuse_an_unknown_connection_instead_of_falling_back(sandbox_
 
 
 def test_another_account_through_the_connections_role_arn(sandbox_clean: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``aws_prod`` assumes a role in account 222233334444: hooks and operators act there, and see nothing of the
-    sandbox's own account."""
+    """``aws_prod`` assumes a role in account 222233334444: hooks, operators and Terraform's credentials all act
+    there, and see nothing of the sandbox's own account."""
     import boto3
     from phoenix_fleet.hooks.image_hook import ImageHook
+    from phoenix_fleet.operators.apply_operators import TerraformApplyOperator
     from phoenix_fleet.operators.inventory_operators import CollectInventoryOperator
 
     from tests.helpers.airflow_run import make_context, run_task
@@ -228,3 +229,18 @@ def test_another_account_through_the_connections_role_arn(sandbox_clean: Any, mo
     swept = {i["id"] for i in snapshot["instances"]}
     assert len(swept) == 1 and own not in swept
 
+    # what Terraform gets: the assumed role's credentials through a profile (an SDK reading it, as Terraform's does)
+    apply = TerraformApplyOperator(task_id="a", aws_conn_id="aws_prod", region_name="us-east-1")
+    env = apply._aws_env()
+    try:
+        assert env["AWS_ACCESS_KEY_ID"] is None and env["AWS_PROFILE"] == "phoenix-fleet"
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(env["AWS_CONFIG_FILE"]))
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(env["AWS_SHARED_CREDENTIALS_FILE"]))
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        who = boto3.Session(profile_name="phoenix-fleet").client("sts", endpoint_url=endpoint, region_name="us-east-1")
+        assert who.get_caller_identity()["Account"] == OTHER_ACCOUNT
+    finally:
+        apply.stop_credentials()
+    with pytest.raises(UnknownAwsConnection, match="aws_conn_id: Airflow has no connection 'aws_nope'"):
+        TerraformApplyOperator(task_id="a", aws_conn_id="aws_nope")._aws_env()

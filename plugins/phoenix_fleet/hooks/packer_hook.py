@@ -209,8 +209,11 @@ class PackerHook(BaseHook):
         ``$PHOENIX_PACKER_ENV_ALLOW``. Packer never gets the rest of the worker's environment (Airflow's settings,
         connections and variables included); nothing matching ``AIRFLOW*`` can be allowed.
     :param aws_conn_id: when set, Packer gets this Airflow AWS connection's region, endpoint
-        (``AWS_ENDPOINT_URL``) and, if the connection carries credentials or a role, short-lived credentials
-        as ``AWS_*`` variables (never logged). None: Packer uses the worker's own AWS environment.
+        (``AWS_ENDPOINT_URL``) and, if the connection carries credentials or a role, its credentials (never
+        logged): access keys as ``AWS_*`` variables; an assumed role's temporary credentials through a private
+        AWS profile whose ``credential_process`` the hook keeps fresh while Packer runs, so a bake outlives the
+        first credentials (:mod:`phoenix_fleet.aws_credentials`). None: Packer uses the worker's own AWS
+        environment.
     :param region_name: AWS region for Packer (``AWS_REGION``/``AWS_DEFAULT_REGION``).
     :param kill_grace_seconds: after SIGINT, how long Packer may take to clean up before SIGTERM.
     :param term_grace_seconds: after SIGTERM, how long before SIGKILL.
@@ -245,6 +248,7 @@ class PackerHook(BaseHook):
         self._proc: subprocess.Popen[str] | None = None
         self._proc_lock = threading.Lock()
         self._killed = False
+        self._cli_credentials: Any = None
 
     # ------------------------------------------------------------------------------------------ setup
     @property
@@ -283,20 +287,30 @@ class PackerHook(BaseHook):
         if cfg.endpoint_url:
             env["AWS_ENDPOINT_URL"] = cfg.endpoint_url
         if cfg.aws_access_key_id or cfg.role_arn or cfg.profile_name:
-            creds = aws.get_credentials(region_name=region)  # masked in task logs by the provider
-            env["AWS_ACCESS_KEY_ID"] = creds.access_key
-            env["AWS_SECRET_ACCESS_KEY"] = creds.secret_key
-            env["AWS_SESSION_TOKEN"] = creds.token or ""
+            from phoenix_fleet.aws_credentials import CliCredentials
+
+            aws.get_credentials(region_name=region)  # masks the secrets in task logs (the provider does)
+            self._cli_credentials = CliCredentials(aws.get_session(region_name=region).get_credentials(), logger=self.log)
+            changes = self._cli_credentials.start()
+            env.update({k: v for k, v in changes.items() if v is not None})
+            self._unset = [k for k, v in changes.items() if v is None]
         return env
+
+    def _stop_credentials(self) -> None:
+        creds, self._cli_credentials = self._cli_credentials, None
+        if creds is not None:
+            creds.stop()
 
     def environment(self) -> dict[str, str]:
         """Packer's environment: only the allow-listed worker variables (``ENV_ALLOW`` plus ``env_allow`` and
         ``$PHOENIX_PACKER_ENV_ALLOW``), the connection's AWS settings and credentials, then ``env``."""
         entries = [*ENV_ALLOW, *extra_allow_list(",".join(self.env_allow), "env_allow"), *extra_allow_list(os.environ.get(ENV_ALLOW_ENV))]
         env = {name: os.environ[name] for name in allowed_names(entries, list(os.environ))}
+        self._stop_credentials()
+        self._unset: list[str] = []
         env.update(self._aws_env())
-        if env.get("AWS_SESSION_TOKEN") == "":
-            env.pop("AWS_SESSION_TOKEN")
+        for name in self._unset:  # the profile's credentials: inherited key variables would win over them
+            env.pop(name, None)
         env.setdefault("CHECKPOINT_DISABLE", "1")  # no version check call-home from Packer
         env.update(self.extra_env)
         return env
@@ -480,6 +494,7 @@ class PackerHook(BaseHook):
                 start_new_session=True,
             )
         except OSError as exc:
+            self._stop_credentials()
             raise PackerError(f"cannot run {argv[0]}: {exc.strerror}. Fix: check {PACKER_BIN_ENV} / PATH") from exc
         with self._proc_lock:
             self._proc = proc
@@ -531,6 +546,7 @@ class PackerHook(BaseHook):
         finally:
             with self._proc_lock:
                 self._proc = None
+            self._stop_credentials()  # the credentials' refresher ends with the command
         if check and out.returncode != 0:
             lines = [line for line in out.human if line.strip()][-self.tail_lines :]
             raise PackerError(f"{what} failed (exit {out.returncode}):\n" + "\n".join(lines))

@@ -256,7 +256,8 @@ class TerraformHook(BaseHook):
     :param workdir: the Terraform root (``terraform -chdir``-style: commands run there)
     :param variables: ``-var`` values for plan
     :param var_files: ``-var-file`` paths for plan
-    :param env: extra environment (``TF_VAR_*``, ``AWS_*``); secrets here are never logged
+    :param env: extra environment (``TF_VAR_*``, ``AWS_*``); secrets here are never logged; a value None removes
+        the inherited variable
     :param lock_timeout: ``-lock-timeout`` (``"5m"``): how long to wait for a held state lock
     :param state_dir: where our CLI config and the shared plugin cache live (default ``~/.cache/phoenix-fleet/
         terraform``)
@@ -274,7 +275,7 @@ class TerraformHook(BaseHook):
         *,
         variables: Mapping[str, Any] | None = None,
         var_files: Iterable[str] = (),
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         lock_timeout: str = "5m",
         state_dir: str | os.PathLike[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
@@ -314,7 +315,11 @@ class TerraformHook(BaseHook):
         if self._env is None:
             env = terraform_env(os.environ, workdir_state_dir=self.state_dir, plugin_cache=self.plugin_cache)
             env["TF_DATA_DIR"] = str(self.data_dir)
-            env.update({k: str(v) for k, v in self.extra_env.items()})
+            for name, value in self.extra_env.items():  # None: remove the inherited variable
+                if value is None:
+                    env.pop(name, None)
+                else:
+                    env[name] = str(value)
             self._env = env
         return self._env
 

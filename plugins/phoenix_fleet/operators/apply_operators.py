@@ -405,8 +405,11 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
             return self.role_config().terraform.aws_conn_id
         return self.aws_conn_id
 
-    def _aws_env(self) -> dict[str, str]:
-        env: dict[str, str] = {}
+    def _aws_env(self) -> dict[str, str | None]:
+        """The connection's region, endpoint and credentials for Terraform (a value None: remove the inherited
+        variable). An assumed role's credentials go through a profile kept fresh while Terraform runs
+        (:mod:`phoenix_fleet.aws_credentials`): started here, stopped by :meth:`stop_credentials`."""
+        env: dict[str, str | None] = {}
         if self.region_name:
             env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = str(self.region_name)
         conn_id = self.terraform_conn_id()
@@ -414,12 +417,24 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
             return env
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
+        from phoenix_fleet.aws_conn import require_aws_connection
+        from phoenix_fleet.aws_credentials import CliCredentials
+
+        if not _empty(self.terraform_aws_conn_id):
+            field = "terraform_aws_conn_id"
+        elif self.role and self.role_config().terraform.aws_conn_id:
+            field = f"roles.{self.role}.terraform.aws_conn_id"
+        else:
+            field = "aws_conn_id"
+        require_aws_connection(conn_id, field)
         hook = AwsBaseHook(aws_conn_id=conn_id, region_name=self.region_name, client_type="sts")
-        creds = hook.get_credentials(region_name=self.region_name)
-        env["AWS_ACCESS_KEY_ID"] = creds.access_key
-        env["AWS_SECRET_ACCESS_KEY"] = creds.secret_key
-        # never the worker's own session token beside the connection's key (a mismatched pair is refused)
-        env["AWS_SESSION_TOKEN"] = creds.token or ""
+        hook.get_credentials(region_name=self.region_name)  # masks the secrets in task logs (the provider does)
+        self.stop_credentials()
+        self._cli_credentials = CliCredentials(hook.get_session(region_name=self.region_name).get_credentials(),
+                                               logger=self.log)
+        # static keys: as variables, and never the worker's own session token beside them (a value None removes
+        # it); an assumed role: a profile kept fresh, the inherited key variables removed
+        env.update(self._cli_credentials.start())
         region = self.region_name or hook.conn_config.region_name
         if region:
             env.setdefault("AWS_REGION", region)
@@ -428,6 +443,11 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         if endpoint:
             env["AWS_ENDPOINT_URL"] = endpoint
         return env
+
+    def stop_credentials(self) -> None:
+        creds, self._cli_credentials = getattr(self, "_cli_credentials", None), None
+        if creds is not None:
+            creds.stop()
 
     def resolved_variables(self) -> dict[str, Any]:
         """The ``-var`` values for this run: the role's ``terraform.vars`` with ``${ENV_VAR}`` expanded from this
@@ -471,7 +491,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
             workdir,
             variables={**self.resolved_variables(), **release_var},
             var_files=self.var_files,
-            env={**self._aws_env(), **{k: str(v) for k, v in self.env.items()}},
+            env={**self._aws_env(), **{k: str(v) for k, v in self.env.items()}},  # stop_credentials() after
             lock_timeout=self.lock_timeout,
             state_dir=self.state_dir,
             data_dir=self.data_dir,
@@ -545,6 +565,7 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
         finally:
             hook.cleanup()
             self._hook = None
+            self.stop_credentials()
         result = {
             "changed": changed,
             "workdir": str(workdir),

@@ -306,3 +306,52 @@ def test_the_sandbox_roots_keep_their_state_in_the_seeded_bucket() -> None:
         assert "bucket" not in declared.settings  # partial: the bucket is the deployment's choice
     web = load_fleet_config(REPO / "include" / "fleet.yaml").role("web").terraform
     assert web.backend_config["bucket"] == STATE_BUCKET and web.backend_config["key"] and not web.allow_local_state
+
+
+SLOW_TF = """
+variable "seconds" {
+  type = number
+}
+
+resource "terraform_data" "slow" {
+  input = var.seconds
+  provisioner "local-exec" {
+    command = "sleep ${var.seconds}"
+  }
+}
+"""
+
+
+def test_an_apply_outlives_its_first_credentials(
+    sandbox_clean: Any, tmp_path: Path, terraform_state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection assumes a role whose credentials (compressed by the sandbox) last 5 s; the apply takes
+    longer, then writes the state to S3 and releases the lock: with credentials the task renewed meanwhile
+    (``phoenix_fleet.aws_credentials``), since the sandbox refuses expired ones as AWS does."""
+    s3 = sandbox_clean.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_APPLY", json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"endpoint_url": sandbox_clean.endpoint_url, "region_name": "us-east-1",
+                  "role_arn": "arn:aws:iam::123456789012:role/phoenix-terraform"},
+    }))
+    sandbox_clean.update_config(sts_credential_seconds=5)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "backend.tf").write_text(BACKEND_TF)
+    (root / "main.tf").write_text(SLOW_TF)
+    config = write_config(tmp_path / "fleet.yaml", {"backend_config": {"bucket": BUCKET, "key": "tests/slow.tfstate",
+                                                                         "region": "us-east-1"}})
+    op = TerraformApplyOperator(
+        task_id="apply", role="web", config_path=config, workdir=str(root), variables={"seconds": 16},
+        allow_other_changes=True, check_locks=False, aws_conn_id="aws_apply", state_dir=str(terraform_state_dir),
+    )
+    started = time.monotonic()
+    result = op.execute(make_context())
+    assert time.monotonic() - started > 16 > 3 * 5
+    assert result["changed"] is True
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert keys == ["tests/slow.tfstate"], keys  # the state written after the sleep, and the lock released
+    state = json.loads(s3.get_object(Bucket=BUCKET, Key="tests/slow.tfstate")["Body"].read())
+    assert [r["type"] for r in state["resources"]] == ["terraform_data"]
+    assert op._cli_credentials is None  # stopped: no refresher left running
