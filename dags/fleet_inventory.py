@@ -62,7 +62,7 @@ PARAMS = {
     ),
     "write_s3": form_param(
         True,
-        "On: also write the report to s3://<artifacts_bucket>/inventory/ (the local copy is always written).",
+        "On: write the report to s3://<artifacts_bucket>/inventory/, where the UI page reads it (off: only to $PHOENIX_REPORT_DIR).",
         title="Write the report to S3",
         section="Report",
         type="boolean",

@@ -307,13 +307,17 @@ def _demo(phases: Phases) -> int:
     _step("the fleet after the release")
     after = fleet_rows(endpoint)
     print_fleet(after)
-    reports = Path(os.environ.get("PHOENIX_REPORT_DIR", sandbox_dir / "reports"))
+    from phoenix_fleet.config import load_fleet_config
+
+    reports = f"s3://{load_fleet_config().artifacts_bucket}/inventory/latest/"  # the report's home (and the UI page's)
+    if os.environ.get("PHOENIX_REPORT_DIR"):
+        reports += f" and {os.environ['PHOENIX_REPORT_DIR']}"
     versions = sorted({r["version"] for r in after if r["role"] == DEMO_ROLE})
     _step("summary")
     print(f"    {DEMO_ROLE} now runs {', '.join(versions)} on {sum(r['role'] == DEMO_ROLE for r in after)} instances")
     for name, ok in results.items():
         print(f"    {name}: {'ok' if ok else 'FAILED'}")
-    print(f"    reports: {reports}   logs: {log_dir}")
+    print(f"    inventory report: {reports}   logs: {log_dir}")
     print(f"    sandbox still running at {endpoint} (make sandbox-stop)")
     return 0 if all(results.values()) else 1
 

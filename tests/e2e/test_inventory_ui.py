@@ -249,12 +249,14 @@ def test_the_page_requires_an_airflow_user(tmp_path: Path) -> None:
 
 def test_inventory_page_through_airflow_api_server(inventory_run: dict[str, Any], sandbox: Any, tmp_path: Path) -> None:
     """A real ``airflow api-server`` (simple auth manager, all admins) loads the plugin (entry point): the app
-    answers at /phoenix/inventory, the plugins API lists the external view, and the UI shows the page in its nav."""
+    answers at /phoenix/inventory, the plugins API lists the external view, and the UI shows the page in its nav.
+    The API server has no report directory: the page is the report the DAG run wrote to S3, read through the AWS
+    connection."""
     from sandbox.airflow_env import airflow_env
 
     port = free_port()
     env = airflow_env(sandbox.endpoint_url, home=Path(os.environ["AIRFLOW_HOME"]), api_port=port)
-    env["PHOENIX_REPORT_DIR"] = str(inventory_run["report_dir"])
+    env.pop("PHOENIX_REPORT_DIR", None)  # nothing local: s3://phoenix-fleet-artifacts/inventory/ is the truth
     env["NO_PROXY"] = "127.0.0.1,localhost"
     log = (tmp_path / "api-server.log").open("w")
     proc = subprocess.Popen(
@@ -283,6 +285,8 @@ def test_inventory_page_through_airflow_api_server(inventory_run: dict[str, Any]
         assert ours["external_views"][0]["href"] == "/phoenix/inventory"
         assert ours["external_views"][0]["url_route"] == "fleet-inventory"
 
+        health = json.loads(get(f"{base}/phoenix/healthz")[1])
+        assert health["source"] == "s3://phoenix-fleet-artifacts/inventory/" and health["latest"] is True, health
         status, _, headers = get(f"{base}/phoenix/inventory")
         assert status == 200 and headers["content-type"].startswith("text/html")
         dom = run_chromium(f"{base}/phoenix/inventory", tmp_path, "--dump-dom")

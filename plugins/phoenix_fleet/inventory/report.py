@@ -546,12 +546,11 @@ def report_date(report: Mapping[str, Any]) -> str:
     return str(report["generated_at"])[:10]
 
 
-def default_report_dir() -> Path:
-    """``$PHOENIX_REPORT_DIR``, else ``<repo>/.sandbox/reports`` (gitignored)."""
+def default_report_dir() -> Path | None:
+    """``$PHOENIX_REPORT_DIR``, else None: no local copy (the report's home is S3; nothing is ever derived from
+    where the package is installed)."""
     raw = os.environ.get(REPORT_DIR_ENV, "").strip()
-    if raw:
-        return Path(raw).expanduser()
-    return Path(__file__).resolve().parents[3] / ".sandbox" / "reports"
+    return Path(raw).expanduser() if raw else None
 
 
 def render_all(report: Mapping[str, Any]) -> dict[str, bytes]:
@@ -571,6 +570,8 @@ def write_local(
     """Write ``<base>/inventory/<date>/report.*`` and ``<base>/inventory/latest/report.*`` (atomically: a reader
     never sees half a file). Returns ``{"dir": <dated dir>, "latest": <latest dir>, "report.html": path, ...}``."""
     base = Path(base_dir) if base_dir is not None else default_report_dir()
+    if base is None:
+        raise ValueError(f"report_dir: no local report directory (${REPORT_DIR_ENV} is not set). Fix: set it, or pass one")
     rendered = files if files is not None else render_all(report)
     dated = base / "inventory" / report_date(report)
     latest = base / "inventory" / "latest"

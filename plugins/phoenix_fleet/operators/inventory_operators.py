@@ -124,9 +124,10 @@ class BuildInventoryReportOperator(BaseOperator):
     :param snapshots: the region snapshots (the mapped collect task's output).
     :param max_age_days: override every role's max age for this run (None/0: the fleet config's).
     :param artifacts_bucket: S3 bucket (default: the fleet config's ``artifacts_bucket``).
-    :param write_s3: also write to S3 (the local copy is always written).
-    :param report_dir: local base directory (default ``$PHOENIX_REPORT_DIR``, else ``<repo>/.sandbox/reports``).
-    :param aws_conn_id: Airflow AWS connection (S3).
+    :param write_s3: write to ``s3://<artifacts_bucket>/inventory/`` (the report's home: the UI page reads it there).
+    :param report_dir: also write a local copy under this directory (default ``$PHOENIX_REPORT_DIR``; unset: no
+        local copy). With neither S3 nor a local directory the task fails before it builds anything.
+    :param aws_conn_id: Airflow AWS connection (S3): fleet_inventory passes the config's ``artifacts_aws_conn_id``.
     :param region_name: region of the S3 client (None: the connection's).
     """
 
@@ -165,7 +166,9 @@ class BuildInventoryReportOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from phoenix_fleet.inventory.report import (
+            REPORT_DIR_ENV,
             build_report,
+            default_report_dir,
             render_all,
             report_date,
             summary,
@@ -177,15 +180,24 @@ class BuildInventoryReportOperator(BaseOperator):
         snaps = [s for s in (self.snapshots or []) if s]
         if not snaps:
             raise ValueError("snapshots: no region was collected. Fix: check the collect tasks and params.regions")
+        local_dir = self.report_dir or default_report_dir()
+        to_s3 = as_bool(self.write_s3)
+        if not to_s3 and not local_dir:
+            raise ValueError(
+                f"write_s3: false and no local report directory (${REPORT_DIR_ENV} unset): the report would go "
+                "nowhere. Fix: write it to S3 (the inventory page reads it there), or set a report_dir"
+            )
         report = build_report(snaps, cfg, max_age_days=_as_int(self.max_age_days, "max_age_days"))
         files = render_all(report)
-        local = write_local(report, self.report_dir or None, files)
-        self.log.info("Wrote %s (and %s)", local["dir"], local["latest"])
+        local: dict[str, str | None] = dict.fromkeys(("dir", "report.html", "report.json"))
+        if local_dir:
+            local.update(write_local(report, local_dir, files))
+            self.log.info("Wrote %s (and %s)", local["dir"], local["latest"])
         s3_uri = None
-        if as_bool(self.write_s3):
+        if to_s3:
             s3_uri = self._upload(files, self.artifacts_bucket or cfg.artifacts_bucket, report_date(report))
         out = summary(report)
-        where = s3_uri or local["report.html"]
+        where = s3_uri or str(local["report.html"])
         out.update(path=local["report.html"], dir=local["dir"], s3_uri=s3_uri, text=summary_text(report, where))
         for line in out["text"].splitlines():
             self.log.info("%s", line)
