@@ -188,6 +188,9 @@ class BuildInventoryReportOperator(BaseOperator):
                 "nowhere. Fix: write it to S3 (the inventory page reads it there), or set a report_dir"
             )
         report = build_report(snaps, cfg, max_age_days=_as_int(self.max_age_days, "max_age_days"))
+        from phoenix_fleet.fleet_metrics import inventory_stale
+
+        inventory_stale(report["totals"]["stale"])
         files = render_all(report)
         local: dict[str, str | None] = dict.fromkeys(("dir", "report.html", "report.json"))
         if local_dir:

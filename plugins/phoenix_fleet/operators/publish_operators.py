@@ -857,6 +857,10 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
             f" (already published by {record.published_by or 'an earlier run'}: the rollout will skip this event)"
             if already else "",
         )
+        if not already:  # phoenix.release.duration: run start -> published (a re-run that moved nothing is no release)
+            from phoenix_fleet.fleet_metrics import release_published
+
+            release_published(self.role, getattr(context.get("dag_run"), "start_date", None))
         result = {**extra, "parameters": parameters, "shared_with": accounts}
         _push_keys(context, result)
         return result

@@ -1154,6 +1154,9 @@ class AsgRecycleOperator(BaseOperator):
         ti = context.get("ti") if context else None
         if ti is not None:
             ti.xcom_push(key=SUMMARY_XCOM_KEY, value=summary)
+        from phoenix_fleet.fleet_metrics import rollout_ended
+
+        rollout_ended(self.role, summary)  # phoenix.rollout.instances_replaced / rolled_back
         return summary
 
     def _dry_run(self, context: Context, obs: Any, record: RolloutRecord, policy: Policy, carry: dict[str, Any]) -> Any:
