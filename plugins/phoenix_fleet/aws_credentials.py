@@ -12,7 +12,8 @@ half-applied plan left behind. Instead, :class:`CliCredentials`:
   SDK (Go v1 and v2 for Packer and Terraform, botocore) runs the process again when the credentials it holds
   expire; a thread of the task keeps the document fresh (the hook's session assumes the role again before the
   old credentials expire) until the CLI is done. The announced ``Expiration`` is a margin before the real one
-  (a quarter of what is left, at most 5 minutes), so an SDK never signs with credentials about to lapse;
+  (half of what is left, at most 5 minutes), so an SDK never signs with credentials about to lapse, and the
+  renewed document is there before the SDK asks again;
 * for **static** credentials (access keys in the connection), passes them as variables, as before: they do not
   expire.
 
@@ -134,8 +135,10 @@ class CliCredentials:
     def _scale_refresh_windows(self) -> None:
         """botocore renews credentials 15 minutes before they expire and calls renewed ones that still expire
         within 10 minutes a failure: right for hour-long credentials, wrong for short ones (STS allows 15 minutes;
-        the sandbox compresses time). Scale both windows to the credentials' lifetime: half of it and a quarter
-        (hour-long credentials keep botocore's 15 and 10 minutes)."""
+        the sandbox compresses time). Scale both windows to the credentials' lifetime: three quarters of it and
+        half (hour-long credentials keep botocore's 15 and 10 minutes). The renewal then comes a quarter of the
+        lifetime before the announced ``Expiration`` (half of it), when the SDK reads the document again: a
+        refresher held up for less than that (a loaded worker) costs nothing."""
         expiry = self._expiry()
         if expiry is None:
             return
@@ -143,8 +146,8 @@ class CliCredentials:
         if lifetime <= 0:
             return
         creds = self.credentials
-        creds._advisory_refresh_timeout = min(creds._advisory_refresh_timeout, lifetime / 2)
-        creds._mandatory_refresh_timeout = min(creds._mandatory_refresh_timeout, lifetime / 4)
+        creds._advisory_refresh_timeout = min(creds._advisory_refresh_timeout, lifetime * 3 / 4)
+        creds._mandatory_refresh_timeout = min(creds._mandatory_refresh_timeout, lifetime / 2)
 
     def _expiry(self) -> dt.datetime | None:
         expiry = getattr(self.credentials, "_expiry_time", None)  # botocore keeps it here (pinned botocore)
@@ -158,7 +161,7 @@ class CliCredentials:
         expiry = self._expiry()
         now = dt.datetime.now(dt.UTC)
         left = (expiry - now).total_seconds() if expiry else 3600.0
-        announced = now + dt.timedelta(seconds=max(0.0, left - min(MAX_MARGIN_SECONDS, max(left, 0.0) / 4)))
+        announced = now + dt.timedelta(seconds=max(0.0, left - min(MAX_MARGIN_SECONDS, max(left, 0.0) / 2)))
         body = {"Version": 1, "AccessKeyId": frozen.access_key, "SecretAccessKey": frozen.secret_key,
                 "SessionToken": frozen.token, "Expiration": announced.isoformat().replace("+00:00", "Z")}
         fd, tmp = tempfile.mkstemp(dir=self.document.parent, prefix=".credentials-")  # 0600

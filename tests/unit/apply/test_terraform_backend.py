@@ -325,8 +325,8 @@ resource "terraform_data" "slow" {
 def test_an_apply_outlives_its_first_credentials(
     sandbox_clean: Any, tmp_path: Path, terraform_state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The connection assumes a role whose credentials (compressed by the sandbox) last 5 s; the apply takes
-    longer, then writes the state to S3 and releases the lock: with credentials the task renewed meanwhile
+    """The connection assumes a role whose credentials (compressed by the sandbox) last 8 s; the apply takes
+    more than two lifetimes, then writes the state to S3 and releases the lock: with credentials the task renewed meanwhile
     (``phoenix_fleet.aws_credentials``), since the sandbox refuses expired ones as AWS does."""
     s3 = sandbox_clean.client("s3")
     s3.create_bucket(Bucket=BUCKET)
@@ -335,7 +335,7 @@ def test_an_apply_outlives_its_first_credentials(
         "extra": {"endpoint_url": sandbox_clean.endpoint_url, "region_name": "us-east-1",
                   "role_arn": "arn:aws:iam::123456789012:role/phoenix-terraform"},
     }))
-    sandbox_clean.update_config(sts_credential_seconds=5)
+    sandbox_clean.update_config(sts_credential_seconds=8)
     root = tmp_path / "root"
     root.mkdir()
     (root / "backend.tf").write_text(BACKEND_TF)
@@ -343,12 +343,12 @@ def test_an_apply_outlives_its_first_credentials(
     config = write_config(tmp_path / "fleet.yaml", {"backend_config": {"bucket": BUCKET, "key": "tests/slow.tfstate",
                                                                          "region": "us-east-1"}})
     op = TerraformApplyOperator(
-        task_id="apply", role="web", config_path=config, workdir=str(root), variables={"seconds": 16},
+        task_id="apply", role="web", config_path=config, workdir=str(root), variables={"seconds": 18},
         allow_other_changes=True, check_locks=False, aws_conn_id="aws_apply", state_dir=str(terraform_state_dir),
     )
     started = time.monotonic()
     result = op.execute(make_context())
-    assert time.monotonic() - started > 16 > 3 * 5
+    assert time.monotonic() - started > 18 > 2 * 8
     assert result["changed"] is True
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
     assert keys == ["tests/slow.tfstate"], keys  # the state written after the sleep, and the lock released
