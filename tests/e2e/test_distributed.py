@@ -299,6 +299,21 @@ def test_release_rollout_and_inventory_on_celery_workers(
             af.wait_run(INVENTORY, runs[INVENTORY], timeout=180)
             mark("inventory succeeded")
 
+            # the api-server (no report dir, nothing shared with the workers' disks) serves the report the
+            # inventory run wrote to S3, read through the AWS connection: this run's, with the web ASGs on new_ami
+            s3 = h.client("s3")
+            in_s3 = {name: s3.get_object(Bucket=BUCKET, Key=f"inventory/latest/{name}")["Body"].read()
+                     for name in ("report.html", "report.json")}
+            health = af.api("GET", "/phoenix/healthz")
+            assert health["source"] == f"s3://{BUCKET}/inventory/" and health["latest"] is True, health
+            status, page = af.request("GET", "/phoenix/inventory")
+            assert status == 200 and page == in_s3["report.html"].decode(errors="replace"), (status, str(page)[:300])
+            served = af.api("GET", "/phoenix/inventory/report.json")
+            assert served == json.loads(in_s3["report.json"])
+            web_rows = [r for r in served["instances"] if r["asg"] in WEB_ASGS and r["state"] == "running"]
+            assert web_rows and {r["ami_id"] for r in web_rows} == {new_ami}, web_rows
+            mark("the api-server's inventory page is the report in S3")
+
             def refused() -> dict[str, Any] | None:
                 run = af.run(LOCAL_ROLLOUT, runs[LOCAL_ROLLOUT])
                 assert run["state"] != "success", f"{LOCAL_ROLLOUT} succeeded: its local state was not refused"
