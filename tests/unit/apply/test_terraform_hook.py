@@ -502,7 +502,10 @@ def test_terraform_runs_as_the_roles_terraform_connection(tmp_path, monkeypatch)
     assert op.terraform_conn_id() == "aws_terraform"
     env = op._aws_env()
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("terraform-key", "terraform-key-secret")
-    assert env["AWS_SESSION_TOKEN"] == "" and env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    # the worker's own session token is removed (None), never passed beside the connection's key
+    assert env["AWS_SESSION_TOKEN"] is None and env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    terraform_env = TerraformHook(tmp_path, env=env, state_dir=tmp_path / "tf").env  # what Terraform runs with
+    assert "AWS_SESSION_TOKEN" not in terraform_env and terraform_env["AWS_ACCESS_KEY_ID"] == "terraform-key"
     explicit = TerraformApplyOperator(task_id="a", role="web", config_path=str(cfg), terraform_aws_conn_id="aws_other")
     assert explicit._aws_env()["AWS_ACCESS_KEY_ID"] == "other-key"
     assert "terraform_aws_conn_id" in TerraformApplyOperator.template_fields
