@@ -770,7 +770,8 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
 
         operator_notes = clip_notes(str(release.get("operator_notes") or ""))
         parameters: dict[str, dict[str, int]] = {}
-        if record is not None and record.published and in_place:
+        moved = not (record is not None and record.published and in_place)  # False: a re-run that moves nothing
+        if not moved:
             self.log.info("%s %s is published in %s already: nothing moves", self.role, version, ", ".join(regions))
             parameters = {
                 r: {leaf: int(histories[r][leaf][-1]["Version"]) for leaf in ("latest", "latest-version")}
@@ -857,7 +858,7 @@ class PublishReleaseOperator(_FleetMixin, BaseOperator):
             f" (already published by {record.published_by or 'an earlier run'}: the rollout will skip this event)"
             if already else "",
         )
-        if not already:  # phoenix.release.duration: run start -> published (a re-run that moved nothing is no release)
+        if moved and not already:  # phoenix.release.duration: run start -> published (a re-run that moved nothing is no release)
             from phoenix_fleet.fleet_metrics import release_published
 
             release_published(self.role, getattr(context.get("dag_run"), "start_date", None))
