@@ -9,9 +9,10 @@ The rules (docs/rollout.md explains them at length):
 - **Policy.** The core a rollout began with (strategy, batch, max surge, floor, deadline, on_failure) is
   in the record and wins over the policy passed in (a fleet config changed between canary and recycle).
 - **Baseline.** The capacity the rollout maintains is ``record.baseline`` (initially the original
-  desired). The record also holds the desired capacity the rollout itself last wrote (``desired_written``,
-  from -> to while a write is in flight). An observed desired outside that is an outside change: adopted as
-  the new baseline (observed minus our surge; the returned action carries the updated record). We never
+  desired). The record also holds the desired capacity the rollout itself last wrote (``desired_written``:
+  from -> to, a stepwise range for decrementing terminations). An observed desired it does not explain is an
+  outside change: adopted as the new baseline (a scale-out minus our surge, a scale-in as set; the returned
+  action carries the updated record). We never
   fight it; at the end desired is restored to the baseline and min/max to the originals (widened only to
   hold the baseline).
 - **Unknown health** (an API error hid a signal) is never acted on: the planner waits and re-observes;
@@ -85,41 +86,45 @@ def surges(policy: Policy) -> bool:
     return policy.strategy in ("surge", "instance-refresh") and policy.max_surge > 0
 
 
-def expected_desired(record: RolloutRecord, policy: Policy) -> tuple[int, int]:
-    """(lo, hi): the desired capacities our own writes explain. The last write's from..to (a write in flight,
-    or a batch of decrementing terminations cut short, leaves desired anywhere between); for a record of an
-    older version, which did not keep it, the surge band ``[baseline, baseline + max_surge]``."""
-    if record.desired_written is not None:
-        a, b = record.desired_written
-        return min(a, b), max(a, b)
-    band = policy.max_surge if surges(policy) else 0
-    return record.base, record.base + band
+def desired_is_ours(desired: int, record: RolloutRecord, policy: Policy) -> bool:
+    """Does our own last write explain this desired capacity? The value it wrote or the one it replaced (one
+    write: it landed or not), anything between them for a stepwise write (a batch of decrementing
+    terminations). A record of an older version, which did not keep it: the surge band
+    ``[baseline, baseline + max_surge]``."""
+    written = record.desired_written
+    if written is None:
+        band = policy.max_surge if surges(policy) else 0
+        return record.base <= desired <= record.base + band
+    a, b = written
+    if record.desired_stepwise:
+        return min(a, b) <= desired <= max(a, b)
+    return desired in (a, b)
 
 
 def outside_change(state: FleetState, record: RolloutRecord, policy: Policy) -> tuple[int, int] | None:
-    """(the desired we expected, the desired observed) when someone else changed desired capacity; else None."""
-    lo, hi = expected_desired(record, policy)
-    if lo <= state.desired <= hi:
+    """(the desired we last wrote, the desired observed) when someone else changed desired capacity; else None."""
+    if desired_is_ours(state.desired, record, policy):
         return None
-    return (lo if state.desired < lo else hi), state.desired
+    if record.desired_written is not None:
+        return record.desired_written[1], state.desired
+    return (record.base if state.desired < record.base else record.base + policy.max_surge), state.desired
 
 
 def adopt_baseline(state: FleetState, record: RolloutRecord, policy: Policy) -> RolloutRecord:
     """The record as this observation leaves it: an outside change of desired adopted as the new baseline
-    (never fought, never undone), or our own last write, now seen, settled (``desired_written`` from == to,
-    so that any later change is seen as outside).
+    (never fought, never undone), or our own last write, once seen landed, settled (so that any other value,
+    its old one included, reads as outside from then on).
 
     A scale-out (above what we wrote) is adopted as the observed desired minus the surge our last write made
     (it counts the surge instances it saw; at least the group's min size); a scale-in (below) as the observed
     desired itself, so that the fleet never ends below what was set. Our surge is taken as what our last write
-    made it (``to - baseline``): a write lands within milliseconds and the next observation settles it, so
-    the reading is wrong only when a worker died between recording a write and making it *and* someone
-    changed desired before the retry."""
+    made it (``to - baseline``): a write lands within milliseconds, so the reading is wrong only when a worker
+    died between recording a write and making it *and* someone changed desired before the retry."""
     change = outside_change(state, record, policy)
     written = record.desired_written
     if change is None:
         if written is not None and written[0] != written[1] and state.desired == written[1]:
-            return replace(record, desired_written=(state.desired, state.desired))
+            return replace(record, desired_written=(state.desired, state.desired), desired_stepwise=False)
         return record
     expected, observed = change
     if observed < expected:
@@ -128,7 +133,7 @@ def adopt_baseline(state: FleetState, record: RolloutRecord, policy: Policy) -> 
         # a scale-out: what was set counts our surge in flight; never below the group's min size
         surge = max(0, written[1] - record.base) if written is not None else 0
         baseline = max(observed - surge, min(observed, state.min_size))
-    return replace(record, baseline=baseline, desired_written=(observed, observed))
+    return replace(record, baseline=baseline, desired_written=(observed, observed), desired_stepwise=False)
 
 
 def describe_outside_change(state: FleetState, record: RolloutRecord, policy: Policy) -> str | None:
@@ -213,9 +218,9 @@ class _View:
         """Needs no replacing (see ``is_current``)."""
         return is_current(inst, self.state, self.rec, self.policy)
 
-    def writing(self, desired: int) -> RolloutRecord:
-        """The record for a write (or terminations with decrement) that takes desired to ``desired``."""
-        return self.rec.writing(self.state.desired, desired)
+    def writing(self, desired: int, *, stepwise: bool = False) -> RolloutRecord:
+        """The record for a write (``stepwise``: terminations with decrement) that takes desired to ``desired``."""
+        return self.rec.writing(self.state.desired, desired, stepwise=stepwise)
 
     @cached_property
     def on_target_live(self) -> tuple[Instance, ...]:
@@ -474,7 +479,7 @@ def _plan_active_step(v: _View) -> Action:
             if v.excess > 0:  # surplus: take desired down with them
                 victims = launching[: min(v.excess, v.batch)]
                 return Terminate(instance_ids=_ids(victims), decrement_desired=True,
-                                 record=v.writing(state.desired - len(victims)))
+                                 record=v.writing(state.desired - len(victims), stepwise=True))
             return Terminate(instance_ids=_ids(launching[: v.batch]), decrement_desired=False)
 
     # 4. never act on unknown health: re-observe; past the bound, halt naming the API error
@@ -676,11 +681,11 @@ def _terminate(v: _View, victims: list[Instance], *, decrement: bool) -> Action:
         new_max = d + n if d + n > v.state.max_size else None
         record = None
         if n:
-            record = replace(v.rec, baseline=min(v.base, d) + n, desired_written=(d, d + n))
+            record = replace(v.rec, baseline=min(v.base, d) + n).writing(d, d + n)
         return PrepareInstances(exit_standby=exit_standby, unprotect=unprotect, new_max=new_max, record=record)
     if decrement:
         return Terminate(instance_ids=_ids(victims), decrement_desired=True,
-                         record=v.writing(v.state.desired - len(victims)))
+                         record=v.writing(v.state.desired - len(victims), stepwise=True))
     return Terminate(instance_ids=_ids(victims), decrement_desired=False)
 
 
@@ -737,7 +742,7 @@ def _plan_halting(v: _View) -> Action:
         victims = surplus[: min(v.excess, v.batch)]
         if victims:
             return Terminate(instance_ids=_ids(victims), decrement_desired=True,
-                             record=v.writing(v.state.desired - len(victims)))
+                             record=v.writing(v.state.desired - len(victims), stepwise=True))
     reason = v.rec.reason or "failed"
     kind = FailKind.HALTED
     for k in FailKind:

@@ -23,8 +23,10 @@ Tags (all keys start with ``phoenix:rollout:``, one fact per tag, so they read w
     phoenix:rollout:soak-from       when the planner first saw the newest batch all healthy (optional)
     phoenix:rollout:replace-before  renewal (fleet_max_age): instances on the target launched before this
                                     time are replaced too (optional; absent: only other images are)
-    phoenix:rollout:desired         the desired capacity the rollout itself last wrote: "6", or "4 to 6" while
-                                    a write is in flight (any other observed value is an outside change)
+    phoenix:rollout:desired         the desired capacity the rollout itself last wrote: "6"; "4 to 6" for one
+                                    write from 4 to 6 (4 or 6 are ours: it landed or not); "6 to 4 stepwise"
+                                    for a batch of decrementing terminations (anything from 6 to 4 is ours);
+                                    any other observed value is an outside change
     phoenix:rollout:policy          the policy core the rollout began with: "strategy=surge batch=2
                                     max-surge=2 min-healthy=100 deadline=60 on-failure=rollback" (used on
                                     every resume, whatever the fleet config says now)
@@ -65,7 +67,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9 +\-=._:/@]*$")
 _TEXT = re.compile(r"^[\x20-\x7e]*$")
 _UNPRINTABLE_RUN = re.compile(r"[^\x20-\x7e]+")
 _CAPACITY = re.compile(r"^desired=(\d+) min=(\d+) max=(\d+)$")
-_DESIRED = re.compile(r"^(\d+)(?: to (\d+))?$")
+_DESIRED = re.compile(r"^(\d+)(?: to (\d+)( stepwise)?)?$")
 _TIME_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -100,17 +102,17 @@ def _parse_time(key: str, value: str) -> datetime:
         raise RecordError(f"tag {key}={value!r} is not a UTC time like 2026-11-30T10:00:00Z") from None
 
 
-def _fmt_desired(written: tuple[int, int]) -> str:
+def _fmt_desired(written: tuple[int, int], stepwise: bool) -> str:
     a, b = written
-    return str(b) if a == b else f"{a} to {b}"
+    return str(b) if a == b else f"{a} to {b}" + (" stepwise" if stepwise else "")
 
 
-def _parse_desired(key: str, value: str) -> tuple[int, int]:
+def _parse_desired(key: str, value: str) -> tuple[int, int, bool]:
     m = _DESIRED.match(value)
     if not m:
-        raise RecordError(f"tag {key}={value!r} is not a capacity like '6' or '4 to 6'")
+        raise RecordError(f"tag {key}={value!r} is not a capacity like '6', '4 to 6' or '6 to 4 stepwise'")
     b = int(m.group(2) or m.group(1))
-    return int(m.group(1)), b
+    return int(m.group(1)), b, bool(m.group(3))
 
 
 def _check_ref(name: str, value: str | None, *, required: bool = False) -> None:
@@ -149,9 +151,12 @@ class RolloutRecord:
     #: renews instances without changing the image). Fixed at the start, so new launches are never outdated.
     replace_before: datetime | None = None
     #: the desired capacity the rollout itself last wrote, as (from, to): to = the value written, from = the
-    #: value it replaced (equal once the write is seen). An observed desired outside [from, to] is an outside
-    #: change (see planner.adopt_baseline). None: a record of an older version (the surge band is used).
+    #: value it replaced. Ours: from or to (one write: it landed or not), or anything between them when
+    #: ``desired_stepwise`` (a batch of decrementing terminations, cut short by a crash). Any other observed
+    #: value is an outside change (see planner.adopt_baseline). None: a record of an older version (the
+    #: surge band is used).
     desired_written: tuple[int, int] | None = None
+    desired_stepwise: bool = False
     #: Policy.core() of the policy the rollout began with (None: a record of an older version)
     policy: str | None = None
     #: the lock's unique token (compare-and-set: the whole record is read back after a settle)
@@ -190,6 +195,9 @@ class RolloutRecord:
             if a < 0 or b < 0:
                 raise ValueError("desired_written must be >= 0")
             set_(self, "desired_written", (a, b))
+            set_(self, "desired_stepwise", bool(self.desired_stepwise) and a != b)
+        else:
+            set_(self, "desired_stepwise", False)
         if self.policy is not None:
             parse_core(self.policy)
         _check_ref("token", self.token)
@@ -262,9 +270,10 @@ class RolloutRecord:
     def with_baseline(self, baseline: int) -> RolloutRecord:
         return replace(self, baseline=baseline)
 
-    def writing(self, current: int, desired: int) -> RolloutRecord:
-        """The record for a write that moves desired from ``current`` (observed) to ``desired``."""
-        return replace(self, desired_written=(current, desired))
+    def writing(self, current: int, desired: int, *, stepwise: bool = False) -> RolloutRecord:
+        """The record for a write that moves desired from ``current`` (observed) to ``desired`` (``stepwise``:
+        by several calls, e.g. terminations with decrement, so that it may stop anywhere between)."""
+        return replace(self, desired_written=(current, desired), desired_stepwise=stepwise and current != desired)
 
     def policy_for(self, policy: Policy) -> Policy:
         """``policy`` with the core the rollout began with (the recorded one wins over a changed config)."""
@@ -339,7 +348,8 @@ class RolloutRecord:
             "reason": self.reason,
             "soak-from": _fmt_time(self.soak_from) if self.soak_from is not None else None,
             "replace-before": _fmt_time(self.replace_before) if self.replace_before is not None else None,
-            "desired": _fmt_desired(self.desired_written) if self.desired_written is not None else None,
+            "desired": (_fmt_desired(self.desired_written, self.desired_stepwise)
+                        if self.desired_written is not None else None),
             "policy": self.policy,
             "token": self.token,
             "unknown-since": _fmt_time(self.unknown_since) if self.unknown_since is not None else None,
@@ -408,7 +418,8 @@ class RolloutRecord:
                 reason=opt("reason"),
                 soak_from=_parse_time(tag("soak-from"), sf) if (sf := opt("soak-from")) else None,
                 replace_before=_parse_time(tag("replace-before"), rb) if (rb := opt("replace-before")) else None,
-                desired_written=_parse_desired(tag("desired"), dw) if (dw := opt("desired")) else None,
+                desired_written=_parse_desired(tag("desired"), dw)[:2] if (dw := opt("desired")) else None,
+                desired_stepwise=bool(dw and _parse_desired(tag("desired"), dw)[2]),
                 policy=opt("policy"),
                 token=opt("token"),
                 unknown_since=_parse_time(tag("unknown-since"), us) if (us := opt("unknown-since")) else None,

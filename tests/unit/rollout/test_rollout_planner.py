@@ -23,6 +23,7 @@ from phoenix_fleet.rollout import (
     Terminate,
     Wait,
     WaitFor,
+    adopt_baseline,
     describe_outside_change,
     group_bounded,
     instance_refresh_preferences,
@@ -66,7 +67,7 @@ def test_surge_launches_proves_soaks_then_terminates_with_decrement() -> None:
     assert isinstance(wait, Wait) and wait.condition == WaitFor.HEALTHY
     assert wait.instance_ids == ("i-new0", "i-new1")
     assert wait.until == T0 - timedelta(seconds=21) + timedelta(seconds=60 + 600)  # the first failure horizon
-    assert wait.record == rec.writing(6, 6)  # our write is seen: settled, so any later change is outside
+    assert wait.record == rec.writing(6, 6)  # our write is seen landed: settled, so any later change is outside
     rec = wait.record
 
     warming = fleet(*olds(4), *news(2, age=30), desired=6, max_size=6)
@@ -86,7 +87,7 @@ def test_surge_launches_proves_soaks_then_terminates_with_decrement() -> None:
     done_soaking = replace(proven, now=T0 + timedelta(seconds=120))
     # one victim per zone (the zone with most live instances first), oldest first
     assert plan(done_soaking, soak.record, policy) == Terminate(
-        ("i-old02", "i-old03"), decrement_desired=True, record=soak.record.writing(6, 4))  # type: ignore[union-attr]
+        ("i-old02", "i-old03"), decrement_desired=True, record=soak.record.writing(6, 4, stepwise=True))  # type: ignore[union-attr]
 
 
 def test_surge_never_exceeds_batch_surge_or_what_is_left() -> None:
@@ -241,8 +242,8 @@ def test_halt_instead_of_rollback(why: str) -> None:
     # halting removes the failed surplus (not healthy, with decrement), points the group back at the previous
     # version when nothing is left on the new one, then restores, then fails
     drain = plan(state, halt.record, policy)
-    assert drain == Terminate(("i-new0", "i-new1"), decrement_desired=True, record=halt.record.writing(6, 4))
-    rec = drain.record.writing(4, 4)  # type: ignore[union-attr]
+    assert drain == Terminate(("i-new0", "i-new1"), decrement_desired=True, record=halt.record.writing(6, 4, stepwise=True))
+    rec = drain.record.writing(4, 4)  # type: ignore[union-attr]  (a stepwise write seen whole: settled)
     after = fleet(*olds(4), desired=4, max_size=6, launch_image_id=OLD)
     if why == "halt":
         assert plan(replace(after, launch_image_id=NEW), drain.record, policy) == SetLaunchTemplate(  # type: ignore[arg-type]
@@ -291,7 +292,7 @@ def test_a_rollback_removes_outdated_instances_stuck_launching() -> None:
     rec = record(state, SURGE, original_desired=4)
     back = rec.for_rollback(T0 - timedelta(minutes=10), "i-new0 not healthy")
     action = plan(state, back, SURGE)
-    assert action == Terminate(("i-new0", "i-new1"), decrement_desired=True, record=back.writing(6, 4))
+    assert action == Terminate(("i-new0", "i-new1"), decrement_desired=True, record=back.writing(6, 4, stepwise=True))
     # replace: the two were launched for terminated old ones (desired at the baseline): no decrement
     rstate = fleet(*olds(2), *stuck, launch_image_id=OLD)
     rback = record(rstate, REPLACE).for_rollback(T0 - timedelta(minutes=10), "x")
@@ -411,7 +412,7 @@ def test_replace_unprotects_and_brings_standby_back_first() -> None:
     surging = fleet(*olds(2), inst("i-stby", lifecycle="Standby"), *news(2), desired=4, max_size=4)
     srec = record(surging, surge, baseline=2, original_desired=2)
     assert plan(surging, srec, surge) == Terminate(
-        ("i-old00", "i-old01"), decrement_desired=True, record=srec.writing(4, 2)
+        ("i-old00", "i-old01"), decrement_desired=True, record=srec.writing(4, 2, stepwise=True)
     )
 
 
@@ -448,10 +449,17 @@ def test_an_outside_scale_out_before_the_first_launch_is_adopted_not_undone() ->
     assert launch == Launch(count=2, new_desired=8, new_max=8, record=wait.record.writing(6, 8))
     done = fleet(*news(6), min_size=4, max_size=8, suspended_processes=frozenset())
     assert plan(done, wait.record, SURGE) == Done(outcome="completed", summary="6/6 on ami-0new (2026.11.30-1)")
-    # the same value written by us (a launch in flight: the record says 4 -> 6) is ours, not adopted
+    # the same value written by us (a launch in flight: the record says 4 -> 6) is ours, not adopted; so is 4
+    # (it has not landed yet); 5 is not: one write lands whole
     ours = rec.writing(4, 6)
     assert describe_outside_change(raised, ours, SURGE) is None
-    assert plan(raised, ours, SURGE).record == ours.writing(6, 6)  # our write seen: settled
+    assert plan(raised, ours, SURGE).record == ours.writing(6, 6)  # seen landed: settled
+    five = replace(raised, desired=5)
+    assert describe_outside_change(five, ours, SURGE) == "outside change: desired 6 -> 5 adopted (baseline 4 -> 5)"
+    # a stepwise write (decrementing terminations) may stop anywhere between its ends; seen whole, it settles
+    down = rec.writing(6, 4, stepwise=True)
+    assert describe_outside_change(five, down, SURGE) is None
+    assert adopt_baseline(fleet(*olds(4), max_size=8), down, SURGE) == down.writing(4, 4)
 
 
 def test_an_outside_change_during_a_surge_keeps_our_surge_out_of_the_baseline() -> None:
@@ -460,7 +468,7 @@ def test_an_outside_change_during_a_surge_keeps_our_surge_out_of_the_baseline() 
     rec = record(fleet(*olds(4)), SURGE).writing(4, 6)
     action = plan(state, rec, SURGE)
     adopted = replace(rec, baseline=6, desired_written=(8, 8))
-    assert action == Terminate(("i-old02", "i-old03"), decrement_desired=True, record=adopted.writing(8, 6))
+    assert action == Terminate(("i-old02", "i-old03"), decrement_desired=True, record=adopted.writing(8, 6, stepwise=True))
     assert describe_outside_change(state, rec, SURGE) == "outside change: desired 6 -> 8 adopted (baseline 4 -> 6)"
     # a record of an older version (no desired written) keeps the surge band it used
     legacy = replace(rec, desired_written=None)
@@ -475,7 +483,7 @@ def test_the_policy_a_rollout_began_with_is_used_on_resume() -> None:
     rec = record(start, SURGE, original_desired=4, baseline=4)  # canary: surge of 2 in flight, new ones healthy
     changed = replace(SURGE, strategy="replace", max_surge=0, batch_size=1, min_healthy_percent=50)
     action = plan(start, rec, changed)
-    assert action == Terminate(("i-old02", "i-old03"), decrement_desired=True, record=rec.writing(6, 4))
+    assert action == Terminate(("i-old02", "i-old03"), decrement_desired=True, record=rec.writing(6, 4, stepwise=True))
     assert rec.policy == "strategy=surge batch=2 max-surge=2 min-healthy=100 deadline=60 on-failure=rollback"
     assert rec.policy_for(changed) == SURGE
 

@@ -152,6 +152,9 @@ def test_the_record_keeps_what_the_rollout_wrote_its_policy_and_its_token() -> N
     writing = rec.writing(4, 6)
     assert writing.to_tags()["phoenix:rollout:desired"] == "4 to 6"
     assert RolloutRecord.from_tags(writing.to_tags()) == writing
+    stepwise = rec.writing(6, 4, stepwise=True)
+    assert stepwise.to_tags()["phoenix:rollout:desired"] == "6 to 4 stepwise"
+    assert RolloutRecord.from_tags(stepwise.to_tags()) == stepwise
     # the recorded core wins over a changed config; other fields (warmup, signals) follow the config
     changed = Policy(strategy="surge", batch_size=9, max_surge=3, warmup_seconds=5)
     assert rec.policy_for(changed) == replace(changed, strategy="replace", batch_size=None, batch_percent=25,
@@ -197,7 +200,7 @@ ident = st.text(alphabet=SAFE, min_size=1, max_size=MAX_VALUE).filter(lambda s: 
     phase=st.sampled_from(["forward", "rollback", "failed"]),
     suspended=st.lists(st.sampled_from(["AZRebalance", "AlarmNotification", "ScheduledActions", "Launch"])),
     lt=st.none() | st.from_regex(r"lt-[0-9a-f]{17}:[1-9][0-9]{0,5}", fullmatch=True),
-    written=st.none() | st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)),
+    written=st.none() | st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)), stepwise=st.booleans(),
     policy=st.none() | st.builds(
         Policy, strategy=st.sampled_from(["surge", "replace", "instance-refresh"]),
         batch_size=st.none() | st.integers(1, 500), max_surge=st.integers(0, 500),
@@ -214,7 +217,8 @@ def test_any_record_round_trips_within_aws_limits(**kw: object) -> None:
         baseline=kw["baseline"], started_at=kw["started"], phase=kw["phase"],  # type: ignore[arg-type]
         suspended=tuple(kw["suspended"]), reason=kw["reason"], target_label=kw["label"],  # type: ignore[arg-type]
         target_lt=kw["lt"], previous_lt=kw["lt"],  # type: ignore[arg-type]
-        desired_written=kw["written"], policy=kw["policy"].core() if kw["policy"] else None,  # type: ignore[arg-type,attr-defined]
+        desired_written=kw["written"], desired_stepwise=kw["stepwise"],  # type: ignore[arg-type]
+        policy=kw["policy"].core() if kw["policy"] else None,  # type: ignore[attr-defined]
         token=kw["token"], unknown_since=kw["unknown"],  # type: ignore[arg-type]
     )
     tags = rec.to_tags()
