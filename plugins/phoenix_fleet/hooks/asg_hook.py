@@ -162,6 +162,8 @@ class Observation:
     launch_template: LaunchTemplateRef | None
     calls: int
     known: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    #: (member ids, target group ARNs) observed: the next observation asks their health in its first round
+    shape: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
 
 def launch_template_of(group: Mapping[str, Any]) -> LaunchTemplateRef | None:
@@ -280,6 +282,22 @@ def maintenance_policy_of(group: Mapping[str, Any]) -> tuple[int, int] | None:
     return int(lo), int(hi)
 
 
+_LOADER: Any = None
+
+
+def _share_loader(session: Any) -> None:
+    """Every aiobotocore session of this process shares one botocore loader: the service models (ec2's is
+    megabytes of JSON) are parsed once per process, not once per trigger. Read-only API models only."""
+    global _LOADER
+    try:
+        if _LOADER is None:
+            _LOADER = session.get_component("data_loader")
+        else:
+            session.register_component("data_loader", _LOADER)
+    except Exception:  # noqa: BLE001 - a session without components: no sharing, nothing else changes
+        pass
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -292,13 +310,42 @@ def observation_calls(
     lt_cache: dict[tuple[str, int], str] | None = None,
     resolve_launch_template: bool = True,
     now: Callable[[], datetime] = utcnow,
+    expect: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> Generator[list[Call], list[Any], Observation]:
     """The observation as batches of calls: yields a list of calls, receives their responses (same order),
-    returns the Observation. Run by ``AsgHook.observe`` (boto3) and ``AsgHook.async_observe`` (aiobotocore)."""
+    returns the Observation. Run by ``AsgHook.observe`` (boto3) and ``AsgHook.async_observe`` (aiobotocore).
+
+    ``expect`` = (member ids, target group ARNs) of the previous observation: their status checks and target
+    health are asked *with* DescribeAutoScalingGroups, in one round (a poll waits for one answer, not two); only
+    members or target groups that are new are asked in a second round (with DescribeInstances for members never
+    seen). Alarms never depend on the group: always in the first round. The calls are the same in number."""
     known = dict(known or {})
     lt_cache = lt_cache if lt_cache is not None else {}
-    calls_made = 1
-    (resp,) = yield [Call("autoscaling", "describe_auto_scaling_groups", {"AutoScalingGroupNames": [asg_name]})]
+    status_on, elb_on = policy.uses("ec2_status"), policy.uses("elb")
+    exp_ids, exp_tgs = (list(expect[0]), list(expect[1])) if expect is not None else ([], [])
+
+    def status_calls(ids: Sequence[str]) -> list[Call]:
+        return [
+            Call("ec2", "describe_instance_status", {"InstanceIds": part, "IncludeAllInstances": True},
+                 tolerate=("InvalidInstanceID.NotFound",))
+            for part in chunks(list(ids), IDS_PER_STATUS)
+        ] if status_on else []
+
+    def tg_calls(tgs: Sequence[str]) -> list[Call]:
+        return [Call("elbv2", "describe_target_health", {"TargetGroupArn": tg}, tolerate=("TargetGroupNotFound",))
+                for tg in tgs] if elb_on else []
+
+    alarm_names = list(policy.alarms) if policy.uses("alarms") else []
+    first = [Call("autoscaling", "describe_auto_scaling_groups", {"AutoScalingGroupNames": [asg_name]})]
+    first += status_calls(exp_ids) + tg_calls(exp_tgs)
+    first += [
+        Call("cloudwatch", "describe_alarms",
+             {"AlarmNames": part, "AlarmTypes": ["MetricAlarm", "CompositeAlarm"], "MaxRecords": ALARMS_PER_DESCRIBE})
+        for part in chunks(alarm_names, ALARMS_PER_DESCRIBE)
+    ]
+    calls_made = len(first)
+    answers: list[tuple[Call, Any]] = list(zip(first, (yield first), strict=True))
+    resp = answers.pop(0)[1]
     groups = (resp or {}).get("AutoScalingGroups") or []
     if not groups:
         raise AsgNotFoundError(
@@ -306,117 +353,80 @@ def observation_calls(
         )
     group = groups[0]
     ids = [m["InstanceId"] for m in group.get("Instances") or []]
+    tgs = list(group.get("TargetGroupARNs") or []) if elb_on else []
     known = {i: v for i, v in known.items() if i in ids}
 
-    batch: list[Call] = []
+    second: list[Call] = []
     unknown = [i for i in ids if i not in known]
     for part in chunks(unknown, INSTANCES_PER_DESCRIBE):
-        batch.append(Call("ec2", "describe_instances", {"Filters": [{"Name": "instance-id", "Values": part}]}))
-    n_ec2 = len(batch)
-    if policy.uses("ec2_status"):
-        for part in chunks(ids, IDS_PER_STATUS):
-            batch.append(
-                Call(
-                    "ec2",
-                    "describe_instance_status",
-                    {"InstanceIds": part, "IncludeAllInstances": True},
-                    tolerate=("InvalidInstanceID.NotFound",),
-                )
-            )
-    n_status = len(batch) - n_ec2
-    tgs = list(group.get("TargetGroupARNs") or []) if policy.uses("elb") else []
-    for tg in tgs:
-        batch.append(Call("elbv2", "describe_target_health", {"TargetGroupArn": tg}, tolerate=("TargetGroupNotFound",)))
-    alarm_names = list(policy.alarms) if policy.uses("alarms") else []
-    alarm_parts = chunks(alarm_names, ALARMS_PER_DESCRIBE)
-    for part in alarm_parts:
-        batch.append(
-            Call("cloudwatch", "describe_alarms",
-                 {"AlarmNames": part, "AlarmTypes": ["MetricAlarm", "CompositeAlarm"], "MaxRecords": ALARMS_PER_DESCRIBE})
-        )
+        second.append(Call("ec2", "describe_instances", {"Filters": [{"Name": "instance-id", "Values": part}]}))
+    asked_ids = set(exp_ids)
+    second += status_calls([i for i in ids if i not in asked_ids])
+    second += tg_calls([tg for tg in tgs if tg not in exp_tgs])
     lt = launch_template_of(group)
-    lt_call = False
     if resolve_launch_template and lt is not None:
         if lt.version.isdigit() and (lt.key, int(lt.version)) in lt_cache:
             lt = _replace_lt(lt, int(lt.version), lt_cache[(lt.key, int(lt.version))])
         else:
-            batch.append(
-                Call("ec2", "describe_launch_template_versions", {**lt.spec(), "Versions": [lt.version]})
-            )
-            lt_call = True
-
-    responses: list[Any] = []
-    if batch:
-        calls_made += len(batch)
-        responses = yield batch
+            second.append(Call("ec2", "describe_launch_template_versions", {**lt.spec(), "Versions": [lt.version]}))
+    if second:
+        calls_made += len(second)
+        answers += list(zip(second, (yield second), strict=True))
 
     errors: list[str] = []
-    # EC2 instances: page on if AWS paginated (rare without MaxResults)
-    pages = [(batch[k].params, responses[k]) for k in range(n_ec2)]
-    while pages:
-        params, page = pages.pop(0)
-        for reservation in (page or {}).get("Reservations") or []:
-            for inst in reservation.get("Instances") or []:
-                known[inst["InstanceId"]] = (inst["ImageId"], inst["LaunchTime"])
-        token = (page or {}).get("NextToken")
-        if token:
-            follow = {**params, "NextToken": token}
-            (more,) = yield [Call("ec2", "describe_instances", follow)]
-            calls_made += 1
-            pages.append((follow, more))
-    pos = n_ec2
-
-    statuses: dict[str, str | None] | None = None
-    if policy.uses("ec2_status"):
-        statuses = {}
-        for call, resp_ in zip(batch[pos : pos + n_status], responses[pos : pos + n_status], strict=True):
-            if isinstance(resp_, Tolerated):  # those instances' status checks are unknown, not bad
-                errors.append(resp_.describe(f"DescribeInstanceStatus ({len(call.params['InstanceIds'])} instances)"))
-            for entry in _answer(resp_).get("InstanceStatuses") or []:
-                statuses[entry["InstanceId"]] = worst_status(entry)
-    pos += n_status
-
+    statuses: dict[str, str | None] | None = {} if status_on else None
     target_health: dict[str, dict[str, str]] = {}
     unknown_tgs: list[str] = []
-    for tg, resp_ in zip(tgs, responses[pos : pos + len(tgs)], strict=True):
-        if isinstance(resp_, Tolerated):  # every member's ELB health is unknown, not "not registered"
-            unknown_tgs.append(tg)
-            errors.append(resp_.describe(f"DescribeTargetHealth {tg.rsplit(':', 1)[-1]}"))
-            continue
-        target_health[tg] = {
-            d["Target"]["Id"]: d["TargetHealth"]["State"] for d in _answer(resp_).get("TargetHealthDescriptions") or []
-        }
-    pos += len(tgs)
-
     firing: set[str] = set()
-    alarm_pages = [(batch[k].params, responses[k]) for k in range(pos, pos + len(alarm_parts))]
-    while alarm_pages:  # DescribeAlarms pages by MaxRecords + NextToken
-        params, page = alarm_pages.pop(0)
-        for kind in ("MetricAlarms", "CompositeAlarms"):
-            firing |= {a["AlarmName"] for a in _answer(page).get(kind) or [] if a.get("StateValue") == "ALARM"}
-        token = _answer(page).get("NextToken")
-        if token:
-            follow = {**params, "NextToken": token}
-            (more,) = yield [Call("cloudwatch", "describe_alarms", follow)]
-            calls_made += 1
-            alarm_pages.append((follow, more))
-    pos += len(alarm_parts)
-
     unresolved: str | None = None
+    members = set(ids)
+    while answers:
+        call, answer = answers.pop(0)
+        if call.method == "describe_instances":  # page on if AWS paginated (rare without MaxResults)
+            for reservation in (answer or {}).get("Reservations") or []:
+                for inst in reservation.get("Instances") or []:
+                    known[inst["InstanceId"]] = (inst["ImageId"], inst["LaunchTime"])
+        elif call.method == "describe_instance_status":
+            assert statuses is not None
+            if isinstance(answer, Tolerated):  # those instances' status checks are unknown, not bad
+                errors.append(answer.describe(f"DescribeInstanceStatus ({len(call.params['InstanceIds'])} instances)"))
+            for entry in _answer(answer).get("InstanceStatuses") or []:
+                if entry["InstanceId"] in members:
+                    statuses[entry["InstanceId"]] = worst_status(entry)
+        elif call.method == "describe_target_health":
+            tg = call.params["TargetGroupArn"]
+            if tg not in tgs:
+                continue  # detached since the previous observation
+            if isinstance(answer, Tolerated):  # every member's ELB health is unknown, not "not registered"
+                unknown_tgs.append(tg)
+                errors.append(answer.describe(f"DescribeTargetHealth {tg.rsplit(':', 1)[-1]}"))
+                continue
+            target_health[tg] = {
+                d["Target"]["Id"]: d["TargetHealth"]["State"] for d in _answer(answer).get("TargetHealthDescriptions") or []
+            }
+        elif call.method == "describe_alarms":  # DescribeAlarms pages by MaxRecords + NextToken
+            for kind in ("MetricAlarms", "CompositeAlarms"):
+                firing |= {a["AlarmName"] for a in _answer(answer).get(kind) or [] if a.get("StateValue") == "ALARM"}
+        elif call.method == "describe_launch_template_versions" and lt is not None:
+            versions = (answer or {}).get("LaunchTemplateVersions") or []
+            if not versions:
+                unresolved = f"version {lt.version} of launch template {lt.key} not found"
+            if versions:
+                v = versions[0]
+                image = (v.get("LaunchTemplateData") or {}).get("ImageId")
+                number = int(v["VersionNumber"])
+                lt = _replace_lt(lt, number, image)
+                if image:
+                    lt_cache[(lt.key, number)] = image
+        token = _answer(answer).get("NextToken") if call.method in ("describe_instances", "describe_alarms") else None
+        if token:
+            follow = Call(call.service, call.method, {**call.params, "NextToken": token})
+            (more,) = yield [follow]
+            calls_made += 1
+            answers.append((follow, more))
+
     if resolve_launch_template and lt is None:
         unresolved = f"the group reports {launch_source(group)}"
-    if lt_call and lt is not None:
-        versions = (responses[pos] or {}).get("LaunchTemplateVersions") or []
-        if not versions:
-            unresolved = f"version {lt.version} of launch template {lt.key} not found"
-        if versions:
-            v = versions[0]
-            image = (v.get("LaunchTemplateData") or {}).get("ImageId")
-            number = int(v["VersionNumber"])
-            lt = _replace_lt(lt, number, image)
-            if image:
-                lt_cache[(lt.key, number)] = image
-        pos += 1
 
     tags = {t["Key"]: t.get("Value", "") for t in group.get("Tags") or []}
     record: RolloutRecord | None = None
@@ -443,6 +453,7 @@ def observation_calls(
         launch_template=lt,
         calls=calls_made,
         known=known,
+        shape=(tuple(ids), tuple(tgs)),
     )
 
 
@@ -466,6 +477,8 @@ class AsgHook(StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails 
         super().__init__(*args, **kwargs)
         self._clients: dict[str, Any] = {}
         self.known: dict[str, tuple[str, datetime]] = {}
+        #: (member ids, target group ARNs) of the last observation (see observation_calls' ``expect``)
+        self.expect: tuple[Sequence[str], Sequence[str]] | None = None
         self.lt_cache: dict[tuple[str, int], str] = {}
         self.calls = 0
         self._refresh_unsupported_logged = False
@@ -511,6 +524,7 @@ class AsgHook(StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails 
     def _async_setup(self, services: Sequence[str]) -> tuple[Any, Config, dict[str, str | None], Any]:
         """Everything sync the async clients need (the connection lookup included), for a worker thread."""
         session = self.get_session(region_name=self.region_name, deferrable=True)
+        _share_loader(session)  # a trigger per wait: never parse the (big) service models again
         endpoints = {s: self.conn_config.get_service_endpoint_url(service_name=s) for s in services}
         return session, self._get_config(), endpoints, self.verify
 
@@ -593,7 +607,7 @@ class AsgHook(StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails 
         """One batched observation through boto3 (calls of a batch run one after the other)."""
         gen = observation_calls(
             asg_name, policy, known=self.known, lt_cache=self.lt_cache,
-            resolve_launch_template=resolve_launch_template, now=now,
+            resolve_launch_template=resolve_launch_template, now=now, expect=self.expect,
         )
         try:
             batch = next(gen)
@@ -602,6 +616,7 @@ class AsgHook(StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails 
         except StopIteration as stop:
             obs: Observation = stop.value
         self.known = obs.known
+        self.expect = obs.shape
         self.calls += obs.calls
         return obs
 
@@ -617,7 +632,7 @@ class AsgHook(StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails 
         """The same observation through aiobotocore ``clients``; the calls of a batch run concurrently."""
         gen = observation_calls(
             asg_name, policy, known=self.known, lt_cache=self.lt_cache,
-            resolve_launch_template=resolve_launch_template, now=now,
+            resolve_launch_template=resolve_launch_template, now=now, expect=self.expect,
         )
         try:
             batch = next(gen)
@@ -627,6 +642,7 @@ class AsgHook(StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails 
         except StopIteration as stop:
             obs: Observation = stop.value
         self.known = obs.known
+        self.expect = obs.shape
         self.calls += obs.calls
         return obs
 

@@ -375,3 +375,40 @@ def test_a_group_that_resolves_to_no_launch_image_is_refused_naming_what_it_repo
     good = [{"VersionNumber": 7, "LaunchTemplateData": {"ImageId": "ami-new"}}]
     obs, _ = drive(observation_calls("web", policy, now=lambda: NOW), _answer_with(group([("i-1", "InService")]), good))
     assert obs.state.launch_unresolved is None and obs.state.launch_image_id == "ami-new"
+
+
+def test_a_poll_that_knows_the_group_asks_everything_in_one_round():
+    """With the previous observation's members and target groups (``expect``), the status checks and target
+    health are asked together with DescribeAutoScalingGroups: a poll waits for one round of answers, not two,
+    and makes the same calls. Only new members (or target groups) are asked in a second round."""
+    ids = [f"i-{k:05x}" for k in range(150)]
+    known = {i: ("ami-new", NOW) for i in ids}
+    policy = Policy(warmup_seconds=0)
+    answer = _answers(ids)
+    rounds: list[list[str]] = []
+
+    def recorder(gen):
+        try:
+            batch = next(gen)
+            while True:
+                rounds.append([c.method for c in batch])
+                batch = gen.send([answer(c) for c in batch])
+        except StopIteration as stop:
+            return stop.value
+
+    plain = recorder(observation_calls("web", policy, known=known, resolve_launch_template=False, now=lambda: NOW))
+    assert len(rounds) == 2 and plain.calls == 1 + 2 + 1
+    rounds.clear()
+    fast = recorder(observation_calls("web", policy, known=known, resolve_launch_template=False, now=lambda: NOW,
+                                      expect=plain.shape))
+    assert rounds == [["describe_auto_scaling_groups", "describe_instance_status", "describe_instance_status",
+                       "describe_target_health"]]
+    assert fast.calls == plain.calls and fast.state == plain.state
+    # a member that left is dropped; a new one is asked (with DescribeInstances) in a second round
+    rounds.clear()
+    answer = _answers(ids[1:] + ["i-new"])
+    moved = recorder(observation_calls("web", policy, known=known, resolve_launch_template=False, now=lambda: NOW,
+                                       expect=plain.shape))
+    assert rounds[1] == ["describe_instances", "describe_instance_status"]
+    assert {i.instance_id for i in moved.state.instances} == set(ids[1:]) | {"i-new"}
+    assert all(i.status == "ok" for i in moved.state.instances)
