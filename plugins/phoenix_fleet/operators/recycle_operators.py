@@ -496,9 +496,11 @@ class AsgRecycleOperator(BaseOperator):
                                         f"locked by {rid} for the next task to resume")
                 self.log.info("%s", summary["message"])
                 raise _WorkerStop(summary)
-            if self._writes_capacity(action) and self._desired_moved(obs, record, policy):
-                continue  # desired moved since the observation: plan again with the freshest view
-            if action.record is not None and action.record != record:
+            if self._writes_capacity(action):
+                if self._persist_unless_moved(obs, record, action, policy):
+                    continue  # desired moved since the observation: plan again with the freshest view
+                record = action.record or record
+            elif action.record is not None and action.record != record:
                 self._persist(obs.tags, action.record)
                 record = action.record
             result = self._act(context, rid, action, obs, record, policy, carry, safe_halt=safe_halt)
@@ -534,7 +536,8 @@ class AsgRecycleOperator(BaseOperator):
 
     @staticmethod
     def _writes_capacity(action: Action) -> bool:
-        """Does the action write desired capacity (absolutely, or by a decrement / ExitStandby)?"""
+        """Does the action write desired capacity (absolutely, or by a decrement / ExitStandby)? Desired is then
+        read again right before the write (``_persist_unless_moved``)."""
         R = _rollout()
         return (
             isinstance(action, R.Launch | R.Restore)
@@ -542,12 +545,21 @@ class AsgRecycleOperator(BaseOperator):
             or (isinstance(action, R.PrepareInstances) and bool(action.exit_standby))
         )
 
-    def _desired_moved(self, obs: Any, record: RolloutRecord, policy: Policy) -> bool:
-        """Re-read desired right before a capacity write (one DescribeAutoScalingGroups): when it moved since
-        the observation the plan was made on, write nothing (keep only what that observation settled in the
-        record) and plan again. What remains is the window between this read and the write."""
+    def _persist_unless_moved(self, obs: Any, record: RolloutRecord, action: Action, policy: Policy) -> bool:
+        """Before a capacity write: persist its record and, at the same time, read desired again (one
+        DescribeAutoScalingGroups). When desired moved since the observation the plan was made on, put back what
+        that observation settled (the write's expectation must not stand: the move would read as ours), write
+        nothing, and answer True (plan again). What remains is the window between this read and the write."""
+        from concurrent.futures import ThreadPoolExecutor
+
         R = _rollout()
-        now = self.hook.desired_capacity(self.asg_name)
+        new = action.record if action.record is not None and action.record != record else None
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            reread = pool.submit(self.hook.desired_capacity, self.asg_name)
+            wrote = pool.submit(self._persist, obs.tags, new) if new is not None else None
+            now = reread.result()
+            if wrote is not None:
+                wrote.result()
         if now == obs.state.desired:
             return False
         self.log.warning(
@@ -555,7 +567,10 @@ class AsgRecycleOperator(BaseOperator):
             self.asg_name, obs.state.desired, now,
         )
         settled = R.adopt_baseline(obs.state, record, policy)
-        if settled != record:
+        if new is not None:
+            current = {k: v for k, v in obs.tags.items() if k not in R.RolloutRecord.tag_keys()}
+            self._persist({**current, **new.to_tags()}, settled)
+        elif settled != record:
             self._persist(obs.tags, settled)
         return True
 
@@ -677,7 +692,9 @@ class AsgRecycleOperator(BaseOperator):
         carry["inline_key"] = key
         self._defer_wait(rid, wait, policy, carry)
 
-    def _poll_inline(self, rid: str, wait: Wait, policy: Policy, carry: dict[str, Any], budget: float | None) -> bool:
+    def _poll_inline(
+        self, rid: str, wait: Wait, policy: Policy, carry: dict[str, Any], budget: float | None
+    ) -> bool:
         """Poll the wait's condition in the worker for up to ``budget`` seconds; True once it is over."""
         R = _rollout()
         from phoenix_fleet.triggers.rollout_triggers import next_interval
