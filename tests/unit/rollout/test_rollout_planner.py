@@ -367,7 +367,7 @@ def test_a_stream_of_fresh_launches_cannot_hold_the_rollback_past_its_deadline()
     assert halt.record.reason.startswith("rollback-failed: ")
     cleanup = plan(state, halt.record, SURGE)
     assert cleanup == Terminate(instance_ids=("i-fresh",), decrement_desired=True,
-                                record=halt.record.writing(4, 3))
+                                record=halt.record.writing(4, 3, stepwise=True))
     # before the deadline the same observation waits, for no longer than the deadline
     early = plan(replace(state, now=T0 - timedelta(minutes=2)), rec, SURGE)
     assert isinstance(early, Wait) and early.until <= rec.deadline(SURGE)
