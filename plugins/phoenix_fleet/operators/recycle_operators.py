@@ -61,6 +61,10 @@ REFRESH_RUNNING = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", 
 KNOWN_MAX = 1000
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
 _ID_TAG = "phoenix:rollout:id"
+#: outside the record (like ``phoenix:rollout-ended``): "the canary of rollout <id> stopped here, waiting for the
+#: next task (an approval may sit in between)". The task that resumes it restarts the phase clock: the wait for a
+#: human is not rollout time (else an approval answered after the deadline rolls the canary group back alone).
+PAUSED_TAG = "phoenix:rollout-paused"
 
 
 class RolloutLockedError(AirflowFailException):
@@ -362,6 +366,8 @@ class AsgRecycleOperator(BaseOperator):
             carry["from_image"] = record.target_image if record.target_image != target_image else record.previous_image
             if dry_run:
                 return self._dry_run(context, obs, record, policy, carry)
+            if obs.tags.get(PAUSED_TAG) == rid and not _as_int(self.max_batches, "max_batches"):
+                record = self._unpause(obs, record)
             self.log.info(
                 "Resuming rollout %s of %s: phase %s, target %s, started %s",
                 rid, self.asg_name, record.phase, record.target_image, record.started_at.isoformat(),
@@ -495,6 +501,8 @@ class AsgRecycleOperator(BaseOperator):
                                         f"canary: {max_batches} batch(es) replaced and healthy; the rollout stays "
                                         f"locked by {rid} for the next task to resume")
                 self.log.info("%s", summary["message"])
+                if obs.tags.get(PAUSED_TAG) != rid:
+                    self.hook.put_tags(self.asg_name, {PAUSED_TAG: rid})
                 raise _WorkerStop(summary)
             if self._writes_capacity(action):
                 if self._persist_unless_moved(obs, record, action, policy):
@@ -1092,6 +1100,23 @@ class AsgRecycleOperator(BaseOperator):
             self.hook.put_tags(self.asg_name, changed)
         if stale:
             self.hook.delete_tags(self.asg_name, stale)
+
+    def _unpause(self, obs: Any, record: RolloutRecord) -> RolloutRecord:
+        """Resume a canary's rollout after its pause: the forward phase's clock restarts now (the deadline counts
+        rollout time, not the time a human took to approve), then the pause marker goes."""
+        from dataclasses import replace
+
+        R = _rollout()
+        if record.phase == R.FORWARD:
+            self.log.info(
+                "%s: resuming the canary of %s after a pause since %s: the forward deadline (%d min) counts from now",
+                self.asg_name, record.rollout_id, record.phase_start.isoformat(),
+                self._policy_of(record).deadline_minutes,
+            )
+            record = replace(record, phase_started_at=obs.state.now)
+            self._persist(obs.tags, record)
+        self.hook.delete_tags(self.asg_name, [PAUSED_TAG])
+        return record
 
     def _clear_tags(self, current: Mapping[str, str]) -> None:
         """Delete the record: the id (the lock) first, so that a crash in between leaves no half record (a
