@@ -132,6 +132,11 @@ class RolloutPolicy(_Strict):
     deadline_minutes: int = Field(default=60, ge=1, le=24 * 60)
     on_failure: Literal["rollback", "halt"] = "rollback"
     max_concurrent_asgs: int = Field(default=1, ge=1, le=64)
+    run_timeout_hours: float = Field(
+        default=24, gt=0, le=14 * 24,
+        description="dagrun_timeout of fleet_rollout_<role>: a plan whose worst case (approval, canary and every "
+        "ASG at max_concurrent_asgs, each up to its forward and rollback deadlines) exceeds it fails before any change",
+    )
     suspend_processes: list[str] = Field(
         default_factory=lambda: ["AZRebalance", "AlarmNotification", "ScheduledActions"]
     )
@@ -265,6 +270,10 @@ class Environment(_Strict):
     """Per environment: approval, and where the release and rollout DAGs of its roles send notifications."""
 
     require_approval: bool = False
+    approval_timeout_hours: float = Field(
+        default=8, gt=0, le=168,
+        description="how long a rollout's approval waits for a human; unanswered, the canary is rolled back",
+    )
     notify_sns_topic_arn: str | None = Field(default=None, description="SNS topic (the Amazon provider's SnsNotifier)")
     slack_conn_id: str | None = Field(
         default=None, description="Slack incoming-webhook connection (the Slack provider's SlackWebhookNotifier)"

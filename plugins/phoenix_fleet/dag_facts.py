@@ -58,6 +58,8 @@ class RoleFacts(TypedDict):
     terraform_backend: str
     terraform_workdir: str | None
     require_approval: bool
+    approval_timeout_hours: float
+    run_timeout_hours: float
     strategy: str
     max_concurrent_asgs: int
     on_failure: str
@@ -95,6 +97,8 @@ def facts_from_config(fleet: FleetConfig) -> dict[str, RoleFacts]:
             terraform_backend=role.terraform.backend,
             terraform_workdir=role.terraform.workdir,
             require_approval=env.require_approval,
+            approval_timeout_hours=env.approval_timeout_hours,
+            run_timeout_hours=role.rollout.run_timeout_hours,
             strategy=role.rollout.strategy,
             max_concurrent_asgs=role.rollout.max_concurrent_asgs,
             on_failure=role.rollout.on_failure,

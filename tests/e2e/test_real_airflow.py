@@ -8,7 +8,9 @@ in-process sandbox cloud; the test only talks to Airflow through its public REST
    (the ``plan`` XCom) and succeeds, with no approval (the sandbox environment does not require one);
 3. trigger ``fleet_rollout_worker`` by hand with ``require_approval``: its ``approval`` task waits in
    ``awaiting_input`` until the test answers ``Approve`` through the HITL REST endpoint; the run succeeds;
-4. the worker ASG ends with all its instances on the new AMI, at desired capacity;
+4. the worker ASG ends with all its instances on the new AMI, at desired capacity; then a rollout back to the
+   seeded version is *rejected* once its canary replaced an instance: ``canary_rollback`` puts the group back
+   (instances on the new AMI, processes resumed, capacity and lock restored) and the run fails;
 5. one of its instances is aged 20 days (the sandbox's ``age``), an inventory report of the fleet is written,
    and an event on the inventory Asset (``POST /api/v2/assets/events``, extra ``path``: what fleet_inventory
    announces) starts ``fleet_max_age`` by itself: it renews exactly that instance, on the same AMI.
@@ -30,7 +32,7 @@ from phoenix_fleet.config import load_fleet_config
 from sandbox.airflow_env import airflow_env
 from tests.e2e.real_airflow import RealAirflow, _q, fast_env, free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 ROLE = "worker"
 RELEASE = f"ami_release_{ROLE}"
@@ -394,6 +396,42 @@ def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflo
         # 4. the fleet: every worker instance on the new AMI, at desired capacity
         _assert_fleet_on(h, new_ami, version)
         mark("fleet on the new AMI")
+
+        # 4b. a rollout back to the seeded version whose approval is rejected: its canary (one instance on the old
+        # AMI, the group locked, processes suspended) is rolled back by canary_rollback, and nothing else runs
+        old_version = seeded["roles"][ROLE]["version"]
+        reject_run = af.trigger(ROLLOUT, {"require_approval": True, "target_version": old_version})
+        runs.append((ROLLOUT, reject_run))
+
+        def awaiting_reject() -> bool:
+            states = af.task_states(ROLLOUT, reject_run)
+            if {"failed", "up_for_retry", "upstream_failed"} & set(states.values()):
+                raise AssertionError(af.failure_report(ROLLOUT, reject_run))
+            return states.get("approval") == "awaiting_input"
+
+        af.wait("the approval task to await input", awaiting_reject, timeout=120)
+        group, images = _fleet(h)
+        assert sorted(images.values()) == sorted([worker_asg["old_ami"], new_ami]), images  # the canary's batch
+        assert group["SuspendedProcesses"] and any(t["Key"] == "phoenix:rollout:id" for t in group["Tags"])
+        time.sleep(3)  # see above: not within ~0.1 s of the task pausing
+        hitl = f"/api/v2/dags/{ROLLOUT}/dagRuns/{reject_run}/taskInstances/approval/-1/hitlDetails"
+        af.api("PATCH", hitl, {"chosen_options": ["Reject"], "params_input": {}})
+
+        def rejected() -> dict[str, Any] | None:
+            run = af.run(ROLLOUT, reject_run)
+            return run if run["state"] == "failed" else None
+
+        af.wait(f"{ROLLOUT} {reject_run} to fail", rejected, timeout=150)
+        mark("rejected rollout failed, its canary rolled back")
+        reject_states = af.task_states(ROLLOUT, reject_run)
+        assert reject_states["approval"] == "failed" and reject_states["canary_rollback"] == "success", reject_states
+        assert reject_states["recycle"] == "upstream_failed", reject_states
+        rolled_back = af.xcom(ROLLOUT, reject_run, "canary_rollback")
+        assert rolled_back["outcome"] == "rolled_back" and "lock released" in rolled_back["message"], rolled_back
+        group, _ = _fleet(h)
+        assert group["SuspendedProcesses"] == [] and (group["MinSize"], group["MaxSize"]) == (1, 4), group
+        assert not [t for t in group["Tags"] if t["Key"].startswith("phoenix:rollout:")], group["Tags"]
+        _assert_fleet_on(h, new_ami, version)
 
         # 5. max age: an instance 20 days old, tonight's report, the inventory Asset event -> fleet_max_age
         _, images = _fleet(h)

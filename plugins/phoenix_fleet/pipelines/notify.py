@@ -183,8 +183,9 @@ ROLLOUT_HINTS = {
     "which template version). No instance was replaced.",
     "canary": "the canary batch failed its health checks and was rolled back (or halted, per on_failure): see "
     "the canary log. The other ASGs were not touched; find out why the new image is unhealthy before retrying.",
-    "approval": "the rollout was rejected or the approval timed out: only the canary batch runs the new image. "
-    "Trigger the rollout again to go on, or roll back with target_version.",
+    "approval": "the rollout was rejected or the approval timed out: canary_rollback put the canary's group back "
+    "on its previous version (capacity, processes and lock restored; its line above says what it did, or why "
+    "not). Nothing else was touched. Trigger the rollout again to go on.",
     "recycle": "an ASG failed its rollout and ended on one version (rolled forward or back, per on_failure): "
     "the recycle log says which and why. Fix the cause, then trigger the rollout again (instances already on "
     "the target are skipped).",
@@ -262,6 +263,11 @@ def rollout_message(role: str | None, outcome: str, context: Mapping[str, Any]) 
         lines.append(f"- {asg_line(asg)}")
     if not summary.get("asgs") and plan.get("targets"):
         lines.append("ASGs: " + ", ".join(t["asg_name"] for t in plan["targets"]))
+    from phoenix_fleet.pipelines.rollout_summary import canary_rollback_line
+
+    rolled_back = canary_rollback_line(xcom(context, "canary_rollback"))
+    if rolled_back:
+        lines.append(rolled_back)
     if summary.get("dry_run") or plan.get("dry_run"):
         lines.append("Dry run: nothing was changed.")
     if outcome != "succeeded":

@@ -31,7 +31,10 @@ version), or by hand from the trigger form.
    changes, no ASG it would move may be held by another rollout (tag `phoenix:rollout:id`): one that is fails the
    run naming the holder and the fix, and nothing changes.
 3. **canary**: replaces the first batch of `{{first ASG}}` and holds it healthy.
-4. **approval** ({approval_doc}): a human approves in the UI (or REST API) after reading what will change.
+4. **approval** ({approval_doc}): a human approves in the UI (or REST API) after reading what will change,
+   within {approval_hours:g} h. Rejected or not answered: **canary_rollback** rolls the canary's group back to its
+   previous launch-template version, restores its capacity and processes and releases its lock (the run fails
+   and its notification says so); nothing else was touched.
 5. **recycle**: every ASG in every region, batch by batch ({strategy}; at most {concurrency} ASGs at a
    time), never below the healthy floor; on failure it **rolls back** to the previous version ({on_failure}).
 6. **health_gate**: every ASG at desired capacity, all instances healthy on the new image (but those the
@@ -41,7 +44,10 @@ version), or by hand from the trigger form.
    failed, the version, the run link, what to do) and, unless the environment's `notify_on_success` is off, the
    summary go to the environment's SNS topic and Slack connection, and always to the log.
 
-One rollout per role at a time (max_active_runs=1), and an ASG lock (tags) against concurrent rollouts.
+One rollout per role at a time (max_active_runs=1), and an ASG lock (tags) against concurrent rollouts. The run
+may take {run_hours:g} h (`dagrun_timeout`, `roles.{role}.rollout.run_timeout_hours`): **plan** refuses a rollout
+whose worst case (approval, the canary and every ASG at {concurrency} at a time, each up to its forward and
+rollback deadlines) would not fit, naming the setting to raise.
 
 **Trigger form**: `target_version` (`latest` or `YYYY.MM.DD-N`), `asgs` (a subset), `strategy`,
 `batch_size`, `min_healthy_percent`, `require_approval`, `dry_run`.
@@ -103,6 +109,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         TerraformApplyOperator,
         VerifyAsgLaunchTemplatesOperator,
     )
+    from phoenix_fleet.operators.canary_operators import CanaryRollbackOperator
     from phoenix_fleet.operators.publish_operators import image_asset, image_asset_ref
     from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
     from phoenix_fleet.pipelines.notify import dag_callbacks
@@ -119,14 +126,19 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         if backend == "terraform" else "a new launch-template version (native backend)",
         approval_doc="required in this environment" if facts["require_approval"] else "off unless the form asks",
         strategy=facts["strategy"], concurrency=facts["max_concurrent_asgs"], on_failure=facts["on_failure"],
+        approval_hours=facts["approval_timeout_hours"], run_hours=facts["run_timeout_hours"],
     )
+    from phoenix_fleet.pipelines.rollout_plan import asg_worst_case
+
+    run_timeout = timedelta(hours=facts["run_timeout_hours"])
     with DAG(
         dag_id=f"fleet_rollout_{role_name}",
         schedule=image_asset_ref(role_name),  # the asset ami_release_<role> defines (by name)
         start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
-        dagrun_timeout=timedelta(minutes=facts["deadline_minutes"] * 3),
+        # the plan task refuses a rollout whose worst case (approval, canary, every ASG) does not fit in it
+        dagrun_timeout=run_timeout,
         tags=["phoenix-fleet", "rollout", f"role:{role_name}"],
         doc_md=doc,
         params=rollout_params(),
@@ -164,6 +176,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
                     cfg, role_name, params or {}, hook, triggering_asset_events, asset.uri,
                     run_id=str(run_id or ""), dag_id=f"fleet_rollout_{role_name}",
                     now=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    run_timeout=run_timeout,
                 )
             except RolloutParamError as e:  # bad input: fail now, no retry, nothing changed
                 raise AirflowFailException(str(e)) from None
@@ -218,8 +231,19 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
                 "`{{ ti.xcom_pull(task_ids='plan', key='canary')['asg_name'] }}`.\n\nASGs to recycle: "
                 "{{ ti.xcom_pull(task_ids='plan', key='targets') | map(attribute='asg_name') | join(', ') }}"
             ),
-            response_timeout=timedelta(hours=8),
+            response_timeout=timedelta(hours=facts["approval_timeout_hours"]),
             fail_on_reject=True,
+            retries=0,  # a rejection or a timeout is the answer: never ask again (the canary is rolled back)
+        )
+        # a rejected or unanswered approval: the canary's group goes back to its previous launch-template version,
+        # capacity and processes restored, the lock released (nothing else resumes it)
+        canary_rollback = CanaryRollbackOperator(
+            task_id="canary_rollback", asg_name=p["canary_asg"], region_name=p["canary_region"],
+            target_image_id=p["canary_ami"], target_label=p["version"], role=role_name,
+            policy=p["policy"], rollout_id=rollout_id, dry_run=p["dry_run"],
+            reason="the approval was rejected or not answered",
+            trigger_rule="one_failed",
+            execution_timeout=asg_worst_case(facts["deadline_minutes"]),
         )
         recycle = AsgRecycleOperator.partial(
             task_id="recycle", role=role_name, target_label=p["version"], policy=p["policy"],
@@ -278,5 +302,6 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         apply >> check >> canary
         canary >> gate >> [approval, recycle]  # branch and join: recycle runs after approval, or without it
         approval >> recycle >> health_targets
+        approval >> canary_rollback
         recycle >> health >> summary(p)
     return dag

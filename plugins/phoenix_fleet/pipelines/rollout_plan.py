@@ -6,14 +6,77 @@ does not exist) raises here, before anything changes, with a message naming ``pa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-from phoenix_fleet.config import FleetConfig, RolloutPolicy
+if TYPE_CHECKING:  # the DAG file imports this module at parse time (asg_worst_case): no pydantic models here
+    from phoenix_fleet.config import FleetConfig, RolloutPolicy
 
 POLICY_PARAMS = ("strategy", "batch_size", "min_healthy_percent")
 #: the trigger form's fields (``rollout_dag.rollout_params``); any other conf key fails the plan
 FIELDS = ("target_version", "asgs", *POLICY_PARAMS, "require_approval", "dry_run")
+
+#: the limits of the rollout DAG's tasks that the worst case counts (rollout_dag.py sets them)
+APPLY_LIMIT = {"terraform": timedelta(minutes=30), "native": timedelta(minutes=10)}
+CHECK_LIMIT = timedelta(minutes=5)  # plan, check_launch_templates
+GATE_LIMIT = timedelta(seconds=1800)  # health_gate's timeout
+#: after a phase's deadline: the halt (drain, restore capacity and processes) and a deferral's grace
+HALT_SLACK = timedelta(minutes=10)
+#: per task on the path: scheduling, start-up, a retry's delay
+TASK_MARGIN = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class RolloutBudget:
+    """The worst case of one ``fleet_rollout_<role>`` run, by part (see :func:`rollout_budget`)."""
+
+    total: timedelta
+    parts: dict[str, timedelta] = field(default_factory=dict)
+    waves: int = 1
+
+    def describe(self) -> str:
+        return " + ".join(f"{name} {_hours(d)}" for name, d in self.parts.items())
+
+
+def _hours(d: timedelta) -> str:
+    minutes = math.ceil(d.total_seconds() / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}" if minutes >= 60 else f"{minutes} min"
+
+
+def asg_worst_case(deadline_minutes: int, soak_seconds: int = 0) -> timedelta:
+    """One ASG's rollout at most, retries included (a retry resumes; it does not restart the clocks): the forward
+    phase up to its deadline, a soak begun just before it, the rollback up to its own full deadline, the halt."""
+    return timedelta(minutes=2 * deadline_minutes, seconds=soak_seconds) + HALT_SLACK
+
+
+def rollout_budget(
+    *,
+    targets: int,
+    concurrency: int,
+    deadline_minutes: int,
+    soak_seconds: int = 0,
+    approval: timedelta | None = None,
+    backend: str = "terraform",
+) -> RolloutBudget:
+    """The longest a rollout run of ``targets`` ASGs can take: plan, apply and check; the canary (one ASG's worst
+    case); the approval's timeout (when asked for); the mapped recycle in ``ceil(targets / concurrency)`` waves of
+    one ASG's worst case each; the health gate's timeout; a margin per task. (A rejected or unanswered approval
+    takes the shorter path: the canary's rollback instead of the waves.)"""
+    waves = max(1, math.ceil(max(1, targets) / max(1, concurrency)))
+    one = asg_worst_case(deadline_minutes, soak_seconds)
+    parts = {
+        "plan, apply and check": CHECK_LIMIT * 2 + APPLY_LIMIT.get(backend, APPLY_LIMIT["terraform"]),
+        "canary": one,
+    }
+    if approval:
+        parts["approval"] = approval
+    parts[f"recycle ({targets} ASG(s), {waves} wave(s) of {concurrency})"] = one * waves
+    parts["health gate"] = GATE_LIMIT
+    parts["scheduling"] = TASK_MARGIN * (10 + waves)
+    return RolloutBudget(total=sum(parts.values(), timedelta(0)), parts=parts, waves=waves)
 
 
 class RolloutParamError(ValueError):
@@ -28,6 +91,7 @@ def policy_overrides(params: Mapping[str, Any], base: RolloutPolicy) -> dict[str
     """The policy keys the trigger form overrides, validated against the full RolloutPolicy model."""
     from pydantic import ValidationError
 
+    from phoenix_fleet.config import RolloutPolicy
     from phoenix_fleet.form_params import shown
 
     overrides: dict[str, Any] = {}
@@ -143,8 +207,11 @@ def plan_rollout(
     hook: Any,
     event_version: str | None = None,
     regions: Iterable[str] | None = None,
+    run_timeout: timedelta | None = None,
 ) -> dict[str, Any]:
-    """Resolve version → AMI per region and the ASGs to roll; raise RolloutParamError on bad input."""
+    """Resolve version → AMI per region and the ASGs to roll; raise RolloutParamError on bad input, and when the
+    run's worst case (:func:`rollout_budget`) exceeds ``run_timeout`` (the DAG's ``dagrun_timeout``: past it the
+    scheduler would stop the run mid-way, groups locked)."""
     from phoenix_fleet.form_params import shown, unknown_fields
     from phoenix_fleet.release.versions import Version, is_version
 
@@ -217,7 +284,25 @@ def plan_rollout(
             f"params.asgs: role {role_name} has no ASG matching {role.asgs.tags} in {list(amis)}. "
             "Fix: check roles.<role>.asgs in include/fleet.yaml"
         )
-    approval = approval_required(fleet.environment(role_name).require_approval, params.get("require_approval"))
+    env = fleet.environment(role_name)
+    approval = approval_required(env.require_approval, params.get("require_approval"))
+    dry_run = bool(params.get("dry_run") or False)
+    policy = role.rollout
+    budget = rollout_budget(
+        targets=len(targets), concurrency=policy.max_concurrent_asgs, deadline_minutes=policy.deadline_minutes,
+        soak_seconds=policy.soak_seconds, backend=role.terraform.backend,
+        approval=timedelta(hours=env.approval_timeout_hours) if approval and not dry_run else None,
+    )
+    if run_timeout is not None and budget.total > run_timeout:
+        need = math.ceil(budget.total.total_seconds() / 3600)
+        raise RolloutParamError(
+            f"roles.{role_name}.rollout.run_timeout_hours: a rollout of {len(targets)} ASG(s) of {role_name} at "
+            f"{policy.max_concurrent_asgs} at a time may take up to {_hours(budget.total)} ({budget.describe()}), "
+            f"more than the run's timeout of {_hours(run_timeout)}: the scheduler would stop it part way, with "
+            f"groups locked and processes suspended. Nothing was changed. Fix: raise "
+            f"roles.{role_name}.rollout.run_timeout_hours to at least {need} in include/fleet.yaml, or raise "
+            f"max_concurrent_asgs (fewer waves), or roll a subset (params.asgs)"
+        )
     return {
         "role": role_name,
         "version": version,
@@ -232,7 +317,8 @@ def plan_rollout(
         "regions_left_alone": [r for r in role.regions if r not in amis],
         "policy": overrides,
         "require_approval": bool(approval),
-        "dry_run": bool(params.get("dry_run") or False),
+        "dry_run": dry_run,
+        "worst_case_minutes": math.ceil(budget.total.total_seconds() / 60),
         **published_notes(fleet, role_name, str(version), hook),
     }
 
@@ -273,6 +359,7 @@ def plan_triggered_rollout(
     run_id: str,
     dag_id: str,
     now: str,
+    run_timeout: timedelta | None = None,
 ) -> dict[str, Any]:
     """The rollout task's plan: :func:`plan_rollout` for this run's trigger, and one rollout per version.
 
@@ -289,6 +376,7 @@ def plan_triggered_rollout(
     plan = plan_rollout(
         fleet, role_name, params, hook,
         event_version=str(event["version"]) if event else None, regions=event_regions(event),
+        run_timeout=run_timeout,
     )
     if plan["dry_run"] or not plan.get("version"):
         return plan
@@ -320,4 +408,6 @@ def describe_rollout(plan: Mapping[str, Any]) -> str:
         lines.append(f"  operator's notes: {plan['operator_notes']}")
     if plan.get("release_notes_error"):
         lines.append(f"  release notes unreadable: {plan['release_notes_error']}")
+    if plan.get("worst_case_minutes"):
+        lines.append(f"  worst case: {_hours(timedelta(minutes=plan['worst_case_minutes']))} (within the run's timeout)")
     return "\n".join(lines)

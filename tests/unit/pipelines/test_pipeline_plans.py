@@ -128,6 +128,34 @@ def test_the_release_plan_task_skips_a_late_scheduled_run_before_any_aws_call(mo
         callable_(params={}, dag_run=manual)
 
 
+def _web_in_one_region(sandbox, tmp_path, monkeypatch, asgs=("web-a",), **rollout):
+    """The repo's fleet config with role web in us-east-1 only (``rollout`` keys changed), published by the seed,
+    with ``asgs`` (empty groups on one launch template) tagged as the role's. Returns (config path, AMI)."""
+    import yaml
+
+    from sandbox.seed import seed
+
+    raw = yaml.safe_load(open(FLEET_PATH).read())
+    raw["roles"]["web"]["terraform"]["vars"] = {"endpoint": "${AWS_ENDPOINT_URL}", "token": "${PHX_TEST_TF_TOKEN}"}
+    raw["roles"]["web"]["regions"] = ["us-east-1"]
+    raw["roles"]["web"]["rollout"].update(rollout)
+    (tmp_path / "terraform" / "envs" / "sandbox").mkdir(parents=True)
+    cfg_path = tmp_path / "fleet.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("PHOENIX_FLEET_CONFIG", str(cfg_path))
+    seed(sandbox.endpoint_url, roles={"web": ["us-east-1"]})
+    ec2, autoscaling = sandbox.client("ec2"), sandbox.client("autoscaling")
+    ami = sandbox.client("ssm").get_parameter(Name="/phoenix/images/web/latest")["Parameter"]["Value"]
+    lt = ec2.create_launch_template(LaunchTemplateName="web-lt", LaunchTemplateData={"ImageId": ami})["LaunchTemplate"]
+    for name in asgs:
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=name, MinSize=0, MaxSize=1, DesiredCapacity=0, AvailabilityZones=["us-east-1a"],
+            LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplateId"], "Version": "$Default"},
+            Tags=[{"Key": k, "Value": v} for k, v in {"phoenix:role": "web", "phoenix:env": "sandbox"}.items()],
+        )
+    return cfg_path, ami
+
+
 def test_terraform_vars_are_expanded_on_the_apply_worker_never_in_the_plan(sandbox_clean, tmp_path, monkeypatch):
     """fleet.yaml's terraform.vars may reference the worker's environment (``${AWS_ENDPOINT_URL}``, a token): the
     rollout's ``plan`` task must not expand them, since its return value is XCom (stored in the metadata DB, shown
@@ -135,32 +163,12 @@ def test_terraform_vars_are_expanded_on_the_apply_worker_never_in_the_plan(sandb
     vars itself and expands them where Terraform runs."""
     import json
 
-    import yaml
+    from phoenix_fleet.config import load_fleet_config as load
     from phoenix_fleet.dag_facts import facts_from_config
     from phoenix_fleet.pipelines.rollout_dag import build_rollout_dag
 
-    from sandbox.seed import seed
-
-    raw = yaml.safe_load(open(FLEET_PATH).read())
-    raw["roles"]["web"]["terraform"]["vars"] = {"endpoint": "${AWS_ENDPOINT_URL}", "token": "${PHX_TEST_TF_TOKEN}"}
-    raw["roles"]["web"]["regions"] = ["us-east-1"]
-    (tmp_path / "terraform" / "envs" / "sandbox").mkdir(parents=True)
-    cfg_path = tmp_path / "fleet.yaml"
-    cfg_path.write_text(yaml.safe_dump(raw))
-    monkeypatch.setenv("PHOENIX_FLEET_CONFIG", str(cfg_path))
+    cfg_path, ami = _web_in_one_region(sandbox_clean, tmp_path, monkeypatch)
     monkeypatch.setenv("PHX_TEST_TF_TOKEN", "tf-token-0123456789")
-    seed(sandbox_clean.endpoint_url, roles={"web": ["us-east-1"]})
-    ec2, autoscaling = sandbox_clean.client("ec2"), sandbox_clean.client("autoscaling")
-    ami = sandbox_clean.client("ssm").get_parameter(Name="/phoenix/images/web/latest")["Parameter"]["Value"]
-    lt = ec2.create_launch_template(LaunchTemplateName="web-a", LaunchTemplateData={"ImageId": ami})["LaunchTemplate"]
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName="web-a", MinSize=0, MaxSize=1, DesiredCapacity=0, AvailabilityZones=["us-east-1a"],
-        LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplateId"], "Version": "$Default"},
-        Tags=[{"Key": k, "Value": v} for k, v in {"phoenix:role": "web", "phoenix:env": "sandbox"}.items()],
-    )
-
-    from phoenix_fleet.config import load_fleet_config as load
-
     dag = build_rollout_dag(facts_from_config(load(cfg_path))["web"])
     result = dag.task_dict["plan"].python_callable(params={}, triggering_asset_events=None)
     assert result["targets"] == [{"asg_name": "web-a", "region_name": "us-east-1", "target_image_id": ami}]
@@ -321,3 +329,69 @@ def test_the_release_publishes_the_regions_it_planned_and_copied_to():
     assert isinstance(publish.regions, PlainXComArg) and publish.regions.operator.task_id == "publish_regions"
     assert copies.expand_input.value["dest_region"].operator is publish.regions.operator
     assert dag.task_dict["publish_regions"] in publish.get_flat_relatives(upstream=True)
+
+
+def test_rollout_budget_counts_approval_canary_and_every_wave():
+    from datetime import timedelta
+
+    from phoenix_fleet.pipelines.rollout_plan import asg_worst_case, rollout_budget
+
+    assert asg_worst_case(60) == timedelta(minutes=130)
+    assert asg_worst_case(60, soak_seconds=600) == timedelta(minutes=140)
+    b = rollout_budget(targets=5, concurrency=2, deadline_minutes=60, approval=timedelta(hours=8), backend="native")
+    assert b.waves == 3
+    assert b.parts["canary"] == timedelta(minutes=130) and b.parts["approval"] == timedelta(hours=8)
+    assert b.parts["recycle (5 ASG(s), 3 wave(s) of 2)"] == timedelta(minutes=390)
+    assert b.total == timedelta(minutes=20 + 130 + 480 + 390 + 30 + 2 * 13)
+    assert rollout_budget(targets=5, concurrency=5, deadline_minutes=60).total < b.total
+    assert "approval" not in rollout_budget(targets=1, concurrency=1, deadline_minutes=60).parts
+
+
+def test_a_plan_whose_worst_case_exceeds_the_run_timeout_fails_naming_the_setting(sandbox_clean, tmp_path, monkeypatch):
+    """Six ASGs, one at a time, approval asked for: the worst case is far past a 12 h run timeout. plan refuses
+    before anything changes, naming roles.web.rollout.run_timeout_hours and the value it needs; within the timeout
+    (or without the approval's 8 h, or at more ASGs at once) it plans."""
+    from datetime import timedelta
+
+    from phoenix_fleet.config import load_fleet_config as load
+    from phoenix_fleet.dag_facts import facts_from_config
+    from phoenix_fleet.pipelines.rollout_dag import build_rollout_dag
+
+    names = [f"web-{k}" for k in "abcdef"]
+    cfg_path, _ = _web_in_one_region(sandbox_clean, tmp_path, monkeypatch, asgs=names, max_concurrent_asgs=1,
+                                     run_timeout_hours=12)
+    facts = facts_from_config(load(cfg_path))["web"]
+    dag = build_rollout_dag(facts)
+    assert dag.dagrun_timeout == timedelta(hours=12)
+    plan = dag.task_dict["plan"].python_callable
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException) as err:
+        plan(params={"require_approval": True}, triggering_asset_events=None)
+    message = str(err.value)
+    assert message.startswith("roles.web.rollout.run_timeout_hours: a rollout of 6 ASG(s) of web at 1 at a time may take up to ")
+    assert "approval 8h00" in message and "6 wave(s)" in message and "Nothing was changed" in message
+    assert "up to 24h52 (" in message  # 40 min + canary 2h10 + approval 8h + 6 x 2h10 + gate 30 min + 32 min
+    assert "Fix: raise roles.web.rollout.run_timeout_hours to at least 25" in message
+    result = plan(params={"require_approval": False, "asgs": names[:3]}, triggering_asset_events=None)
+    assert len(result["targets"]) == 3 and result["worst_case_minutes"] <= 12 * 60
+
+
+def test_the_rollout_dag_cleans_up_after_a_refused_canary():
+    """Wiring: a rejected or unanswered approval (it fails: fail_on_reject, a timeout) is never asked again, and
+    triggers canary_rollback (one_failed: skipped when the approval succeeded or was not needed)."""
+    from datetime import timedelta
+
+    from phoenix_fleet.dag_facts import facts_from_config
+    from phoenix_fleet.operators.canary_operators import CanaryRollbackOperator
+    from phoenix_fleet.pipelines.rollout_dag import build_rollout_dag
+
+    facts = facts_from_config(FLEET)["web"]
+    dag = build_rollout_dag(facts)
+    approval, cleanup = dag.task_dict["approval"], dag.task_dict["canary_rollback"]
+    assert approval.retries == 0 and approval.fail_on_reject is True
+    assert approval.response_timeout == timedelta(hours=FLEET.environment("web").approval_timeout_hours)
+    assert isinstance(cleanup, CanaryRollbackOperator) and cleanup.trigger_rule == "one_failed"
+    assert "approval" in cleanup.upstream_task_ids and not cleanup.downstream_task_ids
+    assert {"canary", "recycle", "health_gate"}.isdisjoint(cleanup.upstream_task_ids | cleanup.downstream_task_ids)
+    assert dag.dagrun_timeout == timedelta(hours=WEB.rollout.run_timeout_hours)
