@@ -128,8 +128,6 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         strategy=facts["strategy"], concurrency=facts["max_concurrent_asgs"], on_failure=facts["on_failure"],
         approval_hours=facts["approval_timeout_hours"], run_hours=facts["run_timeout_hours"],
     )
-    from phoenix_fleet.pipelines.rollout_plan import asg_worst_case
-
     run_timeout = timedelta(hours=facts["run_timeout_hours"])
     with DAG(
         dag_id=f"fleet_rollout_{role_name}",
@@ -243,7 +241,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             policy=p["policy"], rollout_id=rollout_id, dry_run=p["dry_run"],
             reason="the approval was rejected or not answered",
             trigger_rule="one_failed",
-            execution_timeout=asg_worst_case(facts["deadline_minutes"]),
+            execution_timeout=timedelta(minutes=facts["recycle_timeout_minutes"]),  # a rollback: as a recycle
         )
         recycle = AsgRecycleOperator.partial(
             task_id="recycle", role=role_name, target_label=p["version"], policy=p["policy"],

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the DAG file imports this module at parse time (asg_worst_case): no pydantic models here
+if TYPE_CHECKING:  # import-light: the pydantic models and the rollout core load inside the functions
     from phoenix_fleet.config import FleetConfig, RolloutPolicy
 
 POLICY_PARAMS = ("strategy", "batch_size", "min_healthy_percent")
@@ -23,8 +23,6 @@ FIELDS = ("target_version", "asgs", *POLICY_PARAMS, "require_approval", "dry_run
 APPLY_LIMIT = {"terraform": timedelta(minutes=30), "native": timedelta(minutes=10)}
 CHECK_LIMIT = timedelta(minutes=5)  # plan, check_launch_templates
 GATE_LIMIT = timedelta(seconds=1800)  # health_gate's timeout
-#: after a phase's deadline: the halt (drain, restore capacity and processes) and a deferral's grace
-HALT_SLACK = timedelta(minutes=10)
 #: per task on the path: scheduling, start-up, a retry's delay
 TASK_MARGIN = timedelta(minutes=2)
 
@@ -46,27 +44,22 @@ def _hours(d: timedelta) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}" if minutes >= 60 else f"{minutes} min"
 
 
-def asg_worst_case(deadline_minutes: int, soak_seconds: int = 0) -> timedelta:
-    """One ASG's rollout at most, retries included (a retry resumes; it does not restart the clocks): the forward
-    phase up to its deadline, a soak begun just before it, the rollback up to its own full deadline, the halt."""
-    return timedelta(minutes=2 * deadline_minutes, seconds=soak_seconds) + HALT_SLACK
-
-
 def rollout_budget(
     *,
     targets: int,
     concurrency: int,
-    deadline_minutes: int,
-    soak_seconds: int = 0,
+    per_asg: timedelta,
     approval: timedelta | None = None,
     backend: str = "terraform",
 ) -> RolloutBudget:
     """The longest a rollout run of ``targets`` ASGs can take: plan, apply and check; the canary (one ASG's worst
-    case); the approval's timeout (when asked for); the mapped recycle in ``ceil(targets / concurrency)`` waves of
-    one ASG's worst case each; the health gate's timeout; a margin per task. (A rejected or unanswered approval
-    takes the shorter path: the canary's rollback instead of the waves.)"""
+    case, ``per_asg``: ``rollout.Policy.execution_budget()``, the recycle tasks' own limit: forward and rollback
+    deadlines, what a replaced fleet may take past one, unknown health's bound, a halt, slack; a retry resumes and
+    does not restart the clocks); the approval's timeout (when asked for); the mapped recycle in
+    ``ceil(targets / concurrency)`` waves of ``per_asg`` each; the health gate's timeout; a margin per task. (A
+    rejected or unanswered approval takes the shorter path: the canary's rollback instead of the waves.)"""
     waves = max(1, math.ceil(max(1, targets) / max(1, concurrency)))
-    one = asg_worst_case(deadline_minutes, soak_seconds)
+    one = per_asg
     parts = {
         "plan, apply and check": CHECK_LIMIT * 2 + APPLY_LIMIT.get(backend, APPLY_LIMIT["terraform"]),
         "canary": one,
@@ -287,10 +280,12 @@ def plan_rollout(
     env = fleet.environment(role_name)
     approval = approval_required(env.require_approval, params.get("require_approval"))
     dry_run = bool(params.get("dry_run") or False)
+    from phoenix_fleet.rollout import Policy
+
     policy = role.rollout
     budget = rollout_budget(
-        targets=len(targets), concurrency=policy.max_concurrent_asgs, deadline_minutes=policy.deadline_minutes,
-        soak_seconds=policy.soak_seconds, backend=role.terraform.backend,
+        targets=len(targets), concurrency=policy.max_concurrent_asgs,
+        per_asg=Policy.from_config(policy).execution_budget(), backend=role.terraform.backend,
         approval=timedelta(hours=env.approval_timeout_hours) if approval and not dry_run else None,
     )
     if run_timeout is not None and budget.total > run_timeout:

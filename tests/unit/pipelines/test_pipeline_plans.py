@@ -334,17 +334,16 @@ def test_the_release_publishes_the_regions_it_planned_and_copied_to():
 def test_rollout_budget_counts_approval_canary_and_every_wave():
     from datetime import timedelta
 
-    from phoenix_fleet.pipelines.rollout_plan import asg_worst_case, rollout_budget
+    from phoenix_fleet.pipelines.rollout_plan import rollout_budget
 
-    assert asg_worst_case(60) == timedelta(minutes=130)
-    assert asg_worst_case(60, soak_seconds=600) == timedelta(minutes=140)
-    b = rollout_budget(targets=5, concurrency=2, deadline_minutes=60, approval=timedelta(hours=8), backend="native")
+    one = timedelta(minutes=150)
+    b = rollout_budget(targets=5, concurrency=2, per_asg=one, approval=timedelta(hours=8), backend="native")
     assert b.waves == 3
-    assert b.parts["canary"] == timedelta(minutes=130) and b.parts["approval"] == timedelta(hours=8)
-    assert b.parts["recycle (5 ASG(s), 3 wave(s) of 2)"] == timedelta(minutes=390)
-    assert b.total == timedelta(minutes=20 + 130 + 480 + 390 + 30 + 2 * 13)
-    assert rollout_budget(targets=5, concurrency=5, deadline_minutes=60).total < b.total
-    assert "approval" not in rollout_budget(targets=1, concurrency=1, deadline_minutes=60).parts
+    assert b.parts["canary"] == one and b.parts["approval"] == timedelta(hours=8)
+    assert b.parts["recycle (5 ASG(s), 3 wave(s) of 2)"] == 3 * one
+    assert b.total == timedelta(minutes=20) + one + timedelta(hours=8) + 3 * one + timedelta(minutes=30 + 2 * 13)
+    assert rollout_budget(targets=5, concurrency=5, per_asg=one).total < b.total
+    assert "approval" not in rollout_budget(targets=1, concurrency=1, per_asg=one).parts
 
 
 def test_a_plan_whose_worst_case_exceeds_the_run_timeout_fails_naming_the_setting(sandbox_clean, tmp_path, monkeypatch):
@@ -371,8 +370,16 @@ def test_a_plan_whose_worst_case_exceeds_the_run_timeout_fails_naming_the_settin
     message = str(err.value)
     assert message.startswith("roles.web.rollout.run_timeout_hours: a rollout of 6 ASG(s) of web at 1 at a time may take up to ")
     assert "approval 8h00" in message and "6 wave(s)" in message and "Nothing was changed" in message
-    assert "up to 24h52 (" in message  # 40 min + canary 2h10 + approval 8h + 6 x 2h10 + gate 30 min + 32 min
-    assert "Fix: raise roles.web.rollout.run_timeout_hours to at least 25" in message
+    # per ASG: the recycle tasks' own limit (forward + rollback deadlines, past a deadline, unknown health, halt)
+    from phoenix_fleet.pipelines.rollout_plan import rollout_budget
+    from phoenix_fleet.rollout import Policy
+
+    web = load(cfg_path).role("web")
+    one = Policy.from_config(web.rollout).execution_budget()
+    assert one >= timedelta(minutes=2 * web.rollout.deadline_minutes)
+    worst = rollout_budget(targets=6, concurrency=1, per_asg=one, approval=timedelta(hours=8)).total
+    assert worst == timedelta(minutes=40) + 7 * one + timedelta(hours=8) + timedelta(minutes=30 + 2 * 16)
+    assert f"Fix: raise roles.web.rollout.run_timeout_hours to at least {-(-int(worst.total_seconds()) // 3600)}" in message
     result = plan(params={"require_approval": False, "asgs": names[:3]}, triggering_asset_events=None)
     assert len(result["targets"]) == 3 and result["worst_case_minutes"] <= 12 * 60
 
