@@ -61,10 +61,11 @@ REFRESH_RUNNING = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", 
 KNOWN_MAX = 1000
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
 _ID_TAG = "phoenix:rollout:id"
-#: outside the record (like ``phoenix:rollout-ended``): "the canary of rollout <id> stopped here, waiting for the
-#: next task (an approval may sit in between)". The task that resumes it restarts the phase clock: the wait for a
-#: human is not rollout time (else an approval answered after the deadline rolls the canary group back alone).
-PAUSED_TAG = "phoenix:rollout-paused"
+#: beside the record (not one of its keys, so never part of its compare-and-set, yet inside ``phoenix:rollout:*``,
+#: the keys the workers' IAM policy lets them tag): "the canary of rollout <id> stopped here, waiting for the next
+#: task (an approval may sit in between)". The task that resumes it restarts the phase clock: the wait for a human
+#: is not rollout time (else an approval answered after the deadline rolls the canary group back alone).
+PAUSED_TAG = "phoenix:rollout:paused"
 
 
 class RolloutLockedError(AirflowFailException):
