@@ -302,6 +302,14 @@ def trigger(af: RealAirflow, dag_id: str, conf: dict[str, Any]) -> tuple[int, An
     return status, body
 
 
+def _pause_handled(af: RealAirflow, run_id: str) -> bool:
+    """The scheduler has handled the executor's report that the approval's paused process exited (it logs
+    ``TaskInstance Finished`` for it): an answer from now on resumes the task without racing that report."""
+    log = af.home / "scheduler.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return f"TaskInstance Finished: dag_id={ROLLOUT}, task_id=approval, run_id={run_id}," in text
+
+
 def _finished(af: RealAirflow, dag_id: str, run_id: str) -> dict[str, Any] | None:
     run = af.run(dag_id, run_id)
     return run if run["state"] in ("success", "failed") else None
@@ -376,10 +384,12 @@ def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflo
 
         af.wait("the approval task to await input", awaiting, timeout=120)
         mark("approval awaiting input")
-        # A human answers in seconds. Answered within ~0.1 s of the task pausing, Airflow 3.3 races: the
-        # scheduler queues the resumed task before it has handled the executor's report that the first
-        # process exited, takes that report for the queued try, and marks the task up_for_retry (docs/e2e.md).
-        time.sleep(3)
+        # A human answers in seconds. Answered before the scheduler has handled the executor's report that the
+        # paused process exited, Airflow 3.3 races: it queues the resumed try first, takes that report for it,
+        # and fails the task (docs/e2e.md; under load that report came 5 s after the pause). So answer once the
+        # scheduler has logged it, as a person would answer some time after the question appears.
+        af.wait("the scheduler to handle the paused approval's exit", lambda: _pause_handled(af, manual_run),
+                timeout=120, every=0.5)
         hitl = f"/api/v2/dags/{ROLLOUT}/dagRuns/{manual_run}/taskInstances/approval/-1/hitlDetails"
         detail = af.api("GET", hitl)
         assert detail["options"] == ["Approve", "Reject"] and detail["response_received"] is False, detail
@@ -413,7 +423,8 @@ def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflo
         group, images = _fleet(h)
         assert sorted(images.values()) == sorted([worker_asg["old_ami"], new_ami]), images  # the canary's batch
         assert group["SuspendedProcesses"] and any(t["Key"] == "phoenix:rollout:id" for t in group["Tags"])
-        time.sleep(3)  # see above: not within ~0.1 s of the task pausing
+        af.wait("the scheduler to handle the paused approval's exit", lambda: _pause_handled(af, reject_run),
+                timeout=120, every=0.5)  # see above
         hitl = f"/api/v2/dags/{ROLLOUT}/dagRuns/{reject_run}/taskInstances/approval/-1/hitlDetails"
         af.api("PATCH", hitl, {"chosen_options": ["Reject"], "params_input": {}})
 
