@@ -10,6 +10,9 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --locked
 PYTEST_ARGS ?=
+# the suite runs in parallel processes, a test module per process at a time (module fixtures such as a real
+# Airflow stay in one process); most e2e time is waiting on Airflow, Terraform and timers, not CPU
+PYTEST_WORKERS ?= 4
 
 export PHOENIX_SANDBOX_DIR ?= $(CURDIR)/.sandbox
 export PHOENIX_SANDBOX_PORT ?= 5055
@@ -48,7 +51,7 @@ system-packages:
 # PHOENIX_NO_SKIP: a test that lacks a tool fails naming .ci/install-packages instead of skipping
 test: system-packages lint
 	mkdir -p $(PHOENIX_SANDBOX_DIR)
-	PHOENIX_NO_SKIP=1 $(RUN) pytest --junitxml=$(PHOENIX_SANDBOX_DIR)/junit.xml $(PYTEST_ARGS)
+	PHOENIX_NO_SKIP=1 $(RUN) pytest -n $(PYTEST_WORKERS) --dist loadscope --junitxml=$(PHOENIX_SANDBOX_DIR)/junit.xml $(PYTEST_ARGS)
 
 sandbox-start: setup
 	$(RUN) python -m sandbox start
