@@ -25,7 +25,8 @@ from phoenix_fleet.form_params import JSON_SCHEMA_DIALECT
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 DAG_FILES = sorted(p for p in DAGS.glob("*.py") if not p.name.startswith("_"))
-PARSE_BUDGET_S = 5.0
+# a hang guard, not a speed goal (bench/parse measures parse time): the DAG processor's import timeout
+PARSE_BUDGET_S = 30.0
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,8 @@ REGION = "us-east-1"
 ENV = "sandbox"
 WEB_GROUPS = ("sandbox-web-a", "sandbox-web-b")
 STATE_KEY = "sandbox/fleet.tfstate"
-TEST_BUDGET_SECONDS = 90.0  # per test, generous for a loaded 2-core CI box; typical runs print ~25-45 s
+# Durations are printed and recorded in the JUnit report (record_property), never asserted: a wall-clock
+# bound in a test fails on a loaded machine for no fault of the code. Speed goals live in bench/.
 
 
 def _env(sandbox: Any) -> dict[str, str]:
@@ -286,7 +287,6 @@ def test_apply_moves_the_launch_templates_and_the_asgs_follow(fleet: Fleet, reco
     total = time.monotonic() - started
     print(f"\nTerraformApplyOperator (init, plan, show, guard, apply, output): {apply_seconds:.1f}s; test {total:.1f}s")
     record_property("terraform_release_apply_seconds", round(apply_seconds, 1))
-    assert total < TEST_BUDGET_SECONDS
 
 
 def test_the_next_apply_is_a_no_op(fleet: Fleet, record_property: Any) -> None:
@@ -300,7 +300,6 @@ def test_the_next_apply_is_a_no_op(fleet: Fleet, record_property: Any) -> None:
         assert fleet.lt_image(name)[2] == pointer
     print(f"\nno-op apply (init, plan exit 0, output): {seconds:.1f}s")
     record_property("terraform_noop_apply_seconds", round(seconds, 1))
-    assert seconds < TEST_BUDGET_SECONDS
 
 
 def _unchanged(fleet: Fleet, before: dict[str, Any]) -> None:
@@ -330,7 +329,6 @@ def test_the_guard_refuses_a_destroy_and_names_it(fleet: Fleet, record_property:
     seconds = time.monotonic() - started
     print(f"\nrefused destroy (init, plan, show, guard): {seconds:.1f}s")
     record_property("terraform_guard_destroy_seconds", round(seconds, 1))
-    assert seconds < TEST_BUDGET_SECONDS
 
 
 def test_the_guard_refuses_a_replacement_and_names_it(fleet: Fleet, record_property: Any) -> None:
@@ -356,4 +354,3 @@ def test_the_guard_refuses_a_replacement_and_names_it(fleet: Fleet, record_prope
     seconds = time.monotonic() - started
     print(f"\nrefused replacement (init, plan, show, guard): {seconds:.1f}s")
     record_property("terraform_guard_replace_seconds", round(seconds, 1))
-    assert seconds < TEST_BUDGET_SECONDS
