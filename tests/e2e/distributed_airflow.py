@@ -524,8 +524,9 @@ class CeleryAirflow(RealAirflow):
             )
         if self.admin is not None:
             user, password = self.admin
+            # --password=<value>: a generated password may start with "-", which argparse reads as an option
             self.run_once("airflow-init", [
-                "users", "create", "--role", "Admin", "--username", user, "--password", password,
+                "users", "create", "--role", "Admin", "--username", user, f"--password={password}",
                 "--email", "admin@example.com", "--firstname", "Phoenix", "--lastname", "Admin",
             ], migrate_timeout)
         self.start_components(("api-server",))
