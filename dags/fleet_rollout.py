@@ -9,6 +9,7 @@ the DAG shape lives in phoenix_fleet.pipelines.rollout_dag; no AWS call at parse
 # parse ([dag_processor] parsing_pre_import_modules reads a DAG file's top-level airflow imports).
 import airflow.providers.standard.decorators.branch_python  # noqa: F401
 import airflow.providers.standard.decorators.python  # noqa: F401
+import airflow.providers.standard.decorators.short_circuit  # noqa: F401
 import airflow.providers.standard.operators.empty  # noqa: F401
 import airflow.providers.standard.operators.hitl  # noqa: F401
 import airflow.sdk.bases.sensor  # noqa: F401

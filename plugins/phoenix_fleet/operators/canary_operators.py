@@ -3,8 +3,8 @@
 ``fleet_rollout_<role>`` runs one batch on the first ASG (the canary, ``AsgRecycleOperator(max_batches=1)``), which
 stops healthy and leaves the group locked by the rollout id: processes suspended, max size raised, its new instances
 on the new image, for the recycle task to resume after the approval. When the approval fails (``fail_on_reject``)
-or times out, nothing resumes it: this operator (the DAG's ``canary_rollback`` task, trigger rule ``one_failed`` on
-``approval``) turns that rollout into a rollback and runs it to the end with the recycle engine itself:
+or times out, nothing resumes it: this operator (the DAG's ``canary_rollback`` task, after ``canary_needs_rollback``:
+``one_failed`` on ``approval``, and only if the canary ran) turns that rollout into a rollback and runs it to the end with the recycle engine itself:
 
 * the record in phase ``forward`` becomes ``rollback`` (``RolloutRecord.for_rollback``: the previous image and
   launch-template version are the target now; the rollback gets the policy's full deadline), or, with nothing to

@@ -233,6 +233,15 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             fail_on_reject=True,
             retries=0,  # a rejection or a timeout is the answer: never ask again (the canary is rolled back)
         )
+        @task.short_circuit(trigger_rule="one_failed")
+        def canary_needs_rollback(ti: Any = None) -> bool:
+            # the approval failed (rejected, unanswered) or a task between the canary and it did: a canary that ran
+            # is ours to roll back. A run that failed before the canary finished (plan, apply, the canary itself,
+            # which rolls itself back) has none: canary_rollback is skipped, and the failure stays the run's cause
+            ran = ti.xcom_pull(task_ids="canary") is not None
+            print("the canary ran: rolling its group back" if ran else "no canary ran: nothing to roll back")
+            return ran
+
         # a rejected or unanswered approval: the canary's group goes back to its previous launch-template version,
         # capacity and processes restored, the lock released (nothing else resumes it)
         canary_rollback = CanaryRollbackOperator(
@@ -240,7 +249,6 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             target_image_id=p["canary_ami"], target_label=p["version"], role=role_name,
             policy=p["policy"], rollout_id=rollout_id, dry_run=p["dry_run"],
             reason="the approval was rejected or not answered",
-            trigger_rule="one_failed",
             execution_timeout=timedelta(minutes=facts["recycle_timeout_minutes"]),  # a rollback: as a recycle
         )
         recycle = AsgRecycleOperator.partial(
@@ -300,6 +308,6 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         apply >> check >> canary
         canary >> gate >> [approval, recycle]  # branch and join: recycle runs after approval, or without it
         approval >> recycle >> health_targets
-        approval >> canary_rollback
+        approval >> canary_needs_rollback() >> canary_rollback
         recycle >> health >> summary(p)
     return dag

@@ -386,7 +386,8 @@ def test_a_plan_whose_worst_case_exceeds_the_run_timeout_fails_naming_the_settin
 
 def test_the_rollout_dag_cleans_up_after_a_refused_canary():
     """Wiring: a rejected or unanswered approval (it fails: fail_on_reject, a timeout) is never asked again, and
-    triggers canary_rollback (one_failed: skipped when the approval succeeded or was not needed)."""
+    triggers canary_rollback through canary_needs_rollback (one_failed: skipped when the approval succeeded or was
+    not needed; a short circuit that skips the rollback when no canary ran, e.g. the plan failed)."""
     from datetime import timedelta
 
     from phoenix_fleet.dag_facts import facts_from_config
@@ -398,7 +399,9 @@ def test_the_rollout_dag_cleans_up_after_a_refused_canary():
     approval, cleanup = dag.task_dict["approval"], dag.task_dict["canary_rollback"]
     assert approval.retries == 0 and approval.fail_on_reject is True
     assert approval.response_timeout == timedelta(hours=FLEET.environment("web").approval_timeout_hours)
-    assert isinstance(cleanup, CanaryRollbackOperator) and cleanup.trigger_rule == "one_failed"
-    assert "approval" in cleanup.upstream_task_ids and not cleanup.downstream_task_ids
+    gate = dag.task_dict["canary_needs_rollback"]
+    assert gate.trigger_rule == "one_failed" and gate.upstream_task_ids == {"approval"}
+    assert isinstance(cleanup, CanaryRollbackOperator) and cleanup.trigger_rule == "all_success"
+    assert "canary_needs_rollback" in cleanup.upstream_task_ids and not cleanup.downstream_task_ids
     assert {"canary", "recycle", "health_gate"}.isdisjoint(cleanup.upstream_task_ids | cleanup.downstream_task_ids)
     assert dag.dagrun_timeout == timedelta(hours=WEB.rollout.run_timeout_hours)
