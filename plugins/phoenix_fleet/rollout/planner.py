@@ -110,10 +110,24 @@ def outside_change(state: FleetState, record: RolloutRecord, policy: Policy) -> 
     return (record.base if state.desired < record.base else record.base + policy.max_surge), state.desired
 
 
+def exit_standby_not_landed(state: FleetState, record: RolloutRecord) -> bool:
+    """Does this observation show an ExitStandby whose baseline bump the record counts before it landed? The
+    record of ``PrepareInstances`` raises the baseline with the write (``baseline = to``, desired ``from to to``,
+    one write); desired still at ``from`` means the ExitStandby was not made (or was scaled in from outside at
+    once). No other write of ours raises desired to exactly the baseline: a Launch writes above it, a Restore
+    never raises, a batch of decrementing terminations is stepwise."""
+    written = record.desired_written
+    if written is None or record.desired_stepwise:
+        return False
+    a, b = written
+    return a < b == record.base and state.desired == a
+
+
 def adopt_baseline(state: FleetState, record: RolloutRecord, policy: Policy) -> RolloutRecord:
     """The record as this observation leaves it: an outside change of desired adopted as the new baseline
     (never fought, never undone), or our own last write, once seen landed, settled (so that any other value,
-    its old one included, reads as outside from then on).
+    its old one included, reads as outside from then on), or the baseline bump of an ExitStandby that did not
+    land dropped (``exit_standby_not_landed``).
 
     A scale-out (above what we wrote) is adopted as the observed desired minus the surge our last write made
     (it counts the surge instances it saw; at least the group's min size); a scale-in (below) as the observed
@@ -125,6 +139,10 @@ def adopt_baseline(state: FleetState, record: RolloutRecord, policy: Policy) -> 
     if change is None:
         if written is not None and written[0] != written[1] and state.desired == written[1]:
             return replace(record, desired_written=(state.desired, state.desired), desired_stepwise=False)
+        if exit_standby_not_landed(state, record):
+            # the bump the record counted never happened (a crash between the record and the ExitStandby), or
+            # happened and was scaled in from outside right after: either way the baseline is the desired seen
+            return replace(record, baseline=state.desired, desired_written=(state.desired, state.desired))
         return record
     expected, observed = change
     if observed < expected:
@@ -673,9 +691,9 @@ def _terminate(v: _View, victims: list[Instance], *, decrement: bool) -> Action:
     unprotect = _ids([i for i in victims if i.protected])
     if exit_standby or unprotect:
         # policy replace: bring them back / unprotect them first; the next plan terminates them. ExitStandby
-        # raises desired by one per instance (AWS), so the baseline grows with it: persisted first.
-        # ExitStandby raises desired by one per instance (AWS): the baseline grows with it. From the observed
-        # desired (not the recorded baseline): a bump persisted but not done (a crash) is then not repeated.
+        # raises desired by one per instance (AWS), so the baseline grows with it: persisted first, as "d to
+        # d+n" with the baseline at d+n. A bump persisted but not done (a crash) is dropped by the next plan
+        # (exit_standby_not_landed): it never counts twice, nor at the end.
         n = len(exit_standby)
         d = v.state.desired
         new_max = d + n if d + n > v.state.max_size else None

@@ -416,6 +416,48 @@ def test_replace_unprotects_and_brings_standby_back_first() -> None:
     )
 
 
+
+def test_an_exit_standby_recorded_but_never_made_is_not_counted_at_the_end() -> None:
+    """A crash right after PrepareInstances' record was persisted (baseline 1 -> 2, desired "1 to 2") and before
+    the ExitStandby itself: the next observation shows desired 1 and the instance still in Standby. The bump did
+    not land, so it is not counted: halted here, the rollout restores exactly the capacity it started with (the
+    old code restored desired 2, more capacity than the group had)."""
+    policy = replace(SURGE, standby="replace", on_failure="halt")
+    state = fleet(inst("i-old00"), inst("i-stby", lifecycle="Standby"), desired=1, min_size=1, max_size=1)
+    rec = record(state, policy)
+    prep = plan(state, rec, policy)
+    assert prep == PrepareInstances(exit_standby=("i-stby",), new_max=2, record=rec.with_baseline(2).writing(1, 2))
+    assert prep.record is not None
+    # the crash: only the record persisted; an alarm fires before the rollout resumes
+    later = replace(state, now=T0 + timedelta(seconds=60), alarms_in_alarm=frozenset({ALARM}))
+    halt = plan(later, prep.record, policy)
+    assert isinstance(halt, Halt) and halt.record is not None
+    # halting: nothing was replaced, so the group goes back to the previous version, then restores desired 1
+    back = plan(later, halt.record, policy)
+    assert back == SetLaunchTemplate(launch_template="lt-0123456789abcdef0:7", image_id=OLD)
+    pointed = replace(later, launch_image_id=OLD)
+    restore = plan(pointed, halt.record, policy)
+    assert restore == Restore(desired=1, min_size=1, max_size=1, resume_processes=tuple(sorted(SUSPEND)))
+    restored = replace(pointed, suspended_processes=frozenset())
+    end = plan(restored, halt.record, policy)
+    assert isinstance(end, Fail) and end.fail_kind == FailKind.HALTED, end
+    assert halt.record.base == 1 and halt.record.desired_written == (1, 1)
+
+
+def test_an_exit_standby_made_then_scaled_in_from_outside_ends_where_it_was_set() -> None:
+    """The same record, but the ExitStandby was made (desired 1 -> 2) and someone scaled the group back in to 1
+    right after (the ASG removed one instance): desired 1 reads as our write not landed, and either way the
+    rollout must end at 1 (a scale-in is adopted as set), never raise it back to 2."""
+    policy = replace(SURGE, standby="replace")
+    state = fleet(inst("i-old00"), inst("i-stby", lifecycle="Standby"), desired=1, min_size=1, max_size=1)
+    prep = plan(state, record(state, policy), policy)
+    assert isinstance(prep, PrepareInstances) and prep.record is not None
+    after = fleet(inst("i-old00"), inst("i-stby", lifecycle="Terminating"), desired=1, min_size=1, max_size=2,
+                  now_offset=30)
+    adopted = adopt_baseline(after, prep.record, policy)
+    assert (adopted.base, adopted.desired_written) == (1, (1, 1))
+
+
 # -- desired capacity changed by someone else -----------------------------------------------------------
 
 
