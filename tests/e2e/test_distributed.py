@@ -326,7 +326,11 @@ def test_release_rollout_and_inventory_on_celery_workers(
             assert local_tis["apply"]["state"] == "failed" and local_tis["apply"]["try_number"] == 1, local_tis["apply"]
             assert REFUSAL in af.task_logs(LOCAL_ROLLOUT, runs[LOCAL_ROLLOUT], ["apply"], lines=400)
             succeeded = {k for k, ti in local_tis.items() if ti["state"] == "success"}
-            assert succeeded <= {"plan", "targets"}, f"after the refused apply, {sorted(succeeded)} ran"
+            # (canary_needs_rollback may run: it finds no canary, and canary_rollback is skipped)
+            assert succeeded <= {"plan", "targets", "canary_needs_rollback"}, (
+                f"after the refused apply, {sorted(succeeded)} ran"
+            )
+            assert local_tis["canary_rollback"]["state"] == "skipped", local_tis["canary_rollback"]
             # nothing changed: templates, state object, no local state file
             assert _launch_templates(h) == templates
             assert _state_objects(h, backend) == state_objects
