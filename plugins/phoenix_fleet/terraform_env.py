@@ -9,6 +9,7 @@ finds a provider mirror on the machine, writes a CLI config of ours that install
 * :func:`write_cli_config` -- the CLI config file (``provider_installation`` block).
 * :func:`terraform_env` -- environment for the subprocess (``TF_CLI_CONFIG_FILE``, ``TF_IN_AUTOMATION`` ...).
 * :func:`run_terraform` -- one ``terraform`` invocation, arguments as a list (never a shell string).
+* :func:`socket_safe_tmpdir` -- a ``TMPDIR`` short enough for a provider plugin's Unix socket.
 
 Standard library only: this is imported by DAG-side code, the sandbox seed and tests.
 """
@@ -19,7 +20,9 @@ import functools
 import json
 import os
 import shutil
+import stat
 import subprocess
+import tempfile
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +36,7 @@ __all__ = [
     "discover_mirror",
     "mirror_dir",
     "run_terraform",
+    "socket_safe_tmpdir",
     "terraform_binary",
     "terraform_env",
     "write_cli_config",
@@ -211,7 +215,8 @@ def terraform_env(
 
     Starts from ``base_env`` (default: ``os.environ``), writes the CLI config into ``workdir_state_dir``
     (default :func:`default_state_dir`) and sets ``TF_CLI_CONFIG_FILE`` to it, plus ``TF_IN_AUTOMATION=1``,
-    ``TF_INPUT=0`` and ``CHECKPOINT_DISABLE=1``. ``$PHOENIX_TF_PLUGIN_MIRROR`` is read from ``base_env``.
+    ``TF_INPUT=0``, ``CHECKPOINT_DISABLE=1`` and a ``TMPDIR`` short enough for provider sockets
+    (:func:`socket_safe_tmpdir`). ``$PHOENIX_TF_PLUGIN_MIRROR`` is read from ``base_env``.
 
     ``plugin_cache=True`` also sets ``TF_PLUGIN_CACHE_DIR`` (under ``workdir_state_dir``). Not needed with a
     mirror: ``terraform init`` links the mirror's unpacked provider into ``.terraform/`` instead of copying it.
@@ -231,7 +236,37 @@ def terraform_env(
     env["TF_IN_AUTOMATION"] = "1"
     env["TF_INPUT"] = "0"
     env["CHECKPOINT_DISABLE"] = "1"
+    env["TMPDIR"] = socket_safe_tmpdir(env.get("TMPDIR") or tempfile.gettempdir())
     return env
+
+
+# A provider plugin listens on a Unix socket at $TMPDIR/plugin<up to 10 digits>, and sun_path holds 107 bytes and
+# a NUL. Under a longer TMPDIR (a deep pytest or container temp dir) every provider fails to start, with "failed
+# to instantiate provider ... Unrecognized remote plugin message" and nothing that names the path.
+SOCKET_PATH_MAX = 107
+PLUGIN_SOCKET_NAME_MAX = len("/plugin") + 10
+SHORT_TMP_ROOT = "/tmp"
+
+
+def socket_safe_tmpdir(tmpdir: str) -> str:
+    """``tmpdir`` when a provider's socket under it fits in ``sun_path``; else a short private directory.
+
+    The short one is ``/tmp/phoenix-tf-<uid>`` (mode 0700, ours, not a symlink: else a fresh ``mkdtemp``). Plugins
+    name their sockets uniquely, so processes of one user can share it.
+    """
+    if len(os.fsencode(tmpdir)) + PLUGIN_SOCKET_NAME_MAX <= SOCKET_PATH_MAX:
+        return tmpdir
+    short = os.path.join(SHORT_TMP_ROOT, f"phoenix-tf-{os.getuid()}")
+    try:
+        os.mkdir(short, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return tempfile.mkdtemp(prefix="ptf-", dir=SHORT_TMP_ROOT)
+    info = os.lstat(short)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        return tempfile.mkdtemp(prefix="ptf-", dir=SHORT_TMP_ROOT)
+    return short
 
 
 def terraform_binary() -> str:

@@ -18,6 +18,7 @@ from phoenix_fleet.terraform_env import (
     discover_mirror,
     mirror_dir,
     run_terraform,
+    socket_safe_tmpdir,
     terraform_env,
     write_cli_config,
 )
@@ -255,3 +256,62 @@ def test_terraform_init_installs_from_a_mirror_at_an_awkward_path(tmp_path: Path
             work / ".terraform" / "providers" / "registry.terraform.io" / "hashicorp" / "aws"
         ).glob("*/*")
         assert str(awkward) in os.readlink(installed)
+
+
+def _long_dir(tmp_path: Path) -> Path:
+    """A temp dir as deep as pytest-xdist's in CI (93 bytes there), so deep no provider socket fits under it."""
+    deep = tmp_path / ("d" * max(1, 100 - len(str(tmp_path))))
+    deep.mkdir(parents=True)
+    assert len(str(deep)) >= 100
+    return deep
+
+
+def test_a_short_tmpdir_is_kept_and_a_long_one_is_replaced_by_a_private_short_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tfe, "SHORT_TMP_ROOT", str(tmp_path))  # pytest's tmp_path itself is short enough
+    assert socket_safe_tmpdir("/tmp") == "/tmp"
+    short = Path(socket_safe_tmpdir(str(_long_dir(tmp_path))))
+    assert short == tmp_path / f"phoenix-tf-{os.getuid()}"
+    assert len(str(short)) + len("/plugin4294967295") <= 107
+    assert oct(short.stat().st_mode & 0o777) == oct(0o700)
+    assert socket_safe_tmpdir(str(_long_dir(tmp_path / "again"))) == str(short)  # reused, not one per call
+    env = terraform_env({"TMPDIR": str(_long_dir(tmp_path / "env"))}, workdir_state_dir=tmp_path / "state")
+    assert env["TMPDIR"] == str(short)
+
+
+@pytest.mark.parametrize("planted", ["symlink", "open to others"])
+def test_a_short_dir_planted_by_someone_else_is_not_used(
+    planted: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tfe, "SHORT_TMP_ROOT", str(tmp_path))
+    target = tmp_path / f"phoenix-tf-{os.getuid()}"
+    if planted == "symlink":
+        (tmp_path / "elsewhere").mkdir()
+        target.symlink_to(tmp_path / "elsewhere")
+    else:
+        target.mkdir()
+        target.chmod(0o777)
+    chosen = Path(socket_safe_tmpdir(str(_long_dir(tmp_path))))
+    assert chosen.parent == tmp_path and chosen.name.startswith("ptf-")
+    assert oct(chosen.stat().st_mode & 0o777) == oct(0o700)
+
+
+@pytest.mark.terraform
+def test_a_provider_starts_under_a_tmpdir_too_deep_for_its_socket(tmp_path: Path) -> None:
+    """CI's xdist temp dirs are deep enough that the AWS provider's socket path overflows: plan must still work."""
+    require_terraform()
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "main.tf").write_text(
+        'terraform {\n  required_providers {\n    aws = { source = "hashicorp/aws", version = "~> 5.100" }\n  }\n}\n'
+        'provider "aws" {\n  region = "us-east-1"\n  access_key = "x"\n  secret_key = "y"\n'
+        "  skip_credentials_validation = true\n  skip_requesting_account_id = true\n"
+        "  skip_metadata_api_check = true\n}\n"
+    )
+    env = terraform_env({**os.environ, "TMPDIR": str(_long_dir(tmp_path))}, workdir_state_dir=tmp_path / "state")
+    init = run_terraform(["init", "-input=false", "-no-color"], cwd=work, env=env, timeout=300)
+    assert init.returncode == 0, init.stdout + init.stderr
+    plan = run_terraform(["plan", "-input=false", "-no-color"], cwd=work, env=env, timeout=300)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "No changes" in plan.stdout
