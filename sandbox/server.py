@@ -18,19 +18,20 @@ In-process API (tests)::
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from .call_log import CallLog, request_identity
 from .realism import MOTO_VERSION, Realism, RealismConfig, install, request_scope
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +81,11 @@ class SandboxApp:
                                         "action", "allowed", "denied"}], "denied": [{"principal", "action",
                                         "resource", "reason"}]}`` (``sandbox/iam_access.py``)
     ``/phoenix-sandbox/iam``      DELETE  forget the audit (a reset does too)
+    ``/phoenix-sandbox/calls``    POST  ``{"enabled": true}``: record every AWS call answered from now on
+                                        (``sandbox/call_log.py``); ``{"enabled": false}`` stops and forgets
+    ``/phoenix-sandbox/calls``    GET   ``{"enabled", "calls": [[t, region, service, action, status], ...]}``
+                                        (``?since=<t>``: only calls after t)
+    ``/phoenix-sandbox/calls``    DELETE  stop recording and forget the calls
     =======================  ====  ===========================================================================
     """
 
@@ -98,11 +104,32 @@ class SandboxApp:
             "moto_version": MOTO_VERSION,
         }
         self.info.update(info or {})
+        self.call_log = CallLog()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or ""
         if path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"):
             return self._control(environ, start_response)
+        if self.call_log.enabled:
+            return self._logged(environ, start_response)
+        return self._serve(environ, start_response)
+
+    def _logged(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Serve the call and note it in the call log (when it arrived, who, what, the answer's status)."""
+        t = time.time()
+        region, service, action, _params = request_identity(environ)
+
+        def noting(status: str, headers: Any, *rest: Any) -> Any:
+            try:
+                code = int(status.split()[0])
+            except (ValueError, IndexError):
+                code = 0
+            self.call_log.add(t, region, service, action, code)
+            return start_response(status, headers, *rest)
+
+        return self._serve(environ, noting)
+
+    def _serve(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         expired = _expired_credentials(environ)
         if expired is not None:
             return expired_token_response(environ, start_response, *expired)
@@ -141,6 +168,22 @@ class SandboxApp:
                 payload = {"status": "ok", "aged": age_instances(**body)}
             elif name == "iam" and method == "GET":
                 payload = self.realism.iam_audit.to_dict()
+            elif name == "calls" and method == "GET":
+                from urllib.parse import parse_qs
+
+                since = parse_qs(environ.get("QUERY_STRING") or "").get("since")
+                payload = self.call_log.to_dict(float(since[0]) if since else None)
+            elif name == "calls" and method == "POST":
+                if body.get("enabled") is True:
+                    self.call_log.start()
+                elif body.get("enabled") is False:
+                    self.call_log.stop()
+                else:
+                    raise ValueError('calls: give {"enabled": true} (record from now on) or {"enabled": false}')
+                payload = {"status": "ok", "enabled": self.call_log.enabled}
+            elif name == "calls" and method == "DELETE":
+                self.call_log.stop()
+                payload = {"status": "ok", "enabled": False}
             elif name == "iam" and method == "DELETE":
                 self.realism.iam_audit.clear()
                 payload = {"status": "ok"}
@@ -153,9 +196,6 @@ class SandboxApp:
         return [data]
 
 
-_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
-
-
 def injected_fault(realism: Realism, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
     """The error reply of the first matching ``api_faults`` rule (realism config), or None: serve the call.
 
@@ -163,30 +203,8 @@ def injected_fault(realism: Realism, environ: dict[str, Any]) -> tuple[str, list
     from ``X-Amz-Target`` (JSON protocol) or the ``Action`` form field (query protocol), the parameters from the
     JSON body or the form. The body is read once and put back for moto.
     """
-    from urllib.parse import parse_qs
-
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    body = environ["wsgi.input"].read(length) if length else b""
-    environ["wsgi.input"] = io.BytesIO(body)
-    scope = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION") or "")
-    region, service = (scope.group(1), scope.group(2)) if scope else (None, None)
+    region, service, action, params = request_identity(environ)
     target = environ.get("HTTP_X_AMZ_TARGET") or ""
-    params: dict[str, Any] = {}
-    if target:
-        action = target.rsplit(".", 1)[-1]
-        try:
-            loaded = json.loads(body or b"{}")
-        except json.JSONDecodeError:
-            loaded = {}
-        params = loaded if isinstance(loaded, dict) else {}
-    else:
-        form = parse_qs(body.decode("utf-8", "replace")) if body else {}
-        form.update({k: v for k, v in parse_qs(environ.get("QUERY_STRING") or "").items() if k not in form})
-        params = {k: v[0] for k, v in form.items() if v}
-        action = params.get("Action")
     fault = realism.take_fault(service, action, region, params)
     if fault is None:
         return None
