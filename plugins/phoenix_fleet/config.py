@@ -20,6 +20,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # re-exported: the location and the error type live in an import-light module (DAG files need them at parse time)
+from phoenix_fleet.api_budget import (
+    DEFAULT_CALLS_PER_SECOND,
+    DEFAULT_POOL_SLOTS,
+    MAX_CALLS_PER_SECOND,
+    MAX_POOL_SLOTS,
+    pool_name,
+    valid_env_name,
+)
 from phoenix_fleet.config_file import CONFIG_ENV_VAR as CONFIG_ENV_VAR
 from phoenix_fleet.config_file import FleetConfigError as FleetConfigError
 from phoenix_fleet.config_file import default_config_path as default_config_path
@@ -266,6 +274,43 @@ def _check_conn_id(v: str | None) -> str | None:
     return v
 
 
+class ApiBudget(_Strict):
+    """The environment's API budget per region (docs/scale.md): task slots (an Airflow pool per region,
+    ``phoenix_<env>_<region>``) and the triggerer's polls (calls per second per region, shared by every trigger)."""
+
+    pool_slots: int = Field(
+        default=DEFAULT_POOL_SLOTS,
+        description="slots of the Airflow pool phoenix_<env>_<region>: the most AWS-calling tasks of this "
+        "environment running at once in one region (every role, rollout, inventory, max age, retention)",
+    )
+    calls_per_second: float = Field(
+        default=DEFAULT_CALLS_PER_SECOND,
+        description="AWS calls per second the triggerer's polls of this environment's account may make in one "
+        "region, all triggers together; below AWS's published throttling rates",
+    )
+
+    @field_validator("pool_slots", mode="before")
+    @classmethod
+    def _slots(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_POOL_SLOTS:
+            raise ValueError(
+                f"must be a whole number from 1 to {MAX_POOL_SLOTS} (got {v!r}). Fix: the task slots of this "
+                f"environment per region, e.g. {DEFAULT_POOL_SLOTS} (docs/scale.md sizes it)"
+            )
+        return v
+
+    @field_validator("calls_per_second", mode="before")
+    @classmethod
+    def _rate(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= MAX_CALLS_PER_SECOND:
+            raise ValueError(
+                f"must be a number above 0 and at most {MAX_CALLS_PER_SECOND:g} (got {v!r}): AWS refills an "
+                f"account's EC2 describe calls at {MAX_CALLS_PER_SECOND:g} a second per region, and the triggerer "
+                f"shares them with every other tool. Fix: e.g. {DEFAULT_CALLS_PER_SECOND:g}"
+            )
+        return v
+
+
 class Environment(_Strict):
     """Per environment: approval, and where the release and rollout DAGs of its roles send notifications."""
 
@@ -285,6 +330,11 @@ class Environment(_Strict):
         default=DEFAULT_AWS_CONN_ID,
         description="the Airflow AWS connection of this environment's account: every DAG, operator and hook of its "
         "roles uses it (another account: the connection's role_arn)",
+    )
+
+    api_budget: ApiBudget = Field(
+        default_factory=ApiBudget,
+        description="the API budget of this environment's account per region: pool slots and triggerer calls/s",
     )
 
     _topic = field_validator("notify_sns_topic_arn")(classmethod(lambda cls, v: _check_topic(v)))
@@ -420,9 +470,25 @@ class FleetConfig(_Strict):
     def _artifacts_conn(cls, v: str | None) -> str | None:
         return v if v is None else _check_conn_id(v)
 
+    @field_validator("environments")
+    @classmethod
+    def _env_names(cls, v: dict[str, Environment]) -> dict[str, Environment]:
+        for name in v:
+            if not valid_env_name(name):
+                raise ValueError(
+                    f"environment name {name!r} is invalid (it names the Airflow pools phoenix_<env>_<region>). "
+                    "Fix: lowercase letters, digits, '-' and '_', starting with a letter"
+                )
+        return v
+
     @model_validator(mode="after")
     def _envs(self) -> FleetConfig:
         for name, role in self.roles.items():
+            if not valid_env_name(role.env):
+                raise ValueError(
+                    f"roles.{name}.env: {role.env!r} is not a valid environment name (it names the Airflow pools "
+                    "phoenix_<env>_<region>). Fix: lowercase letters, digits, '-' and '_', starting with a letter"
+                )
             if self.environments and role.env not in self.environments:
                 raise ValueError(
                     f"roles.{name}.env: {role.env!r} is not a declared environment. "
@@ -448,6 +514,14 @@ class FleetConfig(_Strict):
 
     def environment(self, role: str) -> Environment:
         return self.environments.get(self.role(role).env, Environment())
+
+    def api_budget(self, role: str) -> ApiBudget:
+        """The API budget of the role's environment (``environments.<env>.api_budget``, defaults when undeclared)."""
+        return self.environment(role).api_budget
+
+    def pool(self, role: str, region: str) -> str:
+        """The Airflow pool of the role's AWS-calling tasks in ``region``: ``phoenix_<env>_<region>``."""
+        return pool_name(self.role(role).env, region)
 
     def fleet_notifications(self) -> Notifications:
         """Where the fleet-wide DAGs notify: ``notifications:``, each channel defaulting to the one the environments

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 CACHE_DIR_ENV = "PHOENIX_PARSE_CACHE_DIR"
 #: cache files written longer ago than this are removed when a new one is written (a live one is rewritten)
 STALE_AFTER_SECONDS = 7 * 86400
-_CODE = tuple(Path(__file__).with_name(n) for n in ("config.py", "config_file.py", "dag_facts.py")) + (
+_CODE = tuple(Path(__file__).with_name(n) for n in ("config.py", "config_file.py", "dag_facts.py", "api_budget.py")) + (
     Path(__file__).parent / "rollout" / "rollout_policy.py",  # the recycle's execution budget
 )
 

@@ -236,3 +236,54 @@ def test_notification_targets_are_checked_and_the_fleet_ones_default_to_the_envi
     assert parse_fleet_config(raw).fleet_notifications().sns_topic_arn is None  # two topics: none is guessed
     raw["notifications"] = {"sns_topic_arn": topic}
     assert parse_fleet_config(raw).fleet_notifications().sns_topic_arn == topic
+
+
+# -- the API budget (issue 16) -------------------------------------------------------------------------------
+
+
+def test_api_budget_defaults_and_pools_per_environment_and_region(raw):
+    from phoenix_fleet.api_budget import (
+        DEFAULT_CALLS_PER_SECOND,
+        DEFAULT_POOL_SLOTS,
+        calls_per_second_for,
+        pool_specs,
+    )
+
+    raw["environments"]["prod"]["api_budget"] = {"pool_slots": 3, "calls_per_second": 4}
+    raw["roles"]["worker"]["env"] = "prod"
+    raw["roles"]["worker"]["regions"] = ["us-east-1", "ap-southeast-2"]
+    raw["artifacts_aws_conn_id"] = "aws_default"
+    cfg = parse_fleet_config(raw)
+    assert cfg.api_budget("web").pool_slots == DEFAULT_POOL_SLOTS
+    assert cfg.api_budget("web").calls_per_second == DEFAULT_CALLS_PER_SECOND
+    assert cfg.pool("worker", "ap-southeast-2") == "phoenix_prod_ap-southeast-2"
+    assert [(p.name, p.slots) for p in pool_specs(cfg)] == [
+        ("phoenix_prod_ap-southeast-2", 3),
+        ("phoenix_prod_us-east-1", 3),
+        ("phoenix_sandbox_eu-west-1", DEFAULT_POOL_SLOTS),
+        ("phoenix_sandbox_us-east-1", DEFAULT_POOL_SLOTS),
+    ]
+    assert calls_per_second_for(cfg, "aws_prod") == 4
+    assert calls_per_second_for(cfg, "aws_default") == DEFAULT_CALLS_PER_SECOND
+
+
+@pytest.mark.parametrize(
+    ("budget", "field", "fix"),
+    [
+        ({"pool_slots": 0}, "environments.prod.api_budget.pool_slots", "must be a whole number from 1 to 512"),
+        ({"pool_slots": 2.5}, "environments.prod.api_budget.pool_slots", "the task slots of this environment"),
+        ({"calls_per_second": 0}, "environments.prod.api_budget.calls_per_second", "must be a number above 0"),
+        ({"calls_per_second": 50}, "environments.prod.api_budget.calls_per_second", "at 20 a second per region"),
+        ({"calls_per_secnd": 5}, "environments.prod.api_budget.calls_per_secnd: unknown key", "calls_per_second"),
+    ],
+)
+def test_api_budget_errors_name_the_field_and_the_fix(raw, budget, field, fix):
+    raw["environments"]["prod"]["api_budget"] = budget
+    msg = _errors(raw)
+    assert field in msg and fix in msg and "Fix:" in msg
+
+
+def test_environment_names_must_fit_a_pool_name(raw):
+    raw["environments"]["Prod Env"] = raw["environments"].pop("prod")
+    msg = _errors(raw)
+    assert "environments: environment name 'Prod Env' is invalid" in msg and "Fix: lowercase" in msg
