@@ -709,19 +709,22 @@ class AsgRecycleOperator(BaseOperator):
         from phoenix_fleet.triggers.rollout_triggers import next_interval
 
         start = time.monotonic()
-        while True:
-            waited = time.monotonic() - start
-            left = None if budget is None else budget - waited
-            if left is not None and left <= 0:
-                return False
-            self._sleep(next_interval(waited, min_interval=self.min_poll_interval, max_interval=self.poll_interval,
-                                      backoff=self.poll_backoff, left=left))
-            obs = self._observe(resolve=False)
-            carry["inline_polls"] = int(carry.get("inline_polls", 0)) + 1
-            if obs.record is None or obs.record.rollout_id != rid:
-                return True
-            if R.wait_over(wait, obs.state, obs.record, policy):
-                return True
+        try:
+            while True:
+                waited = time.monotonic() - start
+                left = None if budget is None else budget - waited
+                if left is not None and left <= 0:
+                    return False
+                self._sleep(next_interval(waited, min_interval=self.min_poll_interval,
+                                          max_interval=self.poll_interval, backoff=self.poll_backoff, left=left))
+                obs = self._observe(resolve=False)
+                carry["inline_polls"] = int(carry.get("inline_polls", 0)) + 1
+                if obs.record is None or obs.record.rollout_id != rid:
+                    return True
+                if R.wait_over(wait, obs.state, obs.record, policy):
+                    return True
+        finally:  # the worker slot held while waiting (the summary's inline_wait_seconds)
+            carry["inline_wait_seconds"] = round(float(carry.get("inline_wait_seconds", 0)) + time.monotonic() - start, 3)
 
     def _defer_wait(self, rid: str, wait: Wait, policy: Policy, carry: dict[str, Any]) -> None:
         from phoenix_fleet.triggers.rollout_triggers import (
@@ -1192,6 +1195,10 @@ class AsgRecycleOperator(BaseOperator):
             "outside_changes": list(carry.get("outside_changes", [])),
             "steps": int(carry.get("steps", 0)),
             "defers": int(carry.get("defers", 0)),
+            # waits polled in the worker (a slot held while waiting) and in the triggerer
+            "inline_polls": int(carry.get("inline_polls", 0)),
+            "inline_wait_seconds": float(carry.get("inline_wait_seconds", 0)),
+            "trigger_polls": int(carry.get("trigger_polls", 0)),
             "message": message,
         }
         ti = context.get("ti") if context else None

@@ -31,6 +31,9 @@ def test_surge_rollout_ends_on_new_image_at_original_capacity(sandbox_clean):
     # the deferrable path was taken for the health waits, through the real trigger round trip
     assert run.deferrals and {d["trigger"] for d in run.deferrals} == {"AsgRolloutWaitTrigger"}
     assert all(d["event"]["status"] == "success" and d["timeout"] for d in run.deferrals)
+    # every wait deferred (inline_wait_seconds=0): no worker slot held while waiting, the triggerer polled
+    assert result["defers"] == len(run.deferrals) and result["inline_polls"] == 0
+    assert result["inline_wait_seconds"] == 0 and result["trigger_polls"] >= len(run.deferrals)
     g = F.assert_converged(sandbox_clean, f, f.new_ami, 4)
     assert g["LaunchTemplate"]["Version"] == "2"
     # the surge raised max size for the extra instances, and restored it
@@ -51,6 +54,9 @@ def test_replace_rollout_polls_inline_and_keeps_capacity(sandbox_clean):
     assert run.result["outcome"] == "forward"
     assert run.result["batches"] == 4 and run.result["replaced"] == 4
     assert run.deferrals == []  # every wait here is short: polled in the worker, no defer
+    # ... holding the worker slot while it waits: the summary says how long
+    assert run.result["inline_polls"] > 0 and run.result["inline_wait_seconds"] > 0
+    assert run.result["defers"] == 0 and run.result["trigger_polls"] == 0
     F.assert_converged(sandbox_clean, f, f.new_ami, 4)
     # replace never raises desired: each terminate lets the ASG launch the replacement
     assert all(not kw.get("desired") or kw["desired"] == 4 for n, _, kw in op.hook.actions if n == "set_capacity")
