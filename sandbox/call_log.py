@@ -2,9 +2,10 @@
 
 Off until asked (``POST /phoenix-sandbox/calls`` ``{"enabled": true}``); then every AWS request the server
 answers (faults and expired-credential refusals included; the control endpoints not) is kept as
-``[t, region, service, action, status]``: ``t`` the wall-clock second it arrived (``time.time()``), region and
-service from the SigV4 credential scope, the action from ``X-Amz-Target`` (JSON protocol) or the ``Action`` form
-field (query protocol), ``status`` the HTTP status code of the answer. ``GET /phoenix-sandbox/calls`` returns
+``[t, region, service, action, status, client]``: ``t`` the wall-clock second it arrived (``time.time()``), region
+and service from the SigV4 credential scope, the action from ``X-Amz-Target`` (JSON protocol) or the ``Action``
+form field (query protocol), ``status`` the HTTP status code of the answer, ``client`` ``async`` when the
+User-Agent names aiobotocore (Airflow's triggers) else ``sync`` (boto3: tasks, the scheduler's processes, tools). ``GET /phoenix-sandbox/calls`` returns
 them (``?since=<t>``: only later ones), ``DELETE`` forgets them and stops recording. Memory: ~100 bytes a call,
 kept until forgotten.
 
@@ -75,10 +76,12 @@ class CallLog:
             self._calls = []
             self.enabled = False
 
-    def add(self, t: float, region: str | None, service: str | None, action: str | None, status: int) -> None:
+    def add(
+        self, t: float, region: str | None, service: str | None, action: str | None, status: int, client: str = "sync"
+    ) -> None:
         with self._lock:
             if self.enabled:
-                self._calls.append([round(t, 3), region or "?", service or "?", action or "?", status])
+                self._calls.append([round(t, 3), region or "?", service or "?", action or "?", status, client])
 
     def calls(self, since: float | None = None) -> list[list[Any]]:
         with self._lock:
@@ -88,14 +91,21 @@ class CallLog:
         return {"enabled": self.enabled, "calls": self.calls(since)}
 
 
+def client_of(user_agent: str) -> str:
+    """``async`` for aiobotocore (what Airflow's triggers use), else ``sync``."""
+    return "async" if "aiobotocore" in (user_agent or "") else "sync"
+
+
 def call_rates(
-    calls: Iterable[Sequence[Any]], *, start: float | None = None, end: float | None = None
+    calls: Iterable[Sequence[Any]], *, start: float | None = None, end: float | None = None,
+    client: str | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Calls per second, per region and API (``"<service>:<action>"``, and ``"*"`` for all of the region's calls):
     ``{"count", "peak", "mean"}``. ``peak`` is the most calls in one one-second window ``[start + k, start + k +
     1)``; ``mean`` is the count over the span ``end - start`` (default: the first call's second to the last's, at
-    least one second). Calls outside ``[start, end)`` are left out."""
-    rows = [(float(c[0]), str(c[1]), f"{c[2]}:{c[3]}") for c in calls]
+    least one second). Calls outside ``[start, end)`` are left out; with ``client`` (``sync``/``async``) only that
+client's calls count."""
+    rows = [(float(c[0]), str(c[1]), f"{c[2]}:{c[3]}") for c in calls if client is None or c[5:6] == [client]]
     if start is None:
         start = math.floor(min((r[0] for r in rows), default=0.0))
     if end is None:

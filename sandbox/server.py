@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from .call_log import CallLog, request_identity
+from .call_log import CallLog, client_of, request_identity
 from .realism import MOTO_VERSION, Realism, RealismConfig, install, request_scope
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,7 @@ class SandboxApp:
     ``/phoenix-sandbox/iam``      DELETE  forget the audit (a reset does too)
     ``/phoenix-sandbox/calls``    POST  ``{"enabled": true}``: record every AWS call answered from now on
                                         (``sandbox/call_log.py``); ``{"enabled": false}`` stops and forgets
-    ``/phoenix-sandbox/calls``    GET   ``{"enabled", "calls": [[t, region, service, action, status], ...]}``
+    ``/phoenix-sandbox/calls``    GET   ``{"enabled", "calls": [[t, region, service, action, status, client], ...]}``
                                         (``?since=<t>``: only calls after t)
     ``/phoenix-sandbox/calls``    DELETE  stop recording and forget the calls
     =======================  ====  ===========================================================================
@@ -118,13 +118,14 @@ class SandboxApp:
         """Serve the call and note it in the call log (when it arrived, who, what, the answer's status)."""
         t = time.time()
         region, service, action, _params = request_identity(environ)
+        client = client_of(environ.get("HTTP_USER_AGENT") or "")
 
         def noting(status: str, headers: Any, *rest: Any) -> Any:
             try:
                 code = int(status.split()[0])
             except (ValueError, IndexError):
                 code = 0
-            self.call_log.add(t, region, service, action, code)
+            self.call_log.add(t, region, service, action, code, client)
             return start_response(status, headers, *rest)
 
         return self._serve(environ, noting)

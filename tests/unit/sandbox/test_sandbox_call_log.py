@@ -3,6 +3,7 @@ and :func:`sandbox.call_log.call_rates`, the per-second accounting ``bench/fleet
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -25,14 +26,28 @@ def test_the_call_log_records_each_answered_call_by_region_service_and_action(sa
     assert status == 200 and log["enabled"] is True
     rows = [c[1:] for c in log["calls"]]
     assert rows == [
-        ["eu-west-1", "ec2", "DescribeInstances", 200],
-        ["us-west-2", "autoscaling", "DescribeAutoScalingGroups", 200],
-        ["us-east-1", "ssm", "GetParameters", 200],
-        ["us-east-1", "ec2", "DescribeImages", 400],
+        ["eu-west-1", "ec2", "DescribeInstances", 200, "sync"],
+        ["us-west-2", "autoscaling", "DescribeAutoScalingGroups", 200, "sync"],
+        ["us-east-1", "ssm", "GetParameters", 200, "sync"],
+        ["us-east-1", "ec2", "DescribeImages", 400, "sync"],
     ]
     assert all(t0 - 1 <= c[0] <= time.time() + 1 for c in log["calls"])
     last = log["calls"][1][0]
     assert [c[3] for c in call(sandbox_clean, f"calls?since={last}")[1]["calls"]] == ["GetParameters", "DescribeImages"]
+
+
+    async def trigger_like() -> None:  # aiobotocore, as Airflow's triggers call AWS
+        import aiobotocore.session
+
+        session = aiobotocore.session.get_session()
+        async with session.create_client(
+            "ec2", region_name="eu-west-1", endpoint_url=sandbox_clean.endpoint_url,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        ) as ec2:
+            await ec2.describe_instances()
+
+    asyncio.run(trigger_like())
+    assert call(sandbox_clean, "calls")[1]["calls"][-1][1:] == ["eu-west-1", "ec2", "DescribeInstances", 200, "async"]
     assert call(sandbox_clean, "calls", "DELETE")[1]["enabled"] is False
     sandbox_clean.client("ec2").describe_instances()
     assert call(sandbox_clean, "calls") == (200, {"enabled": False, "calls": []})
@@ -49,6 +64,8 @@ def test_call_rates_peak_and_mean_per_region_and_api() -> None:
         [103.2, "eu-west-1", "ec2", "DescribeInstances", 200],
         [99.9, "us-east-1", "ec2", "DescribeInstances", 200],  # before start: left out
     ]
+    calls = [[*c, "sync"] for c in calls]
+    calls[1][5] = "async"
     rates = call_rates(calls, start=100.0, end=104.0)
     assert rates["us-east-1"]["ec2:DescribeInstances"] == {"count": 3, "peak": 2, "mean": 0.75}
     assert rates["us-east-1"]["autoscaling:DescribeAutoScalingGroups"] == {"count": 1, "peak": 1, "mean": 0.25}
@@ -57,3 +74,7 @@ def test_call_rates_peak_and_mean_per_region_and_api() -> None:
     # default span: the first call's second to the end of the last call's
     assert call_rates(calls[:4])["us-east-1"]["*"] == {"count": 4, "peak": 3, "mean": 2.0}
     assert call_rates([]) == {}
+    # one client's calls: the triggerer's (aiobotocore) against its budget
+    assert call_rates(calls, start=100.0, end=104.0, client="async") == {
+        "us-east-1": {"ec2:DescribeInstances": {"count": 1, "peak": 1, "mean": 0.25}, "*": {"count": 1, "peak": 1, "mean": 0.25}}
+    }
