@@ -46,6 +46,7 @@ from phoenix_fleet.release.plan_guard import PlanGuardError
 from phoenix_fleet.release.versions import Version
 
 from tests.helpers.airflow_run import make_context, run_task
+from tests.helpers.iam_enforced import assert_no_denials, enforce_iam
 
 pytestmark = [pytest.mark.terraform, pytest.mark.e2e]
 
@@ -97,6 +98,7 @@ class Fleet:
         self.workdir = self.copy / "envs" / "sandbox"
         self.native: dict[str, Any] = {}
         self.release: dict[str, str] = {}  # the release the apply tests roll out ({region: AMI})
+        self.principals: dict[str, Any] = {}  # the IAM users of include/iam/ (enforce_iam)
         self.state_dir = tmp / "tf-cli"  # CLI config + the plugin cache shared by every run of the module
         self.config = tmp / "include" / "fleet.yaml"
         self.config.parent.mkdir()
@@ -171,7 +173,28 @@ def fleet(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fl
 
         fleet.native = make_native_groups(sandbox.endpoint_url, roles=["worker"])  # the native backend's, not the root's
         print(f"\nfleet built in {time.monotonic() - started:.1f}s")
-        yield fleet
+        # from here on IAM is enforced: Terraform runs as phoenix-terraform (include/iam/terraform.json, the role's
+        # terraform.aws_conn_id), the operators' own calls and publish as phoenix-worker; the build above was the
+        # account root's (creating the fleet is not the release principal's job)
+        fleet.principals = enforce_iam(sandbox, mp, fleet.config)
+        try:
+            yield fleet
+        finally:
+            sandbox.update_config(iam_access_control=False)
+
+
+@pytest.fixture(autouse=True)
+def iam_enforced(fleet: Fleet, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts with an empty audit and fails at teardown naming every principal and action the sandbox
+    refused (also a denial that Terraform or our code survived)."""
+    fleet.sandbox.realism.iam_audit.clear()
+    yield
+    assert_no_denials(fleet.sandbox, request.node.nodeid)
+
+
+def calls_by(audit: dict[str, Any], user: str) -> dict[str, int]:
+    """Allowed calls per action of the IAM user ``user`` in a sandbox audit."""
+    return {c["action"]: c["allowed"] for c in audit["calls"] if c["principal"].endswith(f":user/{user}")}
 
 
 def bake_web(fleet: Fleet, version: str) -> str:
@@ -261,6 +284,14 @@ def test_apply_moves_the_launch_templates_and_the_asgs_follow(fleet: Fleet, reco
         spec, default, image = fleet.lt_image(name)
         assert (spec, default, image) == ("2", 2, new_ami), name  # the release's AMI, not `latest`'s newer one
     assert fleet.lt_image("sandbox-worker-a") == worker_lt  # the native backend's template: not the root's to touch
+
+    # Terraform ran as the Terraform principal, holding only include/iam/terraform.json (denials fail the test at
+    # teardown, naming the action): its plan, the new template versions, the groups moved, the S3 state and lock
+    terraform_calls = calls_by(fleet.sandbox.iam_audit(), "phoenix-terraform")
+    for action in ("ec2:DescribeLaunchTemplateVersions", "ec2:CreateLaunchTemplateVersion",
+                   "autoscaling:UpdateAutoScalingGroup", "s3:GetObject", "s3:PutObject",
+                   "s3:DeleteObject"):
+        assert terraform_calls.get(action), f"phoenix-terraform made no {action} call: {terraform_calls}"
 
     # the state is in the sandbox's S3, unlocked; the working copy holds none
     s3 = fleet.sandbox.client("s3")
