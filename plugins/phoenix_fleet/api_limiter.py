@@ -256,6 +256,7 @@ class LimitedClientContext:
 __all__ = [
     "THROTTLED_METRIC",
     "THROTTLING_CODES",
+    "LimitedAsyncConnMixin",
     "LimitedClientContext",
     "LimiterStats",
     "RegionLimiter",
@@ -266,3 +267,18 @@ __all__ = [
     "limiters",
     "reset_limiters",
 ]
+
+
+class LimitedAsyncConnMixin:
+    """For an ``AwsBaseHook``: the aiobotocore client of ``get_async_conn()`` (what the provider's waiter triggers
+    poll with) draws from the process's limiter of the hook's connection and region (:func:`limiter_for`)."""
+
+    aws_conn_id: str | None
+    region_name: str | None
+
+    def api_limiter(self) -> RegionLimiter:
+        return limiter_for(self.aws_conn_id, self.region_name)
+
+    async def get_async_conn(self) -> Any:
+        context = await super().get_async_conn()  # type: ignore[misc]
+        return LimitedClientContext(context, self.api_limiter())

@@ -49,6 +49,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
+from phoenix_fleet.api_limiter import LimitedAsyncConnMixin, LimitedClientContext
 from phoenix_fleet.aws_conn import StrictAwsConnMixin
 from phoenix_fleet.rollout import FleetState, Instance, Policy, RecordError, RolloutRecord
 from phoenix_fleet.waiters import waiter_path
@@ -465,7 +466,7 @@ def _replace_lt(lt: LaunchTemplateRef, number: int, image: str | None) -> Launch
 # the hook
 
 
-class AsgHook(StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails (aws_conn.py)
+class AsgHook(LimitedAsyncConnMixin, StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails (aws_conn.py)
     """AutoScaling (the hook's own client) plus EC2, ELBv2 and CloudWatch clients from the same connection.
 
     ``known`` caches each member's (ImageId, LaunchTime) across observations; ``lt_cache`` the image of
@@ -536,12 +537,16 @@ class AsgHook(StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails 
 
         wanted = list(services)
         session, config, endpoints, verify = await sync_to_async(self._async_setup)(wanted)
+        limiter = self.api_limiter()  # the triggerer's budget of this connection and region (api_limiter)
         async with AsyncExitStack() as stack:
             clients = {}
             for service in wanted:
                 clients[service] = await stack.enter_async_context(
-                    session.create_client(
-                        service_name=service, endpoint_url=endpoints[service], config=config, verify=verify
+                    LimitedClientContext(
+                        session.create_client(
+                            service_name=service, endpoint_url=endpoints[service], config=config, verify=verify
+                        ),
+                        limiter,
                     )
                 )
             yield clients

@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
+from phoenix_fleet.api_limiter import LimitedAsyncConnMixin
 from phoenix_fleet.aws_conn import StrictAwsConnMixin
 from phoenix_fleet.release.launch_templates import AsgTemplateImage, resolve_version, template_refs
 from phoenix_fleet.release.release_log import ReleaseRecord, record_key, role_prefix, versions_in_keys
@@ -48,7 +49,7 @@ def _tags(tags: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": str(v)} for k, v in tags.items()]
 
 
-class ImageHook(StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails (aws_conn.py)
+class ImageHook(LimitedAsyncConnMixin, StrictAwsConnMixin, AwsBaseHook):  # an unknown aws_conn_id fails (aws_conn.py)
     """AMIs, their snapshots, the SSM release pointers, artifacts in S3 and launch templates."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -18,7 +18,7 @@ Wire it as setup/teardown (see docs/bake-verify.md)::
   ``inline_wait`` seconds, then deferred (``CanaryStatusOkTrigger``).
 * ``RunImageTestsOperator`` runs ``/usr/local/bin/phoenix-image-test`` on it through SSM Run Command
   (``AWS-RunShellScript``; the provider's ``SsmHook``; polled inline up to ``inline_wait`` seconds, then
-  deferred on the provider's ``SsmRunCommandTrigger``), copies the output into
+  deferred on the provider's ``SsmRunCommandTrigger``, as ``BudgetedSsmRunCommandTrigger``), copies the output into
   the task log and ``s3://<bucket>/images/<role>/<version>/verify-<run>.txt``, pushes its verdict as XCom
   ``verify_result``. When the suite ran and failed it tags the AMI ``phoenix:verified=false`` with the reason
   (a published image is never demoted: ``phoenix:verify-failed`` instead) and fails with the failing checks;
@@ -652,9 +652,8 @@ class RunImageTestsOperator(_VerifyOperator):
         command_id = str(response["Command"]["CommandId"])
         self.log.info("SSM command %s runs %r on canary %s", command_id, self.command, instance_id)
         if self.deferrable:
-            from airflow.providers.amazon.aws.triggers.ssm import SsmRunCommandTrigger
-
             from phoenix_fleet.operators.inline_wait import WaitFailed, inline_bound, wait_inline
+            from phoenix_fleet.triggers.verify_triggers import BudgetedSsmRunCommandTrigger
 
             try:
                 done = wait_inline(
@@ -669,7 +668,7 @@ class RunImageTestsOperator(_VerifyOperator):
                 return self._finish(context, command_id, instance_id)
 
             self.defer(
-                trigger=SsmRunCommandTrigger(
+                trigger=BudgetedSsmRunCommandTrigger(
                     command_id=command_id,
                     waiter_delay=int(self.poll_interval),
                     waiter_max_attempts=self._attempts(),

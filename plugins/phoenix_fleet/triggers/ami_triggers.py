@@ -20,11 +20,12 @@ from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
 from airflow.triggers.base import TriggerEvent
 
+from phoenix_fleet.api_limiter import LimitedAsyncConnMixin
 from phoenix_fleet.aws_conn import StrictAwsConnMixin
 from phoenix_fleet.waiters import waiter_path
 
 
-class PhoenixEc2Hook(StrictAwsConnMixin, EC2Hook):  # an unknown aws_conn_id fails (aws_conn.py)
+class PhoenixEc2Hook(LimitedAsyncConnMixin, StrictAwsConnMixin, EC2Hook):  # an unknown aws_conn_id fails (aws_conn.py)
     """``EC2Hook(api_type="client_type")`` whose custom waiters come from ``phoenix_fleet/waiters/ec2.json``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

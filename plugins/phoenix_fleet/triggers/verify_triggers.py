@@ -4,16 +4,20 @@
 DescribeInstanceStatus with ``IncludeAllInstances`` until the canary runs and both its instance and system
 status checks are ``ok``; failure at once when it stops or terminates, or a check is ``impaired``.
 (botocore's ``instance_status_ok`` waiter would keep polling an impaired or terminated instance until it
-runs out of attempts.) The Run Command wait uses the provider's own ``SsmRunCommandTrigger``.
+runs out of attempts.) The Run Command wait is the provider's ``SsmRunCommandTrigger`` with its polls drawn from
+the triggerer's API budget (``BudgetedSsmRunCommandTrigger``, :mod:`phoenix_fleet.api_limiter`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from airflow.providers.amazon.aws.hooks.ssm import SsmHook
 from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
+from airflow.providers.amazon.aws.triggers.ssm import SsmRunCommandTrigger
 from airflow.triggers.base import TriggerEvent
 
+from phoenix_fleet.api_limiter import LimitedAsyncConnMixin
 from phoenix_fleet.triggers.ami_triggers import PhoenixEc2Hook
 
 
@@ -75,4 +79,17 @@ class CanaryStatusOkTrigger(AwsBaseWaiterTrigger):
                 "instance_status": inst,
                 "system_status": system,
             }
+        )
+
+
+class PhoenixSsmHook(LimitedAsyncConnMixin, SsmHook):
+    """The provider's ``SsmHook`` whose async client draws from the triggerer's limiter (api_limiter)."""
+
+
+class BudgetedSsmRunCommandTrigger(SsmRunCommandTrigger):
+    """The provider's ``SsmRunCommandTrigger`` (same arguments and events), polling through :class:`PhoenixSsmHook`."""
+
+    def hook(self) -> PhoenixSsmHook:  # type: ignore[override]
+        return PhoenixSsmHook(
+            aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=self.botocore_config
         )

@@ -150,7 +150,7 @@ def test_verify_success_tags_the_ami_and_terminates_the_canary(seeded, sandbox_c
     assert healthy.result == instance_id
 
     tests = run_task(ops["tests"], ctx)
-    assert [d["trigger"] for d in tests.deferrals] == ["SsmRunCommandTrigger"]
+    assert [d["trigger"] for d in tests.deferrals] == ["BudgetedSsmRunCommandTrigger"]
     result = tests.result
     assert result["passed"] is True and result["status"] == "Success" and result["exit_code"] == 0
     assert ctx["ti"].xcom["verify_result"] == result
@@ -400,7 +400,7 @@ def test_a_long_wait_is_polled_inline_up_to_the_bound_then_deferred(seeded, sand
     _run_launch(ops, ctx)
     assert [d["trigger"] for d in run_task(ops["healthy"], ctx).deferrals] == ["CanaryStatusOkTrigger"]
     tests = run_task(ops["tests"], ctx)
-    assert [d["trigger"] for d in tests.deferrals] == ["SsmRunCommandTrigger"] and tests.result["passed"] is True
+    assert [d["trigger"] for d in tests.deferrals] == ["BudgetedSsmRunCommandTrigger"] and tests.result["passed"] is True
 
 
 def test_impaired_canary_fails_the_health_wait(seeded, sandbox_clean, new_ami):
