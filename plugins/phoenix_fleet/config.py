@@ -140,6 +140,11 @@ class RolloutPolicy(_Strict):
     deadline_minutes: int = Field(default=60, ge=1, le=24 * 60)
     on_failure: Literal["rollback", "halt"] = "rollback"
     max_concurrent_asgs: int = Field(default=1, ge=1, le=64)
+    inline_wait_seconds: float = Field(
+        default=20,
+        description="a wait expected to end within this many seconds is polled in the worker (a deferral costs "
+        "~2.4 s); 0: every wait defers to the triggerer and no worker slot is held while waiting (many ASGs at once)",
+    )
     run_timeout_hours: float = Field(
         default=24, gt=0, le=14 * 24,
         description="dagrun_timeout of fleet_rollout_<role>: a plan whose worst case (approval, canary and every "
@@ -181,6 +186,16 @@ class RolloutPolicy(_Strict):
     def _max_surge(cls, v: int) -> int:
         if v < 0:
             raise ValueError(f"must be 0 or more (got {v}). Fix: extra instances allowed above desired")
+        return v
+
+    @field_validator("inline_wait_seconds")
+    @classmethod
+    def _inline_wait(cls, v: float) -> float:
+        if not 0 <= v <= 600:
+            raise ValueError(
+                f"must be between 0 and 600 seconds (got {v:g}). Fix: 0 defers every wait to the triggerer (no worker "
+                "slot held while waiting: many ASGs at once); the default 20 polls short waits in the worker"
+            )
         return v
 
     @field_validator("suspend_processes")

@@ -62,6 +62,7 @@ class RoleFacts(TypedDict):
     run_timeout_hours: float
     strategy: str
     max_concurrent_asgs: int
+    inline_wait_seconds: float
     on_failure: str
     deadline_minutes: int
     #: the recycle task's execution_timeout: the role policy's execution budget (forward + rollback deadlines,
@@ -101,6 +102,7 @@ def facts_from_config(fleet: FleetConfig) -> dict[str, RoleFacts]:
             run_timeout_hours=role.rollout.run_timeout_hours,
             strategy=role.rollout.strategy,
             max_concurrent_asgs=role.rollout.max_concurrent_asgs,
+            inline_wait_seconds=role.rollout.inline_wait_seconds,
             on_failure=role.rollout.on_failure,
             deadline_minutes=role.rollout.deadline_minutes,
             recycle_timeout_minutes=-(-int(budget.total_seconds()) // 60),

@@ -287,3 +287,12 @@ def test_environment_names_must_fit_a_pool_name(raw):
     raw["environments"]["Prod Env"] = raw["environments"].pop("prod")
     msg = _errors(raw)
     assert "environments: environment name 'Prod Env' is invalid" in msg and "Fix: lowercase" in msg
+
+
+def test_inline_wait_seconds_bounds_name_the_field_and_the_fix(raw):
+    raw["roles"]["web"]["rollout"]["inline_wait_seconds"] = -1
+    msg = _errors(raw)
+    assert "roles.web.rollout.inline_wait_seconds: must be between 0 and 600 seconds (got -1)" in msg
+    assert "Fix: 0 defers every wait" in msg
+    raw["roles"]["web"]["rollout"]["inline_wait_seconds"] = 601
+    assert "must be between 0 and 600 seconds (got 601)" in _errors(raw)

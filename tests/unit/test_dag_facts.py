@@ -55,6 +55,7 @@ def test_facts_are_the_validated_configs_values() -> None:
         assert f["schedule"] == role.schedule
         assert f["terraform_backend"] == role.terraform.backend
         assert f["max_concurrent_asgs"] == role.rollout.max_concurrent_asgs
+        assert f["inline_wait_seconds"] == role.rollout.inline_wait_seconds
         assert f["require_approval"] is env.require_approval
         assert f["base_ami_owners"] == role.image.base_ami.owners
     assert json.loads(json.dumps(facts)) == facts  # plain JSON: what the cache stores is what a parse gets
@@ -154,3 +155,26 @@ def test_old_cache_files_are_removed_when_a_new_one_is_written(cfg: Path) -> Non
     fleet_dag_facts(cfg)
     assert not old.exists()
     assert recent.exists()
+
+
+def test_the_roles_inline_wait_reaches_the_canary_and_every_recycle(tmp_path: Path) -> None:
+    """Issue 16 item 4: at 20 ASGs at once on a few worker slots, a wait polled in the worker holds a slot the
+    next ASG needs. ``rollout.inline_wait_seconds: 0`` makes every wait of the canary and the recycle defer."""
+    import yaml
+    from phoenix_fleet.pipelines.rollout_dag import build_rollout_dag
+
+    raw = yaml.safe_load(SANDBOX_CONFIG.read_text())
+    raw["roles"]["web"].setdefault("rollout", {}).update(inline_wait_seconds=0, max_concurrent_asgs=20)
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    for sub in ("packer", "terraform"):
+        (tmp_path / sub).symlink_to(SANDBOX_CONFIG.parent / sub)
+    facts = facts_from_config(load_fleet_config(path))
+    assert facts["web"]["inline_wait_seconds"] == 0
+    dag = build_rollout_dag(facts["web"])
+    assert dag.task_dict["canary"].inline_wait_seconds == 0
+    recycle = dag.task_dict["recycle"]
+    assert recycle.partial_kwargs["inline_wait_seconds"] == 0
+    assert recycle.partial_kwargs["max_active_tis_per_dagrun"] == 20
+    # a role that says nothing keeps the default: short waits polled in the worker
+    assert build_rollout_dag(facts["worker"]).task_dict["recycle"].partial_kwargs["inline_wait_seconds"] == 20

@@ -218,6 +218,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             task_id="canary", asg_name=p["canary_asg"], region_name=p["canary_region"],
             target_image_id=p["canary_ami"], target_label=p["version"], role=role_name,
             policy=p["policy"], rollout_id=rollout_id, dry_run=p["dry_run"], max_batches=1,
+            inline_wait_seconds=facts["inline_wait_seconds"],
             trigger_rule="none_failed_min_one_success",
         )
         gate = approval_needed(p)
@@ -255,6 +256,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             task_id="recycle", role=role_name, target_label=p["version"], policy=p["policy"],
             rollout_id=rollout_id, dry_run=p["dry_run"],
             max_active_tis_per_dagrun=facts["max_concurrent_asgs"],
+            inline_wait_seconds=facts["inline_wait_seconds"],  # 0: every wait deferred, no slot held waiting
             trigger_rule="none_failed_min_one_success",
             execution_timeout=timedelta(minutes=facts["recycle_timeout_minutes"]),  # forward + rollback + ...
         ).expand_kwargs(targets(p))
