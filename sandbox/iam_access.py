@@ -19,7 +19,8 @@ With ``iam_access_control`` on, a request served by the sandbox is
 What moto evaluates, and what it does not (include/iam/README.md holds the reviewed table):
 
 * **actions**: yes, with ``*`` wildcards, ``Allow`` and ``Deny``;
-* **resources**: only where moto knows the request's resource: S3 (``arn:aws:s3:::bucket/key``), SQS queues,
+* **resources**: only where moto knows the request's resource: S3 (``arn:aws:s3:::bucket/key``; DeleteObjects is
+  authorized per key, as AWS does, and refused whole when one key is not allowed, where AWS refuses that key alone), SQS queues,
   IAM roles and ``sts:AssumeRole``'s role. For EC2, AutoScaling, ELBv2, SSM, SNS and CloudWatch moto passes
   ``*``; moto alone would then match only statements whose ``Resource`` is ``*``, so a policy scoped to
   ``arn:aws:ec2:*:*:instance/*`` would be refused every call. The sandbox treats an unknown resource as
@@ -156,15 +157,35 @@ def _check(response: Any, audit: IamAudit, iam_request_cls: type, resource: str)
         raise
     principal = request._access_key.arn
     request._action = iam_action
-    try:
-        request.check_signature()
-        request.check_action_permitted(resource)
-    except Exception as exc:
-        audit.record(principal, iam_action, False, resource=resource, reason=_code(exc))
-        if prefix == "ec2" and _code(exc) == "AccessDenied":
-            raise _ec2_denied(principal, iam_action) from None
-        raise
-    audit.record(principal, iam_action, True, resource=resource)
+    resources = _delete_objects_keys(response, iam_action, resource) or [resource]
+    for one in resources:
+        try:
+            request.check_signature()
+            request.check_action_permitted(one)
+        except Exception as exc:
+            audit.record(principal, iam_action, False, resource=one, reason=_code(exc))
+            if prefix == "ec2" and _code(exc) == "AccessDenied":
+                raise _ec2_denied(principal, iam_action) from None
+            raise
+        audit.record(principal, iam_action, True, resource=one)
+
+
+def _delete_objects_keys(response: Any, iam_action: str, resource: str) -> list[str]:
+    """S3's DeleteObjects (``POST /<bucket>?delete``): AWS authorizes ``s3:DeleteObject`` on each key's object ARN;
+    moto passes the bucket's ARN, against which a statement scoped to a prefix (``bucket/xcom/*``) never matches.
+    The ARN of every key in the request body instead ([] for any other request)."""
+    if iam_action != "s3:DeleteObject" or not resource.startswith("arn:aws:s3:::") or "/" in resource[13:]:
+        return []
+    is_delete_keys = getattr(response, "is_delete_keys", None)
+    if is_delete_keys is None or not is_delete_keys():
+        return []
+    import xmltodict
+
+    body = response.body if isinstance(response.body, (str, bytes)) else response.raw_body
+    objects = (xmltodict.parse(body).get("Delete") or {}).get("Object") or []
+    if not isinstance(objects, list):
+        objects = [objects]
+    return [f"{resource}/{o['Key']}" for o in objects if isinstance(o, dict) and o.get("Key")]
 
 
 def _code(exc: BaseException) -> str:

@@ -147,3 +147,29 @@ def test_over_http_switch_read_and_forget_the_audit_and_reset_turns_it_off(sandb
     _client(sandbox_clean, "ec2", key).describe_instances()
     sandbox_clean.reset()
     assert sandbox_clean.config.iam_access_control is False and sandbox_clean.iam_audit()["calls"] == []
+
+
+def test_delete_objects_is_authorized_per_key_as_aws_does(sandbox_clean: Any) -> None:
+    """DeleteObjects (s3fs's delete, e.g. Airflow's XCom purge) needs s3:DeleteObject on each key's ARN: a statement
+    scoped to a prefix allows keys under it (moto alone checks the bucket's ARN: refused); a key outside it is
+    refused (the whole request here; AWS refuses that key alone) and named in the audit."""
+    bucket = "phoenix-prefixed"
+    root = sandbox_clean.client("s3")
+    root.create_bucket(Bucket=bucket)
+    for key in ("xcom/d/r/t/a.gz", "xcom/d/r/t/b.gz", "images/web/manifest.json"):
+        root.put_object(Bucket=bucket, Key=key, Body=b"x")
+    key = _user(sandbox_clean, "purger", {"Version": "2012-10-17", "Statement": [
+        {"Sid": "Purge", "Effect": "Allow", "Action": "s3:DeleteObject", "Resource": f"arn:aws:s3:::{bucket}/xcom/*"},
+    ]})
+    sandbox_clean.update_config(iam_access_control=True)
+    s3 = _client(sandbox_clean, "s3", key)
+
+    done = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "xcom/d/r/t/a.gz"}, {"Key": "xcom/d/r/t/b.gz"}]})
+    assert sorted(d["Key"] for d in done.get("Deleted", [])) == ["xcom/d/r/t/a.gz", "xcom/d/r/t/b.gz"], done
+    refused = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "images/web/manifest.json"}]})
+    assert [e["Code"] for e in refused.get("Errors", [])] == ["AccessDenied"] and not refused.get("Deleted"), refused
+    assert [o["Key"] for o in root.list_objects_v2(Bucket=bucket)["Contents"]] == ["images/web/manifest.json"]
+    denied = sandbox_clean.iam_audit()["denied"]
+    assert [(d["action"], d["resource"]) for d in denied] == [
+        ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/images/web/manifest.json")
+    ], denied
