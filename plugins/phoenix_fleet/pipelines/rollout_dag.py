@@ -154,6 +154,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         ) -> dict[str, Any]:
             import datetime as dt
 
+            from airflow.configuration import conf
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
             from phoenix_fleet.aws_conn import require_aws_connection
@@ -175,6 +176,8 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
                     run_id=str(run_id or ""), dag_id=f"fleet_rollout_{role_name}",
                     now=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                     run_timeout=run_timeout,
+                    # the recycle and the health gate are mapped over the targets: more would fail to expand
+                    max_map_length=conf.getint("core", "max_map_length", fallback=1024),
                 )
             except RolloutParamError as e:  # bad input: fail now, no retry, nothing changed
                 raise AirflowFailException(str(e)) from None

@@ -201,10 +201,13 @@ def plan_rollout(
     event_version: str | None = None,
     regions: Iterable[str] | None = None,
     run_timeout: timedelta | None = None,
+    max_map_length: int | None = None,
 ) -> dict[str, Any]:
-    """Resolve version → AMI per region and the ASGs to roll; raise RolloutParamError on bad input, and when the
+    """Resolve version → AMI per region and the ASGs to roll; raise RolloutParamError on bad input, when the
     run's worst case (:func:`rollout_budget`) exceeds ``run_timeout`` (the DAG's ``dagrun_timeout``: past it the
-    scheduler would stop the run mid-way, groups locked)."""
+    scheduler would stop the run mid-way, groups locked), and when there are more ASGs than Airflow may map
+    (``max_map_length``, ``[core] max_map_length``: the recycle and the health gate are mapped over them, and
+    their expansion would fail after the canary changed its group)."""
     from phoenix_fleet.form_params import shown, unknown_fields
     from phoenix_fleet.release.versions import Version, is_version
 
@@ -276,6 +279,14 @@ def plan_rollout(
         raise RolloutParamError(
             f"params.asgs: role {role_name} has no ASG matching {role.asgs.tags} in {list(amis)}. "
             "Fix: check roles.<role>.asgs in include/fleet.yaml"
+        )
+    if max_map_length is not None and len(targets) > max_map_length:
+        raise RolloutParamError(
+            f"params.asgs: a rollout of {len(targets)} ASGs of {role_name} is more than Airflow maps in one task "
+            f"([core] max_map_length = {max_map_length}): the recycle and the health gate are mapped over the ASGs and "
+            f"could not expand, after the canary had changed its group. Nothing was changed. Fix: roll at most "
+            f"{max_map_length} at a time (params.asgs, e.g. one region per run), or raise [core] max_map_length "
+            f"(AIRFLOW__CORE__MAX_MAP_LENGTH) to at least {len(targets)} on the scheduler and every worker"
         )
     env = fleet.environment(role_name)
     approval = approval_required(env.require_approval, params.get("require_approval"))
@@ -355,6 +366,7 @@ def plan_triggered_rollout(
     dag_id: str,
     now: str,
     run_timeout: timedelta | None = None,
+    max_map_length: int | None = None,
 ) -> dict[str, Any]:
     """The rollout task's plan: :func:`plan_rollout` for this run's trigger, and one rollout per version.
 
@@ -371,7 +383,7 @@ def plan_triggered_rollout(
     plan = plan_rollout(
         fleet, role_name, params, hook,
         event_version=str(event["version"]) if event else None, regions=event_regions(event),
-        run_timeout=run_timeout,
+        run_timeout=run_timeout, max_map_length=max_map_length,
     )
     if plan["dry_run"] or not plan.get("version"):
         return plan

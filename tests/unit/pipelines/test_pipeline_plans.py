@@ -384,6 +384,31 @@ def test_a_plan_whose_worst_case_exceeds_the_run_timeout_fails_naming_the_settin
     assert len(result["targets"]) == 3 and result["worst_case_minutes"] <= 12 * 60
 
 
+def test_a_plan_of_more_asgs_than_airflow_maps_fails_before_anything_changes(sandbox_clean, tmp_path, monkeypatch):
+    """Issue 16: the recycle and the health gate are mapped over the plan's ASGs, and Airflow maps at most [core]
+    max_map_length (1024) per task: past it the expansion failed after the canary had changed its group. plan refuses
+    such a rollout first, naming the setting and the fix; a subset within the limit plans."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from phoenix_fleet.config import load_fleet_config as load
+    from phoenix_fleet.dag_facts import facts_from_config
+    from phoenix_fleet.pipelines.rollout_dag import build_rollout_dag
+
+    names = [f"web-{k}" for k in "abcdef"]
+    cfg_path, _ = _web_in_one_region(sandbox_clean, tmp_path, monkeypatch, asgs=names, max_concurrent_asgs=6)
+    plan = build_rollout_dag(facts_from_config(load(cfg_path))["web"]).task_dict["plan"].python_callable
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "4")
+    with pytest.raises(AirflowFailException) as err:
+        plan(params={}, triggering_asset_events=None)
+    message = str(err.value)
+    assert message.startswith("params.asgs: a rollout of 6 ASGs of web is more than Airflow maps in one task "
+                              "([core] max_map_length = 4)")
+    assert "Nothing was changed" in message and "raise [core] max_map_length (AIRFLOW__CORE__MAX_MAP_LENGTH) to at " \
+        "least 6" in message
+    assert len(plan(params={"asgs": names[:4], "dry_run": True}, triggering_asset_events=None)["targets"]) == 4
+    monkeypatch.delenv("AIRFLOW__CORE__MAX_MAP_LENGTH")
+    assert len(plan(params={"dry_run": True}, triggering_asset_events=None)["targets"]) == 6  # the default: 1024
+
+
 def test_the_rollout_dag_cleans_up_after_a_refused_canary():
     """Wiring: a rejected or unanswered approval (it fails: fail_on_reject, a timeout) is never asked again, and
     triggers canary_rollback through canary_needs_rollback (one_failed: skipped when the approval succeeded or was
