@@ -369,6 +369,30 @@ def _patch_amis() -> None:
     for name in ("create_image", "copy_image", "register_image"):
         _wrap(EC2Backend, name, make_create)
 
+    def make_snapshot_tags(original: Any) -> Any:
+        # AmiBackend.create_image raises NotImplementedError for a TagSpecification of ResourceType "snapshot";
+        # AWS tags the new image's snapshots with it (Packer's amazon-ebs sends its run_tags for "image" and
+        # "snapshot" in CreateImage). Those specs are taken out, moto makes the image, then its snapshot is tagged.
+        def create_image(
+            self: Any, instance_id: str, name: str, description: str, tag_specifications: list[dict[str, Any]]
+        ) -> Any:
+            if current() is None:
+                return original(self, instance_id, name, description, tag_specifications=tag_specifications)
+            snapshot_tags = [
+                tag for spec in tag_specifications or [] if spec.get("ResourceType") == "snapshot"
+                for tag in spec.get("Tags", [])
+            ]
+            rest = [spec for spec in tag_specifications or [] if spec.get("ResourceType") != "snapshot"]
+            ami = original(self, instance_id, name, description, tag_specifications=rest)
+            snapshot = getattr(ami, "ebs_snapshot", None)
+            if snapshot_tags and snapshot is not None:
+                self.create_tags([snapshot.id], {t["Key"]: t["Value"] for t in snapshot_tags})
+            return ami
+
+        return create_image
+
+    _wrap(EC2Backend, "create_image", make_snapshot_tags)
+
     def make_by_id(original: Any) -> Any:
         # Instance.__init__ (ec2/models/instances.py) finds its AMI with describe_images(filters={"image-id": id}),
         # which fnmatches that id against every image of the region (moto loads ~1,300 Amazon ones): ~10 ms per

@@ -19,7 +19,8 @@ booting anything, while talking to the very same CLI surface it uses against the
   AMI name that is taken (unless ``-force``), create a temporary key pair and security group, launch the
   builder instance with the template's run tags, IMDSv2 options and root volume, wait for it to run,
   "provision" it (prints what the provisioners would print; the package list is generated, see below),
-  stop it, create the AMI, wait for it to be ``available``, copy it to the other ``ami_regions``, tag the
+  stop it, create the AMI (the run tags on the new image and its snapshot, in CreateImage, as the amazon plugin
+  does unless ``skip_ami_run_tags``), wait for it to be ``available``, copy it to the other ``ami_regions``, tag the
   AMI and its snapshots with the template's ``tags``/``snapshot_tags`` (``{{ .SourceAMI }}`` rendered),
   terminate the builder, delete the key pair and security group, and run the ``manifest``
   post-processor (Packer's manifest JSON, appended to an existing file as Packer does);
@@ -1275,6 +1276,17 @@ class AmazonEbsBuild:
         image_args: dict[str, Any] = {"InstanceId": instance_id, "Name": ami_name}
         if self.src.get("ami_description"):
             image_args["Description"] = str(self.src["ami_description"])
+        # as the amazon plugin does since 1.0.2 (builder/ebs/step_create_ami.go; skip_ami_run_tags turns it off): the run tags go on the new image and its
+        # snapshot in CreateImage itself, so an image whose build fails before the final tags still carries them
+        if self.src.get("skip_ami_run_tags"):
+            ui.say("Skipping attaching run tags to AMI...")
+        else:
+            ui.say("Attaching run tags to AMI...")
+            run_tags = [{"Key": k, "Value": v} for k, v in self._rendered_tags("run_tags").items()]
+            if run_tags:
+                image_args["TagSpecifications"] = [
+                    {"ResourceType": kind, "Tags": run_tags} for kind in ("image", "snapshot")
+                ]
         image_id = ec2.create_image(**image_args)["ImageId"]
         ui.message(f"AMI: {image_id}")
         self.cleanups.append(("AMI", lambda: self._deregister_on_failure(ec2, image_id)))

@@ -206,3 +206,21 @@ def test_image_suite_compiles(tmp_path):
     assert {"conftest.py", "imagecheck.py"} <= {f.name for f in files}
     for f in files:
         py_compile.compile(str(f), cfile=str(tmp_path / (f.name + "c")), doraise=True)
+
+
+def test_run_tags_let_the_project_clean_up_a_failed_build(source):
+    """Packer's amazon builder puts the run_tags on the new image and its snapshot in CreateImage (unless
+    skip_ami_run_tags): a build that fails before the final tags leaves an image and a snapshot that the Packer
+    principal (its own failure clean-up) and the worker (the bake's retry, retention) may delete, whose conditions
+    require the project's tags. The final tags alone set phoenix:verified: how the bake tells a finished build."""
+    from phoenix_fleet.operators.bake_operators import FINAL_TAG
+
+    from tests.helpers.iam_conditions import allowing_sids
+
+    assert not source.get("skip_ami_run_tags")
+    run_tags = {k: v for k, v in source["run_tags"].items()}
+    for action in ("ec2:DeregisterImage", "ec2:DeleteSnapshot"):
+        assert allowing_sids("packer", action, run_tags) == ["CleanUpFailedBuild"], action
+        assert allowing_sids("worker", action, run_tags) == ["RetireProjectImages"], action
+        assert allowing_sids("packer", action, {}) == [] and allowing_sids("worker", action, {}) == [], action
+    assert FINAL_TAG not in run_tags and FINAL_TAG in source["tags"] and FINAL_TAG in source["snapshot_tags"]

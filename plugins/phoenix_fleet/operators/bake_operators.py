@@ -14,8 +14,11 @@ available):
   run, is still creating it) and decides again when it is available or failed.
 * **failed / error / invalid** -> deregistered (and its snapshots deleted), then built again: a failed AMI
   can never be used, and its name would make Packer refuse the build.
-* **available but untagged** (its Packer died between "available" and tagging; we wait ``tag_grace_seconds``
-  for the tags first) -> incomplete: deregistered and built again.
+* **available but without its final tags** (its Packer died between "available" and tagging; we wait
+  ``tag_grace_seconds`` for the tags first) -> incomplete: deregistered and built again. Packer puts the template's
+  ``run_tags`` (role, version, build run, ``phoenix:managed-by``) on the image and its snapshot in CreateImage, so
+  such an image, like a failed one, carries the project's tags that the IAM policies' clean-up conditions need;
+  the final ``tags`` add ``phoenix:verified``, which is how an incomplete image is told apart.
 * nothing -> ``packer init``, ``validate``, ``build``.
 
 Import-light (DAG files import this at parse time): only ``airflow.sdk`` and the stdlib at module level; the fleet
@@ -43,6 +46,9 @@ VERSION_TAG = "phoenix:version"
 BUILD_RUN_TAG = "phoenix:build-run"
 INPUTS_TAG = "phoenix:build-inputs"
 GIT_SHA_TAG = "phoenix:git-sha"
+#: set by the Packer template's final ``tags`` (false until verify), never by its ``run_tags``: an image without it is
+#: a build that did not finish (tests/unit/bake/test_packer_double.py holds the template to this)
+FINAL_TAG = "phoenix:verified"
 # variables that do not change what is built (where and by which run): left out of the inputs digest
 _NOT_INPUTS = ("build_run", "build_inputs", "subnet_id")
 FAILED_STATES = ("failed", "error", "invalid")
@@ -248,8 +254,11 @@ class PackerBuildOperator(BaseOperator):
         return sorted(seen.values(), key=lambda i: (i.get("CreationDate", ""), i["ImageId"]))
 
     def _tagged(self, image: Mapping[str, Any]) -> bool:
+        """Whether ``image`` carries its build's final tags (the template's ``tags``). Packer's amazon builder puts
+        the ``run_tags`` (role, version, build run) on the image already in CreateImage, so role and version alone
+        do not say the build finished: the final tags also set ``phoenix:verified``, which run tags never do."""
         tags = _tag_map(image)
-        return tags.get(ROLE_TAG) == self.role and tags.get(VERSION_TAG) == self.version
+        return tags.get(ROLE_TAG) == self.role and tags.get(VERSION_TAG) == self.version and FINAL_TAG in tags
 
     def _deregister(self, ec2: Any, image: Mapping[str, Any], why: str) -> None:
         snapshots = [

@@ -93,7 +93,7 @@ def _own_build_tags(op: PackerBuildOperator, ctx: dict[str, Any], sandbox: Any) 
     variables = op._variables(ctx, sandbox.client("ec2"), op._template_path())
     return {
         "phoenix:role": "web", "phoenix:version": VERSION, "phoenix:build-run": variables["build_run"],
-        "phoenix:git-sha": variables["git_sha"], INPUTS_TAG: variables["build_inputs"],
+        "phoenix:git-sha": variables["git_sha"], INPUTS_TAG: variables["build_inputs"], "phoenix:verified": "false",
     }
 
 
@@ -166,6 +166,20 @@ def test_untagged_available_ami_is_incomplete_and_rebuilt(seeded, packer_env, sa
     out = run_task(_op(), make_context()).result
     assert out["reused"] is False and out["ami_id"] != orphan
     assert [i["ImageId"] for i in _images(sandbox_clean.client("ec2"))] == [out["ami_id"]]
+
+
+def test_an_ami_with_only_packers_run_tags_is_incomplete_and_rebuilt(seeded, packer_env, sandbox_clean):
+    """Packer tags the image with the template's run_tags in CreateImage: an image whose Packer died before the final
+    tags carries role, version and this run, but not the build's inputs. It is this run's unfinished build: deregistered
+    (its tags allow the worker to) and built again, not refused as "built from other inputs"."""
+    op, ctx = _op(), make_context()
+    run_tags = {"Name": f"phoenix-build-web-{VERSION}", "phoenix:role": "web", "phoenix:version": VERSION,
+                "phoenix:build-run": ctx["run_id"], "phoenix:managed-by": "phoenix-fleet"}
+    orphan = make_image(sandbox_clean, seeded["base_ami"]["id"], NAME, run_tags, settle=True)
+    out = run_task(op, ctx).result
+    assert out["reused"] is False and out["ami_id"] != orphan
+    assert [i["ImageId"] for i in _images(sandbox_clean.client("ec2"))] == [out["ami_id"]]
+    assert _builds(packer_env) == 1
 
 
 def test_packer_failure_fails_the_task_with_the_error_lines(seeded, packer_env, sandbox_clean, monkeypatch):

@@ -166,3 +166,49 @@ def test_human_duration():
 def test_argv_log(packer_env, tmp_path):
     _packer("version", cwd=tmp_path)
     assert packer_env.invocations() == [["version"]]
+
+
+def test_a_build_that_fails_after_create_image_leaves_nothing_the_project_cannot_delete(
+    seeded, packer_env, sandbox_clean, tmp_path, monkeypatch
+):
+    """The AMI fails after CreateImage, as the Packer principal under enforced IAM. Like the amazon plugin, the
+    double puts the run tags on the image and its snapshot in CreateImage, so: left as it is (-on-error=abort), the
+    failed image and its snapshot carry tags that satisfy the conditions of the Packer principal's clean-up and of
+    the worker's retirement (include/iam/, evaluated by tests/helpers/iam_conditions.py: the sandbox evaluates
+    none); a second failing build with -force (the default clean-up) removes both builds' images and snapshots,
+    with no call refused."""
+    from tests.helpers.iam_conditions import allowing_sids
+    from tests.helpers.iam_enforced import assert_no_denials, enforce_iam
+
+    principals = enforce_iam(sandbox_clean, monkeypatch)
+    as_packer = {**principals["packer"].env(), "PHOENIX_PACKER_DOUBLE_FAIL": "ami"}
+    ec2 = sandbox_clean.client("ec2")  # the account root: the test's own looks
+    name = "phoenix-web-2026.11.30-1"
+
+    def leftovers() -> tuple[list[dict], list[dict]]:
+        images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
+        snaps = ec2.describe_snapshots(
+            OwnerIds=["self"], Filters=[{"Name": "tag:phoenix:version", "Values": ["2026.11.30-1"]}]
+        )["Snapshots"]
+        return images, snaps
+
+    assert _packer("init", str(TEMPLATE), cwd=tmp_path).returncode == 0
+    kept = _packer("build", "-on-error=abort", *VARS, str(TEMPLATE), cwd=tmp_path, env=as_packer)
+    assert kept.returncode == 1 and "Attaching run tags to AMI..." in kept.stdout, kept.stdout[-2000:]
+    (image,), snaps = leftovers()
+    assert image["State"] == "failed" and snaps, (image, snaps)
+    snapshot_ids = {b["Ebs"]["SnapshotId"] for b in image["BlockDeviceMappings"] if b.get("Ebs", {}).get("SnapshotId")}
+    assert snapshot_ids == {s["SnapshotId"] for s in snaps}
+    for resource, action in [(image, "ec2:DeregisterImage")] + [(s, "ec2:DeleteSnapshot") for s in snaps]:
+        tags = {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+        assert tags["phoenix:role"] == "web" and tags["phoenix:managed-by"] == "phoenix-fleet", tags
+        assert allowing_sids("packer", action, tags) == ["CleanUpFailedBuild"], (action, tags)
+        assert allowing_sids("worker", action, tags) == ["RetireProjectImages"], (action, tags)
+
+    cleaned = _packer("build", "-force", *VARS, str(TEMPLATE), cwd=tmp_path, env=as_packer)
+    assert cleaned.returncode == 1, cleaned.stdout[-2000:]
+    assert f"Deregistered AMI id: {image['ImageId']}" in cleaned.stdout
+    assert "Deregistering the AMI and deleting associated snapshots" in cleaned.stdout + cleaned.stderr
+    assert leftovers() == ([], [])
+    sandbox_clean.update_config(iam_access_control=False)
+    assert_no_denials(sandbox_clean)
