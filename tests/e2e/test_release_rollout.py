@@ -163,6 +163,7 @@ def test_apply_refuses_a_locked_group_then_a_protected_instance_is_skipped_and_r
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "failed" and states["apply"] == "failed", states
     assert states["canary"] == "upstream_failed", states
+    assert states["restore_launch_templates"] == "upstream_failed", states  # apply's teardown: apply failed
     lt = ec2.describe_launch_templates(LaunchTemplateIds=[worker_fleet["lt"]])["LaunchTemplates"][0]
     assert (lt["DefaultVersionNumber"], lt["LatestVersionNumber"]) == (1, 1)
     group, images = images_in(h, worker_fleet["asg"])
@@ -188,6 +189,8 @@ def test_apply_refuses_a_locked_group_then_a_protected_instance_is_skipped_and_r
     from phoenix_fleet.pipelines.notify import rollout_message, xcom
 
     context = {"dag": dag, "dag_run": run, "run_id": run.run_id}
+    restore = xcom(context, "restore_launch_templates")  # apply's teardown: a group rolled forward stays
+    assert restore["restored"] == [] and "rolled forward, kept" in restore["left"][0]["reason"], restore
     summary = xcom(context, "summary")
     [line] = summary["lines"]  # (the canary replaced the one instance; the recycle that resumed it counts its own)
     assert line.startswith(f"{worker_fleet['asg']}: forward {worker_fleet['old_ami']} -> {ami}, "), line

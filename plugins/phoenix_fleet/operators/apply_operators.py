@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from phoenix_fleet.pipelines.template_restore import pins_of
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -120,6 +122,14 @@ def resolve_release_image(
     if found_latest is None:
         raise ValueError(f"{name} does not exist in {region}. Fix: publish an image of {role} first, or pass image_id")
     return str(found_latest["Value"])
+
+
+def push_pins_before(context: Context, pins: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """The ``pins_before`` XCom: each group's launch-template version before this apply changed anything
+    (``{region: {asg: Pin}}``), for the rollout's ``restore_launch_templates`` if the run ends before rolling it."""
+    ti = context.get("ti") if context else None
+    if ti is not None:
+        ti.xcom_push(key="pins_before", value=pins)
 
 
 class AsgLockedError(AirflowFailException):
@@ -500,18 +510,26 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
             line_logger=lambda line: self.log.info("terraform: %s", line),
         )
 
-    def _check_locks(self) -> None:
-        """Every ASG of the role, in each of its regions: none may be held by another rollout."""
-        if not self.check_locks or not self.role:
-            return
+    def _role_groups(self) -> dict[str, tuple[Any, list[dict[str, Any]]]]:
+        """``{region: (ImageHook, the role's ASGs there)}`` (empty without a role)."""
+        if not self.role:
+            return {}
         from phoenix_fleet.hooks.image_hook import ImageHook
 
         role = self.role_config()
-        rid = None if _empty(self.rollout_id) else str(self.rollout_id)
-        problems: list[str] = []
+        out: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
         for region in role.regions:
             hook = ImageHook(aws_conn_id=self.aws_conn_id, region_name=region)
-            asgs = hook.find_asgs(tags=role.asgs.tags, names=role.asgs.names, region=region)
+            out[region] = (hook, hook.find_asgs(tags=role.asgs.tags, names=role.asgs.names, region=region))
+        return out
+
+    def _check_locks(self, groups: dict[str, tuple[Any, list[dict[str, Any]]]] | None = None) -> None:
+        """Every ASG of the role, in each of its regions: none may be held by another rollout."""
+        if not self.check_locks or not self.role:
+            return
+        rid = None if _empty(self.rollout_id) else str(self.rollout_id)
+        problems: list[str] = []
+        for region, (_, asgs) in (self._role_groups() if groups is None else groups).items():
             problems += rollout_lock_problems(asgs, rid, region)
         refuse_locked(problems, rid, f"apply Terraform for role {self.role}")
 
@@ -557,7 +575,9 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
                 if dry_run:
                     self.log.info("dry run: the plan above passed the guard and was NOT applied")
                 else:
-                    self._check_locks()  # again, right before anything changes (a renewal may have started since)
+                    groups = self._role_groups()
+                    self._check_locks(groups)  # again, right before anything changes (a renewal may have started)
+                    push_pins_before(context, {region: pins_of(h, asgs, region) for region, (h, asgs) in groups.items()})
                     hook.apply_plan(plan_file)
             else:
                 self.log.info("no changes: the infrastructure already matches (nothing applied)")
@@ -737,6 +757,8 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
         if self.check_locks:
             rid = None if _empty(self.rollout_id) else str(self.rollout_id)
             refuse_locked(rollout_lock_problems(asgs, rid, region), rid, f"move the launch templates of role {self.role}")
+        if not dry_run:
+            push_pins_before(context, {region: pins_of(hook, asgs, region)})
         description = f"phoenix-fleet {self.role}: {image_id}" + (f" ({self.version})" if not _empty(self.version) else "")
 
         templates: dict[str, dict[str, Any]] = {}

@@ -34,7 +34,7 @@ version), or by hand from the trigger form.
 4. **approval** ({approval_doc}): a human approves in the UI (or REST API) after reading what will change,
    within {approval_hours:g} h. Rejected or not answered: **canary_rollback** rolls the canary's group back to its
    previous launch-template version, restores its capacity and processes and releases its lock (the run fails
-   and its notification says so); nothing else was touched.
+   and its notification says so); the other groups go back in step 8.
 5. **recycle**: every ASG in every region, batch by batch ({strategy}; at most {concurrency} ASGs at a
    time), never below the healthy floor; on failure it **rolls back** to the previous version ({on_failure}).
 6. **health_gate**: every ASG at desired capacity, all instances healthy on the new image (but those the
@@ -43,6 +43,9 @@ version), or by hand from the trigger form.
 7. **summary**: what changed, which version, how long it took, the operator's release notes; a failure (what
    failed, the version, the run link, what to do) and, unless the environment's `notify_on_success` is off, the
    summary go to the environment's SNS topic and Slack connection, and always to the log.
+8. **restore_launch_templates** (apply's teardown, whatever the outcome): a group this run never rolled (the
+   approval rejected, a canary or recycle failed) goes back to the launch-template version apply found, so no
+   scale-out launches an image that was not rolled out; rolled or locked groups are left, each with its reason.
 
 One rollout per role at a time (max_active_runs=1), and an ASG lock (tags) against concurrent rollouts. The run
 may take {run_hours:g} h (`dagrun_timeout`, `roles.{role}.rollout.run_timeout_hours`): **plan** refuses a rollout
@@ -264,6 +267,19 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             execution_timeout=timedelta(minutes=facts["recycle_timeout_minutes"]),  # forward + rollback + ...
         ).expand_kwargs(targets(p))
 
+        @task(multiple_outputs=False, retries=2)
+        def restore_launch_templates(plan: dict[str, Any], ti: Any = None) -> dict[str, Any]:
+            # the teardown of apply: a run that ends before rolling a group (approval rejected or unanswered, the
+            # canary or a recycle failed) must not leave it launching the release's image beside its old instances
+            from phoenix_fleet.pipelines.template_restore import restore_unrolled_groups
+
+            pins = ti.xcom_pull(task_ids="apply", key="pins_before") if ti is not None else None
+            if plan["dry_run"] or not pins:
+                print("nothing to put back: " + ("a dry run moved nothing" if plan["dry_run"] else
+                                                 "apply recorded no launch-template versions (it changed nothing)"))
+                return {"restored": [], "left": [], "dry_run": bool(plan["dry_run"])}
+            return restore_unrolled_groups(plan["targets"], pins, aws_conn_id=facts["aws_conn_id"])
+
         @task(trigger_rule="none_failed_min_one_success")
         def gate_targets(plan: dict[str, Any], ti: Any = None) -> list[dict[str, Any]]:
             if plan["dry_run"]:
@@ -315,4 +331,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         approval >> recycle >> health_targets
         approval >> canary_needs_rollback() >> canary_rollback
         recycle >> health >> summary(p)
+        # whatever the outcome, once nothing else can move a group: groups this run never rolled go back to the
+        # launch-template version apply found (a teardown: it never decides the run's state)
+        [canary_rollback, recycle] >> restore_launch_templates(p).as_teardown(setups=apply)
     return dag

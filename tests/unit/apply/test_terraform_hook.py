@@ -466,11 +466,16 @@ def test_a_group_locked_by_another_rollout_stops_terraform_before_it_applies(roo
         return h
 
     task.make_hook = hook_that_races  # type: ignore[method-assign]
+    refused = make_context()
     with pytest.raises(AirflowFailException, match=r"locked by rollout fleet_max_age/renew-1.*Nothing was changed"):
-        task.execute(make_context())
+        task.execute(refused)
     assert not (root / "terraform.tfstate").exists() or "ami-1" not in (root / "terraform.tfstate").read_text()
-    # the holder's own run applies
-    assert op("fleet_max_age/renew-1").execute(make_context())["outputs"]["image"] == "ami-1"
+    assert "pins_before" not in refused["ti"].xcom  # nothing moved: nothing to put back
+    # the holder's own run applies, having recorded each group's version first (for the rollout's restore)
+    ctx = make_context()
+    assert op("fleet_max_age/renew-1").execute(ctx)["outputs"]["image"] == "ami-1"
+    lt_id = lt["LaunchTemplate"]["LaunchTemplateId"]
+    assert ctx["ti"].xcom["pins_before"] == {"us-east-1": {"web-a": {"template": lt_id, "number": 1, "image_id": "ami-1"}}}
 
 
 def test_terraform_runs_as_the_roles_terraform_connection(tmp_path, monkeypatch):

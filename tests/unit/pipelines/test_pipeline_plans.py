@@ -427,6 +427,13 @@ def test_the_rollout_dag_cleans_up_after_a_refused_canary():
     gate = dag.task_dict["canary_needs_rollback"]
     assert gate.trigger_rule == "one_failed" and gate.upstream_task_ids == {"approval"}
     assert isinstance(cleanup, CanaryRollbackOperator) and cleanup.trigger_rule == "all_success"
-    assert "canary_needs_rollback" in cleanup.upstream_task_ids and not cleanup.downstream_task_ids
+    assert "canary_needs_rollback" in cleanup.upstream_task_ids
+    assert cleanup.downstream_task_ids == {"restore_launch_templates"}
     assert {"canary", "recycle", "health_gate"}.isdisjoint(cleanup.upstream_task_ids | cleanup.downstream_task_ids)
+    # then, whatever the outcome, the groups the run never rolled go back to their version before apply: a
+    # teardown of apply (it runs after a failure, and never decides the run's state), after everything that moves
+    restore = dag.task_dict["restore_launch_templates"]
+    assert restore.is_teardown and not restore.on_failure_fail_dagrun
+    assert {"apply", "canary_rollback", "recycle"} <= restore.upstream_task_ids and not restore.downstream_task_ids
+    assert dag.task_dict["apply"].is_setup
     assert dag.dagrun_timeout == timedelta(hours=WEB.rollout.run_timeout_hours)
