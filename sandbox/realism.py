@@ -350,7 +350,7 @@ class RealismConfig:
     #: ``testing`` allowed everything). Off in every profile. See ``sandbox/iam_access.py``.
     iam_access_control: bool = False
     #: AutoScaling launches each instance into the group's AZ with the fewest instances (AWS); moto uses the
-    #: first subnet for all. Off in every profile until the rollout's own tests run with it.
+    #: first subnet for all. On in every profile but ``plain``.
     balance_azs: bool = False
 
     #: STS AssumeRole credentials expire this many seconds after they are issued, whatever DurationSeconds asked
@@ -445,7 +445,7 @@ class RealismConfig:
         return self.ssm_command.enabled or bool(self.ssm_rules) or self.fault_tags
 
 
-_FIXES = {"fault_tags": True, "fix_ssm_targeting": True, "fix_target_registration": True}
+_FIXES = {"fault_tags": True, "fix_ssm_targeting": True, "fix_target_registration": True, "balance_azs": True}
 
 #: Named starting points. ``plain``: moto as is. ``tests``: describe-count latencies (no sleeping), tags and
 #: fixes on. ``interactive``: wall-clock latencies for a person watching the sandbox, tags and fixes on.

@@ -270,6 +270,7 @@ def fleet_state_from(
         observe_errors=tuple(errors),
         launch_unresolved=launch_unresolved,
         maintenance_policy=maintenance_policy_of(group),
+        availability_zones=tuple(sorted(group.get("AvailabilityZones") or ())),
     )
 
 

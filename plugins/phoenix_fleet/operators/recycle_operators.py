@@ -615,13 +615,20 @@ class AsgRecycleOperator(BaseOperator):
         elif isinstance(action, R.Launch):
             hook.set_capacity(asg, max_size=action.new_max if action.new_max > state.max_size else None,
                               desired=action.new_desired)
-            carry["batches"] = int(carry.get("batches", 0)) + 1
-            carry["launched"] = int(carry.get("launched", 0)) + action.count
+            if action.balance:  # the final AZ balancing: instances moved, not a batch
+                carry["az_balanced"] = int(carry.get("az_balanced", 0)) + action.count
+            else:
+                carry["batches"] = int(carry.get("batches", 0)) + 1
+                carry["launched"] = int(carry.get("launched", 0)) + action.count
         elif isinstance(action, R.Terminate):
             done = hook.terminate_instances(action.instance_ids, decrement_desired=action.decrement_desired)
-            carry["terminated"] = int(carry.get("terminated", 0)) + len(done)
-            if not action.decrement_desired:
-                carry["batches"] = int(carry.get("batches", 0)) + 1
+            if action.balance:
+                if not action.decrement_desired:  # replace: the ASG's replacement is the move
+                    carry["az_balanced"] = int(carry.get("az_balanced", 0)) + len(done)
+            else:
+                carry["terminated"] = int(carry.get("terminated", 0)) + len(done)
+                if not action.decrement_desired:
+                    carry["batches"] = int(carry.get("batches", 0)) + 1
         elif isinstance(action, R.PrepareInstances):
             if action.new_max is not None and action.new_max > state.max_size:
                 hook.set_capacity(asg, max_size=action.new_max)
@@ -1186,6 +1193,7 @@ class AsgRecycleOperator(BaseOperator):
             "replaced": int(carry.get("terminated", 0)),
             "launched": int(carry.get("launched", 0)),
             "batches": int(carry.get("batches", 0)),
+            "az_balanced": int(carry.get("az_balanced", 0)),
             "duration_seconds": round((state.now - record.started_at).total_seconds(), 1),
             "capacity": {"desired": state.desired, "min": state.min_size, "max": state.max_size},
             "skipped": list(skipped),
@@ -1224,9 +1232,13 @@ class AsgRecycleOperator(BaseOperator):
         self.log.info("DRY RUN of %s (nothing changes):\n%s", self.asg_name, text)
         batches = sum(
             1 for s in steps
-            if isinstance(s.action, R.Launch) or (isinstance(s.action, R.Terminate) and not s.action.decrement_desired)
+            if (isinstance(s.action, R.Launch) or (isinstance(s.action, R.Terminate) and not s.action.decrement_desired))
+            and not s.action.balance
         )
-        carry = {**carry, "batches": batches}
+        balanced = sum(s.action.count if isinstance(s.action, R.Launch) else len(s.action.instance_ids)
+                       for s in steps if isinstance(s.action, R.Launch | R.Terminate) and s.action.balance
+                       and not (isinstance(s.action, R.Terminate) and s.action.decrement_desired))
+        carry = {**carry, "batches": batches, "az_balanced": balanced}
         summary = self._summary(context, obs, record, carry, "dry_run", f"dry run: {len(steps)} step(s), {batches} batch(es)")
         summary["plan"] = [s.line for s in steps]
         return summary

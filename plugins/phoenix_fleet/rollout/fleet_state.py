@@ -139,6 +139,9 @@ class FleetState:
     launch_unresolved: str | None = None
     #: the group's InstanceMaintenancePolicy as (MinHealthyPercentage, MaxHealthyPercentage), None when unset
     maintenance_policy: tuple[int, int] | None = None
+    #: the group's AvailabilityZones (DescribeAutoScalingGroups); empty when not observed: the AZs of its
+    #: instances stand in (``zones``)
+    availability_zones: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
@@ -158,6 +161,19 @@ class FleetState:
     def live(self) -> tuple[Instance, ...]:
         """Instances counting toward desired capacity: Pending* and InService."""
         return tuple(i for i in self.instances if i.counts_toward_desired)
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        """The group's AZs (sorted): its ``availability_zones``, and any AZ one of its instances is in."""
+        return tuple(sorted(set(self.availability_zones) | {i.az for i in self.instances if i.az}))
+
+    def az_counts(self) -> dict[str, int]:
+        """Live instances (Pending and InService) per AZ of the group, zeros included."""
+        counts = dict.fromkeys(self.zones, 0)
+        for i in self.live:
+            if i.az:
+                counts[i.az] += 1
+        return counts
 
     def by_id(self) -> dict[str, Instance]:
         return {i.instance_id: i for i in self.instances}

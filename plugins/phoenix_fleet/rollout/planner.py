@@ -36,6 +36,10 @@ The rules (docs/rollout.md explains them at length):
   nothing is waited for (``_past_deadline``): new instances still not healthy -> the same as a failure,
   any other wait (the soak of a fully replaced fleet too) -> ``Halt`` (blocked); before it, no wait reaches
   past it. A stream of fresh launches (each with its own health horizon) cannot hold a phase open.
+- **AZ balance at the end**: a converged phase whose AZs differ by more than one live instance runs a final
+  balancing round under the same floor and gates (surge: launch, AWS places into the emptiest AZ, then the
+  surplus goes from the fullest; replace: terminate in the fullest, the ASG refills the emptiest); a round
+  that does not lower the moves needed (``record.az_moves``) is the last (``_balance``).
 - **Halting** (phase failed): terminate surplus instances known to be unhealthy (down to the baseline),
   point the group back at the previous version when the rollout replaced nothing, restore capacity and
   processes, then ``Fail``. A replace rollout that cannot take a single instance out halts before it
@@ -580,8 +584,11 @@ def _plan_active_step(v: _View) -> Action:
                 until=rec.soak_from + soak,
             )
 
-    # 6. converged: restore, then done
+    # 6. converged: balance the AZs (a final step under the same floor), restore, then done
     if converging:
+        balance = _balance(v)
+        if balance is not None:
+            return balance
         return _finish(v)
     if not v.eligible:
         return Wait(
@@ -707,6 +714,101 @@ def _terminate(v: _View, victims: list[Instance], *, decrement: bool) -> Action:
     return Terminate(instance_ids=_ids(victims), decrement_desired=False)
 
 
+def balances_azs(state: FleetState, record: RolloutRecord) -> bool:
+    """Does the rollout balance the group's AZs at its end? Yes, unless the group has a single AZ or someone
+    else suspended AZRebalance (they keep the group as placed: the rollout then does not rebalance either)."""
+    if "AZRebalance" in state.suspended_processes and "AZRebalance" not in record.suspended:
+        return False
+    return len(state.zones) > 1
+
+
+def az_moves(counts: dict[str, int]) -> int:
+    """How many instances must change AZ for the spread to be at most one (AWS's balance)."""
+    if len(counts) < 2:
+        return 0
+    total, n = sum(counts.values()), len(counts)
+    lo, hi = total // n, -(-total // n)
+    return max(sum(max(0, lo - c) for c in counts.values()), sum(max(0, c - hi) for c in counts.values()))
+
+
+def describe_azs(counts: dict[str, int]) -> str:
+    """``us-east-1a:2 us-east-1b:1 us-east-1c:0``."""
+    return " ".join(f"{az}:{n}" for az, n in sorted(counts.items()))
+
+
+def _balance(v: _View) -> Action | None:
+    """The final AZ balancing step of a converged phase (None: nothing to do, or it cannot; then ``_finish``).
+
+    AWS places each launch into the AZ with the fewest instances, so a surge whose launch lands in an AZ with
+    nothing left to replace forces the spread apart (3 AZs of 1 at a 100 % floor ended a:2 b:1 c:0); with
+    AZRebalance suspended for the rollout, AWS would close the gap only after the lock is gone, launching and
+    terminating outside our floor. Here, under the same floor: a surge launches ``min(batch, max_surge, moves)``
+    (AWS places them into the emptiest AZs), and the surplus, once healthy (every gate passed), is taken out of
+    the fullest AZs with decrement; a replace rollout takes instances on the target out of the fullest AZs
+    without decrement (the ASG launches their replacements into the emptiest) while the floor allows. A round
+    starts only while its instances can warm up and turn healthy before the deadline."""
+    state, policy = v.state, v.policy
+    if not balances_azs(state, v.rec):
+        return None
+    if v.excess <= 0 and (not az_moves(state.az_counts()) or not _balance_room(v)):
+        return None
+    moving = [i for i in state.members if i.in_transition]
+    if moving:  # the last batch's terminations still draining: like any batch, a round starts once settled
+        return Wait(
+            condition=WaitFor.SETTLED,
+            reason=f"{len(moving)} instance(s) in {'/'.join(sorted({i.lifecycle for i in moving}))} before "
+                   f"balancing AZs {describe_azs(state.az_counts())}",
+            until=v.until(),
+            instance_ids=_ids(moving),
+        )
+    if v.excess > 0:
+        victims = _balance_victims(v, min(v.excess, v.batch))
+        if not victims:
+            return None
+        return Terminate(instance_ids=_ids(victims), decrement_desired=True, balance=True,
+                         record=v.writing(state.desired - len(victims), stepwise=True))
+    moves = az_moves(state.az_counts())
+    if v.rec.az_moves is not None and moves >= v.rec.az_moves:
+        return None  # the last round did not help: launches do not go where AWS would put them (an AZ short of
+        # capacity, a group placed by hand): never a loop; the end reports the spread
+    if surges(policy):
+        count = min(v.batch, policy.max_surge, moves)
+        new_desired = v.base + count
+        return Launch(count=count, new_desired=new_desired, new_max=max(state.max_size, new_desired), balance=True,
+                      record=replace(v.writing(new_desired), az_moves=moves))
+    victims = _balance_victims(v, min(v.batch, moves))
+    if not victims:
+        return None
+    return Terminate(instance_ids=_ids(victims), decrement_desired=False, balance=True,
+                     record=replace(v.rec, az_moves=moves))
+
+
+def _balance_room(v: _View) -> bool:
+    """Can a balancing round's instances warm up and turn healthy before the phase's deadline?"""
+    return v.now + timedelta(seconds=v.policy.warmup_seconds + v.policy.health_timeout_seconds) < v.deadline
+
+
+def _balance_victims(v: _View, limit: int) -> list[Instance]:
+    """Up to ``limit`` in-service instances on the target, each from the AZ that has the most live instances
+    at that point (newest first: the rollout's own launches before instances it never touched, e.g. the young
+    ones a renewal keeps), never taking healthy capacity below the floor."""
+    counts = v.state.az_counts()
+    budget = len(v.healthy) - v.floor
+    cands = [i for i in v.on_target_live if i.in_service and not i.protected and i.instance_id not in v.unknown]
+    picks: list[Instance] = []
+    while len(picks) < limit and cands:
+        best = min(cands, key=lambda i: (-counts[i.az], i.instance_id in v.healthy, -i.launch_time.timestamp(),
+                                         i.instance_id))
+        if best.instance_id in v.healthy:
+            if budget <= 0:
+                break
+            budget -= 1
+        picks.append(best)
+        cands.remove(best)
+        counts[best.az] -= 1
+    return picks
+
+
 def _restore_desired(v: _View) -> int:
     """The baseline, unless lowering desired to it (the ASG picks what to remove) could cross the floor:
     then the surplus stays (only possible when unhealthy instances are protected from scale-in). The ASG
@@ -748,6 +850,17 @@ def _finish(v: _View) -> Action:
     skipped = _ids(v.skipped)
     if skipped:
         summary += f"; skipped {len(skipped)} outdated by policy ({' '.join(skipped[:5])})"
+    counts = v.state.az_counts()
+    if az_moves(counts):
+        if not balances_azs(v.state, v.rec):
+            why = "not balanced: AZRebalance was suspended by someone else"
+        elif v.rec.az_moves is not None and az_moves(counts) >= v.rec.az_moves:
+            why = "not balanced: the group's launches did not go to its emptiest AZ"
+        elif not _balance_room(v):
+            why = "not balanced: too close to the deadline"
+        else:
+            why = "not balanced: the floor leaves no room"
+        summary += f"; AZs {describe_azs(counts)} ({why})"
     return Done(outcome=outcome, summary=summary, skipped=skipped)
 
 
@@ -852,10 +965,12 @@ def describe_action(action: Action, now: datetime) -> str:
             return f"wait {action.reason}"
         return f"wait {action.condition.value}: {action.reason} (up to {_secs(action.until - now)}s)"
     if isinstance(action, Launch):
-        return f"launch {action.count} (desired -> {action.new_desired}, max {action.new_max})"
+        what = "balance AZs: launch" if action.balance else "launch"
+        return f"{what} {action.count} (desired -> {action.new_desired}, max {action.new_max})"
     if isinstance(action, Terminate):
         how = "with" if action.decrement_desired else "without"
-        return f"terminate {len(action.instance_ids)} {how} decrement: {' '.join(action.instance_ids)}"
+        what = "balance AZs: terminate" if action.balance else "terminate"
+        return f"{what} {len(action.instance_ids)} {how} decrement: {' '.join(action.instance_ids)}"
     if isinstance(action, PrepareInstances):
         parts = []
         if action.exit_standby:

@@ -55,17 +55,21 @@ class Launch(Action):
     count: int
     new_desired: int
     new_max: int
+    #: a round of the final AZ balancing (planner._balance), not a batch of the rollout
+    balance: bool = False
 
 
 @dataclass(frozen=True)
 class Terminate(Action):
     """TerminateInstanceInAutoScalingGroup for each id, ShouldDecrementDesiredCapacity=``decrement_desired``.
 
-    Only outdated instances, at most one batch. With decrement=False the ASG launches replacements from
-    the launch template (which points at the target)."""
+    Only outdated instances, at most one batch (or, ``balance``, instances on the target in the fullest AZs: the
+    final AZ balancing). With decrement=False the ASG launches replacements from the launch template (which
+    points at the target)."""
 
     instance_ids: tuple[str, ...]
     decrement_desired: bool
+    balance: bool = False
 
 
 @dataclass(frozen=True)

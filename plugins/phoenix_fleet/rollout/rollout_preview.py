@@ -63,7 +63,7 @@ class _IdealAsg:
 
     def _new(self, n: int) -> list[Instance]:
         s = self.state
-        azs = sorted({i.az for i in s.instances}) or ["az"]
+        azs = list(s.zones) or ["az"]
         per_az = Counter(i.az for i in s.live)
         out = []
         for _ in range(n):

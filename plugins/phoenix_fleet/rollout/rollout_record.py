@@ -32,6 +32,8 @@ Tags (all keys start with ``phoenix:rollout:``, one fact per tag, so they read w
                                     every resume, whatever the fleet config says now)
     phoenix:rollout:token           a unique token written with the first record (the lock's compare-and-set)
     phoenix:rollout:unknown-since   when health first became unknown (an API error), while it is (optional)
+    phoenix:rollout:az-moves        the AZ balancing at the end: how many instances had to change AZ when its
+                                    last round launched (optional; a round that does not lower it is the last)
 
 And, outside the record (it outlives the lock): ``phoenix:rollout-ended`` = "<outcome> <rollout id>", the
 terminal outcome of the last rollout, written before its record is deleted so that the same rollout, run
@@ -115,6 +117,12 @@ def _parse_desired(key: str, value: str) -> tuple[int, int, bool]:
     return int(m.group(1)), b, bool(m.group(3))
 
 
+def _parse_count(key: str, value: str) -> int:
+    if not value.isdigit():
+        raise RecordError(f"tag {key}={value!r} is not a count like '2'")
+    return int(value)
+
+
 def _check_ref(name: str, value: str | None, *, required: bool = False) -> None:
     if value is None:
         if required:
@@ -163,6 +171,9 @@ class RolloutRecord:
     token: str | None = None
     #: when health first became unknown (an API error) and has stayed so; cleared once it is known again
     unknown_since: datetime | None = None
+    #: the final AZ balancing (planner._balance): how many instances had to change AZ when its last round
+    #: launched; a round that leaves as many (the group does not place launches into its emptiest AZ) is the last
+    az_moves: int | None = None
 
     def __post_init__(self) -> None:
         _check_ref("rollout_id", self.rollout_id, required=True)
@@ -205,6 +216,8 @@ class RolloutRecord:
             set_(self, "baseline", self.original_desired)
         elif self.baseline < 0:
             raise ValueError("baseline must be >= 0")
+        if self.az_moves is not None and self.az_moves < 0:
+            raise ValueError("az_moves must be >= 0")
         procs = tuple(sorted(set(self.suspended)))
         for p in procs:
             if not p or not p.isalnum():
@@ -295,6 +308,7 @@ class RolloutRecord:
             phase_started_at=now,
             reason=reason,
             replace_before=None,  # back on the previous image, however old: the rollback only undoes
+            az_moves=None,  # the rollback balances on its own
         )
 
     def halted(self, now: datetime, reason: str) -> RolloutRecord:
@@ -353,6 +367,7 @@ class RolloutRecord:
             "policy": self.policy,
             "token": self.token,
             "unknown-since": _fmt_time(self.unknown_since) if self.unknown_since is not None else None,
+            "az-moves": str(self.az_moves) if self.az_moves is not None else None,
         }
         tags.update({tag(k): v for k, v in optional.items() if v is not None})
         free_text = {tag("target-label"), tag("previous-label"), tag("reason")}
@@ -366,7 +381,7 @@ class RolloutRecord:
         """Every key a record may write: delete these when the rollout is done."""
         names = ("id", "schema", "phase", "target", "previous", "target-lt", "previous-lt", "target-label",
                  "previous-label", "original", "baseline", "started", "phase-started", "suspended", "reason",
-                 "soak-from", "replace-before", "desired", "policy", "token", "unknown-since")
+                 "soak-from", "replace-before", "desired", "policy", "token", "unknown-since", "az-moves")
         return tuple(tag(n) for n in names)
 
     @classmethod
@@ -423,6 +438,7 @@ class RolloutRecord:
                 policy=opt("policy"),
                 token=opt("token"),
                 unknown_since=_parse_time(tag("unknown-since"), us) if (us := opt("unknown-since")) else None,
+                az_moves=_parse_count(tag("az-moves"), am) if (am := opt("az-moves")) else None,
             )
         except RecordError:
             raise

@@ -2,7 +2,7 @@
 
 ``build_fleet(sandbox, desired=4)`` makes, in ``us-east-1``, with plain boto3:
 
-* a VPC with two subnets (``us-east-1a``, ``us-east-1b``), an internet-facing ALB, a target group ``web-tg``
+* a VPC with a subnet per AZ of ``azs`` (default two: ``us-east-1a``, ``us-east-1b``), an internet-facing ALB, a target group ``web-tg``
   (instance targets) and an HTTP listener forwarding to it;
 * two AMIs of ours (``phoenix-web-2026.11.23-1`` = old, ``phoenix-web-2026.11.30-1`` = new);
 * launch template ``web-lt``: version 1 launches the old AMI, version 2 the new one (``bad_new=True`` puts
@@ -65,7 +65,7 @@ def lt_data(ami: str, *, unhealthy: bool = False) -> dict[str, Any]:
 
 
 def build_fleet(sandbox: Any, *, desired: int = 4, bad_new: bool = False, max_size: int | None = None,
-                asg: str = ASG) -> Fleet:
+                asg: str = ASG, azs: str = "ab") -> Fleet:
     ec2 = sandbox.client("ec2", region_name=REGION)
     elbv2 = sandbox.client("elbv2", region_name=REGION)
     autoscaling = sandbox.client("autoscaling", region_name=REGION)
@@ -73,7 +73,7 @@ def build_fleet(sandbox: Any, *, desired: int = 4, bad_new: bool = False, max_si
     vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
     subnets = [
         ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{16 * k}.0/20", AvailabilityZone=f"{REGION}{az}")["Subnet"]["SubnetId"]
-        for k, az in enumerate("ab")
+        for k, az in enumerate(azs)
     ]
     base = "ami-0b5a5e0000000b45e"  # any id: the sandbox's RunInstances does not check it (listing moto's
     # default images instead costs ~1.5 s after every reset)
@@ -123,6 +123,15 @@ def fleet_images(sandbox: Any, asg: str = ASG) -> dict[str, str]:
         return {}
     res = ec2.describe_instances(InstanceIds=ids)["Reservations"]
     return {i["InstanceId"]: i["ImageId"] for r in res for i in r["Instances"]}
+
+
+def az_counts(sandbox: Any, asg: str = ASG) -> dict[str, int]:
+    """Live (Pending and InService) members of the group per AZ, as DescribeAutoScalingGroups reports them."""
+    counts: dict[str, int] = {}
+    for i in group(sandbox, asg)["Instances"]:
+        if i["LifecycleState"].startswith(("Pending", "InService")):
+            counts[i["AvailabilityZone"]] = counts.get(i["AvailabilityZone"], 0) + 1
+    return counts
 
 
 def group(sandbox: Any, asg: str = ASG) -> dict[str, Any]:

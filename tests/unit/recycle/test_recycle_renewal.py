@@ -13,8 +13,10 @@ from tests.helpers.airflow_run import make_context, run_task
 
 
 def _age(sandbox, f, n: int, days: float = 20) -> list[str]:
-    """Age the first `n` members (sorted by id) by `days`; returns their ids."""
-    ids = sorted(F.fleet_images(sandbox, f.asg))[:n]
+    """Age the first `n` members (sorted by AZ, then id: us-east-1a first, where the surge's launches go first,
+    so that no renewal here needs the final AZ balancing) by `days`; returns their ids."""
+    members = sorted((i["AvailabilityZone"], i["InstanceId"]) for i in F.group(sandbox, f.asg)["Instances"])
+    ids = sorted(iid for _, iid in members[:n])
     sandbox.age_instances(instance_ids=ids, days=days)
     return ids
 

@@ -118,12 +118,18 @@ class World:
     #: in Pending:Wait until its heartbeat times out, then the default result ABANDON terminates it and the
     #: ASG launches the next one (a stream of fresh instances that never turn healthy)
     abandon_after: int | None = None
+    #: where the ASG launches: "fewest" (AWS: the AZ with the fewest instances, ties by name) or "first" (always
+    #: the first AZ: moto's placement, or an AZ short of capacity sending every launch elsewhere)
+    placement: str = "fewest"
 
 
 class SimAsg:
     def __init__(self, world: World, *, desired: int, min_size: int, max_size: int, lt_image: str,
-                 instances: list[SimInstance], target_groups: tuple[str, ...] = (TG,)) -> None:
+                 instances: list[SimInstance], target_groups: tuple[str, ...] = (TG,),
+                 zones: tuple[str, ...] = ()) -> None:
         self.world = world
+        #: the group's AZs (AWS places each launch into the one with the fewest instances, ties by name)
+        self.zones = tuple(sorted(set(zones) | {i.az for i in instances})) or ("us-east-1a", "us-east-1b")
         self.now = T0
         self.desired, self.min_size, self.max_size = desired, min_size, max_size
         self.lt_image = lt_image
@@ -165,7 +171,9 @@ class SimAsg:
 
     def _launch(self, az: str | None = None) -> SimInstance:
         self.seq += 1
-        azs = sorted({i.az for i in self.instances.values()} | {"us-east-1a", "us-east-1b"})
+        azs = self.zones
+        if az is None and self.world.placement == "first":
+            az = azs[0]
         if az is None:
             per_az = Counter(i.az for i in self.instances.values() if self._counts(i))
             az = min(azs, key=lambda a: (per_az[a], a))
@@ -354,7 +362,7 @@ class SimAsg:
             instances=tuple(self._observe_instance(i) for i in sorted(self.instances.values(), key=lambda i: i.id)),
             now=self.now, target_group_arns=self.target_groups, health_check_type="ELB",
             alarms_in_alarm=alarms, suspended_processes=frozenset(self.suspended),
-            launch_image_id=self.lt_image,
+            launch_image_id=self.lt_image, availability_zones=self.zones,
         )
 
     def record(self) -> RolloutRecord | None:
@@ -459,6 +467,17 @@ def _healthy(state: FleetState, record: RolloutRecord, policy: Policy) -> frozen
     return healthy_ids(state, policy, alarms=record.phase == FORWARD)
 
 
+def _balancing(state: FleetState, inst: Instance, action: Terminate) -> bool:
+    """May a balancing step take this instance on the target out? Only from an AZ with the most live
+    instances (within the batch's own earlier picks), taking a surplus (decrement) or, without, while the
+    group's AZs differ by more than one."""
+    counts = state.az_counts()
+    top, low = max(counts.values()), min(counts.values())
+    if counts.get(inst.az, 0) < top - (len(action.instance_ids) - 1):
+        return False
+    return action.decrement_desired or top - low > 1
+
+
 def check_action(state: FleetState, record: RolloutRecord, policy: Policy, action: Action) -> None:
     """Invariants that hold for every action the planner returns, judged on the state it planned on."""
     policy = record.policy_for(policy)
@@ -488,7 +507,7 @@ def check_action(state: FleetState, record: RolloutRecord, policy: Policy, actio
             if rec.phase == "failed":
                 if iid in healthy:
                     raise InvariantError(f"halting terminates healthy {iid}")
-            elif is_current(inst, state, rec, policy):
+            elif is_current(inst, state, rec, policy) and not _balancing(state, inst, action):
                 raise InvariantError(f"terminates {iid} which is already on the target {rec.target_image}"
                                      f" (launched {inst.launch_time}, replace_before {rec.replace_before})")
         lost = len(set(ids) & healthy)
@@ -706,7 +725,8 @@ def make_fleet(world: World, *, n: int, azs: int, on_target: int = 0, other: int
             protected=(n - protected <= k < n), standby=k >= n,
         ))
     lo = n if min_size is None else min(min_size, n)
-    return SimAsg(world, desired=n, min_size=lo, max_size=n + max_extra, lt_image=lt_image, instances=insts)
+    return SimAsg(world, desired=n, min_size=lo, max_size=n + max_extra, lt_image=lt_image, instances=insts,
+                  zones=tuple(zones))
 
 
 def begin(sim: SimAsg, policy: Policy, *, previous: str | None = OLD, rollout_id: str = "r-test",

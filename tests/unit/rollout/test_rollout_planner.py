@@ -377,7 +377,7 @@ def test_a_stream_of_fresh_launches_cannot_hold_the_rollback_past_its_deadline()
 
 
 def test_skip_leaves_them_and_reports_them() -> None:
-    state = fleet(*news(3), inst("i-prot", protected=True), inst("i-stby", lifecycle="Standby"),
+    state = fleet(*news(3), inst("i-prot", protected=True, az="us-east-1b"), inst("i-stby", lifecycle="Standby"),
                   suspended_processes=frozenset())
     done = plan(state, record(state, SURGE), SURGE)
     assert isinstance(done, Done) and done.skipped == ("i-prot", "i-stby")

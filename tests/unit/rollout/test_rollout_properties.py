@@ -31,11 +31,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from hypothesis import event, given, note
 from hypothesis import strategies as st
-from phoenix_fleet.rollout import Done, Fail, Halt, Policy, StartRollback
+from phoenix_fleet.rollout import Done, Fail, Halt, Launch, Policy, StartRollback
 from rollout_settings import rollout_settings
 from rollout_sim import ALARM, NEW, OLD, T0, Chaos, SimAsg, World, begin, drive, make_fleet
 
@@ -109,6 +109,7 @@ def test_invariants_hold_under_chaos(data: st.DataObject) -> None:
         launch_delay=data.draw(st.sampled_from([0, 10, 45]), label="launch_delay"),
         unknown=data.draw(st.sampled_from([0.0, 0.0, 0.1, 0.4]), label="unknown"),
         race=data.draw(st.sampled_from([0.0, 0.0, 0.05]), label="race"),
+        placement=data.draw(st.sampled_from(["fewest", "fewest", "first"]), label="placement"),
     )
     sim = data.draw(fleets(world), label="fleet")
     policy = data.draw(policies(), label="policy")
@@ -277,9 +278,53 @@ def test_healthy_image_always_completes(data: st.DataObject) -> None:
         # desired at the original plus the standby instances brought back (AWS counts them again)
         assert state.desired == record.original_desired + exited
         assert (state.min_size, state.max_size) == (record.original_min, max(record.original_max, n + exited))
-        # every original instance was replaced exactly once
+        # every original instance was replaced exactly once; on the new image, only the final AZ balancing
+        # takes instances out (at most one per instance of the fleet)
         replaced = n + exited
-        assert sorted(iid for iid, _ in sim.planner_terminated) == sorted(f"i-init{k:03d}" for k in range(replaced))
+        assert sorted(iid for iid, image in sim.planner_terminated if image != NEW) == sorted(
+            f"i-init{k:03d}" for k in range(replaced))
+        assert sum(1 for _, image in sim.planner_terminated if image == NEW) <= replaced
+
+
+def test_regression_a_surge_at_a_full_floor_ends_one_instance_per_az() -> None:
+    """Issue 18 item 7's reproduction: a 3-AZ group of 3 (one per AZ) rolled with surge 1 at a 100 % floor, each
+    launch placed as AWS does (the AZ with the fewest instances, ties by name), ended a:2 b:1 c:0 (the second
+    surge landed in a zone with nothing left to replace). A final balancing step under the same floor closes it."""
+    policy = Policy(strategy="surge", batch_size=1, max_surge=1, min_healthy_percent=100, warmup_seconds=0,
+                    health_signals=frozenset({"asg", "elb"}), deadline_minutes=60)
+    sim = make_fleet(World(seed=0), n=3, azs=3, max_extra=1)
+    record = begin(sim, policy)
+    run = drive(sim, policy, record)
+    assert isinstance(run.final, Done) and run.final.outcome == "completed", run.final
+    state = sim.observe()
+    assert state.az_counts() == {"us-east-1a": 1, "us-east-1b": 1, "us-east-1c": 1}
+    assert all(i.image_id == NEW for i in state.live) and state.desired == 3
+
+
+@rollout_settings(max_examples=100)
+@given(data=st.data())
+def test_the_rollout_ends_with_the_az_spread_it_started_with(data: st.DataObject) -> None:
+    """Issue 18 item 7: 2-3 AZs, AWS-like placement (each launch into the AZ with the fewest instances), any
+    feasible policy, a good image: the rollout completes with every AZ within one instance of where it began,
+    and (drive checks every step) never below the floor, never touching an instance on the target except to
+    balance."""
+    world = World(seed=data.draw(st.integers(0, 2**32), label="seed"), hooks=data.draw(st.booleans(), label="hooks"),
+                  launch_delay=data.draw(st.sampled_from([0, 30]), label="launch_delay"))
+    n = data.draw(st.integers(1, 30), label="n")
+    azs = data.draw(st.sampled_from([3, 3, 2]), label="azs")
+    on_target = data.draw(st.integers(0, n // 3), label="on_target")
+    sim = make_fleet(world, n=n, azs=azs, on_target=on_target, max_extra=data.draw(st.integers(0, 2)))
+    start = sim.observe().az_counts()
+    policy = replace(data.draw(policies(), label="policy"), deadline_minutes=24 * 60, health_timeout_seconds=600)
+    feasible = (policy.strategy == "surge" and policy.max_surge > 0) or policy.floor_for(n) <= n - 1
+    run = drive(sim, policy, begin(sim, policy))
+    assert isinstance(run.final, Done if feasible else Fail), run.final
+    if feasible:
+        assert isinstance(run.final, Done) and run.final.outcome == "completed"
+        end = sim.observe().az_counts()
+        note(f"start {start} end {end}")
+        assert all(abs(end[z] - start[z]) <= 1 for z in start), (start, end)
+        assert sum(end.values()) == n
 
 
 def test_regression_standby_exit_persisted_but_not_done_while_surging() -> None:
@@ -302,6 +347,10 @@ def test_regression_standby_exit_persisted_but_not_done_while_surging() -> None:
         assert _outcome(crashed.final, crash_sim) == _outcome(clean.final, clean_sim), mode
 
 
+def _launched(sim: SimAsg, iid: str) -> datetime:
+    return (sim.instances.get(iid) or sim.gone[iid]).launch
+
+
 @rollout_settings(max_examples=100)
 @given(data=st.data())
 def test_renewal_replaces_exactly_the_old_instances(data: st.DataObject) -> None:
@@ -321,11 +370,14 @@ def test_renewal_replaces_exactly_the_old_instances(data: st.DataObject) -> None
     record = begin(sim, policy, previous=None, replace_before=cutoff)
     run = drive(sim, policy, record)
     assert isinstance(run.final, Done if feasible else Fail), run.final
-    assert all(iid in old for iid, _ in sim.planner_terminated), "replaced an instance launched after the cutoff"
+    # instances launched after the cutoff go only to balance the AZs at the end (from the fullest AZ)
+    renewed = [iid for iid, _ in sim.planner_terminated if _launched(sim, iid) < cutoff]
+    assert all(iid in old for iid in renewed), "replaced an instance launched after the cutoff"
+    assert len(sim.planner_terminated) - len(renewed) <= n
     if feasible:
         assert isinstance(run.final, Done) and run.final.outcome == "completed"
         state = sim.observe()
-        assert sorted(iid for iid, _ in sim.planner_terminated) == old
+        assert sorted(renewed) == old
         assert all(i.image_id == NEW and i.launch_time >= cutoff for i in state.live)
         assert (state.desired, state.min_size, state.max_size) == (
             record.original_desired, record.original_min, record.original_max)
@@ -377,3 +429,23 @@ def test_launches_that_never_turn_healthy_end_every_phase_by_its_deadline(data: 
     assert not sim.suspended & set(policy.suspend_processes)
     if "cannot take any instance out" not in run.final.reason:  # (a replace at a 100 % floor halts at once)
         assert re.search(never_healthy, run.final.reason), run.final.reason
+
+
+@rollout_settings(max_examples=60)
+@given(data=st.data())
+def test_az_balancing_never_loops_when_launches_go_elsewhere(data: st.DataObject) -> None:
+    """Launches that never go to the emptiest AZ (moto's placement; an AZ short of capacity on AWS): the final
+    balancing stops after a round that did not help, and the rollout completes, reporting the spread it left."""
+    world = World(seed=data.draw(st.integers(0, 2**32), label="seed"), placement="first")
+    n = data.draw(st.integers(2, 20), label="n")
+    sim = make_fleet(world, n=n, azs=data.draw(st.sampled_from([2, 3]), label="azs"), max_extra=1)
+    policy = replace(data.draw(policies(strategies=("surge",)), label="policy"), max_surge=data.draw(st.integers(1, 3)),
+                     deadline_minutes=24 * 60, health_timeout_seconds=600)
+    run = drive(sim, policy, begin(sim, policy))
+    assert isinstance(run.final, Done) and run.final.outcome == "completed", run.final
+    balancing = [a for a in run.actions if isinstance(a, Launch) and a.record is not None and a.record.az_moves]
+    moves = [a.record.az_moves for a in balancing if a.record is not None]
+    assert moves == sorted(moves, reverse=True) and len(set(moves)) == len(moves), moves  # each round fewer
+    counts = sim.observe().az_counts()
+    if max(counts.values()) - min(counts.values()) > 1:
+        assert "not balanced: the group's launches did not go to its emptiest AZ" in run.final.summary, run.final

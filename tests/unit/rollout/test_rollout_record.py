@@ -52,6 +52,7 @@ def test_no_record_without_the_id_tag() -> None:
         ("baseline", "many", "malformed"),
         ("schema", "2", "schema"),
         ("target-lt", "lt-0abc:$Latest", "explicit version"),
+        ("az-moves", "two", "phoenix:rollout:az-moves=.two. is not a count"),
     ],
 )
 def test_malformed_tags_are_refused_with_the_key(key: str, value: str, message: str) -> None:
@@ -209,6 +210,7 @@ ident = st.text(alphabet=SAFE, min_size=1, max_size=MAX_VALUE).filter(lambda s: 
     token=st.none() | st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
     unknown=st.none() | st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
                                      timezones=st.just(UTC)),
+    az_moves=st.none() | st.integers(0, 10_000),
 )
 def test_any_record_round_trips_within_aws_limits(**kw: object) -> None:
     rec = RolloutRecord(
@@ -219,7 +221,7 @@ def test_any_record_round_trips_within_aws_limits(**kw: object) -> None:
         target_lt=kw["lt"], previous_lt=kw["lt"],  # type: ignore[arg-type]
         desired_written=kw["written"], desired_stepwise=kw["stepwise"],  # type: ignore[arg-type]
         policy=kw["policy"].core() if kw["policy"] else None,  # type: ignore[attr-defined]
-        token=kw["token"], unknown_since=kw["unknown"],  # type: ignore[arg-type]
+        token=kw["token"], unknown_since=kw["unknown"], az_moves=kw["az_moves"],  # type: ignore[arg-type]
     )
     tags = rec.to_tags()
     assert all(len(k) <= MAX_KEY and len(v) <= MAX_VALUE for k, v in tags.items())

@@ -26,7 +26,7 @@ def _three_az_group(ec2: Any, autoscaling: Any, desired: int) -> str:
 
 
 def test_launches_go_to_the_az_with_the_fewest_instances(sandbox_clean: Any, ec2: Any, autoscaling: Any) -> None:
-    sandbox_clean.update_config({"balance_azs": True})
+    assert sandbox_clean.config.balance_azs  # on in the tests profile (and every profile but plain)
     name = _three_az_group(ec2, autoscaling, 4)
     assert sorted(_zones(autoscaling, name).values()) == [1, 1, 2]
     autoscaling.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=6)
@@ -34,5 +34,6 @@ def test_launches_go_to_the_az_with_the_fewest_instances(sandbox_clean: Any, ec2
 
 
 def test_without_it_moto_uses_the_first_subnet(sandbox_clean: Any, ec2: Any, autoscaling: Any) -> None:
+    sandbox_clean.update_config({"balance_azs": False})
     name = _three_az_group(ec2, autoscaling, 3)
     assert _zones(autoscaling, name) == {"us-east-1a": 3}

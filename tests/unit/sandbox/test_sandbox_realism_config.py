@@ -24,7 +24,7 @@ def test_default_is_plain_moto() -> None:
             "ssm_command",
         )
     )
-    assert not (cfg.fault_tags or cfg.fix_ssm_targeting or cfg.fix_target_registration)
+    assert not (cfg.fault_tags or cfg.fix_ssm_targeting or cfg.fix_target_registration or cfg.balance_azs)
     assert not cfg.tracks_ssm
 
 
@@ -33,7 +33,7 @@ def test_tests_profile_never_sleeps_and_interactive_uses_seconds() -> None:
     assert tests.instance_boot == Latency(describes=2)
     assert all(v is None or "describes" in v for k, v in tests.to_dict().items() if isinstance(v, dict))
     assert interactive.instance_boot == Latency(seconds=20)
-    assert tests.fault_tags and tests.fix_ssm_targeting and tests.fix_target_registration
+    assert tests.fault_tags and tests.fix_ssm_targeting and tests.fix_target_registration and tests.balance_azs
     with pytest.raises(ValueError, match="unknown realism profile"):
         RealismConfig.profile("nope")
 
