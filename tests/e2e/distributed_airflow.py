@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -436,6 +437,9 @@ def celery_env(env: dict[str, str], db_url: str, broker_url: str, *, api_port: i
             # generated airflow.cfg would otherwise hold a fernet key of its own
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             "AIRFLOW__CORE__PARALLELISM": str(max(4, 2 * concurrency)),
+            # each DAG file is parsed once (fast_env's 60 s re-parses every file every minute: CPU that the tasks
+            # of a run of a few minutes on 2 cores need); a changed file is still seen within the refresh interval
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
         }
     )
     return env
@@ -505,6 +509,9 @@ class CeleryAirflow(RealAirflow):
                 "PHOENIX_REPORT_DIR": str(worker.home / "reports"),
                 # the hostname callable lives in this module
                 "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
+                # Airflow's Celery config, after importing what every task imports (boto3, the provider's and our
+                # hooks) before the pool forks: each task process shares them instead of importing them again
+                "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "tests.e2e.celery_preload.CELERY_CONFIG",
             }
         )
         return env
@@ -612,8 +619,7 @@ class DistributedAirflow:
 
     def __enter__(self) -> CeleryAirflow:
         try:
-            for service in self.services:
-                service.start()
+            self._start_services()
             self.airflow = CeleryAirflow(
                 self.env, self.root / "airflow", self.port,
                 db_url=self.db_url or self.postgres.url(),  # type: ignore[union-attr]
@@ -627,13 +633,33 @@ class DistributedAirflow:
             raise
         return self.airflow
 
+    def _start_services(self) -> None:
+        """Postgres and Redis at once (each in its thread: initdb, the server's start and Redis's are independent);
+        the first error is raised after both have finished, so teardown finds what did start."""
+        errors: list[BaseException] = []
+
+        def start(service: Postgres | Redis) -> None:
+            try:
+                service.start()
+            except BaseException as e:  # re-raised below
+                errors.append(e)
+
+        threads = [threading.Thread(target=start, args=(s,), name=f"start-{s.name}") for s in self.services]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
             print(self.tails())
         self._groups = self.process_groups()
         try:
             if self.airflow is not None:
-                self.airflow.stop()
+                # 5 s, then SIGKILL: nothing here needs a graceful end (the triggerer's took 10 s, every time)
+                self.airflow.stop(grace=5)
         finally:
             for service in reversed(self.services):
                 service.stop()

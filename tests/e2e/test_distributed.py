@@ -51,6 +51,7 @@ REFUSAL = (
 WEB_ASGS = ("sandbox-web-a", "sandbox-web-b")
 BUCKET = "phoenix-fleet-artifacts"
 NEVER = {"describes": 1_000_000}
+INLINE_WAIT_SECONDS = 5  # the web role's rollout.inline_wait_seconds here (see web_fleet)
 #: what each wait's first look sees (see the module docstring)
 REALISM = {
     "instance_boot": {"describes": 0},  # the canary's status wait defers at once; its trigger's first poll: ok
@@ -133,6 +134,10 @@ def web_fleet(sandbox_clean: Any, tmp_path: Path) -> dict[str, Any]:
     for role in raw["roles"].values():
         role["schedule"] = None  # unpausing a scheduled release DAG would start a second release (docs/e2e.md)
     raw["roles"][ROLE]["terraform"]["workdir"] = str(workdir)
+    # the canary's inline wait (20 s by default) is where the test holds new instances unhealthy until the canary has
+    # deferred: 5 s is two inline polls (every 2 s) before it defers, and still one poll for the later waits, which end
+    # at once
+    raw["roles"][ROLE].setdefault("rollout", {})["inline_wait_seconds"] = INLINE_WAIT_SECONDS
     backend = dict(raw["roles"][ROLE]["terraform"]["backend_config"])
     local = copy_module.deepcopy(raw["roles"][ROLE])
     del local["terraform"]["backend_config"]
@@ -377,6 +382,7 @@ def test_release_rollout_and_inventory_on_celery_workers(
     assert len(cluster.process_groups()) == 8 and cluster.leftovers() == []
     print(f"phase timings: {marks}; total {total:.0f}s")
     record_property("distributed_wall_seconds", round(total))
+    record_property("distributed_phase_seconds", json.dumps(marks))  # seconds from the start to each phase's end
 
 
 @pytest.mark.parametrize("down", ["Postgres", "Redis"])
