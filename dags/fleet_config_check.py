@@ -8,6 +8,13 @@ regions, weekly release schedule, rollout strategy and apply backend.
 fails this DAG with one line per problem, each naming the field and the fix, e.g.
 `roles.web.rollout.batch_size: must be at least 1 (got 0). Fix: ...`.
 
+`pools` checks the API budget's Airflow pools (docs/scale.md): `phoenix_<env>_<region>` for every environment and
+region of the roles, each of `environments.<env>.api_budget.pool_slots` slots. It reads them through the REST API
+of the api-server (`GET /api/v2/pools`; the URL the workers' execution API uses, or `PHOENIX_AIRFLOW_API_URL`; the
+connection `phoenix_airflow_api` holds a user's login when the auth manager needs one). A missing pool or one of
+another size fails it, naming the pool, the field and the fix. When the API cannot be read (unreachable, refused)
+it fails too (after its one retry), saying why: the pools are then **not** checked.
+
 **Trigger form:** `role` narrows the check to one role (empty: all roles).
 """
 
@@ -77,7 +84,42 @@ def fleet_config_check():
             print(f"{name}: {summary[name]}")
         return summary
 
-    validate()
+    @task(multiple_outputs=False)  # a missing or wrongly sized pool fails it at once (no retry)
+    def pools(summary: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+        from phoenix_fleet.api_budget import (
+            API_CONN_ID,
+            PoolsUnreadable,
+            airflow_api_url,
+            pool_specs,
+            pools_problems,
+            read_pools,
+        )
+        from phoenix_fleet.config import load_fleet_config
+
+        wanted = pool_specs(load_fleet_config())
+        url = airflow_api_url()
+        username = password = None
+        try:
+            from airflow.sdk import BaseHook
+
+            conn = BaseHook.get_connection(API_CONN_ID)
+            username, password = conn.login, conn.password
+        except Exception:  # noqa: BLE001 - no such connection: the API needs no login (e.g. the sandbox's)
+            pass
+        try:
+            existing = read_pools(url, username=username, password=password)
+        except PoolsUnreadable as e:
+            raise RuntimeError(f"the API budget's pools were NOT checked: {e}") from None  # retried: may pass
+        problems = pools_problems(wanted, existing)
+        if problems:
+            raise AirflowFailException("the API budget's pools are wrong:\n  " + "\n  ".join(problems))
+        checked = {s.name: s.slots for s in wanted}
+        for name, slots in checked.items():
+            print(f"pool {name}: {slots} slots, as configured")
+        return checked
+
+    pools(validate())
 
 
 fleet_config_check()

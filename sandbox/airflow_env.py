@@ -102,3 +102,25 @@ def xcom_backend_env(bucket: str | None = None) -> dict[str, str]:
     from .seed import ARTIFACTS_BUCKET
 
     return backend_env(bucket or ARTIFACTS_BUCKET)
+
+
+def create_pools(env: dict[str, str], home: Path, timeout: float = 300) -> list[str]:
+    """Create (or resize) the API budget's pools of the fleet config ``env`` names (``PHOENIX_FLEET_CONFIG``) with
+    ``airflow pools import``, in the Airflow of ``env`` (its DB migrated). Returns one line per pool."""
+    import json
+    import subprocess
+    import sys
+
+    from phoenix_fleet.api_budget import pool_specs, pools_import_json
+    from phoenix_fleet.config import load_fleet_config
+
+    specs = pool_specs(load_fleet_config(env.get("PHOENIX_FLEET_CONFIG")))
+    path = Path(home) / "phoenix-pools.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(pools_import_json(specs), indent=1))
+    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+    subprocess.run(
+        [airflow, "pools", "import", str(path)], env=env, check=True, timeout=timeout,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    return [f"pool {s.name}: {s.slots} slots ({s.field})" for s in specs]

@@ -1,6 +1,7 @@
 """``make airflow``: Airflow standalone (SQLite) on http://127.0.0.1:8080, wired to the sandbox cloud.
 
-Starts (or reuses) the sandbox, seeds it if it is empty, then execs ``airflow standalone`` with the
+Starts (or reuses) the sandbox, seeds it if it is empty, migrates the metadata DB and creates the API budget's
+pools from the fleet config (``phoenix_<env>_<region>``, docs/scale.md), then execs ``airflow standalone`` with the
 environment from sandbox.airflow_env: this project's dags/ and plugins/, the ``aws_default`` connection
 pointing at the sandbox, and a UI that needs no login (local sandbox only).
 """
@@ -11,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from sandbox.airflow_env import airflow_env, sandbox_dir
+from sandbox.airflow_env import airflow_env, create_pools, sandbox_dir
 
 
 def main() -> int:
@@ -25,9 +26,14 @@ def main() -> int:
     seed(endpoint)
     port = int(os.environ.get("PHOENIX_AIRFLOW_PORT", "8080"))
     env = airflow_env(endpoint, home=sandbox_dir() / "airflow", api_port=port)
+    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+    # the API budget's pools (docs/scale.md): phoenix_<env>_<region> for every environment and region of the
+    # fleet config, before the scheduler starts (a task whose pool is missing is never scheduled)
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    for line in create_pools(env, sandbox_dir() / "airflow"):
+        print(line, flush=True)
     print(f"sandbox cloud: {endpoint}", flush=True)
     print(f"Airflow UI:    http://127.0.0.1:{port}  (Ctrl-C stops Airflow; the sandbox keeps running)", flush=True)
-    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
     os.execve(airflow, [airflow, "standalone"], env)
     return 0  # not reached
 

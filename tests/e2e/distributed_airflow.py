@@ -522,6 +522,7 @@ class CeleryAirflow(RealAirflow):
         collide on its unique keys), while the scheduler, dag-processor, triggerer and workers already start."""
         wait_for_services(self.db_url, self.broker_url, timeout=self.service_timeout)
         self.run_once("db-migrate", ["db", "migrate"], migrate_timeout)
+        self.create_pools(migrate_timeout)  # the API budget's pools, before the scheduler starts
         self.start_components(tuple(c for c in COMPONENTS if c != "api-server"))
         for worker in self.workers:
             self.procs[worker.name] = self._airflow(

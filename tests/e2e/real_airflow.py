@@ -110,9 +110,26 @@ class RealAirflow:
         )
 
     def start(self, migrate_timeout: float = 180) -> None:
-        """``airflow db migrate`` (it also writes airflow.cfg before four processes race to), then the components."""
+        """``airflow db migrate`` (it also writes airflow.cfg before four processes race to), the API budget's pools,
+        then the components."""
         self.run_once("db-migrate", ["db", "migrate"], migrate_timeout)
+        self.create_pools(migrate_timeout)
         self.start_components()
+
+    def create_pools(self, timeout: float = 180) -> None:
+        """The API budget's pools of the run's fleet config (``phoenix_<env>_<region>``, docs/scale.md) with
+        ``airflow pools import``, as ``make airflow`` creates them: without them no AWS task would be scheduled."""
+        from phoenix_fleet.api_budget import pool_specs, pools_import_json
+        from phoenix_fleet.config import load_fleet_config
+
+        specs = pool_specs(load_fleet_config(self.env.get("PHOENIX_FLEET_CONFIG")))
+        path = self.home / "phoenix-pools.json"
+        path.write_text(json.dumps(pools_import_json(specs)))
+        self.run_once("pools-import", ["pools", "import", str(path)], timeout)
+
+    def pools(self) -> dict[str, int]:
+        """The Airflow pools through the REST API: name -> slots."""
+        return {p["name"]: p["slots"] for p in self.api("GET", "/api/v2/pools?limit=100")["pools"]}
 
     def run_once(self, log: str, args: list[str], timeout: float) -> None:
         """``airflow <args>`` to completion (bounded), logging to ``<log>.log``; fails with its log's tail."""

@@ -315,6 +315,38 @@ def _finished(af: RealAirflow, dag_id: str, run_id: str) -> dict[str, Any] | Non
     return run if run["state"] in ("success", "failed") else None
 
 
+def test_fleet_config_check_checks_the_api_budget_pools(real_airflow: RealAirflow, manual_release_config: Path):
+    """The harness created the pools from the fleet config (as ``make airflow`` does); fleet_config_check reads them
+    through the REST API and fails, naming the pool, the field and the fix, when one is resized or deleted."""
+    from phoenix_fleet.api_budget import pool_specs
+
+    af = real_airflow
+    wanted = {s.name: s.slots for s in pool_specs(load_fleet_config(manual_release_config))}
+    assert wanted == {"phoenix_sandbox_eu-west-1": 8, "phoenix_sandbox_us-east-1": 8}
+    assert {k: v for k, v in af.pools().items() if k in wanted} == wanted
+    dag = "fleet_config_check"
+    af.wait_dags([dag])
+    af.unpause(dag)
+    try:
+        ok = af.trigger(dag, {})
+        af.wait_run(dag, ok, timeout=120)
+        assert af.xcom(dag, ok, "pools") == wanted
+
+        af.api("PATCH", "/api/v2/pools/phoenix_sandbox_eu-west-1", {"slots": 3})
+        af.api("DELETE", "/api/v2/pools/phoenix_sandbox_us-east-1", ok=(200, 204))
+        bad = af.trigger(dag, {})
+        run = af.wait(f"{dag} {bad}", lambda: _finished(af, dag, bad), timeout=120)
+        log = af.task_logs(dag, bad, ["pools"], lines=200)
+        assert run["state"] == "failed" and af.task_state(dag, bad, "pools") == "failed", log[-2000:]
+        assert "pool phoenix_sandbox_eu-west-1 has 3 slots, environments.sandbox.api_budget.pool_slots says 8" in log
+        assert "pool phoenix_sandbox_us-east-1 does not exist" in log and "Fix: `airflow pools set" in log
+    finally:
+        af.api("PATCH", "/api/v2/pools/phoenix_sandbox_eu-west-1", {"slots": 8})
+        if "phoenix_sandbox_us-east-1" not in af.pools():
+            af.api("POST", "/api/v2/pools", {"name": "phoenix_sandbox_us-east-1", "slots": 8}, ok=(200, 201))
+        af.api("PATCH", f"/api/v2/dags/{dag}", {"is_paused": True})
+
+
 def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflow: RealAirflow,
                                                  manual_release_config: Path, tmp_path: Path):
     h, af = seeded["handle"], real_airflow
@@ -348,6 +380,10 @@ def test_release_then_rollout_with_rest_approval(seeded, worker_asg, real_airflo
         mark("release succeeded")
         release_states = af.task_states(RELEASE, release_run)
         assert release_states["publish"] == "success" and release_states["verify.terminate_canary"] == "success"
+        # the API budget: the scheduler ran the AWS tasks in the environment's pool of the home region
+        release_pools = {ti["task_id"]: ti["pool"] for ti in af.task_instances(RELEASE, release_run)}
+        assert release_pools["bake"] == release_pools["publish"] == "phoenix_sandbox_us-east-1", release_pools
+        assert release_pools["choose_source"] == "default_pool", release_pools
         ssm = h.client("ssm")
         new_ami = ssm.get_parameter(Name=f"/phoenix/images/{ROLE}/latest")["Parameter"]["Value"]
         version = ssm.get_parameter(Name=f"/phoenix/images/{ROLE}/latest-version")["Parameter"]["Value"]

@@ -118,6 +118,7 @@ def release_params() -> dict[str, Param]:
 def build_release_dag(facts: RoleFacts) -> DAG:
     """The role's release DAG, from its parse-time facts (:func:`phoenix_fleet.dag_facts.fleet_dag_facts`)."""
     # operator modules are import-light (no AWS library at module level)
+    from phoenix_fleet.api_budget import NO_BUDGET_POOL, pool_name
     from phoenix_fleet.operators.bake_operators import PackerBuildOperator
     from phoenix_fleet.operators.publish_operators import (
         CopyImageToRegionOperator,
@@ -138,6 +139,9 @@ def build_release_dag(facts: RoleFacts) -> DAG:
 
     role_name = facts["role"]
     home = facts["home_region"]
+    # the API budget (docs/scale.md): every task calling AWS runs in the pool of the environment and home region
+    # (default_args); the tasks that call no AWS API run in Airflow's default pool
+    budget_pool = pool_name(facts["env"], home)
     # filled once every task exists (below): the run's bound (dagrun_timeout, also the version claim's lifetime)
     # and the canary's (launch_canary to terminate_canary), both sized from the tasks' own limits
     limits: dict[str, timedelta] = {}
@@ -168,6 +172,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             "execution_timeout": DEFAULT_TASK_LIMIT,  # every task is bounded (bake sets its own)
             "region_name": home,
             "aws_conn_id": facts["aws_conn_id"],  # environments.<env>.aws_conn_id, for every AWS task
+            "pool": budget_pool,
         },
     ) as dag:
 
@@ -217,7 +222,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             print(describe_plan(result))
             return result
 
-        @task.branch(execution_timeout=QUICK)
+        @task.branch(execution_timeout=QUICK, pool=NO_BUDGET_POOL)
         def choose_source(plan: dict[str, Any]) -> str | None:
             if plan["dry_run"]:
                 print("dry run: nothing baked, verified or published")
@@ -225,7 +230,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
             # skip_bake: straight to the join (bake is skipped; the existing AMI is verified below before release)
             return "image_under_test" if plan["skip_bake"] else "bake"
 
-        @task(trigger_rule="none_failed_min_one_success", execution_timeout=QUICK)
+        @task(trigger_rule="none_failed_min_one_success", execution_timeout=QUICK, pool=NO_BUDGET_POOL)
         def image_under_test(plan: dict[str, Any], ti: Any = None) -> str:
             if plan["dry_run"]:
                 from airflow.sdk.exceptions import AirflowSkipException
@@ -238,7 +243,7 @@ def build_release_dag(facts: RoleFacts) -> DAG:
                 raise RuntimeError("bake returned no AMI id. Fix: see the bake task log")
             return str(baked["ami_id"])
 
-        @task(execution_timeout=QUICK)
+        @task(execution_timeout=QUICK, pool=NO_BUDGET_POOL)
         def publish_regions(plan: dict[str, Any]) -> list[str]:
             return list(plan["regions"])
 

@@ -107,6 +107,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
     """The role's rollout DAG, from its parse-time facts (:func:`phoenix_fleet.dag_facts.fleet_dag_facts`)."""
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+    from phoenix_fleet.api_budget import NO_BUDGET_POOL, pool_name
     from phoenix_fleet.operators.apply_operators import (
         NativeLaunchTemplateUpdateOperator,
         TerraformApplyOperator,
@@ -132,6 +133,10 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         approval_hours=facts["approval_timeout_hours"], run_hours=facts["run_timeout_hours"],
     )
     run_timeout = timedelta(hours=facts["run_timeout_hours"])
+    # the API budget (docs/scale.md): every task calling AWS runs in the pool of the environment and home region
+    # (default_args; also recycle, canary, canary_rollback and health_gate, whose region is known at run time
+    # only); the tasks that call no AWS API run in Airflow's default pool
+    budget_pool = pool_name(facts["env"], home)
     with DAG(
         dag_id=f"fleet_rollout_{role_name}",
         schedule=image_asset_ref(role_name),  # the asset ami_release_<role> defines (by name)
@@ -147,6 +152,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         default_args={
             "owner": "platform", "retries": 2, "retry_delay": timedelta(seconds=30),
             "aws_conn_id": facts["aws_conn_id"],  # environments.<env>.aws_conn_id, for every AWS task
+            "pool": budget_pool,
         },
     ) as dag:
 
@@ -192,11 +198,11 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             print(describe_rollout(result))
             return result
 
-        @task
+        @task(pool=NO_BUDGET_POOL)
         def targets(plan: dict[str, Any]) -> list[dict[str, Any]]:
             return list(plan["targets"])
 
-        @task.branch(trigger_rule="none_failed_min_one_success")
+        @task.branch(trigger_rule="none_failed_min_one_success", pool=NO_BUDGET_POOL)
         def approval_needed(plan: dict[str, Any]) -> str:
             # no approval: straight to the join (recycle), and approval is skipped
             return "approval" if plan["require_approval"] and not plan["dry_run"] else "recycle"
@@ -239,8 +245,9 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             response_timeout=timedelta(hours=facts["approval_timeout_hours"]),
             fail_on_reject=True,
             retries=0,  # a rejection or a timeout is the answer: never ask again (the canary is rolled back)
+            pool=NO_BUDGET_POOL,
         )
-        @task.short_circuit(trigger_rule="one_failed")
+        @task.short_circuit(trigger_rule="one_failed", pool=NO_BUDGET_POOL)
         def canary_needs_rollback(ti: Any = None) -> bool:
             # the approval failed (rejected, unanswered) or a task between the canary and it did: a canary that ran
             # is ours to roll back. A run that failed before the canary finished (plan, apply, the canary itself,
@@ -280,7 +287,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
                 return {"restored": [], "left": [], "dry_run": bool(plan["dry_run"])}
             return restore_unrolled_groups(plan["targets"], pins, aws_conn_id=facts["aws_conn_id"])
 
-        @task(trigger_rule="none_failed_min_one_success")
+        @task(trigger_rule="none_failed_min_one_success", pool=NO_BUDGET_POOL)
         def gate_targets(plan: dict[str, Any], ti: Any = None) -> list[dict[str, Any]]:
             if plan["dry_run"]:
                 from airflow.sdk.exceptions import AirflowSkipException
@@ -301,7 +308,7 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             health_targets
         )
 
-        @task(trigger_rule="none_failed_min_one_success", multiple_outputs=False)
+        @task(trigger_rule="none_failed_min_one_success", multiple_outputs=False, pool=NO_BUDGET_POOL)
         def summary(plan: dict[str, Any], ti: Any = None, dag_run: Any = None) -> dict[str, Any]:
             from phoenix_fleet.pipelines.rollout_summary import asg_line
 
