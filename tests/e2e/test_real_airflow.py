@@ -323,6 +323,7 @@ def test_fleet_config_check_checks_the_api_budget_pools(real_airflow: RealAirflo
     af = real_airflow
     wanted = {s.name: s.slots for s in pool_specs(load_fleet_config(manual_release_config))}
     assert wanted == {"phoenix_sandbox_eu-west-1": 8, "phoenix_sandbox_us-east-1": 8}
+    af.wait_api()
     assert {k: v for k, v in af.pools().items() if k in wanted} == wanted
     dag = "fleet_config_check"
     af.wait_dags([dag])
@@ -332,7 +333,8 @@ def test_fleet_config_check_checks_the_api_budget_pools(real_airflow: RealAirflo
         af.wait_run(dag, ok, timeout=120)
         assert af.xcom(dag, ok, "pools") == wanted
 
-        af.api("PATCH", "/api/v2/pools/phoenix_sandbox_eu-west-1", {"slots": 3})
+        af.api("PATCH", "/api/v2/pools/phoenix_sandbox_eu-west-1",
+               {"name": "phoenix_sandbox_eu-west-1", "slots": 3, "include_deferred": False})
         af.api("DELETE", "/api/v2/pools/phoenix_sandbox_us-east-1", ok=(200, 204))
         bad = af.trigger(dag, {})
         run = af.wait(f"{dag} {bad}", lambda: _finished(af, dag, bad), timeout=120)
@@ -341,9 +343,11 @@ def test_fleet_config_check_checks_the_api_budget_pools(real_airflow: RealAirflo
         assert "pool phoenix_sandbox_eu-west-1 has 3 slots, environments.sandbox.api_budget.pool_slots says 8" in log
         assert "pool phoenix_sandbox_us-east-1 does not exist" in log and "Fix: `airflow pools set" in log
     finally:
-        af.api("PATCH", "/api/v2/pools/phoenix_sandbox_eu-west-1", {"slots": 8})
+        af.api("PATCH", "/api/v2/pools/phoenix_sandbox_eu-west-1",
+               {"name": "phoenix_sandbox_eu-west-1", "slots": 8, "include_deferred": False})
         if "phoenix_sandbox_us-east-1" not in af.pools():
-            af.api("POST", "/api/v2/pools", {"name": "phoenix_sandbox_us-east-1", "slots": 8}, ok=(200, 201))
+            af.api("POST", "/api/v2/pools", {"name": "phoenix_sandbox_us-east-1", "slots": 8, "include_deferred": False},
+                   ok=(200, 201))
         af.api("PATCH", f"/api/v2/dags/{dag}", {"is_paused": True})
 
 
