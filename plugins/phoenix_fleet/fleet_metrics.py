@@ -8,6 +8,8 @@ Whatever ``[metrics]`` configures (StatsD, DogStatsD, OpenTelemetry) receives th
 ``phoenix.rollout.instances_replaced`` counter  instances a rollout task terminated for replacement (tags ``role``,
                                                 ``asg``, ``outcome``); a rollback's replacements count too
 ``phoenix.rollout.rolled_back``        counter  rollouts of an ASG that ended rolled back (tags ``role``, ``asg``)
+``phoenix.api.throttled``              counter  throttled AWS answers to the triggerer's polls (tags ``region``, ``service``,
+                                                ``operation``; emitted by :mod:`phoenix_fleet.api_limiter`)
 ``phoenix.inventory.stale``            gauge    instances past max age in the latest inventory (a level, not a count
                                                 of events: a gauge)
 =====================================  =======  ===============================================================

@@ -110,6 +110,9 @@ def test_airflow_init_migrates_and_creates_the_admin() -> None:
     init = _compose()["services"]["airflow-init"]
     script = "\n".join(init["command"])
     assert script.index("airflow db migrate") < script.index("airflow users create --role Admin")
+    # the API budget's pools (docs/scale.md) exist before the scheduler starts
+    assert script.index("airflow db migrate") < script.index("python -m phoenix_fleet.api_budget > /tmp/phoenix-pools.json")
+    assert script.index("> /tmp/phoenix-pools.json") < script.index("airflow pools import /tmp/phoenix-pools.json")
     assert "set -euo pipefail" in script
     assert init["environment"]["AIRFLOW_ADMIN_PASSWORD"].startswith("${AIRFLOW_ADMIN_PASSWORD:?")
 

@@ -22,6 +22,7 @@ from phoenix_fleet.triggers.rollout_triggers import AsgHealthyTrigger, policy_to
 
 from tests.helpers.airflow_run import first_event
 from tests.unit.sandbox.test_sandbox_http import call
+from tests.unit.test_fleet_metrics import StatsdListener, statsd  # noqa: F401 - the StatsD listener fixture
 
 FLEET_YAML = Path(__file__).resolve().parents[3] / "include" / "fleet.yaml"
 POLICY = Policy(warmup_seconds=0, batch_size=2, max_surge=2, health_signals=frozenset({"asg", "ec2_status"}))
@@ -71,7 +72,9 @@ def test_concurrent_triggers_share_one_budget_per_region(
     assert sum(e.payload["calls"] for e in events) == len(calls)
 
 
-def test_throttled_answers_back_off_and_are_counted(sandbox_clean: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_throttled_answers_back_off_and_are_counted(
+    sandbox_clean: Any, caplog: pytest.LogCaptureFixture, statsd: StatsdListener,  # noqa: F811 - the fixture
+) -> None:
     f = F.build_fleet(sandbox_clean)
     limiter = limiter_for("aws_default", F.REGION, 50.0)
     limiter.backoff_base = 0.2
@@ -91,3 +94,4 @@ def test_throttled_answers_back_off_and_are_counted(sandbox_clean: Any, caplog: 
     assert limiter._clock() >= t0 + 0.2 + 0.4 - 0.05  # and the trigger's retries waited it out
     warnings = [r.getMessage() for r in caplog.records if "AWS throttled" in r.getMessage()]
     assert len(warnings) == 2 and "DescribeAutoScalingGroups (Throttling)" in warnings[0]
+    assert [line for line in statsd.ours() if "throttled" in line] == ["airflow.phoenix.api.throttled:1|c"] * 2
