@@ -30,6 +30,7 @@ AWS = {
     },
     "fleet_rollout_web": {
         "plan", "apply", "check_launch_templates", "canary", "canary_rollback", "recycle", "health_gate",
+        "restore_launch_templates",
     },
 }
 
