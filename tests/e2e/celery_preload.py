@@ -2,8 +2,8 @@
 default one, after importing what every phoenix task imports when it runs.
 
 A Celery worker runs each task in a process forked from its pool (Airflow 3's ``supervise``), which then imports
-boto3, the Amazon provider's hooks and our hooks and operators' run-time modules itself: ~2 s of CPU per task on a
-loaded 2-core machine, paid by every task of a run. Imported here, in the worker before its pool forks, they are
+what its DAG file imports, then boto3, the Amazon provider's hooks and our hooks' and operators' run-time modules
+itself: ~2 s of CPU per task on a loaded 2-core machine, paid by every task of a run. Imported here, in the worker before its pool forks, they are
 shared by every task process (copy-on-write). Only imports: no session, client or connection is made before a fork.
 A module that fails to import is skipped (the task imports it itself and reports the error there).
 
@@ -39,6 +39,13 @@ PRELOAD = (
     "phoenix_fleet.release.release_notes",
     "phoenix_fleet.inventory.collect",
     "phoenix_fleet.inventory.report",
+    # what the DAG files import: each task parses its DAG file again, then only the file itself runs
+    "airflow.providers.standard.decorators.branch_python",
+    "airflow.providers.standard.decorators.python",
+    "airflow.providers.standard.operators.empty",
+    "phoenix_fleet.dag_facts",
+    "phoenix_fleet.pipelines.release_dag",
+    "phoenix_fleet.pipelines.rollout_dag",
 )
 
 for _name in PRELOAD:

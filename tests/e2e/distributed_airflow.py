@@ -517,12 +517,13 @@ class CeleryAirflow(RealAirflow):
         return env
 
     def start(self, migrate_timeout: float = 180) -> None:
-        """What docker-compose.yml does: the services answer; ``db migrate``; with ``admin``, the same ``airflow users
-        create`` as compose's ``airflow-init`` before the api-server starts (both sync the FAB roles: run together they
-        collide on its unique keys), while the scheduler, dag-processor, triggerer and workers already start."""
+        """What docker-compose.yml does: the services answer; ``db migrate``; then, while the scheduler, dag-processor,
+        triggerer and workers already start, the API budget's pools (``airflow pools import``) and, with ``admin``, the
+        same ``airflow users create`` as compose's ``airflow-init``, at once (different tables); both end before the
+        api-server starts, so before any run can be triggered (a pool is needed only to queue a task). The api-server
+        waits for the admin: both sync the FAB roles, and run together they collide on its unique keys."""
         wait_for_services(self.db_url, self.broker_url, timeout=self.service_timeout)
         self.run_once("db-migrate", ["db", "migrate"], migrate_timeout)
-        self.create_pools(migrate_timeout)  # the API budget's pools, before the scheduler starts
         self.start_components(tuple(c for c in COMPONENTS if c != "api-server"))
         for worker in self.workers:
             self.procs[worker.name] = self._airflow(
@@ -530,13 +531,28 @@ class CeleryAirflow(RealAirflow):
                 "--concurrency", str(self.concurrency), "--pid", str(worker.home / "worker.pid"),
                 log=worker.name, env=self.worker_env(worker), cwd=worker.home,
             )
-        if self.admin is not None:
-            user, password = self.admin
-            # --password=<value>: a generated password may start with "-", which argparse reads as an option
-            self.run_once("airflow-init", [
-                "users", "create", "--role", "Admin", "--username", user, f"--password={password}",
-                "--email", "admin@example.com", "--firstname", "Phoenix", "--lastname", "Admin",
-            ], migrate_timeout)
+        errors: list[BaseException] = []
+
+        def pools() -> None:
+            try:
+                self.create_pools(migrate_timeout)
+            except BaseException as e:  # re-raised below
+                errors.append(e)
+
+        importing = threading.Thread(target=pools, name="pools-import")
+        importing.start()
+        try:
+            if self.admin is not None:
+                user, password = self.admin
+                # --password=<value>: a generated password may start with "-", which argparse reads as an option
+                self.run_once("airflow-init", [
+                    "users", "create", "--role", "Admin", "--username", user, f"--password={password}",
+                    "--email", "admin@example.com", "--firstname", "Phoenix", "--lastname", "Admin",
+                ], migrate_timeout)
+        finally:
+            importing.join()
+        if errors:
+            raise errors[0]
         self.start_components(("api-server",))
 
     def check_alive(self) -> None:
