@@ -8,6 +8,7 @@ injected by the sandbox as AWS sends it, is retried, counted, and pauses the lim
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,17 +59,18 @@ def test_concurrent_triggers_share_one_budget_per_region(
     async def run_all() -> list[Any]:
         return await asyncio.gather(*(first_event(_never_healthy(f.asg, 2.5), 60) for _ in range(8)))
 
+    started = time.monotonic()
     events = asyncio.run(run_all())
+    wall = time.monotonic() - started  # every grant happened inside it
     limiter = limiters()[f"aws_default/{F.REGION}"]
     assert limiter.calls_per_second == rate
     calls = [c for c in call(sandbox_clean, "calls")[1]["calls"] if c[1] == F.REGION]
     call(sandbox_clean, "calls", "DELETE")
     assert all(e.payload["status"] == "error" and "not healthy by the deadline" in e.payload["message"] for e in events)
-    times = sorted(c[0] for c in calls)
-    span = times[-1] - times[0]
-    # each trigger alone would poll ~100 times a second (2 calls a poll); together they got the budget
+    # each trigger alone would poll ~100 times a second (2 calls a poll); together they got the budget. Bounded by
+    # the run's wall time (not the answers' timestamps, which a busy server may bunch): no timing tolerance needed
     assert len(calls) == limiter.stats.calls >= 8
-    assert len(calls) <= rate * span + 1 + rate * 0.5, (len(calls), span)  # + half a second of answer jitter
+    assert len(calls) <= rate * wall + 1, (len(calls), wall)
     assert sum(e.payload["calls"] for e in events) == len(calls)
 
 
