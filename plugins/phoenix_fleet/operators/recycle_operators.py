@@ -152,6 +152,46 @@ def describe_lifecycle_hook(hook: Mapping[str, Any]) -> str:
             f"without a heartbeat, then {then}")
 
 
+#: how many abandoned instance ids a rollout names (the count is kept whole)
+ABANDONED_NAMED = 20
+
+
+def note_held(state: Any, carry: dict[str, Any]) -> None:
+    """Track launches seen held by a lifecycle hook (``Pending:Wait``): one that is no longer in the group (or is
+    on its way out) without the rollout having terminated it was abandoned (a launch hook's ``ABANDON``: its
+    heartbeat ran out, or the team's automation abandoned it). A halt names them (``abandoned_note``); the
+    rollout sees only what its own observations saw (a launch held and abandoned entirely inside a deferral's
+    wait is not named)."""
+    members = {i.instance_id: i for i in state.members}
+    held = list(carry.get("held") or [])
+    abandoned = list(carry.get("abandoned") or [])
+    count = int(carry.get("abandoned_count", len(abandoned)))
+    for iid in held:
+        inst = members.get(iid)
+        if inst is None or inst.terminating:
+            count += 1
+            abandoned = [*abandoned, iid][-ABANDONED_NAMED:]
+    now_held = sorted(i.instance_id for i in state.members if i.lifecycle == "Pending:Wait")
+    if now_held or held:
+        carry["held"] = now_held
+    if count:
+        carry["abandoned"], carry["abandoned_count"] = abandoned, count
+
+
+def abandoned_note(carry: Mapping[str, Any]) -> str:
+    """``; 3 instance(s) abandoned from Pending:Wait by lifecycle hook nobody-completes (left the group without
+    the rollout terminating them): i-0a i-0b i-0c`` (empty when none)."""
+    count = int(carry.get("abandoned_count") or 0)
+    if not count:
+        return ""
+    hooks = list(carry.get("launch_hooks") or [])
+    by = f"lifecycle hook {' '.join(hooks)}" if hooks else "a launch lifecycle hook"
+    named = list(carry.get("abandoned") or [])
+    more = f" (the last {len(named)})" if count > len(named) else ""
+    return (f"; {count} instance(s) abandoned from Pending:Wait by {by} (left the group without the rollout "
+            f"terminating them){more}: {' '.join(named)}")
+
+
 class AsgRecycleOperator(BaseOperator):
     """Replace every instance of ``asg_name`` that is not on the target image, batch by batch, behind the
     health gate; roll back to the previous launch-template version when the new instances fail.
@@ -361,7 +401,7 @@ class AsgRecycleOperator(BaseOperator):
                 rid, self.asg_name, record.previous_image or "?", record.target_image, target_lt or "no LT version",
                 policy.strategy, record.original_desired, record.original_min, record.original_max,
             )
-            carry["lifecycle_hooks"] = self._describe_lifecycle_hooks()
+            carry["lifecycle_hooks"] = self._describe_lifecycle_hooks(carry)
         else:
             self._check_same_target(record, target_image)
             carry["from_image"] = record.target_image if record.target_image != target_image else record.previous_image
@@ -488,6 +528,7 @@ class AsgRecycleOperator(BaseOperator):
         started = time.monotonic()
         for _ in range(MAX_STEPS):
             obs = self._observe()
+            note_held(obs.state, carry)
             record = self._own_record(obs, rid)
             policy = self._policy_of(record)
             action = R.plan(obs.state, record, policy)
@@ -622,6 +663,8 @@ class AsgRecycleOperator(BaseOperator):
                 carry["launched"] = int(carry.get("launched", 0)) + action.count
         elif isinstance(action, R.Terminate):
             done = hook.terminate_instances(action.instance_ids, decrement_desired=action.decrement_desired)
+            if carry.get("held"):  # ours: not abandoned by a hook
+                carry["held"] = [i for i in carry["held"] if i not in action.instance_ids]
             if action.balance:
                 if not action.decrement_desired:  # replace: the ASG's replacement is the move
                     carry["az_balanced"] = int(carry.get("az_balanced", 0)) + len(done)
@@ -654,16 +697,18 @@ class AsgRecycleOperator(BaseOperator):
             outcome = "forward" if action.outcome == "completed" else "rolled_back"
             # the end is recorded (XCom, then the ended marker) before the lock goes: a crash in between
             # resumes the record (or honours the marker), never starts over onto a known-bad version
-            summary = self._summary(context, obs, record, carry, outcome, action.summary, skipped=action.skipped)
+            message = action.summary + abandoned_note(carry)  # launches a hook abandoned, whatever the end
+            summary = self._summary(context, obs, record, carry, outcome, message, skipped=action.skipped)
             self._end(obs, rid, outcome)
             self.log.info("%s: %s", asg, summary["message"])
             if outcome == "rolled_back":
-                raise RolloutFailed(f"{asg}: {action.summary}")
+                raise RolloutFailed(f"{asg}: {message}")
             return summary
         elif isinstance(action, R.Fail):
-            summary = self._summary(context, obs, record, carry, "failed", action.reason)
+            reason = action.reason + abandoned_note(carry)
+            summary = self._summary(context, obs, record, carry, "failed", reason)
             raise RolloutFailed(
-                f"{asg}: rollout {rid} failed ({action.fail_kind.value}): {action.reason}. Capacity and processes "
+                f"{asg}: rollout {rid} failed ({action.fail_kind.value}): {reason}. Capacity and processes "
                 "are restored; the group stays locked (tags phoenix:rollout:*, phase failed) until a human looks. "
                 f"Fix: investigate, then delete the tags (aws autoscaling delete-tags ...) and run again"
             )
@@ -725,6 +770,7 @@ class AsgRecycleOperator(BaseOperator):
                 self._sleep(next_interval(waited, min_interval=self.min_poll_interval,
                                           max_interval=self.poll_interval, backoff=self.poll_backoff, left=left))
                 obs = self._observe(resolve=False)
+                note_held(obs.state, carry)
                 carry["inline_polls"] = int(carry.get("inline_polls", 0)) + 1
                 if obs.record is None or obs.record.rollout_id != rid:
                     return True
@@ -819,7 +865,7 @@ class AsgRecycleOperator(BaseOperator):
             self.log.info("%s: CapacityRebalance is on and left on: Spot replacements it launches during the rollout "
                           "are judged like any launch", self.asg_name)
 
-    def _describe_lifecycle_hooks(self) -> list[str]:
+    def _describe_lifecycle_hooks(self, carry: dict[str, Any]) -> list[str]:
         """Log the group's lifecycle hooks at begin: which transitions hold instances, for how long, and what
         happens then. The rollout never completes a hook (the team's automation does): a launch held in
         Pending:Wait is not healthy capacity, and the phase's deadline bounds the wait for it."""
@@ -829,6 +875,8 @@ class AsgRecycleOperator(BaseOperator):
             self.log.warning("%s: could not list its lifecycle hooks (%s)", self.asg_name, exc)
             return []
         lines = [describe_lifecycle_hook(h) for h in hooks]
+        carry["launch_hooks"] = [str(h.get("LifecycleHookName")) for h in hooks
+                                 if h.get("LifecycleTransition") == "autoscaling:EC2_INSTANCE_LAUNCHING"]
         if lines:
             self.log.info("%s: lifecycle hooks (completed by your automation, never by the rollout):\n  %s",
                           self.asg_name, "\n  ".join(lines))
