@@ -575,7 +575,8 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
                 if dry_run:
                     self.log.info("dry run: the plan above passed the guard and was NOT applied")
                 else:
-                    groups = self._role_groups()
+                    # check_locks=False: a root that moves no role's group, so none to record either
+                    groups = self._role_groups() if self.check_locks else {}
                     self._check_locks(groups)  # again, right before anything changes (a renewal may have started)
                     push_pins_before(context, {region: pins_of(h, asgs, region) for region, (h, asgs) in groups.items()})
                     hook.apply_plan(plan_file)
