@@ -16,31 +16,20 @@ from typing import Any
 from phoenix_fleet.rollout.template_pins import GroupNow, Pin, decide
 
 ROLLOUT_ID_TAG = "phoenix:rollout:id"
+#: the group's own template reference (template_refs' ``where``), not a mixed-instances override
+MAIN_REFERENCES = ("LaunchTemplate", "MixedInstancesPolicy")
 
 
 def pins_of(hook: Any, asgs: Sequence[Mapping[str, Any]], region: str) -> dict[str, dict[str, Any]]:
-    """``{asg: Pin json}`` of each group with a launch template (``hook``: an ImageHook; its version resolved to a
-    number, ``$Default``/``$Latest`` included, and the image that version launches)."""
-    from phoenix_fleet.hooks.asg_hook import launch_template_of
-    from phoenix_fleet.release.launch_templates import resolve_version
-
-    templates: dict[str, dict[str, Any]] = {}
-    versions: dict[tuple[str, int], str | None] = {}
-    out: dict[str, dict[str, Any]] = {}
-    for group in asgs:
-        ref = launch_template_of(group)
-        if ref is None:
-            continue
-        lt = templates.get(ref.key)
-        if lt is None:
-            lt = templates[ref.key] = hook.describe_launch_template(ref.template_id, ref.template_name, region)
-        number = resolve_version(ref.version, int(lt["DefaultVersionNumber"]), int(lt["LatestVersionNumber"]))
-        key = (str(lt["LaunchTemplateId"]), number)
-        if key not in versions:
-            data = hook.launch_template_version(key[0], number, region)
-            versions[key] = (data.get("LaunchTemplateData") or {}).get("ImageId")
-        out[str(group["AutoScalingGroupName"])] = Pin(key[0], number, versions[key]).to_json()
-    return out
+    """``{asg: Pin json}`` of each group with a launch template: its own reference (plain, or its
+    MixedInstancesPolicy's; not the overrides) as ImageHook.resolve_asg_images resolves it, ``$Default``/``$Latest``
+    included, with the image that version launches."""
+    resolved, _ = hook.resolve_asg_images(asgs, region)  # a group without a template has no reference: no pin
+    return {
+        ref.asg_name: Pin(str(ref.template_id), int(ref.resolved_version), ref.image_id).to_json()
+        for ref in resolved
+        if ref.where in MAIN_REFERENCES and ref.resolved_version is not None
+    }
 
 
 def restore_unrolled_groups(
