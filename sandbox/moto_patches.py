@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moto.autoscaling.exceptions import ValidationError as AsgValidationError
-from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup
+from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup, TerminateInstanceActivity
 from moto.autoscaling.models import InstanceState as AsgInstanceState
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, BaseResponse, EmptyResult
@@ -196,6 +196,8 @@ def _patch_dispatch() -> None:
                     req.action = None
                 if _HELD:
                     expire_lifecycle_holds(req)
+                if _WARM:
+                    maintain_warm_pools(req)
             return original(self)
 
         return call_action
@@ -539,6 +541,7 @@ def _patch_autoscaling() -> None:
         return terminate_instance
 
     _wrap(AutoScalingBackend, "terminate_instance", make_terminate)
+    _wrap(AutoScalingBackend, "terminate_instance", _make_terminate_warmed)
 
     def make_exit_standby(original: Any) -> Any:
         # AutoScalingBackend.exit_standby_instances moves any named instance to InService and raises desired
@@ -557,6 +560,7 @@ def _patch_autoscaling() -> None:
 
     _wrap(AutoScalingBackend, "exit_standby_instances", make_exit_standby)
     _patch_az_balance()
+    _patch_warm_pools()  # draws from the pool before the balanced launch; launch hooks hold what it draws too
     _patch_lifecycle_hooks()
 
 
@@ -722,6 +726,255 @@ def _patch_lifecycle_hooks() -> None:
 
     AutoScalingResponse.complete_lifecycle_action = complete_lifecycle_action  # type: ignore[attr-defined]
     AutoScalingResponse.record_lifecycle_action_heartbeat = record_lifecycle_action_heartbeat  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------- warm pools
+
+#: PoolState -> the LifecycleState of a warmed instance that has finished warming
+WARMED = {"Stopped": "Warmed:Stopped", "Running": "Warmed:Running", "Hibernated": "Warmed:Hibernated"}
+WARMED_PENDING = "Warmed:Pending"
+_GONE = ("shutting-down", "terminated")
+#: moto's own launch (before the AZ-balance / warm-pool / lifecycle-hook wraps): warmed instances are launched
+#: with it, then moved out of the group
+_MOTO_REPLACE = FakeAutoScalingGroup.replace_autoscaling_group_instances
+#: (backend, group) of every group with a warm pool (dropped once the group or its pool is gone)
+_WARM: list[tuple[Any, Any]] = []
+_WARM_LOCK = threading.RLock()
+
+
+def _pool(group: Any) -> list[Any]:
+    """The group's warmed instances: moto InstanceStates kept *out of* ``instance_states`` (AWS: warmed instances
+    are not in DescribeAutoScalingGroups' Instances and do not count toward desired capacity)."""
+    return group.__dict__.setdefault("_phx_warm", [])
+
+
+def _as_int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def warm_pool_target(group: Any) -> int:
+    """The pool size AWS maintains: ``MaxGroupPreparedCapacity`` (unset or -1: the group's MaxSize) minus desired,
+    at least the pool's ``MinSize`` (AWS docs, "Warm pools for Amazon EC2 Auto Scaling")."""
+    pool = group.warm_pool
+    prepared = _as_int(pool.max_group_prepared_capacity, -1)
+    cap = _as_int(group.max_size, 0) if prepared < 0 else prepared
+    return max(_as_int(pool.min_size, 0), cap - _as_int(group.desired_capacity, 0), 0)
+
+
+def _reuses_on_scale_in(group: Any) -> bool:
+    pool = getattr(group, "warm_pool", None)  # set late in FakeAutoScalingGroup.__init__
+    policy = pool.instance_reuse_policy if pool is not None else None
+    return str((policy or {}).get("ReuseOnScaleIn", "")).lower() == "true"
+
+
+def _warm_up(group: Any, state: Any) -> None:
+    """A warmed instance still booting is ``Warmed:Pending`` (``maintain_warm_pools`` finishes it); one that runs
+    takes the pool's state: stopped (Stopped, Hibernated) or running."""
+    if state.instance._state.name == "pending":
+        state.__dict__["lifecycle_state"] = WARMED_PENDING
+        return
+    pool_state = str(group.warm_pool.pool_state or "Stopped")
+    if pool_state in ("Stopped", "Hibernated") and state.instance._state.name == "running":
+        group.autoscaling_backend.ec2_backend.stop_instances([state.instance.id])
+    state.__dict__["lifecycle_state"] = WARMED.get(pool_state, "Warmed:Stopped")
+
+
+def _template_version(group: Any) -> str | None:
+    template = group.ec2_launch_template
+    if template is None:
+        return None
+    try:
+        return str(template.get_version(group.launch_template_version).number)
+    except Exception:  # noqa: BLE001 - a version that does not resolve: moto launches anyway
+        return str(group.launch_template_version)
+
+
+def _launch_warmed(req: RequestState, group: Any, count: int) -> None:
+    """Launch ``count`` warmed instances from the group's *current* launch template (moto's own launch, then out
+    of the group), each into the AZ with the fewest warmed instances."""
+    pool = _pool(group)
+    subnets = [s for s in (group.vpc_zone_identifier or "").split(",") if s]
+    ec2 = group.autoscaling_backend.ec2_backend
+    az_of = {s: ec2.get_subnet(s).availability_zone for s in subnets} if len(subnets) > 1 else {}
+    saved_states, saved_subnets = group.instance_states, group.vpc_zone_identifier
+    for _ in range(count):
+        group.instance_states = []
+        try:
+            if az_of:
+                per_az: dict[str, int] = {}
+                for st in pool:
+                    per_az[st.instance.placement.zone] = per_az.get(st.instance.placement.zone, 0) + 1
+                group.vpc_zone_identifier = min(subnets, key=lambda s: (per_az.get(az_of[s], 0), az_of[s]))
+            _MOTO_REPLACE(group, 1, group.get_propagated_tags())
+            new = group.instance_states
+        finally:
+            group.instance_states, group.vpc_zone_identifier = saved_states, saved_subnets
+        for state in new:
+            state.__dict__["_phx_warm_version"] = _template_version(group)
+            _warm_up(group, state)
+            pool.append(state)
+
+
+def maintain_warm_pools(req: RequestState) -> None:
+    """Keep every warm pool at its size (each request, before it is served): drop warmed instances terminated
+    through EC2, finish the ones that booted, launch the missing ones from the current launch template, and
+    terminate the ones above the size (newest first)."""
+    with _WARM_LOCK:
+        live = []
+        for backend, group in _WARM:
+            if backend.autoscaling_groups.get(group.name) is not group or group.warm_pool is None:
+                continue
+            live.append((backend, group))
+            pool = _pool(group)
+            pool[:] = [st for st in pool if st.instance._state.name not in _GONE]
+            for state in pool:
+                if state.__dict__.get("lifecycle_state") == WARMED_PENDING:
+                    advance_instance(state.instance)
+                    if state.instance._state.name != "pending":
+                        _warm_up(group, state)
+            missing = warm_pool_target(group) - len(pool)
+            if missing > 0:
+                _launch_warmed(req, group, missing)
+            elif missing < 0:
+                extra = pool[missing:]
+                del pool[missing:]
+                backend.ec2_backend.terminate_instances([st.instance.id for st in extra])
+        _WARM[:] = live
+
+
+def _warmed(group: Any) -> list[dict[str, Any]]:
+    out = []
+    for state in _pool(group):
+        entry: dict[str, Any] = {
+            "InstanceId": state.instance.id,
+            "InstanceType": state.instance.instance_type,
+            "AvailabilityZone": state.instance.placement.zone,
+            "LifecycleState": state.__dict__.get("lifecycle_state", WARMED_PENDING),
+            "HealthStatus": "Healthy",
+        }
+        template = group.ec2_launch_template
+        if template is not None:
+            entry["LaunchTemplate"] = {"LaunchTemplateId": template.id, "LaunchTemplateName": template.name,
+                                       "Version": state.__dict__.get("_phx_warm_version") or "$Default"}
+        out.append(entry)
+    return out
+
+
+def _make_terminate_warmed(original: Any) -> Any:
+    # AWS: TerminateInstanceInAutoScalingGroup also terminates a warmed instance (the pool then refills from the
+    # current launch template); moto keeps no warmed instances.
+    def terminate_instance(self: Any, instance_id: str, should_decrement: bool) -> Any:
+        if current() is not None:
+            with _WARM_LOCK:
+                for group in self.autoscaling_groups.values():
+                    pool = group.__dict__.get("_phx_warm") or []
+                    for state in pool:
+                        if state.instance.id == instance_id:
+                            pool.remove(state)
+                            self.ec2_backend.terminate_instances([instance_id])
+                            return TerminateInstanceActivity(state.instance, group.desired_capacity)
+        return original(self, instance_id, should_decrement)
+
+    return terminate_instance
+
+
+def _patch_warm_pools() -> None:
+    # moto 5.2.5 stores a warm pool's configuration (PutWarmPool/DescribeWarmPool/DeleteWarmPool) but keeps no
+    # warmed instances: DescribeWarmPool answers "Instances": [] and a scale-out always launches new instances.
+    def make_put(original: Any) -> Any:
+        def put_warm_pool(self: Any, group_name: str, **kwargs: Any) -> None:
+            original(self, group_name, **kwargs)
+            if current() is not None:
+                group = self.autoscaling_groups[group_name]
+                with _WARM_LOCK:
+                    if not any(g is group for _, g in _WARM):
+                        _WARM.append((self, group))
+
+        return put_warm_pool
+
+    def make_delete(original: Any) -> Any:
+        # AWS deletes the pool's warmed instances with it
+        def delete_warm_pool(self: Any, group_name: str) -> None:
+            group = self.autoscaling_groups.get(group_name)
+            original(self, group_name)
+            if current() is not None and group is not None:
+                with _WARM_LOCK:
+                    ids = [st.instance.id for st in _pool(group)]
+                    _pool(group).clear()
+                    if ids:
+                        self.ec2_backend.terminate_instances(ids)
+
+        return delete_warm_pool
+
+    def describe_warm_pool(self: Any) -> Any:
+        group_name = self._get_param("AutoScalingGroupName")
+        pool = self.autoscaling_backend.describe_warm_pool(group_name=group_name)
+        group = self.autoscaling_backend.autoscaling_groups[group_name]
+        instances = _warmed(group) if pool is not None and current() is not None else []
+        return ActionResult({"WarmPoolConfiguration": pool, "Instances": instances})
+
+    def warm_pool_size(self: Any) -> int | None:
+        # DescribeAutoScalingGroups' WarmPoolSize (AWS: present for a group with a warm pool)
+        return len(_pool(self)) if self.warm_pool is not None else None
+
+    def make_draw(original: Any) -> Any:
+        # AWS: a scale-out moves warmed instances into the group (started when stopped: Pending -> InService)
+        # before it launches new ones
+        def replace_autoscaling_group_instances(self: Any, count_needed: int, propagated_tags: Any) -> None:
+            pool = self.__dict__.get("_phx_warm")
+            if current() is None or not pool or self.warm_pool is None or count_needed <= 0:
+                return original(self, count_needed, propagated_tags)
+            with _WARM_LOCK:
+                ready = [st for st in pool if st.instance._state.name not in _GONE]
+                ready.sort(key=lambda st: st.__dict__.get("lifecycle_state") == WARMED_PENDING)
+                taken = ready[:count_needed]
+                ec2 = self.autoscaling_backend.ec2_backend
+                for state in taken:
+                    pool.remove(state)
+                    state.__dict__["lifecycle_state"] = "InService"  # reported Pending while the EC2 instance boots
+                    if state.instance._state.name == "stopped":
+                        ec2.start_instances([state.instance.id])
+                    self.instance_states.append(state)
+            if count_needed > len(taken):
+                original(self, count_needed - len(taken), propagated_tags)
+            return None
+
+        return replace_autoscaling_group_instances
+
+    def make_scale_in(original: Any) -> Any:
+        # AWS: with InstanceReusePolicy.ReuseOnScaleIn, a scale-in returns instances to the warm pool (stopped for a
+        # Stopped pool) instead of terminating them; moto terminates them
+        def set_desired_capacity(self: Any, new_capacity: int | None) -> None:
+            if current() is not None and new_capacity is not None and _reuses_on_scale_in(self):
+                excess = len(self.active_instances()) - int(new_capacity)
+                if excess > 0:
+                    with _WARM_LOCK:
+                        victims = [st for st in self.instance_states if not st.protected_from_scale_in][:excess]
+                        elb = elbv2_backends[self.account_id][self.region]
+                        for state in victims:
+                            self.instance_states.remove(state)
+                            for arn in self.target_group_arns:
+                                try:
+                                    elb.deregister_targets(arn, [{"Id": state.instance.id}])
+                                except Exception:  # noqa: BLE001 - a target group gone: nothing to leave
+                                    pass
+                            _warm_up(self, state)
+                            _pool(self).append(state)
+                        if not any(g is self for _, g in _WARM):
+                            _WARM.append((self.autoscaling_backend, self))
+            return original(self, new_capacity)
+
+        return set_desired_capacity
+
+    _wrap(AutoScalingBackend, "put_warm_pool", make_put)
+    _wrap(AutoScalingBackend, "delete_warm_pool", make_delete)
+    AutoScalingResponse.describe_warm_pool = describe_warm_pool  # type: ignore[method-assign]
+    FakeAutoScalingGroup.warm_pool_size = property(warm_pool_size)  # type: ignore[attr-defined]
+    _wrap(FakeAutoScalingGroup, "replace_autoscaling_group_instances", make_draw)
+    _wrap(FakeAutoScalingGroup, "set_desired_capacity", make_scale_in)
 
 
 # --------------------------------------------------------------------------------------------- ELBv2

@@ -22,12 +22,18 @@ moto answers instantly and never fails (see ``shared/notes/moto.md``). The sandb
   ``fix_target_registration`` (terminated instances stay registered in target groups; ASG replacements after
   ``ec2.terminate_instances`` are not registered).
 
+Warm pools (always, inside a sandbox request): moto stores a warm pool's configuration but keeps no warmed
+instances; the sandbox keeps the pool at its size with warmed instances launched from the group's current
+launch template (``Warmed:Pending`` while booting, then ``Warmed:Stopped`` / ``Warmed:Running`` /
+``Warmed:Hibernated``), draws scale-outs from it, returns scaled-in instances with ``ReuseOnScaleIn``, and
+refills it when a warmed instance is terminated (``moto_patches._patch_warm_pools``).
+
 Counting rule for ``describes``: a resource advances one step per API call that observes it, at most once per
 call. The observing calls are, per latency:
 
 =========================  ========================================================================
 ``instance_boot``          DescribeInstances, DescribeInstanceStatus, DescribeAutoScalingGroups,
-                           DescribeAutoScalingInstances, DescribeTargetHealth
+                           DescribeAutoScalingInstances, DescribeTargetHealth, DescribeWarmPool
 ``instance_status_checks`` DescribeInstanceStatus
 ``target_health_checks``   DescribeTargetHealth
 ``image_build``            DescribeImages
@@ -94,6 +100,7 @@ BOOT_ACTIONS = frozenset(
         "DescribeAutoScalingGroups",
         "DescribeAutoScalingInstances",
         "DescribeTargetHealth",
+        "DescribeWarmPool",
     }
 )
 STATUS_ACTIONS = frozenset({"DescribeInstanceStatus"})
