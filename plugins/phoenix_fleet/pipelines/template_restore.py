@@ -43,7 +43,7 @@ def restore_unrolled_groups(
     """For each target (``asg_name``, ``region_name``, ``target_image_id``): look at the group, decide, and point it
     back when :func:`decide` says so. Returns ``{"restored": [...], "left": [...]}`` (each ``{asg, region, reason}``,
     restored ones with ``version``)."""
-    from phoenix_fleet.hooks.asg_hook import AsgHook, LaunchTemplateRef
+    from phoenix_fleet.hooks.asg_hook import AsgHook, AsgNotFoundError, LaunchTemplateRef
     from phoenix_fleet.rollout import Policy
 
     hooks: dict[str, Any] = {}
@@ -55,7 +55,13 @@ def restore_unrolled_groups(
         if hook is None:
             hook = hooks[region] = AsgHook(aws_conn_id=aws_conn_id, region_name=region)
         recorded = ((pins_before or {}).get(region) or {}).get(asg)
-        obs = hook.observe(asg, Policy(), resolve_launch_template=True)
+        try:
+            obs = hook.observe(asg, Policy(), resolve_launch_template=True)
+        except AsgNotFoundError:  # deleted while the run went on: nothing launches from it any more
+            reason = "the group no longer exists: nothing to put back"
+            log(f"{asg} ({region}): left as it is: {reason}")
+            left.append({"asg": asg, "region": region, "reason": reason})
+            continue
         ref = obs.launch_template
         now: Pin | None = None
         if ref is not None and ref.number is not None:

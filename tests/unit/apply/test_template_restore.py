@@ -99,3 +99,21 @@ def test_a_dry_run_apply_records_nothing_to_put_back(fleet: dict[str, Any]) -> N
                                                rollout_id=RID, dry_run=True)
     run_task(apply, ctx)
     assert "pins_before" not in ctx["ti"].xcom
+
+
+def test_a_group_deleted_during_the_run_is_left_and_the_others_are_put_back(fleet: dict[str, Any]) -> None:
+    sb, old, new = fleet["sb"], fleet["old"], fleet["new"]
+    ctx = make_context()
+    run_task(NativeLaunchTemplateUpdateOperator(task_id="apply", role="worker", config_path=fleet["cfg"],
+                                                rollout_id=RID), ctx)
+    pins = ctx["ti"].xcom["pins_before"]
+    sb.client("autoscaling").delete_auto_scaling_group(AutoScalingGroupName="worker-b", ForceDelete=True)
+    targets = [{"asg_name": n, "region_name": REGION, "target_image_id": new}
+               for n in ("worker-b", "worker-pinned")]
+
+    result = restore_unrolled_groups(targets, pins, aws_conn_id="aws_default")
+
+    assert {r["asg"]: r["reason"] for r in result["left"]} == {
+        "worker-b": "the group no longer exists: nothing to put back"}
+    assert [r["asg"] for r in result["restored"]] == ["worker-pinned"]  # the one after it is still put back
+    assert launches(sb, "worker-pinned") == old
