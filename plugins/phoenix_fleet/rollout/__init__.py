@@ -4,7 +4,7 @@ No I/O anywhere in this package: no boto3, no Airflow, no clock (``now`` is part
 no randomness. See docs/rollout.md.
 """
 
-from .fleet_state import FleetState, Instance, Lifecycle
+from .fleet_state import FleetState, Instance, Lifecycle, WarmInstance, warm_pool_size_for
 from .health import (
     failure,
     firing_alarms,
@@ -44,6 +44,7 @@ from .rollout_actions import (
     StartRollback,
     SuspendProcesses,
     Terminate,
+    TerminateWarmed,
     Wait,
     WaitFor,
 )
@@ -87,6 +88,9 @@ __all__ = [
     "StartRollback",
     "SuspendProcesses",
     "Terminate",
+    "TerminateWarmed",
+    "WarmInstance",
+    "warm_pool_size_for",
     "Wait",
     "WaitFor",
     "adopt_baseline",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 
 class Lifecycle:
@@ -47,6 +47,10 @@ TERMINATING_STATES = frozenset(
 GONE_STATES = frozenset({Lifecycle.TERMINATED, Lifecycle.DETACHED})
 #: Transitions the planner waits out before acting again (besides pending and terminating).
 OTHER_TRANSITIONS = frozenset({Lifecycle.DETACHING, Lifecycle.ENTERING_STANDBY, Lifecycle.QUARANTINED})
+
+#: A warmed instance that has finished warming (DescribeWarmPool); other ``Warmed:*`` states are transitions
+#: (``Warmed:Pending*`` warming up, ``Warmed:Terminating*`` on its way out).
+WARMED_SETTLED = frozenset({"Warmed:Stopped", "Warmed:Running", "Warmed:Hibernated"})
 
 AsgHealth = Literal["Healthy", "Unhealthy"]
 #: ELBv2 TargetHealth.State values; an instance missing from a target group's map is not registered.
@@ -109,6 +113,36 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class WarmInstance:
+    """One instance of the group's warm pool (DescribeWarmPool): not a member, not capacity, never health-gated.
+    A scale-out moves it into the group with the image it was warmed with (``image_id``, from EC2)."""
+
+    instance_id: str
+    image_id: str
+    lifecycle: str
+    launch_time: datetime
+
+    @property
+    def settled(self) -> bool:
+        return self.lifecycle in WARMED_SETTLED
+
+    @property
+    def terminating(self) -> bool:
+        return self.lifecycle.startswith("Warmed:Terminating")
+
+
+def warm_pool_size_for(config: Mapping[str, Any] | None, max_size: int, desired: int) -> int | None:
+    """The size AWS keeps a warm pool at (None: no warm pool): ``MaxGroupPreparedCapacity`` (absent or -1: the
+    group's MaxSize) minus desired, at least the pool's ``MinSize`` (AWS "Warm pools for Amazon EC2 Auto Scaling")."""
+    if not config:
+        return None
+    raw = config.get("MaxGroupPreparedCapacity")
+    prepared = -1 if raw is None else int(raw)
+    cap = max_size if prepared < 0 else prepared
+    return max(int(config.get("MinSize") or 0), cap - desired, 0)
+
+
+@dataclass(frozen=True)
 class FleetState:
     """One observation of the ASG at ``now``.
 
@@ -142,6 +176,10 @@ class FleetState:
     #: the group's AvailabilityZones (DescribeAutoScalingGroups); empty when not observed: the AZs of its
     #: instances stand in (``zones``)
     availability_zones: tuple[str, ...] = ()
+    #: the size the group's warm pool is kept at (``warm_pool_size_for``); None: the group has no warm pool
+    warm_pool_size: int | None = None
+    #: the warm pool's instances (DescribeWarmPool), observed only for a group that has a pool
+    warm: tuple[WarmInstance, ...] = ()
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:

@@ -40,6 +40,12 @@ The rules (docs/rollout.md explains them at length):
   balancing round under the same floor and gates (surge: launch, AWS places into the emptiest AZ, then the
   surplus goes from the fullest; replace: terminate in the fullest, the ASG refills the emptiest); a round
   that does not lower the moves needed (``record.az_moves``) is the last (``_balance``).
+- **Warm pool**: as soon as the group launches the phase's target, warmed instances of its warm pool on another
+  image (or too old in a renewal) are terminated (``TerminateWarmed``: not capacity, the floor is untouched; AWS
+  refills the pool from the current template), so that the batches' scale-outs, which draw from the pool, do
+  not bring the old image back; once the phase converged (every gate passed, AZs balanced) it waits until the
+  pool reports itself refilled on the target at its size, bounded by the phase deadline (past it: ``Halt``,
+  blocked, naming what the pool holds). A rollback does the same toward its own target (``_warm_pool``).
 - **Halting** (phase failed): terminate surplus instances known to be unhealthy (down to the baseline),
   point the group back at the previous version when the rollout replaced nothing, restore capacity and
   processes, then ``Fail``. A replace rollout that cannot take a single instance out halts before it
@@ -57,7 +63,7 @@ from functools import cached_property
 from typing import Any
 
 from . import health
-from .fleet_state import FleetState, Instance
+from .fleet_state import FleetState, Instance, WarmInstance
 from .rollout_actions import (
     Action,
     DelegateInstanceRefresh,
@@ -72,6 +78,7 @@ from .rollout_actions import (
     StartRollback,
     SuspendProcesses,
     Terminate,
+    TerminateWarmed,
     Wait,
     WaitFor,
 )
@@ -305,7 +312,7 @@ def skipped_by_policy(state: FleetState, policy: Policy, target_image: str) -> t
     return _ids(_View(state, rec, policy).skipped)
 
 
-def _ids(instances: Sequence[Instance]) -> tuple[str, ...]:
+def _ids(instances: Sequence[Instance | WarmInstance]) -> tuple[str, ...]:
     return tuple(sorted(i.instance_id for i in instances))
 
 
@@ -493,6 +500,12 @@ def _plan_active_step(v: _View) -> Action:
     if missing and not converging:  # once converged, Restore resumes them: never suspend again
         return SuspendProcesses(processes=missing)
 
+    # 3a. the group launches the target: warmed instances of its warm pool on another image go now (not capacity:
+    # the floor is untouched), so that the pool refills from the target before the batches' scale-outs draw from it
+    old_warm = _old_warmed(v)
+    if old_warm:
+        return TerminateWarmed(instance_ids=_ids(old_warm))
+
     # 3b. a rollback does not wait for outdated instances still launching (a lifecycle hook that never
     # completes would hold it until its deadline): they are not healthy, removing them costs nothing
     if rec.phase == ROLLBACK:
@@ -589,6 +602,9 @@ def _plan_active_step(v: _View) -> Action:
         balance = _balance(v)
         if balance is not None:
             return balance
+        warm = _warm_pool(v)
+        if warm is not None:
+            return warm
         return _finish(v)
     if not v.eligible:
         return Wait(
@@ -783,6 +799,37 @@ def _balance(v: _View) -> Action | None:
                      record=replace(v.rec, az_moves=moves))
 
 
+def _old_warmed(v: _View) -> list[WarmInstance]:
+    """Warmed instances of the group's warm pool that are not current (another image, or launched before
+    ``replace_before`` in a renewal) and not already on their way out."""
+    return [w for w in v.state.warm if not v.rec.is_current(w.image_id, w.launch_time) and not w.terminating]
+
+
+def _warm_pool(v: _View) -> Action | None:
+    """The warm pool at the end of a converged phase (None: no pool, or it is on the target at its size).
+
+    AWS leaves a warm pool alone when the launch template moves: its instances keep the image they were warmed
+    with, and every scale-out from it brings that image back. AWS refreshes a pool by terminating its warmed
+    instances so that it refills from the current template; so does the rollout (step 3a, as soon as the group
+    launches the target: the batches' own scale-outs draw from the pool). Here, once everything else converged,
+    the phase waits for the pool to hold ``warm_pool_size`` settled instances on the target, nothing in
+    transition, up to the phase deadline (past it, ``_past_deadline`` halts naming what the pool holds)."""
+    state = v.state
+    if state.warm_pool_size is None:
+        return None
+    old = _old_warmed(v)
+    if old:  # e.g. warmed while the last batch settled
+        return TerminateWarmed(instance_ids=_ids(old))
+    ready = [w for w in state.warm if w.settled and v.rec.is_current(w.image_id, w.launch_time)]
+    moving = sorted((w for w in state.warm if not w.settled), key=lambda w: w.instance_id)
+    if not moving and len(ready) >= state.warm_pool_size:
+        return None
+    reason = f"warm pool at {len(ready)} of {state.warm_pool_size} warmed on {v.target}"
+    if moving:
+        reason += f"; {len(moving)} in {'/'.join(sorted({w.lifecycle for w in moving}))} ({' '.join(_ids(moving[:5]))})"
+    return Wait(condition=WaitFor.WARM_POOL, reason=reason, until=v.until(), instance_ids=_ids(moving))
+
+
 def _balance_room(v: _View) -> bool:
     """Can a balancing round's instances warm up and turn healthy before the phase's deadline?"""
     return v.now + timedelta(seconds=v.policy.warmup_seconds + v.policy.health_timeout_seconds) < v.deadline
@@ -847,6 +894,8 @@ def _finish(v: _View) -> Action:
         summary += f" launched since {v.rec.replace_before:%Y-%m-%d %H:%M}Z"
     if v.rec.phase == ROLLBACK:
         summary = f"rolled back: {summary} ({v.rec.reason})"
+    if v.state.warm_pool_size is not None:
+        summary += f"; warm pool {len(v.state.warm)} on {v.target}"
     skipped = _ids(v.skipped)
     if skipped:
         summary += f"; skipped {len(skipped)} outdated by policy ({' '.join(skipped[:5])})"
@@ -971,6 +1020,8 @@ def describe_action(action: Action, now: datetime) -> str:
         how = "with" if action.decrement_desired else "without"
         what = "balance AZs: terminate" if action.balance else "terminate"
         return f"{what} {len(action.instance_ids)} {how} decrement: {' '.join(action.instance_ids)}"
+    if isinstance(action, TerminateWarmed):
+        return f"replace {len(action.instance_ids)} warmed instance(s) of the warm pool: {' '.join(action.instance_ids)}"
     if isinstance(action, PrepareInstances):
         parts = []
         if action.exit_standby:

@@ -27,6 +27,7 @@ class WaitFor(StrEnum):
     SOAK = "soak"  # time: the last batch's soak
     RELEASE = "release"  # a human to take outdated instances out of Standby / scale-in protection
     UNKNOWN = "unknown"  # health that could not be observed (an API error) to be observed again
+    WARM_POOL = "warm-pool"  # the warm pool to refill from the target after its old-image instances went
 
     @property
     def timer(self) -> bool:
@@ -70,6 +71,14 @@ class Terminate(Action):
     instance_ids: tuple[str, ...]
     decrement_desired: bool
     balance: bool = False
+
+
+@dataclass(frozen=True)
+class TerminateWarmed(Action):
+    """TerminateInstanceInAutoScalingGroup for each warmed instance of the group's warm pool (not capacity:
+    desired and the floor are untouched); AWS refills the pool from the group's current launch template."""
+
+    instance_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from .fleet_state import FleetState, Instance, Lifecycle
+from .fleet_state import FleetState, Instance, Lifecycle, WarmInstance
 from .planner import plan, progress_line
 from .rollout_actions import (
     Action,
@@ -26,6 +26,7 @@ from .rollout_actions import (
     StartRollback,
     SuspendProcesses,
     Terminate,
+    TerminateWarmed,
     Wait,
 )
 from .rollout_policy import Policy
@@ -110,6 +111,14 @@ class _IdealAsg:
             desired = s.desired - len(gone) if action.decrement_desired else s.desired
             self.state = replace(s, desired=desired, instances=tuple(i for i in s.instances if i.instance_id not in gone))
             self.fill()
+        elif isinstance(action, TerminateWarmed):  # the pool refills from the launch template, warmed at once
+            gone = set(action.instance_ids)
+            kept = tuple(w for w in s.warm if w.instance_id not in gone)
+            new = []
+            for _ in range(max(0, (s.warm_pool_size or 0) - len(kept))):
+                self.seq += 1
+                new.append(WarmInstance(f"i-warmed{self.seq:04d}", self.launch_image, "Warmed:Stopped", s.now))
+            self.state = replace(s, warm=kept + tuple(new))
         elif isinstance(action, PrepareInstances):
             exits, unprotect = set(action.exit_standby), set(action.unprotect)
             insts = tuple(
