@@ -14,10 +14,12 @@ Observation (``observe``, ``async_observe``) is one *batched* sweep that builds 
    * ``DescribeTargetHealth`` once per attached target group when it counts ELB health;
    * ``DescribeAlarms`` once for the policy's alarms when it counts alarms;
    * ``DescribeLaunchTemplateVersions`` for the version the group launches (operator only; a numbered
-     version is immutable and cached, ``$Latest``/``$Default`` are resolved each time).
+     version is immutable and cached, ``$Latest``/``$Default`` are resolved each time);
+   * ``DescribeWarmPool`` **only for a group with a warm pool** (DescribeAutoScalingGroups answers its
+     ``WarmPoolConfiguration``), then ``DescribeInstances`` for warmed instances never seen before (their image);
 
-So a steady health poll costs ``1 + ceil(N/100) + target groups`` calls (+1 with alarms), whatever the fleet
-size. The calls are written once, as a generator of call batches (:func:`observation_calls`), that a sync
+So a steady health poll costs ``1 + ceil(N/100) + target groups`` calls (+1 with alarms, +1 with a warm pool),
+whatever the fleet size. The calls are written once, as a generator of call batches (:func:`observation_calls`), that a sync
 driver (boto3) and an async driver (aiobotocore, used by the triggers) both run: the same requests and the
 same pure :func:`fleet_state_from` on both paths.
 
@@ -51,7 +53,15 @@ from botocore.parsers import ResponseParserError
 
 from phoenix_fleet.api_limiter import LimitedAsyncConnMixin, LimitedClientContext
 from phoenix_fleet.aws_conn import StrictAwsConnMixin
-from phoenix_fleet.rollout import FleetState, Instance, Policy, RecordError, RolloutRecord
+from phoenix_fleet.rollout import (
+    FleetState,
+    Instance,
+    Policy,
+    RecordError,
+    RolloutRecord,
+    WarmInstance,
+    warm_pool_size_for,
+)
 from phoenix_fleet.waiters import waiter_path
 
 log = logging.getLogger(__name__)
@@ -222,6 +232,7 @@ def fleet_state_from(
     unknown_target_groups: Iterable[str] = (),
     errors: Sequence[str] = (),
     launch_unresolved: str | None = None,
+    warmed: Sequence[Mapping[str, Any]] | None = None,
 ) -> FleetState:
     """The planner's FleetState from raw describe results (pure).
 
@@ -233,6 +244,8 @@ def fleet_state_from(
     ``target_health``: target group ARN -> {instance id: state}; a member missing there is not registered.
     ``unknown_target_groups``: target groups whose DescribeTargetHealth failed (TargetGroupNotFound): every
     member's ELB health is then unknown (never "not registered"). ``errors``: the tolerated API errors.
+    ``warmed``: DescribeWarmPool's instances (None: not asked, the group has no warm pool); like a member, a
+    warmed instance EC2 does not describe (yet) is left out (the pool then looks short: the planner waits).
     """
     blind = frozenset({"elb"}) if set(unknown_target_groups) else frozenset()
     instances = []
@@ -271,6 +284,13 @@ def fleet_state_from(
         launch_unresolved=launch_unresolved,
         maintenance_policy=maintenance_policy_of(group),
         availability_zones=tuple(sorted(group.get("AvailabilityZones") or ())),
+        warm_pool_size=warm_pool_size_for(group.get("WarmPoolConfiguration"), int(group["MaxSize"]),
+                                          int(group["DesiredCapacity"])),
+        warm=tuple(
+            WarmInstance(w["InstanceId"], ec2_info[w["InstanceId"]][0], str(w.get("LifecycleState") or ""),
+                         ec2_info[w["InstanceId"]][1])
+            for w in warmed or () if w["InstanceId"] in ec2_info
+        ),
     )
 
 
@@ -356,6 +376,7 @@ def observation_calls(
     group = groups[0]
     ids = [m["InstanceId"] for m in group.get("Instances") or []]
     tgs = list(group.get("TargetGroupARNs") or []) if elb_on else []
+    prior = known
     known = {i: v for i, v in known.items() if i in ids}
 
     second: list[Call] = []
@@ -371,6 +392,11 @@ def observation_calls(
             lt = _replace_lt(lt, int(lt.version), lt_cache[(lt.key, int(lt.version))])
         else:
             second.append(Call("ec2", "describe_launch_template_versions", {**lt.spec(), "Versions": [lt.version]}))
+    # a group with a warm pool (DescribeAutoScalingGroups answers its WarmPoolConfiguration) is asked for its warmed
+    # instances too; a group without one pays no extra call
+    has_pool = bool(group.get("WarmPoolConfiguration"))
+    if has_pool:
+        second.append(Call("autoscaling", "describe_warm_pool", {"AutoScalingGroupName": asg_name}))
     if second:
         calls_made += len(second)
         answers += list(zip(second, (yield second), strict=True))
@@ -382,6 +408,7 @@ def observation_calls(
     firing: set[str] = set()
     unresolved: str | None = None
     members = set(ids)
+    warmed: list[Mapping[str, Any]] | None = [] if has_pool else None
     while answers:
         call, answer = answers.pop(0)
         if call.method == "describe_instances":  # page on if AWS paginated (rare without MaxResults)
@@ -420,12 +447,33 @@ def observation_calls(
                 lt = _replace_lt(lt, number, image)
                 if image:
                     lt_cache[(lt.key, number)] = image
-        token = _answer(answer).get("NextToken") if call.method in ("describe_instances", "describe_alarms") else None
+        elif call.method == "describe_warm_pool" and warmed is not None:  # pages by MaxRecords + NextToken
+            warmed += list((answer or {}).get("Instances") or [])
+        token = (_answer(answer).get("NextToken")
+                 if call.method in ("describe_instances", "describe_alarms", "describe_warm_pool") else None)
         if token:
             follow = Call(call.service, call.method, {**call.params, "NextToken": token})
             (more,) = yield [follow]
             calls_made += 1
             answers.append((follow, more))
+
+    if warmed:  # the image of each warmed instance, from EC2 (never from its launch template version)
+        warm_ids = [w["InstanceId"] for w in warmed]
+        known.update({i: prior[i] for i in warm_ids if i in prior})
+        third = [Call("ec2", "describe_instances", {"Filters": [{"Name": "instance-id", "Values": part}]})
+                 for part in chunks([i for i in warm_ids if i not in known], INSTANCES_PER_DESCRIBE)]
+        while third:
+            calls_made += len(third)
+            replies = yield third
+            follow = []
+            for call, answer in zip(third, replies, strict=True):
+                for reservation in (answer or {}).get("Reservations") or []:
+                    for inst in reservation.get("Instances") or []:
+                        known[inst["InstanceId"]] = (inst["ImageId"], inst["LaunchTime"])
+                token = (answer or {}).get("NextToken")
+                if token:
+                    follow.append(Call(call.service, call.method, {**call.params, "NextToken": token}))
+            third = follow
 
     if resolve_launch_template and lt is None:
         unresolved = f"the group reports {launch_source(group)}"
@@ -444,7 +492,7 @@ def observation_calls(
         launch_image = None  # an SSM-parameter AMI: trusted, not resolved here
     state = fleet_state_from(
         group, known, statuses, target_health, firing, launch_image, now(),
-        unknown_target_groups=unknown_tgs, errors=errors, launch_unresolved=unresolved,
+        unknown_target_groups=unknown_tgs, errors=errors, launch_unresolved=unresolved, warmed=warmed,
     )
     return Observation(
         state=state,
@@ -784,7 +832,7 @@ class AsgHook(LimitedAsyncConnMixin, StrictAwsConnMixin, AwsBaseHook):  # an unk
         def done() -> bool:
             found = self.autoscaling.describe_auto_scaling_instances(InstanceIds=[instance_id])
             states = [i.get("LifecycleState", "") for i in found.get("AutoScalingInstances") or []]
-            return not states or all(s.startswith("Terminat") for s in states)
+            return not states or all(s.startswith(("Terminat", "Warmed:Terminat")) for s in states)
 
         try:
             return bool(self._checked(f"TerminateInstanceInAutoScalingGroup {instance_id}", write, done) is not False)

@@ -672,6 +672,9 @@ class AsgRecycleOperator(BaseOperator):
                 carry["terminated"] = int(carry.get("terminated", 0)) + len(done)
                 if not action.decrement_desired:
                     carry["batches"] = int(carry.get("batches", 0)) + 1
+        elif isinstance(action, R.TerminateWarmed):  # the warm pool: not capacity, refilled from the template
+            done = hook.terminate_instances(action.instance_ids, decrement_desired=False)
+            carry["warm_replaced"] = int(carry.get("warm_replaced", 0)) + len(done)
         elif isinstance(action, R.PrepareInstances):
             if action.new_max is not None and action.new_max > state.max_size:
                 hook.set_capacity(asg, max_size=action.new_max)
@@ -1242,6 +1245,9 @@ class AsgRecycleOperator(BaseOperator):
             "launched": int(carry.get("launched", 0)),
             "batches": int(carry.get("batches", 0)),
             "az_balanced": int(carry.get("az_balanced", 0)),
+            # the warm pool: warmed instances terminated for being on another image, and the pool's images now
+            "warm_replaced": int(carry.get("warm_replaced", 0)),
+            "warm_images": dict(Counter(w.image_id for w in state.warm)),
             "duration_seconds": round((state.now - record.started_at).total_seconds(), 1),
             "capacity": {"desired": state.desired, "min": state.min_size, "max": state.max_size},
             "skipped": list(skipped),
