@@ -17,6 +17,8 @@ DescribeLaunchTemplateVersions      ``$Default`` and ``$Latest`` of *every* temp
 DescribeImages                      ``Owners=[self]`` with IncludeDeprecated/IncludeDisabled (MaxResults=1000),
                                     then the referenced images that are not ours, by id (100 per call)
 GetParametersByPath                 ``<ssm_prefix>`` recursive, MaxResults=10 (the API's maximum)
+DescribeWarmPool                    only for each group with a warm pool, MaxRecords=100 (its warmed instances;
+                                    their images come from DescribeInstances like every instance's)
 ==================================  ===========================================================================
 
 AWS calls are counted per operation (botocore ``before-call`` events) and reported in ``stats`` together with
@@ -27,7 +29,8 @@ Snapshot shape (``SNAPSHOT_FORMAT``)::
     {"format": "phoenix-inventory-snapshot/1", "region": "us-east-1", "collected_at": "<ISO 8601 UTC>",
      "instances": [{"id", "image_id", "launch_time", "state", "asg", "tags": {phoenix:*, Name}}],
      "asgs": [{"name", "desired", "min", "max", "launch_template": {"id", "name", "version"} | null,
-               "tags": {...}, "instances": [{"id", "lifecycle", "health", "protected"}]}],
+               "tags": {...}, "instances": [{"id", "lifecycle", "health", "protected"}],
+               "warm_pool": {"instances": [{"id", "lifecycle"}]} | null}],   # null: the group has no warm pool
      "launch_templates": {"<lt id>": {"name", "default_version", "latest_version", "versions": {"<n>": ami}}},
      "launch_configurations": {"<name>": "<ami id>"},   # only those ASGs still use
      "images": {"<ami id>": {"name", "owner_id", "ours", "state", "public", "creation_date",
@@ -301,9 +304,36 @@ def _asgs(autoscaling: Any, stats: dict[str, Any], page_size: int) -> list[dict[
                         }
                         for i in g.get("Instances", [])
                     ],
+                    # only for a group with a warm pool (DescribeAutoScalingGroups answers its configuration)
+                    "warm_pool": _warm_pool(autoscaling, stats, g["AutoScalingGroupName"])
+                    if g.get("WarmPoolConfiguration") else None,
                 }
             )
     return out
+
+
+#: DescribeWarmPool MaxRecords (the API's maximum)
+WARM_POOL_PAGE = 100
+
+
+def _warm_pool(autoscaling: Any, stats: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The group's warmed instances (id, lifecycle: ``Warmed:Stopped``, ...): one DescribeWarmPool call a page.
+    A failed call is a note (the warmed instances are still in DescribeInstances: retention sees their AMIs)."""
+    instances: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"AutoScalingGroupName": name, "MaxRecords": WARM_POOL_PAGE}
+    while True:
+        try:
+            page = autoscaling.describe_warm_pool(**params)
+        except Exception as exc:  # noqa: BLE001 - botocore's errors; the sweep goes on without this pool
+            stats["notes"].append(f"DescribeWarmPool {name}: {_error_code(exc)}; its warm pool is not reported")
+            return None
+        stats["pages"]["warm_pools"] = stats["pages"].get("warm_pools", 0) + 1
+        found = page.get("Instances") or []
+        stats["items"]["warm_pools"] = stats["items"].get("warm_pools", 0) + len(found)
+        instances += [{"id": i["InstanceId"], "lifecycle": i.get("LifecycleState")} for i in found]
+        if not page.get("NextToken"):
+            return {"instances": instances}
+        params["NextToken"] = page["NextToken"]
 
 
 #: The rollout record's tags on an ASG (rollout/rollout_record.py). A rollout in flight, or one halted and waiting
@@ -570,4 +600,7 @@ def minimum_pages(snapshot: Mapping[str, Any]) -> dict[str, int]:
         "ec2:DescribeImages": pages(own, MAX_PAGE_SIZES["images"]) + -(-foreign // IMAGE_ID_CHUNK),
         "ssm:GetParametersByPath": pages(params, MAX_PAGE_SIZES["parameters"]),
     }
+    pools = [g["warm_pool"] for g in snapshot.get("asgs", []) if g.get("warm_pool") is not None]
+    if pools:
+        out["autoscaling:DescribeWarmPool"] = sum(pages(len(p["instances"]), WARM_POOL_PAGE) for p in pools)
     return out

@@ -6,7 +6,8 @@ returns a JSON-safe dict (schema: ``inventory/schema.json``, ``SCHEMA_ID``):
 
 * ``instances``: one row per instance (every state but terminated): instance id, region, ASG, role,
   AMI id, running version, latest version, versions behind, age in days, past max age, lifecycle, health,
-  whether the AMI is ours, and whether the instance runs its launch template's image;
+  whether the AMI is ours, whether the instance runs its launch template's image, and whether it is a warmed
+  instance of its ASG's warm pool (``warm``: lifecycle ``Warmed:*``; not counted in the ASG's ``instances``);
 * ``asgs`` and ``roles``: summaries (version distribution, stale and behind counts) with **drift**: a launch
   template behind the role's latest version, or instances behind their launch template;
 * ``amis``: every AMI of ours in the swept regions plus every AMI referenced, with where it is used;
@@ -70,6 +71,7 @@ INSTANCE_COLUMNS = (
     "age_days",
     "max_age_days",
     "past_max_age",
+    "warm",
 )
 
 
@@ -241,6 +243,8 @@ def build_report(
         for name, g in asgs.items():
             for member in g.get("instances", []):
                 membership[member["id"]] = (name, member)
+            for warmed in (g.get("warm_pool") or {}).get("instances", []):  # not members: the group's warm pool
+                membership[warmed["id"]] = (name, {"lifecycle": warmed.get("lifecycle"), "warm": True})
 
         region_rows: list[dict[str, Any]] = []
         for inst in sorted(s.get("instances", []), key=lambda i: i["id"]):
@@ -289,14 +293,16 @@ def build_report(
                     "age_days": age,
                     "max_age_days": max_age,
                     "past_max_age": bool(active and age is not None and age > max_age),
+                    "warm": bool(member.get("warm")),
                 }
             )
         rows.extend(region_rows)
 
         by_asg: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        warm_by_asg: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in region_rows:
             if r["asg"]:
-                by_asg[r["asg"]].append(r)
+                (warm_by_asg if r["warm"] else by_asg)[r["asg"]].append(r)
         for name in sorted(asgs):
             g = asgs[name]
             role = asg_role[name]
@@ -314,6 +320,10 @@ def build_report(
                 drift.append("instances-behind-launch-template")
             if lt_image and not lt_img.get("ours"):
                 drift.append("launch-template-ami-not-ours")
+            warm = warm_by_asg.get(name, [])
+            warm_behind = sum(1 for r in warm if r["behind_launch_template"])
+            if warm_behind:  # every scale-out from the pool brings the old image back
+                drift.append("warm-pool-behind-launch-template")
             ages = [r["age_days"] for r in members if r["age_days"] is not None]
             spec = g.get("launch_template")
             asg_rows.append(
@@ -346,6 +356,16 @@ def build_report(
                     "max_age_days": settings.max_age_for(role),
                     "not_ours": sum(1 for r in members if not r["ami_ours"]),
                     "drift": drift,
+                    "warm_pool": (
+                        {
+                            "instances": len(warm),
+                            "images": dict(sorted(Counter(r["ami_id"] or "unknown" for r in warm).items())),
+                            "versions": _distribution(warm),
+                            "behind_launch_template": warm_behind,
+                        }
+                        if g.get("warm_pool") is not None
+                        else None
+                    ),
                 }
             )
 
@@ -411,6 +431,7 @@ def build_report(
             "amis_not_ours": sum(1 for a in ami_rows if not a["ours"]),
             "canaries": len(canary_rows),
             "canaries_expired": sum(1 for c in canary_rows if c["expired"]),
+            "warm": sum(1 for r in rows if r["warm"]),
         },
         "roles": role_rows,
         "asgs": asg_rows,

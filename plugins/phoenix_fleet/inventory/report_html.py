@@ -316,13 +316,15 @@ def render_html(report: Mapping[str, Any]) -> str:
     if asgs:
         out.append('<table><thead><tr><th>ASG</th><th>region</th><th>role</th><th class="num">instances</th>'
                    "<th>launch template</th><th>template version</th><th>latest</th><th>running</th>"
-                   '<th class="num">stale</th><th>drift</th></tr></thead><tbody>')
+                   '<th>warm pool</th><th class="num">stale</th><th>drift</th></tr></thead><tbody>')
         for a in asgs[:MAX_ASG_ROWS]:
             lt = a["launch_template"] or {}
             spec = f'{lt.get("name") or lt.get("id") or "-"}:{lt.get("version") or "-"}'
             if lt.get("version_number") is not None and lt.get("version") != str(lt.get("version_number")):
                 spec += f' (v{lt["version_number"]})'
             running = ", ".join(f"{k}×{n}" for k, n in a["versions"].items()) or "-"
+            pool = a.get("warm_pool")  # warmed instances per version (images in report.json); - without a pool
+            warm = (", ".join(f"{k}×{n}" for k, n in pool["versions"].items()) or "empty") if pool else "-"
             badges = "".join(
                 f'<span class="badge{" bad" if d != "launch-template-behind-latest" else ""}">{_e(d)}</span>'
                 for d in a["drift"]
@@ -331,7 +333,8 @@ def render_html(report: Mapping[str, Any]) -> str:
                 f'<tr data-asg="{_e(a["name"])}"><td>{_e(a["name"])}</td><td>{_e(a["region"])}</td><td>{_e(a["role"] or "-")}</td>'
                 f'<td class="num">{a["instances"]}</td><td><code>{_e(spec)}</code></td>'
                 f'<td><code>{_e(lt.get("release_version") or "-")}</code></td><td><code>{_e(a["latest_version"] or "-")}</code></td>'
-                f'<td><code>{_e(running)}</code></td><td class="num">{a["stale"]}</td><td>{badges}</td></tr>'
+                f'<td><code>{_e(running)}</code></td><td class="warm"><code>{_e(warm)}</code></td>'
+                f'<td class="num">{a["stale"]}</td><td>{badges}</td></tr>'
             )
         out.append("</tbody></table>")
         if len(asgs) > MAX_ASG_ROWS:

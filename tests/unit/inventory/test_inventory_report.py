@@ -89,6 +89,7 @@ def test_rows_versions_ages_and_flags(fleet_report: Any) -> None:
         "amis_not_ours": 1,
         "canaries": 0,
         "canaries_expired": 0,
+        "warm": 0,
     }
 
 
