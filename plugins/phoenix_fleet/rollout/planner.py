@@ -503,7 +503,7 @@ def _plan_active_step(v: _View) -> Action:
     # 3a. the group launches the target: warmed instances of its warm pool on another image go now (not capacity:
     # the floor is untouched), so that the pool refills from the target before the batches' scale-outs draw from it
     old_warm = _old_warmed(v)
-    if old_warm:
+    if old_warm and v.now < v.deadline:
         return TerminateWarmed(instance_ids=_ids(old_warm))
 
     # 3b. a rollback does not wait for outdated instances still launching (a lifecycle hook that never
@@ -800,9 +800,13 @@ def _balance(v: _View) -> Action | None:
 
 
 def _old_warmed(v: _View) -> list[WarmInstance]:
-    """Warmed instances of the group's warm pool that are not current (another image, or launched before
-    ``replace_before`` in a renewal) and not already on their way out."""
-    return [w for w in v.state.warm if not v.rec.is_current(w.image_id, w.launch_time) and not w.terminating]
+    """Warmed instances of the group's warm pool to terminate: not current (another image, or launched before
+    ``replace_before`` in a renewal), not already on their way out, and warmed before this phase began (plus the
+    stray grace): one warmed during the phase on another image means the pool refills with it (a
+    ``resolve:ssm:`` parameter that moved): terminating it would only churn the pool, so it is waited on and
+    named instead (``_warm_pool``)."""
+    return [w for w in v.state.warm if not v.rec.is_current(w.image_id, w.launch_time) and not w.terminating
+            and w.launch_time < v.rec.phase_start + STRAY_GRACE]
 
 
 def _warm_pool(v: _View) -> Action | None:
@@ -818,16 +822,21 @@ def _warm_pool(v: _View) -> Action | None:
     if state.warm_pool_size is None:
         return None
     old = _old_warmed(v)
-    if old:  # e.g. warmed while the last batch settled
+    if old and v.now < v.deadline:  # e.g. warmed while the last batch settled
         return TerminateWarmed(instance_ids=_ids(old))
     ready = [w for w in state.warm if w.settled and v.rec.is_current(w.image_id, w.launch_time)]
     moving = sorted((w for w in state.warm if not w.settled), key=lambda w: w.instance_id)
-    if not moving and len(ready) >= state.warm_pool_size:
+    wrong = sorted((w for w in state.warm if not w.terminating and not v.rec.is_current(w.image_id, w.launch_time)),
+                   key=lambda w: w.instance_id)
+    if not moving and not wrong and len(ready) >= state.warm_pool_size:
         return None
     reason = f"warm pool at {len(ready)} of {state.warm_pool_size} warmed on {v.target}"
     if moving:
         reason += f"; {len(moving)} in {'/'.join(sorted({w.lifecycle for w in moving}))} ({' '.join(_ids(moving[:5]))})"
-    return Wait(condition=WaitFor.WARM_POOL, reason=reason, until=v.until(), instance_ids=_ids(moving))
+    if wrong:
+        reason += (f"; {len(wrong)} warmed on {wrong[0].image_id} ({' '.join(_ids(wrong[:5]))}): the pool refills "
+                   "with another image than the target (does the group's launch template launch it?)")
+    return Wait(condition=WaitFor.WARM_POOL, reason=reason, until=v.until(), instance_ids=_ids(moving + wrong))
 
 
 def _balance_room(v: _View) -> bool:

@@ -43,7 +43,9 @@ from phoenix_fleet.rollout import (
     StartRollback,
     SuspendProcesses,
     Terminate,
+    TerminateWarmed,
     Wait,
+    WarmInstance,
     adopt_baseline,
     firing_alarms,
     healthy_ids,
@@ -121,6 +123,9 @@ class World:
     #: where the ASG launches: "fewest" (AWS: the AZ with the fewest instances, ties by name) or "first" (always
     #: the first AZ: moto's placement, or an AZ short of capacity sending every launch elsewhere)
     placement: str = "fewest"
+    #: a warm pool of this many warmed instances (0: none), warmed on the old image before the rollout: AWS keeps
+    #: it at its size from the current launch template, and every launch draws from it first
+    warm_pool: int = 0
 
 
 class SimAsg:
@@ -154,6 +159,10 @@ class SimAsg:
         #: plus instances brought back from standby, and an outside change of desired taken as the new
         #: desired minus the surge our writes had added at that moment
         self.oracle_base = desired
+        #: the warm pool: (id, image, warmed at); refilled from ``lt_image`` by ``_reconcile``
+        self.warm: list[tuple[str, str, datetime]] = [
+            (f"i-warm{k:03d}", OLD, T0 - timedelta(hours=1)) for k in range(world.warm_pool)]
+        self.drawn: list[tuple[str, str]] = []  # (id, image) of the launches served from the pool
         self._reconcile()
 
     # -- fates -------------------------------------------------------------------------------------------
@@ -177,8 +186,12 @@ class SimAsg:
         if az is None:
             per_az = Counter(i.az for i in self.instances.values() if self._counts(i))
             az = min(azs, key=lambda a: (per_az[a], a))
-        inst = SimInstance(id=f"i-{self.seq:05d}", image=self.lt_image, az=az, launch=self.now,
-                           fate=self._fate(self.lt_image))
+        if self.warm:  # AWS: a scale-out moves a warmed instance into the group first (with its own image)
+            iid, image, _ = self.warm.pop(0)
+            self.drawn.append((iid, image))
+        else:
+            iid, image = f"i-{self.seq:05d}", self.lt_image
+        inst = SimInstance(id=iid, image=image, az=az, launch=self.now, fate=self._fate(image))
         self.instances[inst.id] = inst
         return inst
 
@@ -215,6 +228,9 @@ class SimAsg:
                 cands.remove(victim)
                 per_az[victim.az] -= 1
                 self._terminate(victim, "asg")
+        while len(self.warm) < self.world.warm_pool:  # the pool refills from the current launch template
+            self.seq += 1
+            self.warm.append((f"i-w{self.seq:05d}", self.lt_image, self.now))
 
     def _abandon_at(self, i: SimInstance) -> datetime:
         assert self.world.abandon_after is not None
@@ -363,6 +379,8 @@ class SimAsg:
             now=self.now, target_group_arns=self.target_groups, health_check_type="ELB",
             alarms_in_alarm=alarms, suspended_processes=frozenset(self.suspended),
             launch_image_id=self.lt_image, availability_zones=self.zones,
+            warm_pool_size=self.world.warm_pool if self.world.warm_pool else None,
+            warm=tuple(WarmInstance(iid, image, "Warmed:Stopped", at) for iid, image, at in self.warm),
         )
 
     def record(self) -> RolloutRecord | None:
@@ -406,6 +424,15 @@ class SimAsg:
                 if action.decrement_desired:
                     self.desired -= 1
                     assert self.desired >= self.min_size, "decrement below min size"
+        elif isinstance(action, TerminateWarmed):
+            ids = action.instance_ids[: cut % max(1, len(action.instance_ids))] if partial else action.instance_ids
+            present = {w[0] for w in self.warm}
+            for iid in ids:
+                if iid not in present:
+                    assert again, f"terminates {iid}, which is not in the warm pool"
+                    continue  # AWS: ValidationError (gone): done
+                self.planner_terminated.append((iid, next(w[1] for w in self.warm if w[0] == iid)))
+            self.warm = [w for w in self.warm if w[0] not in ids]
         elif isinstance(action, PrepareInstances):
             if action.new_max is not None:
                 self.max_size = max(self.max_size, action.new_max)
@@ -611,6 +638,10 @@ def check_final(sim: SimAsg, first: RolloutRecord, last: RolloutRecord, policy: 
         for iid in skipped:
             inst = state.by_id()[iid]
             assert not is_current(inst, state, last, policy) and (inst.protected or inst.standby)
+        if state.warm_pool_size is not None:
+            off = [w.instance_id for w in state.warm if not last.is_current(w.image_id, w.launch_time)]
+            if off or len(state.warm) < state.warm_pool_size:
+                raise InvariantError(f"Done with the warm pool not on {target}: {off} of {len(state.warm)}")
     elif isinstance(final, Fail):
         if final.fail_kind.value == "halted":
             assert policy.on_failure == "halt" or not first.previous_image, final

@@ -107,3 +107,21 @@ def test_a_group_without_a_pool_is_not_held_and_the_dry_run_refills_the_pool() -
     assert kinds.count("TerminateWarmed") == 1 and kinds[-1] == "Done"
     assert kinds.index("TerminateWarmed") < kinds.index("Launch")  # before the first batch
     assert "warm pool 2 on ami-0new" in steps[-1].line
+
+
+def test_a_pool_that_refills_with_another_image_is_not_churned_and_ends_by_the_deadline() -> None:
+    """A pool warmed during the phase on another image (a resolve:ssm: parameter that moved: the template is
+    trusted, not resolved) refills with it: terminating it again would churn the pool forever; it is waited on,
+    named, and past the deadline the phase halts (no TerminateWarmed past the deadline either)."""
+    refilled = WarmInstance("i-w7", OLD, "Warmed:Stopped", T0 + timedelta(minutes=20))
+    state = fleet(*news(4), warm_pool_size=1, warm=(refilled,), now_offset=30 * 60, launch_image_id=None)
+    rec = record(state, SURGE)
+    wait = plan(state, rec, SURGE)
+    assert isinstance(wait, Wait) and wait.condition == WaitFor.WARM_POOL and wait.instance_ids == ("i-w7",)
+    assert "1 warmed on ami-0old (i-w7): the pool refills with another image" in wait.reason
+    late = replace(state, now=T0 + timedelta(minutes=61))
+    halt = plan(late, rec, SURGE)
+    assert isinstance(halt, Halt) and "waiting for warm-pool" in halt.reason and "i-w7" in halt.reason
+    # an old warmed instance from before the phase is not terminated past the deadline either
+    stale = replace(late, warm=(warm("i-w1", OLD),))
+    assert isinstance(plan(stale, rec, SURGE), Halt)
