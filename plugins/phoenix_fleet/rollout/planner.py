@@ -924,7 +924,8 @@ def _finish(v: _View) -> Action:
 
 def _plan_halting(v: _View) -> Action:
     """Phase failed: remove surplus known to be unhealthy (down to the baseline), point the group back when
-    the rollout replaced nothing, restore, then Fail."""
+    the rollout replaced nothing (and its warm pool: warmed instances on the target are terminated, the pool
+    refills from the previous version), restore, then Fail."""
     if v.excess > 0:
         surplus = [i for i in v.state.live if i.instance_id in v.sick and not i.protected]
         surplus.sort(key=lambda i: (not v.current(i), -i.launch_time.timestamp(), i.instance_id))
@@ -948,6 +949,17 @@ def _plan_halting(v: _View) -> Action:
         # nothing was replaced (or what was, was drained): the group goes back to the version it launched
         # before, so that a later scale-out does not launch the image this rollout never got onto it
         return SetLaunchTemplate(launch_template=rec.previous_lt, image_id=rec.previous_image)
+    if (
+        kind != FailKind.ROLLBACK_FAILED
+        and rec.previous_image
+        and state.launch_image_id == rec.previous_image
+        and not any(i.image_id == rec.target_image for i in state.members)
+    ):
+        # pointed back: the warm pool, refilled from the target when the phase began, goes back too (else the
+        # next scale-out would draw the image this rollout never got onto the group)
+        back = [w for w in state.warm if w.image_id == rec.target_image and not w.terminating]
+        if back:
+            return TerminateWarmed(instance_ids=_ids(back))
     restore = _restore_action(v, _restore_desired(v))
     if restore is not None:
         return restore

@@ -125,3 +125,20 @@ def test_a_pool_that_refills_with_another_image_is_not_churned_and_ends_by_the_d
     # an old warmed instance from before the phase is not terminated past the deadline either
     stale = replace(late, warm=(warm("i-w1", OLD),))
     assert isinstance(plan(stale, rec, SURGE), Halt)
+
+
+def test_a_halt_that_points_the_group_back_takes_the_pool_back_too() -> None:
+    """The pool refilled from the target when the phase began; a halt that replaced nothing points the group
+    back at the previous version, and the warmed instances on the target go too (the pool refills from it)."""
+    state = fleet(inst("i-old0"), inst("i-old1", az="us-east-1b"), warm_pool_size=2,
+                  warm=(warm("i-w1", NEW, age=60), warm("i-w2", OLD)))
+    halting = replace(SURGE, on_failure="halt")
+    halted = record(state, halting).halted(T0, "blocked: no room")
+    assert plan(state, halted, halting).kind == "SetLaunchTemplate"  # the group first
+    back = replace(state, launch_image_id=OLD)
+    assert plan(back, halted, halting) == TerminateWarmed(instance_ids=("i-w1",))
+    refilled = replace(back, warm=(warm("i-w2", OLD), warm("i-w3", OLD, age=1)))
+    assert isinstance(plan(refilled, halted, halting), Restore)
+    # a halt that did replace some keeps the group (and the pool) on the target
+    mixed = replace(state, instances=(inst("i-old0"), inst("i-new0", NEW, az="us-east-1b", age=60)))
+    assert not isinstance(plan(mixed, halted, halting), TerminateWarmed)
