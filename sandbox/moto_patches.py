@@ -1469,6 +1469,73 @@ def _patch_terraform_fidelity() -> None:
     _wrap(LaunchTemplates, "create_launch_template_version", make_source_version)
 
 
+# --------------------------------------------------------------------------------------------- pagination
+
+#: DescribeLaunchTemplateVersions MaxResults: 1..200 (EC2 API reference); the page size when none is asked for.
+LTV_MAX_RESULTS = 200
+
+
+def _patch_launch_template_versions() -> None:
+    # DescribeLaunchTemplateVersions (ec2/responses/launch_templates.py + models/launch_templates.py) cuts its
+    # answer at MaxResults (15 when absent) and never returns a NextToken, with or without a template: a listing
+    # of more than a page looked complete. AWS pages it (MaxResults 1..200, NextToken) in every form: the
+    # id-less $Default/$Latest listing of every template, one template's Versions, MinVersion/MaxVersion, all.
+    # moto also listed a version twice when it is both $Default and $Latest (asked for both); AWS describes a
+    # version once. Outside a sandbox request: moto as it is.
+    from moto.ec2.exceptions import EC2ClientError, InvalidNextToken
+
+    def make(original: Any) -> Any:
+        def describe_launch_template_versions(self: Any) -> Any:
+            if current() is None:
+                return original(self)
+            raw = self._get_param("MaxResults")
+            size = LTV_MAX_RESULTS if raw in (None, "") else int(raw)
+            if not 1 <= size <= LTV_MAX_RESULTS:
+                raise EC2ClientError(
+                    "InvalidParameterValue",
+                    f"Value ( {size} ) for parameter MaxResults is invalid. Expecting a value between 1 and 200."
+                )
+            token = self._get_param("NextToken")
+            if token and not str(token).isdigit():
+                raise InvalidNextToken(token)
+            start = int(token or 0)
+            self.error_on_dryrun()
+            found = self.ec2_backend.describe_launch_template_versions(
+                template_name=self._get_param("LaunchTemplateName"),
+                template_id=self._get_param("LaunchTemplateId"),
+                versions=self._get_param("Versions", []),
+                min_version=self._get_int_param("MinVersion"),
+                max_version=self._get_int_param("MaxVersion"),
+                max_results=1 << 31,  # everything: the page is cut below
+            )
+            rows, seen = [], set()
+            for template, version in found:
+                if (template.id, version.number) in seen:
+                    continue
+                seen.add((template.id, version.number))
+                rows.append(
+                    {
+                        "CreateTime": version.create_time,
+                        "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
+                        "DefaultVersion": template.is_default(version),
+                        "LaunchTemplateData": version.data,
+                        "LaunchTemplateId": template.id,
+                        "LaunchTemplateName": template.name,
+                        "VersionDescription": version.description,
+                        "VersionNumber": version.number,
+                    }
+                )
+            result: dict[str, Any] = {"LaunchTemplateVersions": rows[start : start + size]}
+            if start + size < len(rows):
+                result["NextToken"] = str(start + size)
+            return ActionResult(result)
+
+        describe_launch_template_versions.phoenix_fix = True  # type: ignore[attr-defined]
+        return describe_launch_template_versions
+
+    _wrap(LaunchTemplates, "describe_launch_template_versions", make)
+
+
 # --------------------------------------------------------------------------------------------- settle
 
 
@@ -1671,5 +1738,6 @@ def apply() -> None:
     _patch_elbv2()
     _patch_ssm()
     _patch_terraform_fidelity()
+    _patch_launch_template_versions()
     # Amis are referenced to fail fast at import if moto moves them.
     assert hasattr(Ami, "get_filter_value")

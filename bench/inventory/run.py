@@ -16,7 +16,7 @@ Measured at each size, in a **child process** talking HTTP to the server (so cli
 GIL, and the child's peak RSS is the collector's and the report's own):
 
 * ``bare``: the listings of the same data at the same page sizes, pages iterated and counted, nothing kept:
-  DescribeInstances, DescribeAutoScalingGroups, DescribeLaunchTemplateVersions ($Default, $Latest),
+  DescribeInstances, DescribeAutoScalingGroups, DescribeLaunchTemplateVersions ($Default and $Latest in one listing),
   DescribeImages (Owners=self), GetParametersByPath;
 * ``report``: ``collect_region`` for every region + ``build_report`` + JSON, CSV and HTML rendered and written
   to a temporary directory (what the report task does, minus the S3 upload);
@@ -76,8 +76,7 @@ def bare_listing(clients: dict[str, tuple[Any, Any, Any]]) -> dict[str, int]:
         listings = [
             (ec2, "describe_instances", "Reservations", MAX_PAGE_SIZES["instances"], {"Filters": [{"Name": "instance-state-name", "Values": list(LIVE_STATES)}]}),
             (autoscaling, "describe_auto_scaling_groups", "AutoScalingGroups", MAX_PAGE_SIZES["asgs"], {}),
-            (ec2, "describe_launch_template_versions", "LaunchTemplateVersions", MAX_PAGE_SIZES["lt_versions"], {"Versions": ["$Default"]}),
-            (ec2, "describe_launch_template_versions", "LaunchTemplateVersions", MAX_PAGE_SIZES["lt_versions"], {"Versions": ["$Latest"]}),
+            (ec2, "describe_launch_template_versions", "LaunchTemplateVersions", MAX_PAGE_SIZES["lt_versions"], {"Versions": ["$Default", "$Latest"]}),
             (ec2, "describe_images", "Images", MAX_PAGE_SIZES["images"], {"Owners": ["self"], "IncludeDeprecated": True, "IncludeDisabled": True}),
             (ssm, "get_parameters_by_path", "Parameters", MAX_PAGE_SIZES["parameters"], {"Path": PREFIX, "Recursive": True}),
         ]

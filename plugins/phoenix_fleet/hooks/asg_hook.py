@@ -731,7 +731,7 @@ class AsgHook(LimitedAsyncConnMixin, StrictAwsConnMixin, AwsBaseHook):  # an unk
             resp = self.ec2.describe_launch_template_versions(**params)
             out += resp.get("LaunchTemplateVersions") or []
             token = resp.get("NextToken")
-            if not token or versions is not None:
+            if not token:  # AWS pages named versions too (MaxResults 1..200)
                 break
             params["NextToken"] = token
         for v in out:

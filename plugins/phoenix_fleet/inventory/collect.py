@@ -11,7 +11,7 @@ The sweep, at the largest page sizes the APIs allow:
 DescribeInstances                   MaxResults=1000, every state but ``terminated`` (server-side filter)
 DescribeAutoScalingGroups           MaxRecords=100 (instances' lifecycle and health, launch template + version)
 DescribeLaunchTemplateVersions      ``$Default`` and ``$Latest`` of *every* template (no template id: one
-                                    paginated listing each, MaxResults=200), then, per template, the numbered
+                                    paginated listing of both, MaxResults=200), then, per template, the numbered
                                     versions that ASGs pin or their rollout records name (``phoenix:rollout:
                                     *-lt``) and the listing did not already bring (one call)
 DescribeImages                      ``Owners=[self]`` with IncludeDeprecated/IncludeDisabled (MaxResults=1000),
@@ -386,34 +386,21 @@ def _launch_templates(
         if alias == "$Latest":
             t["latest_version"] = number
 
-    # Default and latest of every template, in two id-less paginated listings.
+    # Default and latest of every template in one id-less paginated listing (AWS takes both aliases in one
+    # request and describes a version that is both once). The default is the version flagged DefaultVersion;
+    # the latest is the highest number listed for the template (no version is newer than $Latest).
     pages = _Pages(stats, "lt_versions")
-
-    def listing(alias: str, size: int) -> bool:
-        """List ``alias`` of every template; True if the last page was full and had no NextToken."""
-        full_without_token = False
-        for page in pages(ec2, "describe_launch_template_versions", "LaunchTemplateVersions", size, Versions=[alias]):
-            got = page.get("LaunchTemplateVersions", [])
-            for v in got:
-                record(v, alias)
-            full_without_token = len(got) >= size and not page.get("NextToken")
-        return full_without_token
-
-    for alias in ("$Default", "$Latest"):
-        if not listing(alias, page_size):
-            continue
-        # A full last page without NextToken: AWS would have said if more followed, but an endpoint that
-        # silently truncates (moto 5.2.5 does for id-less listings) looks the same. One page size smaller tells
-        # them apart: AWS then paginates; a truncating endpoint stops at the smaller size again.
-        if page_size > 1 and not listing(alias, page_size - 1):
-            continue
-        note = (
-            f"DescribeLaunchTemplateVersions({alias}) was truncated without a NextToken: templates that no ASG uses "
-            "may be missing (the ASGs' templates are completed by id; ami_retention will not act on this region)"
-        )
-        stats["notes"].append(note)
-        incomplete.append(f"launch template {alias} listing truncated")
-        lg.warning("inventory: %s", note)
+    newest: dict[str, Mapping[str, Any]] = {}
+    for page in pages(
+        ec2, "describe_launch_template_versions", "LaunchTemplateVersions", page_size, Versions=["$Default", "$Latest"]
+    ):
+        for v in page.get("LaunchTemplateVersions", []):
+            record(v, None)
+            seen = newest.get(v["LaunchTemplateId"])
+            if seen is None or int(v["VersionNumber"]) > int(seen["VersionNumber"]):
+                newest[v["LaunchTemplateId"]] = v
+    for v in newest.values():
+        record(v, "$Latest")
 
     # What the ASGs use that the listings did not bring: pinned version numbers (and, for a template the
     # listings missed, its aliases). One call per template.
@@ -567,38 +554,50 @@ def _pointers(ssm: Any, prefix: str, stats: dict[str, Any], page_size: int) -> d
     return dict(sorted(out.items()))
 
 
-def minimum_pages(snapshot: Mapping[str, Any]) -> dict[str, int]:
-    """The fewest listing calls that could return this snapshot's data at the largest page sizes.
+def minimum_pages(snapshot: Mapping[str, Any], page_sizes: Mapping[str, int] | None = None) -> dict[str, int]:
+    """The fewest calls any client could make to learn this snapshot's data, at the largest page sizes AWS allows
+    (or ``page_sizes``).
 
-    One page at least for every listing (an empty region still costs a call), plus one call per
-    launch template whose pinned versions the id-less listings cannot return, plus the by-id image calls.
+    One page at least for every listing (an empty region still costs a call). DescribeLaunchTemplateVersions:
+    the id-less listing takes ``$Default`` and ``$Latest`` together and describes a version that is both once, so
+    ``ceil(distinct default-or-latest versions / 200)`` pages; then one call per template with a numbered version
+    that an ASG (its template or a MixedInstancesPolicy override) or a rollout record names and that is neither
+    its default nor its latest (AWS takes one template per call and no numbers without a template). Images:
+    our own listing, plus the others by id in chunks of :data:`IMAGE_ID_CHUNK` (our chunk, not an AWS limit).
     """
+    sizes = {**MAX_PAGE_SIZES, **(page_sizes or {})}
 
     def pages(n: int, size: int) -> int:
         return max(1, -(-n // size))
 
     templates = snapshot.get("launch_templates", {})
-    pinned: dict[str, set[str]] = {}
+    by_name = {t.get("name"): lt_id for lt_id, t in templates.items()}
+    refs: list[tuple[str | None, str | None]] = []
     for g in snapshot.get("asgs", []):
-        spec = g.get("launch_template") or {}
-        v = spec.get("version")
-        t = templates.get(spec.get("id") or "")
+        for spec in (g.get("launch_template"), *g.get("override_launch_templates", ())):
+            if spec:
+                refs.append((spec.get("id") or by_name.get(spec.get("name")), spec.get("version")))
+        for _key, template, number in rollout_references(g.get("tags") or {})[1]:
+            refs.append((template if template.startswith("lt-") else by_name.get(template), number))
+    pinned: set[str] = set()
+    for lt_id, v in refs:
+        t = templates.get(lt_id or "")
         if t is None or v in (None, "$Default", "$Latest"):
             continue
         if v not in (str(t.get("default_version")), str(t.get("latest_version"))):
-            pinned.setdefault(spec["id"], set()).add(v)
-    n_templates = len(templates)
+            pinned.add(lt_id or "")
+    listed = sum(1 if t.get("default_version") == t.get("latest_version") else 2 for t in templates.values())
     own = sum(1 for i in snapshot.get("images", {}).values() if i.get("ours"))
     foreign = sum(1 for i in snapshot.get("images", {}).values() if not i.get("ours")) + len(
         snapshot.get("missing_images", [])
     )
     params = sum(len([v for v in e.values() if v is not None]) for e in snapshot.get("ssm", {}).values())
     out = {
-        "ec2:DescribeInstances": pages(len(snapshot.get("instances", [])), MAX_PAGE_SIZES["instances"]),
-        "autoscaling:DescribeAutoScalingGroups": pages(len(snapshot.get("asgs", [])), MAX_PAGE_SIZES["asgs"]),
-        "ec2:DescribeLaunchTemplateVersions": 2 * pages(n_templates, MAX_PAGE_SIZES["lt_versions"]) + len(pinned),
-        "ec2:DescribeImages": pages(own, MAX_PAGE_SIZES["images"]) + -(-foreign // IMAGE_ID_CHUNK),
-        "ssm:GetParametersByPath": pages(params, MAX_PAGE_SIZES["parameters"]),
+        "ec2:DescribeInstances": pages(len(snapshot.get("instances", [])), sizes["instances"]),
+        "autoscaling:DescribeAutoScalingGroups": pages(len(snapshot.get("asgs", [])), sizes["asgs"]),
+        "ec2:DescribeLaunchTemplateVersions": pages(listed, sizes["lt_versions"]) + len(pinned),
+        "ec2:DescribeImages": pages(own, sizes["images"]) + -(-foreign // IMAGE_ID_CHUNK),
+        "ssm:GetParametersByPath": pages(params, sizes["parameters"]),
     }
     pools = [g["warm_pool"] for g in snapshot.get("asgs", []) if g.get("warm_pool") is not None]
     if pools:

@@ -241,8 +241,7 @@ def adversarial(sandbox_clean: Any) -> dict[str, Any]:
             "handle": sandbox_clean}
 
 
-# moto truncates the id-less launch-template listings instead of paginating them: that case has its own test.
-SMALL_PAGES = {"instances": 5, "asgs": 1, "images": 1, "parameters": 1}
+SMALL_PAGES = {"instances": 5, "asgs": 1, "lt_versions": 1, "images": 1, "parameters": 1}
 
 
 def test_dry_run_prints_and_changes_nothing(adversarial: dict[str, Any], capsys: Any) -> None:
@@ -320,11 +319,15 @@ def test_an_ami_that_comes_into_use_before_deletion_is_kept(adversarial: dict[st
     assert _image_state(ec2, ami[versions[0]]) is not None
 
 
-def test_a_truncated_listing_stops_retention(adversarial: dict[str, Any], capsys: Any) -> None:
-    """With one-item pages moto truncates DescribeLaunchTemplateVersions: spare-lt's $Default (v4, used by no ASG)
-    would go unseen. The sweep says it is incomplete, and retention keeps everything."""
+def test_an_unreadable_template_version_stops_retention(adversarial: dict[str, Any], capsys: Any) -> None:
+    """web-pinned's version 1 (v3) cannot be read (DescribeLaunchTemplateVersions by template id refused): what it
+    launches is unknown. The sweep says it is incomplete, and retention keeps everything."""
     ec2, ami = adversarial["ec2"], adversarial["ami"]
-    result = run_task(_op(keep_versions=2, page_sizes={"lt_versions": 1}), make_context()).result
+    adversarial["handle"].update_config(api_faults=[{
+        "service": "ec2", "action": "DescribeLaunchTemplateVersions", "params": {"LaunchTemplateId": "lt-*"},
+        "code": "UnauthorizedOperation", "message": "You are not authorized to perform this operation.",
+    }])
+    result = run_task(_op(keep_versions=2), make_context()).result
     assert result["deleted"] == [] and result["deprecated"] == []  # un-deprecating what is in use stays safe
     assert all(_image_state(ec2, a) is not None for a in ami.values())
     assert "the sweep was incomplete" in capsys.readouterr().out

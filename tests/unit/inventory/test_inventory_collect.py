@@ -55,7 +55,7 @@ def test_sweep_of_a_sandbox_fleet(sandbox_clean: Any) -> None:
         "autoscaling:DescribeAutoScalingGroups": 1,
         "ec2:DescribeImages": 2,  # ours (one page) + the referenced Amazon image by id
         "ec2:DescribeInstances": 1,
-        "ec2:DescribeLaunchTemplateVersions": 2,  # $Default and $Latest of every template
+        "ec2:DescribeLaunchTemplateVersions": 1,  # $Default and $Latest of every template, in one listing
         "ssm:GetParametersByPath": 1,
     }
     assert sum(calls.values()) == sum(minimum_pages(snap).values())
@@ -71,8 +71,9 @@ def test_pagination_more_than_one_page_gives_the_same_snapshot(sandbox_clean: An
 
     pages = paged["stats"]["pages"]
     assert pages["asgs"] == 3 and pages["parameters"] >= 4  # 3 ASGs; 4 pointers one per page
-    # moto does not paginate id-less DescribeLaunchTemplateVersions (it truncates): the by-id completion runs
-    assert pages["lt_versions"] > 2
+    # one item a page: web-lt's default and latest (2, 3), web-b-lt's and worker-lt's single version each
+    assert pages["lt_versions"] == 4
+    assert minimum_pages(paged, small)["ec2:DescribeLaunchTemplateVersions"] == 4
     for key in ("instances", "asgs", "launch_templates", "images", "ssm", "missing_images"):
         assert paged[key] == whole[key], key
 
@@ -106,33 +107,22 @@ def test_pinned_launch_template_version_is_resolved_by_one_call(sandbox_clean: A
     sandbox_clean.settle()
     snap = collect_region(ec2, autoscaling, ssm, F.REGION)
     assert snap["launch_templates"][web_lt]["versions"]["1"] == fleet.web["2026.11.01-1"]
-    assert snap["stats"]["calls"]["ec2:DescribeLaunchTemplateVersions"] == 3
+    assert snap["stats"]["calls"]["ec2:DescribeLaunchTemplateVersions"] == 2  # the listing + web-lt's version 1
     assert sum(snap["stats"]["calls"].values()) == sum(minimum_pages(snap).values())
 
 
-def test_a_silently_truncated_listing_is_completed_by_template_id(sandbox_clean: Any, caplog: Any) -> None:
-    """moto truncates id-less DescribeLaunchTemplateVersions at MaxResults without a NextToken: the templates the
-    ASGs use are then asked for by id, so no ASG loses its template image."""
+def test_the_template_listing_pages_instead_of_stopping_at_a_full_page(sandbox_clean: Any) -> None:
+    """Pages of 2 over 4 listed versions: the listing follows NextToken (the sandbox pages as AWS does; moto cut
+    the answer at MaxResults without one) and completes nothing by template id."""
     F.build_fleet(sandbox_clean)
-    caplog.set_level(logging.INFO)
     snap = collect_region(*F.clients(sandbox_clean), F.REGION, page_sizes={"lt_versions": 2})
     names = {t["name"]: t for t in snap["launch_templates"].values()}
     assert set(names) == {"web-lt", "web-b-lt", "worker-lt"}
+    assert (names["web-lt"]["default_version"], names["web-lt"]["latest_version"]) == (2, 3)
     for t in names.values():
-        assert t["default_version"] is not None and t["latest_version"] is not None
         assert t["versions"][str(t["default_version"])] and t["versions"][str(t["latest_version"])]
-    assert "truncated without a NextToken" in caplog.text
-    assert snap["incomplete"] == ["launch template $Default listing truncated", "launch template $Latest listing truncated"]
-    # page size 2, then 1 to tell truncation from an exact fit, for each alias; then the one template missed, by id
-    assert snap["stats"]["calls"]["ec2:DescribeLaunchTemplateVersions"] == 4 + 1
-
-
-def test_an_exact_full_page_is_not_mistaken_for_truncation(sandbox_clean: Any) -> None:
-    """Three templates, page size 3: a full page without NextToken. One size smaller paginates on AWS, but moto
-    truncates again; a template count that is not a multiple avoids the doubt altogether."""
-    F.build_fleet(sandbox_clean)
-    snap = collect_region(*F.clients(sandbox_clean), F.REGION, page_sizes={"lt_versions": 4})
-    assert snap["incomplete"] == [] and snap["stats"]["calls"]["ec2:DescribeLaunchTemplateVersions"] == 2
+    assert snap["incomplete"] == [] and snap["stats"]["notes"] == []
+    assert snap["stats"]["calls"]["ec2:DescribeLaunchTemplateVersions"] == 2
 
 
 # ------------------------------------------------------------------------ scripted clients (no AWS at all)
