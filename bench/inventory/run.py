@@ -26,7 +26,7 @@ GIL, and the child's peak RSS is the collector's and the report's own):
 
 Rounds alternate bare and report after a warm-up of the bare listing; the medians are compared. Goals at every
 size: report/bare <= 1.3, peak RSS (VmHWM of the child) < 1 GB, AWS calls at most 5 % above the minimum number of
-pages at the APIs' largest page sizes, the largest XCom row <= 64 kB. The cost per instance (time, memory, XCom
+pages at the APIs' largest page sizes (in all and for each API: ``minimum_pages``), the largest XCom row <= 64 kB. The cost per instance (time, memory, XCom
 payload) is printed for every size, so growth shows.
 """
 
@@ -199,6 +199,10 @@ def report_size(n: int, made: dict[str, Any], m: dict[str, Any]) -> tuple[bool, 
     bare, report = statistics.median(m["bare"]), statistics.median(m["report"])
     ratio = report / bare
     calls_ratio = m["calls"] / m["min_pages"]
+    # per API too: a listing the sandbox pages in fewer calls than AWS would (moto pages DescribeInstances by
+    # reservation, AWS by instance) must not hide another API's excess in the total
+    per_op = {op: m["calls_by_op"].get(op, 0) / n for op, n in m["min_pages_by_op"].items() if n}
+    worst_op, worst = max(per_op.items(), key=lambda kv: kv[1])
     largest_name, largest = max(m["xcom"]["rows"].items(), key=lambda kv: kv[1])
     raw_largest = max(m["xcom"]["raw"].values())
     t = m["totals"]
@@ -206,7 +210,7 @@ def report_size(n: int, made: dict[str, Any], m: dict[str, Any]) -> tuple[bool, 
     ok = {
         "ratio": ratio <= GOAL_RATIO,
         "rss": m["peak_rss_mb"] < GOAL_RSS_MB,
-        "calls": calls_ratio <= GOAL_CALLS,
+        "calls": calls_ratio <= GOAL_CALLS and worst <= GOAL_CALLS,
         "xcom": largest <= 64 * 1024,
     }
     mark = lambda good: "ok" if good else "MISSED"  # noqa: E731
@@ -216,7 +220,7 @@ def report_size(n: int, made: dict[str, Any], m: dict[str, Any]) -> tuple[bool, 
     print(f"ratio report/bare: {ratio:.2f} (goal <= {GOAL_RATIO}: {mark(ok['ratio'])}); of which build_report + JSON/CSV/HTML "
           f"rendered and written: median {statistics.median(m['build']):.2f} s (the rest is the sweep)")
     print(f"AWS calls: {m['calls']} made, {m['min_pages']} minimum pages at AWS's largest page sizes (ratio {calls_ratio:.2f}; "
-          f"goal <= {GOAL_CALLS}: {mark(ok['calls'])})")
+          f"worst API {worst_op} {worst:.2f}; goal <= {GOAL_CALLS} in all and for each API: {mark(ok['calls'])})")
     for op in sorted(set(m["calls_by_op"]) | set(m["min_pages_by_op"])):
         print(f"  {op:42s} made {m['calls_by_op'].get(op, 0):5d}  minimum {m['min_pages_by_op'].get(op, 0):5d}")
     print(f"peak RSS (child: warm-up, bare and report rounds; VmHWM): {m['peak_rss_mb']:.0f} MB (after imports and "
