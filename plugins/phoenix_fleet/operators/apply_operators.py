@@ -615,8 +615,9 @@ class TerraformApplyOperator(_RoleMixin, BaseOperator):
 
 class _AsgImageOperator(_RoleMixin, BaseOperator):
     template_fields: Sequence[str] = (
-        "role", "image_id", "version", "asg_names", "aws_conn_id", "region_name", "rollout_id",
+        "role", "image_id", "version", "asg_names", "aws_conn_id", "region_name", "rollout_id", "release_images",
     )
+    template_fields_renderers = {"release_images": "json"}
 
     def __init__(
         self,
@@ -630,11 +631,13 @@ class _AsgImageOperator(_RoleMixin, BaseOperator):
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         rollout_id: str | None = None,
+        release_images: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.role = role
         self.rollout_id = rollout_id
+        self.release_images = release_images
         self.image_id = image_id
         self.version = version
         self.asg_names = list(asg_names) if asg_names is not None else None
@@ -661,6 +664,31 @@ class _AsgImageOperator(_RoleMixin, BaseOperator):
     def image(self, hook: ImageHook) -> str:
         return resolve_release_image(hook, self.fleet(), str(self.role), self.region(), self.image_id, self.version)
 
+    def release_targets(self, hook: ImageHook) -> dict[str, str]:
+        """``{region: AMI}`` to move, the home region (``region_name``) first."""
+        images = self.release_images
+        home = self.region()
+        if images is None or images == {} or _empty(images):
+            return {home: self.image(hook)}
+        if not isinstance(images, Mapping) or not all(
+            isinstance(r, str) and isinstance(a, str) and a.startswith("ami-") for r, a in images.items()
+        ):
+            raise ValueError(f"release_images: {images!r} is not {{region: AMI}}. Fix: pass the rollout plan's amis")
+        if not _empty(self.image_id) or not _empty(self.version):
+            raise ValueError("release_images: given with image_id or version. Fix: pass only one of them")
+        regions = list(self.role_config().regions)
+        unknown = sorted(set(images) - set(regions))
+        if unknown:
+            raise ValueError(
+                f"release_images: {', '.join(unknown)} not a region of role {self.role} ({', '.join(regions)}). "
+                "Fix: pass the rollout plan's amis, or add the region to the role"
+            )
+        if home not in images:
+            raise ValueError(
+                f"release_images: no AMI for {home}, the home region (region_name). Fix: pass the rollout plan's amis"
+            )
+        return {home: str(images[home]), **{r: str(images[r]) for r in sorted(images) if r != home}}
+
 
 class VerifyAsgLaunchTemplatesOperator(_AsgImageOperator):
     """Fail unless every ASG of the role launches the new AMI next (after Terraform or the native backend).
@@ -670,9 +698,12 @@ class VerifyAsgLaunchTemplatesOperator(_AsgImageOperator):
     :param version: a published version to expect instead of the current pointer
     :param allow_empty: pass when no ASG matches (default: fail, a rollout to nothing is suspicious)
     :param dry_run: skip (a dry run moved no template: there is nothing to verify)
+    :param release_images: ``{region: AMI}`` (the rollout plan's ``amis``): check every one of those regions
+        against its own AMI, the home region (``region_name``) first, instead of one region and ``image_id``
 
-    Returns ``{"image_id", "region", "asgs": [{"asg_name", "launch_template_id", "launch_template_name", "version",
-    "resolved_version", "image_id", "where"}]}``.
+    Returns ``{"image_id", "region"`` (the home region's), ``"asgs": [{"asg_name", "launch_template_id",
+    "launch_template_name", "version", "resolved_version", "image_id", "where"}]`` (the home region's),
+    ``"regions": {region: {"image_id", "asgs"}}}``.
     """
 
     template_fields: Sequence[str] = (*_AsgImageOperator.template_fields, "dry_run")
@@ -691,39 +722,61 @@ class VerifyAsgLaunchTemplatesOperator(_AsgImageOperator):
 
             raise AirflowSkipException("dry run: no launch template was moved, so there is nothing to verify")
         hook = self.hook()
-        region = self.region()
-        image_id = self.image(hook)
+        targets = self.release_targets(hook)
         tags, names = self.selector()
-        resolved = verify_asg_images(hook, image_id, tags=tags, names=names, region=region, allow_empty=self.allow_empty)
-        for r in resolved:
-            self.log.info(
-                "%s: %s version %s -> %s launches %s", r.asg_name, r.template_name or r.template_id,
-                r.spec_version, r.resolved_version, r.image_id,
+        per_region: dict[str, list[dict[str, Any]]] = {}
+        for region, image_id in targets.items():
+            resolved = verify_asg_images(
+                hook, image_id, tags=tags, names=names, region=region, allow_empty=self.allow_empty
             )
-        self.log.info("%d AutoScaling group(s) launch %s", len({r.asg_name for r in resolved}), image_id)
-        return {"image_id": image_id, "region": region, "asgs": [r.to_dict() for r in resolved]}
+            for r in resolved:
+                self.log.info(
+                    "%s: %s version %s -> %s launches %s", r.asg_name, r.template_name or r.template_id,
+                    r.spec_version, r.resolved_version, r.image_id,
+                )
+            self.log.info("%d AutoScaling group(s) launch %s in %s", len({r.asg_name for r in resolved}), image_id, region)
+            per_region[region] = [r.to_dict() for r in resolved]
+        home = next(iter(targets))
+        return {
+            "image_id": targets[home], "region": home, "asgs": per_region[home],
+            "regions": {r: {"image_id": targets[r], "asgs": a} for r, a in per_region.items()},
+        }
+
+
+class NativeApplyError(RuntimeError):
+    """A write of the native apply failed: what it had changed (every region) was put back; the message says what."""
 
 
 class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
-    """Move the launch templates of the role's ASGs to the new AMI without Terraform.
+    """Move the launch templates of the role's ASGs to the new AMI without Terraform, in every region of the release.
 
     For each launch template any selected ASG uses: unless its default version already launches the AMI, create a
     version from the default (``SourceVersion``) with only ``ImageId`` changed and make it the default (a newest
     version that already has the AMI, left by an interrupted run, is made the default instead of creating another).
-    Groups that pin an explicit version number are moved to the new default (``move_pinned_asgs``); ``$Default``
-    and ``$Latest`` groups follow by themselves. Then :func:`verify_asg_images` (``verify=True``).
+    Groups that pin an explicit version number are moved to it (``move_pinned_asgs``); ``$Default`` and ``$Latest``
+    groups follow by themselves. Then :func:`verify_asg_images` in each region (``verify=True``).
 
-    Before anything changes, every selected group is checked for another rollout's lock (tag ``phoenix:rollout:id``
-    other than ``rollout_id``): one held fails the task with :class:`AsgLockedError` naming the holder and the fix,
-    and nothing is changed (``check_locks=False`` skips it).
+    ``release_images`` (``{region: AMI}``, the rollout plan's ``amis``) names the regions and each region's AMI
+    (copies have their own ids): every region is moved to its own AMI, the home region (``region_name``) first.
+    Without it: the one region ``region_name`` and ``image_id``/``version``/the ``latest`` pointer there.
 
-    The AMI must be ours and verified (``phoenix:verified=true``), like everything that is rolled out.
+    All or nothing: every region is read and checked before anything changes (the AMI ours and verified
+    (``phoenix:verified=true``), groups found, their templates readable, no group held by another rollout (tag
+    ``phoenix:rollout:id`` other than ``rollout_id``: :class:`AsgLockedError`; ``check_locks=False`` skips it)); a
+    refusal in any region changes nothing anywhere. A write that fails once changes began (an API error in the
+    second region) puts back what this run changed, in every region, in reverse order: pinned groups to their
+    version, each template's default to its previous version, and, for a template it added a version to, a copy of
+    the previous ``$Latest`` (EC2 numbers versions forward, so ``$Latest`` groups launch the old image again); then
+    :class:`NativeApplyError` names the failure and what was put back. A failed check afterwards does not undo
+    (the moves are complete; the check names the groups that do not follow).
 
     With ``dry_run`` the same checks run and every change is logged as "would ...", none is made (and nothing is
     verified: the templates did not move).
 
-    Returns ``{"image_id", "region", "launch_templates": [{"id", "name", "from_version", "version", "changed"}],
-    "moved_asgs": [...], "asgs": [verified references], "dry_run"}`` (a dry run's new ``version`` is None).
+    Returns ``{"image_id", "region"`` (the home region's), ``"launch_templates"``, ``"moved_asgs"``, ``"asgs"``
+    (every region's, each entry with its ``region``), ``"regions": {region: {"image_id", "launch_templates",
+    "moved_asgs", "asgs"}}, "dry_run"}`` (a dry run's new ``version`` is None). Pushes ``pins_before`` (every
+    region's groups) before the first change.
     """
 
     template_fields: Sequence[str] = (*_AsgImageOperator.template_fields, "dry_run")
@@ -744,58 +797,111 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
         from phoenix_fleet.release.publish_rules import parse_bool, refuse_unless_publishable
 
         dry_run = parse_bool(self.dry_run, "dry_run")
-        would = "dry run: would make" if dry_run else "making"
         hook = self.hook()
-        region = self.region()
-        image_id = self.image(hook)
-        refuse_unless_publishable(hook.describe_image(image_id, region), hook.get_account_id(), str(self.role))
+        targets = self.release_targets(hook)
         tags, names = self.selector()
-        asgs = hook.find_asgs(tags=tags, names=names, region=region)
-        if not asgs:
-            raise LaunchTemplateCheckError(
-                image_id, [], [f"<none>: no AutoScaling group matches tags={tags} names={names} in {region}"]
-            )
+        account = hook.get_account_id()
+
+        # 1. read and check every region before anything changes anywhere
+        plans: list[tuple[str, str, list[dict[str, Any]], dict[str, dict[str, Any]]]] = []
+        for region, image_id in targets.items():
+            refuse_unless_publishable(hook.describe_image(image_id, region), account, str(self.role))
+            asgs = hook.find_asgs(tags=tags, names=names, region=region)
+            if not asgs:
+                raise LaunchTemplateCheckError(
+                    image_id, [], [f"<none>: no AutoScaling group matches tags={tags} names={names} in {region}"]
+                )
+            templates: dict[str, dict[str, Any]] = {}
+            for asg in asgs:
+                refs, problems = template_refs(asg)
+                if problems:
+                    raise LaunchTemplateCheckError(image_id, [], problems)
+                for ref in refs:
+                    lt = hook.describe_launch_template(ref.template_id, ref.template_name, region)
+                    templates.setdefault(lt["LaunchTemplateId"], lt)
+            plans.append((region, image_id, asgs, templates))
         if self.check_locks:
             rid = None if _empty(self.rollout_id) else str(self.rollout_id)
-            refuse_locked(rollout_lock_problems(asgs, rid, region), rid, f"move the launch templates of role {self.role}")
+            problems = [p for region, _, asgs, _ in plans for p in rollout_lock_problems(asgs, rid, region)]
+            refuse_locked(problems, rid, f"move the launch templates of role {self.role}")
         if not dry_run:
-            push_pins_before(context, {region: pins_of(hook, asgs, region)})
+            push_pins_before(context, {region: pins_of(hook, asgs, region) for region, _, asgs, _ in plans})
+
+        # 2. move region by region; a failed write puts back everything this run changed
+        undo: list[tuple[str, Any]] = []
+        per_region: dict[str, dict[str, Any]] = {}
+        try:
+            for region, image_id, asgs, templates in plans:
+                per_region[region] = self._move_region(hook, region, image_id, asgs, templates, dry_run, undo)
+        except Exception as exc:
+            if not undo:
+                raise
+            put_back, failed = self._undo(undo)
+            raise NativeApplyError(
+                f"native apply of role {self.role} failed: {type(exc).__name__}: {exc}. Everything it had changed "
+                f"was put back ({'; '.join(put_back)})"
+                + (f"; could NOT put back: {'; '.join(failed)} (fix these by hand)" if failed else "")
+                + ". Fix: see the error above, then run the apply again (it is idempotent)"
+            ) from exc
+
+        # 3. the check, in every region
+        for region, image_id, _, _ in plans:
+            resolved: list[AsgTemplateImage] = []
+            if self.verify and not dry_run:
+                resolved = verify_asg_images(hook, image_id, tags=tags, names=names, region=region)
+            per_region[region]["asgs"] = [r.to_dict() for r in resolved]
+        home = next(iter(targets))
+        return {
+            "image_id": targets[home],
+            "region": home,
+            "launch_templates": [{**t, "region": r} for r, v in per_region.items() for t in v["launch_templates"]],
+            "moved_asgs": [a for v in per_region.values() for a in v["moved_asgs"]],
+            "asgs": [{**a, "region": r} for r, v in per_region.items() for a in v["asgs"]],
+            "regions": per_region,
+            "dry_run": dry_run,
+        }
+
+    def _move_region(
+        self, hook: ImageHook, region: str, image_id: str, asgs: list[dict[str, Any]],
+        templates: dict[str, dict[str, Any]], dry_run: bool, undo: list[tuple[str, Any]],
+    ) -> dict[str, Any]:
+        would = "dry run: would make" if dry_run else "making"
         description = f"phoenix-fleet {self.role}: {image_id}" + (f" ({self.version})" if not _empty(self.version) else "")
-
-        templates: dict[str, dict[str, Any]] = {}
-        for asg in asgs:
-            refs, problems = template_refs(asg)
-            if problems:
-                raise LaunchTemplateCheckError(image_id, [], problems)
-            for ref in refs:
-                lt = hook.describe_launch_template(ref.template_id, ref.template_name, region)
-                templates.setdefault(lt["LaunchTemplateId"], lt)
-
         moved_templates = []
         new_default: dict[str, int] = {}
         for lt_id, lt in sorted(templates.items()):
+            name = lt.get("LaunchTemplateName")
             default_no, latest_no = int(lt["DefaultVersionNumber"]), int(lt["LatestVersionNumber"])
             default = hook.launch_template_version(lt_id, default_no, region)
-            entry: dict[str, Any] = {"id": lt_id, "name": lt.get("LaunchTemplateName"), "from_version": default_no}
+            entry: dict[str, Any] = {"id": lt_id, "name": name, "from_version": default_no}
             number: int | None = default_no
             if (default.get("LaunchTemplateData") or {}).get("ImageId") == image_id:
-                self.log.info("%s: default version %s already launches %s", lt.get("LaunchTemplateName"), default_no, image_id)
+                self.log.info("%s: default version %s already launches %s (%s)", name, default_no, image_id, region)
                 entry.update(version=number, changed=False)
             else:
-                latest = hook.launch_template_version(lt_id, latest_no, region) if latest_no != default_no else None
-                if latest is not None and (latest.get("LaunchTemplateData") or {}).get("ImageId") == image_id:
+                latest = hook.launch_template_version(lt_id, latest_no, region) if latest_no != default_no else default
+                latest_image = (latest.get("LaunchTemplateData") or {}).get("ImageId")
+                if latest_no != default_no and latest_image == image_id:
                     number = latest_no
-                    self.log.info("%s: newest version %s already launches %s: %s it the default", lt_id, number,
-                                  image_id, would)
+                    self.log.info("%s: newest version %s already launches %s: %s it the default (%s)", lt_id,
+                                  number, image_id, would, region)
                 elif dry_run:
                     number = None  # the real run makes it
-                    self.log.info("%s: %s a version from %s that launches %s, the default",
-                                  lt.get("LaunchTemplateName"), would, default_no, image_id)
+                    self.log.info("%s: %s a version from %s that launches %s, the default (%s)", name, would,
+                                  default_no, image_id, region)
                 else:
                     number = hook.create_launch_template_version(lt_id, default_no, image_id, description, region)
-                    self.log.info("%s: version %s (from %s) launches %s", lt.get("LaunchTemplateName"), number, default_no, image_id)
+                    undo.append((f"{name} ({region}): $Latest launches {latest_image} again (version {latest_no} "
+                                 "copied)",
+                                 lambda lt_id=lt_id, n=latest_no, img=latest_image, r=region: (
+                                     hook.create_launch_template_version(
+                                         lt_id, n, img, f"phoenix-fleet {self.role}: put back after a failed apply", r))))
+                    self.log.info("%s: version %s (from %s) launches %s (%s)", name, number, default_no, image_id, region)
                 if number is not None and not dry_run:
                     hook.set_default_launch_template_version(lt_id, number, region)
+                    undo.append((f"{name} ({region}): default version {default_no}",
+                                 lambda lt_id=lt_id, n=default_no, r=region: (
+                                     hook.set_default_launch_template_version(lt_id, n, r))))
                 entry.update(version=number, changed=True)
             if number is not None:
                 new_default[lt_id] = number
@@ -813,30 +919,37 @@ class NativeLaunchTemplateUpdateOperator(_AsgImageOperator):
             target = str(new_default.get(lt_id, "<new>"))
             if version == target:
                 continue
+            group = asg["AutoScalingGroupName"]
             if not self.move_pinned_asgs:
-                self.log.warning("%s pins version %s (not moved: move_pinned_asgs=False)", asg["AutoScalingGroupName"], version)
+                self.log.warning("%s pins version %s (not moved: move_pinned_asgs=False) (%s)", group, version, region)
                 continue
             if not dry_run:
-                hook.set_asg_launch_template_version(asg["AutoScalingGroupName"], lt_id, target, region)
-            self.log.info("%s: %spinned version %s -> %s", asg["AutoScalingGroupName"],
-                          "dry run: would move " if dry_run else "", version, target)
-            moved_asgs.append(asg["AutoScalingGroupName"])
+                hook.set_asg_launch_template_version(group, lt_id, target, region)
+                undo.append((f"{group} ({region}): version {version}",
+                             lambda g=group, lt_id=lt_id, v=version, r=region: (
+                                 hook.set_asg_launch_template_version(g, lt_id, v, r))))
+            self.log.info("%s: %spinned version %s -> %s (%s)", group,
+                          "dry run: would move " if dry_run else "", version, target, region)
+            moved_asgs.append(group)
+        return {"image_id": image_id, "launch_templates": moved_templates, "moved_asgs": moved_asgs, "asgs": []}
 
-        resolved: list[AsgTemplateImage] = []
-        if self.verify and not dry_run:
-            resolved = verify_asg_images(hook, image_id, tags=tags, names=names, region=region)
-        return {
-            "image_id": image_id,
-            "region": region,
-            "launch_templates": moved_templates,
-            "moved_asgs": moved_asgs,
-            "asgs": [r.to_dict() for r in resolved],
-            "dry_run": dry_run,
-        }
+    def _undo(self, undo: list[tuple[str, Any]]) -> tuple[list[str], list[str]]:
+        put_back, failed = [], []
+        for what, step in reversed(undo):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - go on putting back the rest; the message names this one
+                self.log.error("could not put back %s: %s", what, exc)
+                failed.append(f"{what}: {type(exc).__name__}: {exc}")
+            else:
+                self.log.warning("put back %s", what)
+                put_back.append(what)
+        return put_back, failed
 
 
 __all__ = [
     "AsgLockedError",
+    "NativeApplyError",
     "NativeLaunchTemplateUpdateOperator",
     "TerraformApplyOperator",
     "VerifyAsgLaunchTemplatesOperator",

@@ -127,7 +127,8 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
         role=role_name, prefix=facts["ssm_prefix"], asg_tags=facts["asg_tags"],
         apply_doc=(f"Terraform in `include/{facts['terraform_workdir']}` with the release's AMI as a variable (plan, "
                    "guard: only this role's launch templates, only to that AMI; apply the saved plan)")
-        if backend == "terraform" else "a new launch-template version (native backend)",
+        if backend == "terraform" else ("a new launch-template version in every region of the release, each with its "
+                                        "own AMI (native backend; a failed write puts back every region)"),
         approval_doc="required in this environment" if facts["require_approval"] else "off unless the form asks",
         strategy=facts["strategy"], concurrency=facts["max_concurrent_asgs"], on_failure=facts["on_failure"],
         approval_hours=facts["approval_timeout_hours"], run_hours=facts["run_timeout_hours"],
@@ -219,12 +220,14 @@ def build_rollout_dag(facts: RoleFacts) -> DAG:
             )
         else:
             apply = NativeLaunchTemplateUpdateOperator(
-                task_id="apply", role=role_name, image_id=p["home_ami"], region_name=home, dry_run=p["dry_run"],
+                # every region of the plan, each to its own AMI (all or nothing: docs/publish-apply.md)
+                task_id="apply", role=role_name, release_images=p["amis"], region_name=home, dry_run=p["dry_run"],
                 rollout_id=rollout_id,
             )
+        # native: every region apply moved; Terraform: the home region (its guard holds each region to its AMI)
         check = VerifyAsgLaunchTemplatesOperator(
-            task_id="check_launch_templates", role=role_name, image_id=p["home_ami"],
-            region_name=home, dry_run=p["dry_run"],
+            task_id="check_launch_templates", role=role_name, region_name=home, dry_run=p["dry_run"],
+            **({"image_id": p["home_ami"]} if backend == "terraform" else {"release_images": p["amis"]}),
         )
         canary = AsgRecycleOperator(
             task_id="canary", asg_name=p["canary_asg"], region_name=p["canary_region"],

@@ -12,7 +12,7 @@ REGION = "us-east-1"
 _names = itertools.count(1)
 
 
-def fleet_config(tmp_path: Path, role: str = "worker", workdir: str | None = None) -> str:
+def fleet_config(tmp_path: Path, role: str = "worker", workdir: str | None = None, regions: list[str] | None = None) -> str:
     terraform = {"backend": "terraform", "workdir": workdir} if workdir else {"backend": "native"}
     cfg = {
         "version": 1,
@@ -25,7 +25,7 @@ def fleet_config(tmp_path: Path, role: str = "worker", workdir: str | None = Non
                     "base_ami": {"name": "phoenix-base-debian-12-*", "owners": ["self"]},
                 },
                 "asgs": {"tags": {"phoenix:role": role, "phoenix:env": "sandbox"}},
-                "regions": [REGION],
+                "regions": list(regions or [REGION]),
                 "terraform": terraform,
             }
         },
@@ -35,9 +35,11 @@ def fleet_config(tmp_path: Path, role: str = "worker", workdir: str | None = Non
     return str(path)
 
 
-def bake(sandbox: Any, role: str = "worker", version: str = "2026.11.30-1", verified: str = "true") -> str:
+def bake(
+    sandbox: Any, role: str = "worker", version: str = "2026.11.30-1", verified: str = "true", region: str = REGION
+) -> str:
     """A self-owned AMI tagged like a verified release image."""
-    ec2 = sandbox.client("ec2")
+    ec2 = sandbox.client("ec2", region_name=region)
     source = sorted(
         ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "architecture", "Values": ["x86_64"]}])["Images"],
         key=lambda i: i["ImageId"],
@@ -64,8 +66,8 @@ def publish_pointer(sandbox: Any, role: str, ami: str, version: str) -> None:
     ssm.label_parameter_version(Name=f"/phoenix/images/{role}/latest", ParameterVersion=put["Version"], Labels=[f"v{version}"])
 
 
-def launch_template(sandbox: Any, name: str, ami: str) -> str:
-    ec2 = sandbox.client("ec2")
+def launch_template(sandbox: Any, name: str, ami: str, region: str = REGION) -> str:
+    ec2 = sandbox.client("ec2", region_name=region)
     return ec2.create_launch_template(
         LaunchTemplateName=name,
         LaunchTemplateData={
@@ -77,10 +79,12 @@ def launch_template(sandbox: Any, name: str, ami: str) -> str:
     )["LaunchTemplate"]["LaunchTemplateId"]
 
 
-def asg(sandbox: Any, name: str, lt_id: str, version: str, role: str = "worker", desired: int = 1) -> str:
-    ec2 = sandbox.client("ec2")
+def asg(
+    sandbox: Any, name: str, lt_id: str, version: str, role: str = "worker", desired: int = 1, region: str = REGION
+) -> str:
+    ec2 = sandbox.client("ec2", region_name=region)
     subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"][0]["SubnetId"]
-    sandbox.client("autoscaling").create_auto_scaling_group(
+    sandbox.client("autoscaling", region_name=region).create_auto_scaling_group(
         AutoScalingGroupName=name,
         LaunchTemplate={"LaunchTemplateId": lt_id, "Version": version},
         MinSize=0,
@@ -112,7 +116,7 @@ def lock(sandbox: Any, asg_name: str, rollout_id: str, target: str, previous: st
     return tags
 
 
-def group_spec(sandbox: Any, name: str) -> dict[str, Any]:
-    return sandbox.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0][
+def group_spec(sandbox: Any, name: str, region: str = REGION) -> dict[str, Any]:
+    return sandbox.client("autoscaling", region_name=region).describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0][
         "LaunchTemplate"
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from apply_helpers import asg, bake, fleet_config, launch_template, publish_pointer
+from apply_helpers import asg, bake, fleet_config, group_spec, launch_template, publish_pointer
 from phoenix_fleet.operators.apply_operators import (
     NativeLaunchTemplateUpdateOperator,
     VerifyAsgLaunchTemplatesOperator,
@@ -38,8 +38,8 @@ def fleet(sandbox_clean: Any, tmp_path: Any) -> dict[str, Any]:
     return {"sb": sb, "old": old, "new": new, "lt_a": lt_a, "lt_b": lt_b, "groups": groups, "cfg": fleet_config(tmp_path)}
 
 
-def lt_state(sb: Any, lt_id: str) -> tuple[int, int, str]:
-    ec2 = sb.client("ec2")
+def lt_state(sb: Any, lt_id: str, region: str | None = None) -> tuple[int, int, str]:
+    ec2 = sb.client("ec2", region_name=region)
     lt = ec2.describe_launch_templates(LaunchTemplateIds=[lt_id])["LaunchTemplates"][0]
     default = ec2.describe_launch_template_versions(LaunchTemplateId=lt_id, Versions=[str(lt["DefaultVersionNumber"])])
     return lt["DefaultVersionNumber"], lt["LatestVersionNumber"], default["LaunchTemplateVersions"][0]["LaunchTemplateData"]["ImageId"]
@@ -230,3 +230,117 @@ def test_a_group_locked_by_another_rollout_stops_the_native_apply_before_anythin
     mine = NativeLaunchTemplateUpdateOperator(task_id="apply", role="worker", config_path=fleet["cfg"],
                                               rollout_id="fleet_max_age/renew-night-1")
     assert run_task(mine, make_context()).result["image_id"] == new
+
+
+# ------------------------------------------------------------------------------------ a role in several regions
+
+EU = "eu-west-1"
+REGIONS = ("us-east-1", EU)  # the home region first (apply_helpers.REGION)
+
+
+@pytest.fixture
+def two_regions(sandbox_clean: Any, tmp_path: Any) -> dict[str, Any]:
+    """The worker role in us-east-1 (home) and eu-west-1, native backend: in each region its own old and new AMI
+    (AMI ids differ per region, as copies do), one template, groups on $Default, $Latest and pinned to 1."""
+    sb = sandbox_clean
+    out: dict[str, Any] = {"sb": sb, "cfg": fleet_config(tmp_path, regions=list(REGIONS))}
+    for region in REGIONS:
+        old, new = bake(sb, version=OLD, region=region), bake(sb, version=NEW, region=region)
+        lt = launch_template(sb, f"sandbox-worker-{region}", old, region=region)
+        names = [asg(sb, f"worker-{region}-{kind}", lt, version, region=region)
+                 for kind, version in (("default", "$Default"), ("latest", "$Latest"), ("pinned", "1"))]
+        out[region] = {"old": old, "new": new, "lt": lt, "groups": names}
+    out["amis"] = {r: out[r]["new"] for r in REGIONS}
+    return out
+
+
+def launches_now(sb: Any, name: str, region: str) -> str:
+    """The image a replacement launched now runs, seen through the AWS API of the group's region."""
+    autoscaling, ec2 = sb.client("autoscaling", region_name=region), sb.client("ec2", region_name=region)
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
+    victim = group["Instances"][0]["InstanceId"]
+    autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=victim, ShouldDecrementDesiredCapacity=False)
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
+    fresh = [i["InstanceId"] for i in group["Instances"] if i["InstanceId"] != victim]
+    (image,) = {i["ImageId"] for r in ec2.describe_instances(InstanceIds=fresh)["Reservations"] for i in r["Instances"]}
+    return str(image)
+
+
+def _world(t: dict[str, Any]) -> dict[str, Any]:
+    sb = t["sb"]
+    return {r: (lt_state(sb, t[r]["lt"], r), [group_spec(sb, n, r) for n in t[r]["groups"]]) for r in REGIONS}
+
+
+def test_a_two_region_role_moves_every_region_to_its_own_ami(two_regions: dict[str, Any]) -> None:
+    """release_images (the rollout plan's amis): every region's templates move to that region's AMI, pins_before
+    records every region, and restore_launch_templates' restore puts back groups of every region."""
+    from phoenix_fleet.pipelines.template_restore import restore_unrolled_groups
+
+    t, sb = two_regions, two_regions["sb"]
+    ctx = make_context()
+    op = NativeLaunchTemplateUpdateOperator(task_id="apply", role="worker", config_path=t["cfg"],
+                                            release_images=t["amis"], rollout_id="fleet_rollout_worker:r1")
+    result = run_task(op, ctx).result
+    assert result["image_id"] == t["amis"]["us-east-1"] and result["region"] == "us-east-1"
+    assert {r: v["image_id"] for r, v in result["regions"].items()} == t["amis"]
+    for region in REGIONS:
+        assert lt_state(sb, t[region]["lt"], region) == (2, 2, t[region]["new"]), region
+        assert result["regions"][region]["moved_asgs"] == [f"worker-{region}-pinned"]
+        assert {a["image_id"] for a in result["regions"][region]["asgs"]} == {t[region]["new"]}
+        # from outside: a replacement launched now in the region runs the region's own release AMI
+        assert launches_now(sb, f"worker-{region}-default", region) == t[region]["new"]
+    pins = ctx["ti"].xcom["pins_before"]
+    assert {r: sorted(p) for r, p in pins.items()} == {r: sorted(t[r]["groups"]) for r in REGIONS}
+    assert {(r, p["number"], p["image_id"]) for r in REGIONS for p in pins[r].values()} == {
+        (r, 1, t[r]["old"]) for r in REGIONS}
+
+    # the teardown of a run that ended before rolling the others: in both regions, the groups that never rolled
+    # point back to version 1 (the old image); the $Default ones, whose instance runs the release, are kept
+    targets = [{"asg_name": n, "region_name": r, "target_image_id": t["amis"][r]} for r in REGIONS for n in t[r]["groups"]]
+    restored = restore_unrolled_groups(targets, pins, aws_conn_id="aws_default")
+    assert sorted((x["region"], x["asg"]) for x in restored["restored"]) == sorted(
+        (r, n) for r in REGIONS for n in t[r]["groups"] if not n.endswith("-default"))
+    assert sorted((x["region"], x["asg"]) for x in restored["left"]) == [(r, f"worker-{r}-default") for r in sorted(REGIONS)]
+    for region in REGIONS:
+        for name in (f"worker-{region}-latest", f"worker-{region}-pinned"):
+            assert group_spec(sb, name, region)["Version"] == "1", name
+            assert launches_now(sb, name, region) == t[region]["old"], name
+
+
+def test_a_second_region_refused_before_any_change_leaves_the_first_untouched(two_regions: dict[str, Any]) -> None:
+    """eu-west-1's AMI is not verified: refused while reading, before the home region changes anything."""
+    t, sb = two_regions, two_regions["sb"]
+    unverified = bake(sb, version=NEW, verified="false", region=EU)
+    before = _world(t)
+    op = NativeLaunchTemplateUpdateOperator(task_id="apply", role="worker", config_path=t["cfg"],
+                                            release_images={**t["amis"], EU: unverified})
+    ctx = make_context()
+    with pytest.raises(PublishRefusedError, match="verified"):
+        run_task(op, ctx)
+    assert _world(t) == before and "pins_before" not in ctx["ti"].xcom
+
+
+def test_a_write_refused_in_the_second_region_puts_the_first_back(two_regions: dict[str, Any]) -> None:
+    """eu-west-1 refuses CreateLaunchTemplateVersion after us-east-1 has moved: apply puts us-east-1 back (its
+    default version and its pinned group as they were, $Latest launching the old image again) and fails naming the
+    region; no group of either region launches the release."""
+    t, sb = two_regions, two_regions["sb"]
+    before = _world(t)
+    sb.update_config(api_faults=[{
+        "service": "ec2", "action": "CreateLaunchTemplateVersion", "region": EU,
+        "code": "UnauthorizedOperation", "message": "You are not authorized to perform this operation.",
+    }])
+    op = NativeLaunchTemplateUpdateOperator(task_id="apply", role="worker", config_path=t["cfg"],
+                                            release_images=t["amis"])
+    with pytest.raises(Exception, match="UnauthorizedOperation") as err:
+        run_task(op, make_context())
+    assert "put back" in str(err.value) and "us-east-1" in str(err.value)
+    sb.update_config(api_faults=[])
+    after = _world(t)
+    assert after[EU] == before[EU]
+    default, _latest, image = after["us-east-1"][0]
+    assert (default, image) == (1, t["us-east-1"]["old"])
+    assert after["us-east-1"][1] == before["us-east-1"][1]  # the groups' own references (pinned: 1)
+    for region in REGIONS:
+        for name in t[region]["groups"]:
+            assert launches_now(sb, name, region) == t[region]["old"], name

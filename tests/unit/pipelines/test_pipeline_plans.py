@@ -437,3 +437,26 @@ def test_the_rollout_dag_cleans_up_after_a_refused_canary():
     assert {"apply", "canary_rollback", "recycle"} <= restore.upstream_task_ids and not restore.downstream_task_ids
     assert dag.task_dict["apply"].is_setup
     assert dag.dagrun_timeout == timedelta(hours=WEB.rollout.run_timeout_hours)
+
+
+def test_a_native_role_applies_and_checks_every_region_of_the_plan():
+    """Wiring: on the native backend, apply and its check take the plan's amis ({region: AMI}, every region of the
+    release), not the home region's AMI alone; restore_launch_templates stays apply's teardown (it restores the
+    groups of every region pins_before recorded: tests/unit/apply/test_native_backend.py)."""
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
+    from phoenix_fleet.dag_facts import facts_from_config
+    from phoenix_fleet.operators.apply_operators import (
+        NativeLaunchTemplateUpdateOperator,
+        VerifyAsgLaunchTemplatesOperator,
+    )
+    from phoenix_fleet.pipelines.rollout_dag import build_rollout_dag
+
+    facts = {**facts_from_config(FLEET)["web"], "terraform_backend": "native"}
+    dag = build_rollout_dag(facts)
+    apply, check = dag.task_dict["apply"], dag.task_dict["check_launch_templates"]
+    assert isinstance(apply, NativeLaunchTemplateUpdateOperator) and isinstance(check, VerifyAsgLaunchTemplatesOperator)
+    for op in (apply, check):
+        arg = op.release_images
+        assert isinstance(arg, PlainXComArg) and (arg.operator.task_id, arg.key) == ("plan", "amis"), op.task_id
+        assert op.image_id is None and op.region_name == WEB.home_region
+    assert dag.task_dict["restore_launch_templates"].is_teardown and apply.is_setup
