@@ -122,23 +122,24 @@ def test_desired_raised_between_the_observation_and_the_write_is_adopted(sandbox
     adopts 6 as the baseline and ends there."""
     f = F.build_fleet(sandbox_clean, max_size=10)
     autoscaling = sandbox_clean.client("autoscaling")
-    state = {"armed": False, "fired": False}
+    state = {"fired": False}
 
     def raise_desired() -> None:
         autoscaling.update_auto_scaling_group(AutoScalingGroupName=f.asg, DesiredCapacity=6)
 
     op = F.operator(f)
-    op.hook, samples = sampled_hook(sandbox_clean, f, on_action={"suspend_processes": lambda: state.update(armed=True)})
-    observe = op.hook.observe
+    op.hook, samples = sampled_hook(sandbox_clean, f)
+    reread = op.hook.desired_capacity
 
-    def observe_then_race(*args, **kwargs):
-        obs = observe(*args, **kwargs)
-        if state["armed"] and not state["fired"]:  # the observation the first launch is planned on
+    def race_then_reread(*args, **kwargs):
+        # the first launch is planned (on the view the loop has: observed, or carried past the writes that
+        # moved no capacity), and its write is next: desired moves now, from outside
+        if not state["fired"]:
             state["fired"] = True
             raise_desired()
-        return obs
+        return reread(*args, **kwargs)
 
-    op.hook.observe = observe_then_race
+    op.hook.desired_capacity = race_then_reread
     result = run_task(op, make_context()).result
     assert state["fired"] and result["outcome"] == "forward"
     assert result["outside_changes"] == ["outside change: desired 4 -> 6 adopted (baseline 4 -> 6)"]

@@ -395,13 +395,15 @@ class AsgRecycleOperator(BaseOperator):
             self._report_group_policy(obs, policy, record, carry)
             if dry_run:
                 return self._dry_run(context, obs, record, policy, carry)
-            self._take_lock(record, rid)
+            hooks: list[Any] = []
+            first = self._take_lock(record, rid, during_settle=lambda: self._settle_reads(hooks))
             self.log.info(
                 "Rollout %s of %s started: %s -> %s (%s), strategy %s, baseline %d (min %d max %d)",
                 rid, self.asg_name, record.previous_image or "?", record.target_image, target_lt or "no LT version",
                 policy.strategy, record.original_desired, record.original_min, record.original_max,
             )
-            carry["lifecycle_hooks"] = self._describe_lifecycle_hooks(carry)
+            carry["lifecycle_hooks"] = self._describe_lifecycle_hooks(carry, hooks[0] if hooks else None)
+            return self._run(context, rid, carry, first=first)
         else:
             self._check_same_target(record, target_image)
             carry["from_image"] = record.target_image if record.target_image != target_image else record.previous_image
@@ -503,11 +505,11 @@ class AsgRecycleOperator(BaseOperator):
 
     # ------------------------------------------------------------------ the loop
 
-    def _run(self, context: Context, rid: str, carry: dict[str, Any]) -> Any:
+    def _run(self, context: Context, rid: str, carry: dict[str, Any], *, first: Any = None) -> Any:
         from airflow.sdk.exceptions import AirflowTaskTimeout, TaskDeferred
 
         try:
-            return self._loop(context, rid, carry)
+            return self._loop(context, rid, carry, first=first)
         except (TaskDeferred, AirflowFailException):
             raise
         except _WorkerStop as stop:
@@ -521,17 +523,38 @@ class AsgRecycleOperator(BaseOperator):
             self._after_error(context, rid, exc, carry)
             raise
 
-    def _loop(self, context: Context, rid: str, carry: dict[str, Any], *, safe_halt: bool = False) -> Any:
+    def _loop(
+        self, context: Context, rid: str, carry: dict[str, Any], *, safe_halt: bool = False, first: Any = None
+    ) -> Any:
+        """Observe, plan, act, until an end or a deferral. A view carried over (``first``: the observation made
+        inside the lock's settle; or the last observation with the known effect of a write that moved no
+        capacity, ``_carried``) saves a round trip, but only these act on it: writes that take nothing out
+        (SuspendProcesses, SetLaunchTemplate; Launch, which adds capacity and re-reads desired right before
+        its write), a Wait (the waiting re-observes), Done, and handing the group to an AWS instance refresh
+        (AWS keeps its floor on what it sees). Anything else is planned again on a fresh
+        observation first (a Terminate's floor, a Restore, a halt or a rollback never act on an older view)."""
         R = _rollout()
         policy = self.resolved_policy
         max_batches = _as_int(self.max_batches, "max_batches")
         started = time.monotonic()
+        carried = first
+        if first is not None:
+            note_held(first.state, carry)
         for _ in range(MAX_STEPS):
-            obs = self._observe()
-            note_held(obs.state, carry)
-            record = self._own_record(obs, rid)
-            policy = self._policy_of(record)
-            action = R.plan(obs.state, record, policy)
+            if carried is not None:
+                obs, carried = carried, None
+                record = self._own_record(obs, rid)
+                policy = self._policy_of(record)
+                action = R.plan(obs.state, record, policy)
+                if not isinstance(action, R.SuspendProcesses | R.SetLaunchTemplate | R.Launch | R.Wait | R.Done
+                                          | R.DelegateInstanceRefresh):
+                    continue  # plan it again on a fresh observation
+            else:
+                obs = self._observe()
+                note_held(obs.state, carry)
+                record = self._own_record(obs, rid)
+                policy = self._policy_of(record)
+                action = R.plan(obs.state, record, policy)
             carry["steps"] = int(carry.get("steps", 0)) + 1
             outside = R.describe_outside_change(obs.state, record, policy)
             if outside:
@@ -556,6 +579,7 @@ class AsgRecycleOperator(BaseOperator):
             result = self._act(context, rid, action, obs, record, policy, carry, safe_halt=safe_halt)
             if result is not None:
                 return result
+            carried = self._carried(obs, action, record)
             if safe_halt and time.monotonic() - started > SAFE_HALT_SECONDS:
                 raise AirflowException(f"{self.asg_name}: the safe halt did not finish within {SAFE_HALT_SECONDS}s")
         raise AirflowException(f"{self.asg_name}: no end after {MAX_STEPS} steps")
@@ -594,6 +618,39 @@ class AsgRecycleOperator(BaseOperator):
             or (isinstance(action, R.Terminate) and action.decrement_desired)
             or (isinstance(action, R.PrepareInstances) and bool(action.exit_standby))
         )
+
+    def _carried(self, obs: Any, action: Action, record: RolloutRecord) -> Any:
+        """The observation with the known effect of ``action`` (done just now) applied, when that effect is the
+        whole change the action made and it moved no instance: SuspendProcesses, SetLaunchTemplate, Restore
+        (capacity set to the values written, processes resumed). None: observe again."""
+        from dataclasses import replace
+
+        from phoenix_fleet.hooks.asg_hook import LaunchTemplateRef
+
+        R = _rollout()
+        state = obs.state
+        if isinstance(action, R.SuspendProcesses):
+            state = replace(state, suspended_processes=state.suspended_processes | frozenset(action.processes))
+            lt = obs.launch_template
+        elif isinstance(action, R.SetLaunchTemplate):
+            key, number = _lt_parts(action.launch_template)
+            current = obs.launch_template
+            lt = LaunchTemplateRef(
+                template_id=key if key.startswith("lt-") else None,
+                template_name=None if key.startswith("lt-") else key,
+                version=number, mixed=bool(current and current.mixed), number=int(number),
+                image_id=action.image_id,
+            )
+            state = replace(state, launch_image_id=action.image_id)
+        elif isinstance(action, R.Restore):
+            state = replace(state, desired=action.desired, min_size=action.min_size, max_size=action.max_size,
+                            suspended_processes=state.suspended_processes - frozenset(action.resume_processes))
+            lt = obs.launch_template
+        else:
+            return None
+        tags = {k: v for k, v in obs.tags.items() if k not in R.RolloutRecord.tag_keys()}
+        tags.update(record.to_tags())
+        return replace(obs, state=state, tags=tags, record=record, record_error=None, launch_template=lt)
 
     def _persist_unless_moved(self, obs: Any, record: RolloutRecord, action: Action, policy: Policy) -> bool:
         """Before a capacity write: persist its record and, at the same time, read desired again (one
@@ -868,12 +925,24 @@ class AsgRecycleOperator(BaseOperator):
             self.log.info("%s: CapacityRebalance is on and left on: Spot replacements it launches during the rollout "
                           "are judged like any launch", self.asg_name)
 
-    def _describe_lifecycle_hooks(self, carry: dict[str, Any]) -> list[str]:
+    def _settle_reads(self, hooks: list[Any]) -> Any:
+        """The reads made while the lock settles (nothing written): the group's lifecycle hooks (into ``hooks``:
+        the list, or the error) and the loop's first observation."""
+        try:
+            hooks.append(self.hook.lifecycle_hooks(self.asg_name))
+        except Exception as exc:  # noqa: BLE001 - informative only (_describe_lifecycle_hooks logs it)
+            hooks.append(exc)
+        return self._observe()
+
+    def _describe_lifecycle_hooks(self, carry: dict[str, Any], listed: Any = None) -> list[str]:
         """Log the group's lifecycle hooks at begin: which transitions hold instances, for how long, and what
         happens then. The rollout never completes a hook (the team's automation does): a launch held in
-        Pending:Wait is not healthy capacity, and the phase's deadline bounds the wait for it."""
+        Pending:Wait is not healthy capacity, and the phase's deadline bounds the wait for it. ``listed``: what
+        DescribeLifecycleHooks answered already (its list, or its error); None: ask now."""
         try:
-            hooks = self.hook.lifecycle_hooks(self.asg_name)
+            if isinstance(listed, BaseException):
+                raise listed
+            hooks = listed if listed is not None else self.hook.lifecycle_hooks(self.asg_name)
         except Exception as exc:  # noqa: BLE001 - informative only: the rollout judges instances by their lifecycle
             self.log.warning("%s: could not list its lifecycle hooks (%s)", self.asg_name, exc)
             return []
@@ -1041,14 +1110,18 @@ class AsgRecycleOperator(BaseOperator):
             token=uuid.uuid4().hex,
         )
 
-    def _take_lock(self, record: RolloutRecord, rid: str) -> None:
+    def _take_lock(self, record: RolloutRecord, rid: str, *, during_settle: Any = None) -> Any:
         """Compare-and-set on tags (AutoScaling has no conditional write): look again right before writing,
         write the whole record with its unique token (deleting every record key that is not ours), wait
         ``lock_settle_seconds`` and at least LOCK_SETTLE_FACTOR times what that look and write took, read the
         whole record back and compare every key. Another writer's record
         (or any of its keys on ours) means it won: refuse, touching nothing more. Won: delete the record keys a
         loser left behind. What remains: two starters whose writes land more than the settle apart after
-        both looked (a worker paused for longer than that between its look and its write)."""
+        both looked (a worker paused for longer than that between its look and its write).
+
+        ``during_settle``: reads (never a write) made inside the settle, e.g. the loop's first observation: the
+        settle is counted from the write, so they cost no time unless they outlast it; their result is
+        returned, its record replaced by the one read back (None without it)."""
         R = _rollout()
 
         def tags_now() -> dict[str, str]:
@@ -1078,7 +1151,10 @@ class AsgRecycleOperator(BaseOperator):
         if stale:
             self.hook.delete_tags(self.asg_name, stale)
         # another starter's look-to-write takes about what ours took: wait well past that
-        self._sleep(max(self.lock_settle_seconds, LOCK_SETTLE_FACTOR * (time.monotonic() - started)))
+        wrote = time.monotonic()
+        settle = max(self.lock_settle_seconds, LOCK_SETTLE_FACTOR * (wrote - started))
+        seen = during_settle() if during_settle is not None else None
+        self._sleep(settle - (time.monotonic() - wrote))
         after = tags_now()
         if any(after.get(k) != v for k, v in ours.items()):
             raise RolloutLockedError(holder_of(after))
@@ -1086,6 +1162,12 @@ class AsgRecycleOperator(BaseOperator):
         if leftovers:  # a loser's keys merged into ours (its write came first): not ours, never used
             self.log.warning("%s: removing rollout tags another writer left: %s", self.asg_name, ", ".join(leftovers))
             self.hook.delete_tags(self.asg_name, leftovers)
+            after = {k: v for k, v in after.items() if k not in leftovers}
+        if seen is None:
+            return None
+        from dataclasses import replace
+
+        return replace(seen, tags=after, record=R.RolloutRecord.from_tags(after), record_error=None)
 
     def _ended_already(self, context: Context, obs: Any, rid: str, ended: str) -> Any:
         """The group says this rollout ended already (``phoenix:rollout-ended``, written before its lock was

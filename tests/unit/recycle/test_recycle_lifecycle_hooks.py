@@ -39,7 +39,12 @@ from phoenix_fleet.rollout import RolloutRecord
 from tests.helpers.airflow_run import make_context, run_task
 
 STEP = timedelta(seconds=5)
-HEARTBEAT = 20  # seconds (AWS allows 30 to 7200; the sandbox stores any)
+#: seconds (AWS allows 30 to 7200; the sandbox stores any). 5 observations: where the hook's ABANDON lands relative
+#: to the rollout's steps is fixed by it and by how many observations the rollout makes; a heartbeat running out
+#: right between the rollback's plan and its terminate of the held launch makes the rollback wait for the
+#: replacement the ASG launches (the limit docs/rollout.md names). 20 s put it there once the rollout stopped
+#: re-observing after writes that move no capacity (3 observations fewer); 25 s does not.
+HEARTBEAT = 25
 DEADLINE = timedelta(minutes=1)
 HOOK = "nobody-completes"
 

@@ -214,3 +214,71 @@ def test_role_policy_comes_from_the_fleet_config():
     op = AsgRecycleOperator(task_id="t", asg_name="web-a", target_image_id="ami-1", role="web",
                             policy='{"batch_size": 3}')
     assert op.resolved_policy.batch_size == 3 and op.resolved_policy.batch_percent is None
+
+
+def _timed_calls(hook):
+    """(time.monotonic(), operation) of every call the hook's sync clients send from now on."""
+    import time
+
+    from phoenix_fleet.hooks.asg_hook import SERVICES
+
+    seen: list[tuple[float, str]] = []
+    for service in SERVICES:
+        hook.client(service).meta.events.register(
+            "before-call", lambda model=None, **_: seen.append((time.monotonic(), model.name)))
+    return seen
+
+
+def _between(calls: list[str], first: str, then: str, start: int = 0) -> list[str]:
+    """The calls after the first ``first`` (from ``start``) up to the next ``then``."""
+    i = calls.index(first, start)
+    return calls[i + 1: calls.index(then, i + 1)]
+
+
+WRITES = ("CreateOrUpdateTags", "DeleteTags", "UpdateAutoScalingGroup", "SuspendProcesses", "ResumeProcesses",
+          "TerminateInstanceInAutoScalingGroup", "SetDesiredCapacity")
+
+
+def test_the_start_and_the_end_make_no_observation_a_write_did_not_need(sandbox_clean):
+    """bench/rollout (issue 13): the first observation is made inside the lock's settle (reads only: nothing is
+    written before the read-back confirms the lock), and a write that moves no capacity (pointing the group,
+    suspending processes, restoring sizes and processes) is not followed by a fresh observation: the loop plans
+    the next step on the view it had, with that write's effect applied."""
+    f = F.build_fleet(sandbox_clean)
+    op = F.operator(f, lock_settle_seconds=0.3)
+    op.hook = F.scripted_hook()
+    timed = _timed_calls(op.hook)
+    result = run_task(op, make_context()).result
+    assert result["outcome"] == "forward"
+    F.assert_converged(sandbox_clean, f, f.new_ami, 4)
+    calls = [name for _, name in timed]
+    lock = calls.index("CreateOrUpdateTags")
+    first_write = next(i for i in range(lock + 1, len(calls)) if calls[i] in WRITES)
+    settle = calls[lock + 1: first_write]
+    # inside the settle: the lifecycle hooks and a whole observation, then the read-back, then the first write
+    assert "DescribeLifecycleHooks" in settle and "DescribeInstanceStatus" in settle, settle
+    assert settle[-1] == "DescribeAutoScalingGroups" and settle.count("DescribeAutoScalingGroups") == 2, settle
+    assert timed[first_write - 1][0] - timed[lock][0] >= 0.3  # the read-back waited the whole settle
+    assert calls[first_write] == "UpdateAutoScalingGroup"  # pointing the group at version 2
+    # then, with no observation in between: suspend, the launch (desired re-read right before it, with the
+    # record's write beside it)
+    assert calls[first_write + 1] == "SuspendProcesses", calls[first_write:]
+    launch = _between(calls, "SuspendProcesses", "UpdateAutoScalingGroup")
+    assert sorted(launch) == ["CreateOrUpdateTags", "DescribeAutoScalingGroups"], launch
+    # the end: sizes restored and processes resumed, then the end recorded and the lock released, no look between
+    resume = calls.index("ResumeProcesses")
+    assert calls[resume + 1:] == ["CreateOrUpdateTags", "DeleteTags", "DeleteTags"], calls[resume - 3:]
+
+
+def test_a_view_carried_past_a_write_never_terminates(sandbox_clean):
+    """The other side of the test above: a Terminate (the floor is judged on the view) is planned again on a
+    fresh observation, never on a view carried past a write. Replace strategy: the first terminate comes right
+    after suspending the processes; an observation (health) comes between them."""
+    f = F.build_fleet(sandbox_clean)
+    op = F.operator(f, policy={"strategy": "replace", "batch_size": 1, "min_healthy_percent": 75})
+    op.hook = F.scripted_hook()
+    calls = F.record_calls(op.hook)
+    assert run_task(op, make_context()).result["outcome"] == "forward"
+    F.assert_converged(sandbox_clean, f, f.new_ami, 4)
+    before = _between(calls, "SuspendProcesses", "TerminateInstanceInAutoScalingGroup")
+    assert "DescribeInstanceStatus" in before and "DescribeTargetHealth" in before, before
