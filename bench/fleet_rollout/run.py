@@ -235,6 +235,18 @@ def start_airflow(sb: Sandbox, home: Path, config: Path, args: argparse.Namespac
         "PHOENIX_BENCH_BASELINE": json.dumps(
             {"role": ROLE, "concurrency": args.concurrency, "poke_interval": args.poke_interval}),
     })
+    if args.as_before:  # what the harness did before: workers forked from the scheduler, no bytecode cache
+        for k in ("AIRFLOW__SCHEDULER__MP_START_METHOD", "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD", "PYTHONPYCACHEPREFIX"):
+            env.pop(k, None)
+        if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+            env["PYTHONDONTWRITEBYTECODE"] = os.environ["PYTHONDONTWRITEBYTECODE"]
+    if args.profile:  # the task processes record what each start cost (profile_hook/sitecustomize.py)
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        hook = str(Path(__file__).with_name("profile_hook"))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (hook, env.get("PYTHONPATH", "")) if p)
+        env["PHOENIX_BENCH_PROFILE_DIR"] = str(Path(args.profile).resolve())
+        if args.cprofile:
+            env["PHOENIX_BENCH_CPROFILE"] = "1"
     af = RealAirflow(env, home, port)
     af.start()
     af.wait_api(timeout=240)
@@ -436,6 +448,47 @@ def report(name: str, m: dict[str, Any], bound: float, args: argparse.Namespace,
     print_calls(m, budget, out)
 
 
+def task_profiles(directory: str, dag_id: str, since: float) -> list[dict[str, Any]]:
+    """The task processes' records (profile_hook/sitecustomize.py) of ``dag_id`` written after ``since``."""
+    out = []
+    for path in Path(directory).glob("*.json"):
+        if path.stat().st_mtime < since:
+            continue
+        try:
+            rec = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if rec.get("dag_id") == dag_id:
+            out.append(rec)
+    return out
+
+
+def report_profile(m: dict[str, Any], recs: list[dict[str, Any]], out: Any) -> None:
+    """CPU per task start: in the task process (startup = parse the DAG file and build the context; the rest = the
+    operator and finishing), and the scheduler's (with the executor's supervisors) and api-server's per start."""
+    if not recs:
+        out("  task starts: no profile records")
+        return
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in recs:
+        kind = "resume" if r.get("next_method") else "begin"
+        groups.setdefault(f"{r.get('task_id')} ({kind})", []).append(r)
+    out(f"  task starts: {len(recs)} task processes; CPU seconds each (user + system), mean [min-max]:")
+    for name, rs in sorted(groups.items()):
+        cpu = [float(r["user"]) + float(r["system"]) for r in rs]
+        up = [float(r.get("startup_end_cpu", 0)) - float(r.get("startup_begin_cpu", 0)) for r in rs]
+        pre = [float(r.get("startup_begin_cpu", 0)) for r in rs]
+        out(f"    {name:<28} x{len(rs):>4}: {sum(cpu) / len(cpu):5.2f} [{min(cpu):.2f}-{max(cpu):.2f}] "
+            f"(before startup {sum(pre) / len(pre):.2f}, startup {sum(up) / len(up):.2f}, "
+            f"run+finalize {(sum(cpu) - sum(up) - sum(pre)) / len(cpu):.2f}); wall "
+            f"{sum(float(r['wall']) for r in rs) / len(rs):.2f} s, max RSS {max(int(r['maxrss_kb']) for r in rs) // 1024} MB")
+    tasks = sum(float(r["user"]) + float(r["system"]) for r in recs)
+    sched = m["cpu"].get("scheduler", 0.0) - tasks
+    out(f"  per task start: task process {tasks / len(recs):.2f} s, scheduler + executor supervisors "
+        f"{sched / len(recs):.2f} s, api-server {m['cpu'].get('api-server', 0.0) / len(recs):.2f} s, sandbox "
+        f"{m['cpu'].get('sandbox', 0.0) / len(recs):.2f} s")
+
+
 def summaries(af: Any, dag_id: str, m: dict[str, Any]) -> list[dict[str, Any]]:
     from tests.e2e.real_airflow import _q
 
@@ -476,6 +529,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop measuring when the run succeeded, or when every recycle task did (skips the health "
                    "gate's and the summary's time)")
     p.add_argument("--keep", action="store_true", help="keep the Airflow home (logs) and print where")
+    p.add_argument("--profile", metavar="DIR", help="record every task process's CPU (and, with --cprofile, a "
+                   "cProfile) in DIR (profile_hook/sitecustomize.py) and print the CPU per task start")
+    p.add_argument("--as-before", action="store_true", help="run Airflow as the harness did before issue 16 item 4's "
+                   "work: LocalExecutor workers forked from the scheduler (no phoenix_fleet.worker_preload) and, "
+                   "when this shell sets PYTHONDONTWRITEBYTECODE, no bytecode cache (to compare)")
+    p.add_argument("--cprofile", action="store_true", help="with --profile: also cProfile each task process")
     args = p.parse_args(argv)
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
 
@@ -530,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{sum(int(s.get('inline_polls', 0)) for s in sums)} inline polls, "
             f"{sum(int(s.get('trigger_polls', 0)) for s in sums)} trigger polls")
         report("phoenix (fleet_rollout_fleet: deferrable)", m, bound, args, budget, out, inline)
+        if args.profile:
+            report_profile(m, task_profiles(args.profile, f"fleet_rollout_{ROLE}", m["t0"] - 1), out)
         phoenix = m
 
         if not args.skip_baseline:
@@ -546,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
             out(f"baseline: fleet after the run: {images} ({'all on the new AMIs' if converged else 'NOT converged'})")
             out(f"baseline: {len(b['recycle'])} sensors, poke_interval {args.poke_interval:g} s")
             report("baseline (sensor in reschedule mode)", b, bound, args, budget, out, None)
+            if args.profile:
+                report_profile(b, task_profiles(args.profile, "bench_reschedule_rollout", b["t0"] - 1), out)
             out("\n== phoenix vs baseline")
             out(f"  recycle phase: phoenix {phoenix['recycle_wall']:.1f} s, baseline {b['recycle_wall']:.1f} s: "
                 f"baseline / phoenix = {b['recycle_wall'] / phoenix['recycle_wall']:.2f}")
