@@ -90,8 +90,8 @@ COPY --chown=airflow:0 plugins/phoenix_fleet /opt/phoenix/plugins/phoenix_fleet
 RUN cd /opt/phoenix \
  && uv export --locked --no-default-groups --group distributed --no-emit-project --format requirements-txt \
       > /tmp/requirements.txt \
- && uv pip install --python "${VIRTUAL_ENV}/bin/python" --no-cache -r /tmp/requirements.txt \
- && uv pip install --python "${VIRTUAL_ENV}/bin/python" --no-cache --no-deps /opt/phoenix \
+ && uv pip install --python "${VIRTUAL_ENV}/bin/python" --no-cache --compile-bytecode -r /tmp/requirements.txt \
+ && uv pip install --python "${VIRTUAL_ENV}/bin/python" --no-cache --compile-bytecode --no-deps /opt/phoenix \
  && rm /tmp/requirements.txt \
  && python -c "from importlib.metadata import entry_points; import airflow; \
 assert [e.value for e in entry_points(group='airflow.plugins') if e.name == 'phoenix_fleet'], 'no plugin entry point'; \

@@ -234,6 +234,14 @@ def test_the_project_is_installed_once_from_the_lock() -> None:
     } <= names
 
 
+def test_the_image_ships_bytecode() -> None:
+    """Every Airflow task is a new process that imports boto3, the providers and our modules: without .pyc files
+    in the image each of them compiles those from source (most of a task start's CPU, docs/scale.md)."""
+    installs = [line for line in _dockerfile().splitlines() if "uv pip install" in line]
+    assert len(installs) == 2
+    assert all("--compile-bytecode" in line for line in installs), installs
+
+
 # ------------------------------------------------------------------------------------------ packaging
 
 
