@@ -41,7 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.real_airflow import COMPONENTS, AirflowDown, RealAirflow, fast_env, free_port
+from tests.e2e.real_airflow import (
+    COMPONENTS,
+    LOCAL_WORKER_PRELOAD,
+    AirflowDown,
+    RealAirflow,
+    fast_env,
+    free_port,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
@@ -423,6 +430,8 @@ def celery_env(env: dict[str, str], db_url: str, broker_url: str, *, api_port: i
     from cryptography.fernet import Fernet
 
     env = fast_env(env)
+    for key in LOCAL_WORKER_PRELOAD:  # the LocalExecutor's; Celery workers preload through celery_preload.py
+        env.pop(key, None)
     env.update(
         {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -27,6 +28,18 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TERMINAL_RUN_STATES = {"success", "failed"}
 # a task in one of these states means the run went wrong: fail at once instead of sitting out retry delays
 BAD_TASK_STATES = {"failed", "up_for_retry", "upstream_failed"}
+
+#: the LocalExecutor's workers come from a fork server that imported what every phoenix task needs
+#: (phoenix_fleet.worker_preload): each task process, forked from a worker, starts with it (docs/scale.md, "What a
+#: deployment sets"); tasks still fork, never a new interpreter
+LOCAL_WORKER_PRELOAD = {
+    "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+    "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "phoenix_fleet.worker_preload",
+    "AIRFLOW__CORE__EXECUTE_TASKS_NEW_PYTHON_INTERPRETER": "False",
+}
+
+#: bytecode of the Airflow processes the harness starts, shared by every run (Python writes it atomically)
+PYCACHE = os.path.join(tempfile.gettempdir(), f"phoenix-pycache-{os.getuid()}")
 
 # no proxy for 127.0.0.1, whatever the environment says
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -61,6 +74,7 @@ def fast_env(env: dict[str, str]) -> dict[str, str]:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            **LOCAL_WORKER_PRELOAD,
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
@@ -70,6 +84,10 @@ def fast_env(env: dict[str, str]) -> dict[str, str]:
         }
     )
     env["no_proxy"] = env["NO_PROXY"]
+    # bytecode, as an installed deployment has it: this machine sets PYTHONDONTWRITEBYTECODE, so without a cache
+    # every Airflow process (each task process included) compiles every module it imports from source
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("PYTHONPYCACHEPREFIX", PYCACHE)
     return env
 
 

@@ -42,3 +42,33 @@ def test_group_cpu_counts_this_process_group() -> None:
     end = sum(range(10_000_000))  # burn a little CPU in this process
     assert end > 0 and bench.group_cpu(os.getpgrp()) > before >= 0
     assert bench.group_cpu(2**22 + 12345) == 0  # no such group
+
+
+def test_task_profiles_give_the_cpu_per_start_by_task_and_kind(tmp_path: Path) -> None:
+    import json
+    import time
+
+    bench = _bench()
+    t0 = time.time() - 1
+    recs = [
+        {"dag_id": "d", "task_id": "recycle", "next_method": None, "user": 0.5, "system": 0.1,
+         "startup_begin_cpu": 0.02, "startup_end_cpu": 0.32, "wall": 3.0, "maxrss_kb": 200 * 1024},
+        {"dag_id": "d", "task_id": "recycle", "next_method": "execute_complete", "user": 0.7, "system": 0.1,
+         "startup_begin_cpu": 0.02, "startup_end_cpu": 0.42, "wall": 4.0, "maxrss_kb": 190 * 1024},
+        {"dag_id": "other", "task_id": "x", "next_method": None, "user": 9, "system": 9,
+         "startup_begin_cpu": 0, "startup_end_cpu": 0, "wall": 1, "maxrss_kb": 1},
+    ]
+    for pid, rec in enumerate(recs):
+        (tmp_path / f"{pid}.json").write_text(json.dumps(rec))
+    (tmp_path / "9.json").write_text("{not json")  # a process killed while writing: skipped
+    got = bench.task_profiles(str(tmp_path), "d", t0)
+    assert sorted(r["next_method"] or "" for r in got) == ["", "execute_complete"]
+    lines: list[str] = []
+    bench.report_profile({"cpu": {"scheduler": 2.4, "api-server": 1.0, "sandbox": 0.2}}, got, lines.append)
+    text = "\n".join(lines)
+    assert "recycle (begin)" in text and "recycle (resume)" in text
+    assert "0.60 [0.60-0.60] (before startup 0.02, startup 0.30, run+finalize 0.28)" in text
+    assert "0.80 [0.80-0.80] (before startup 0.02, startup 0.40, run+finalize 0.38)" in text
+    # per start: tasks 1.4 s / 2; the scheduler's group holds its task processes: (2.4 - 1.4) / 2
+    assert "task process 0.70 s, scheduler + executor supervisors 0.50 s, api-server 0.50 s, sandbox 0.10 s" in text
+    assert bench.task_profiles(str(tmp_path), "d", time.time() + 60) == []
