@@ -8,7 +8,10 @@ tests/e2e/test_distributed.py runs the same topology for real (Postgres, Redis, 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -240,6 +243,22 @@ def test_the_image_ships_bytecode() -> None:
     installs = [line for line in _dockerfile().splitlines() if "uv pip install" in line]
     assert len(installs) == 2
     assert all("--compile-bytecode" in line for line in installs), installs
+
+
+def test_celery_workers_fork_their_pool_after_the_worker_preload() -> None:
+    services = _compose()["services"]
+    key = "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"
+    assert services["airflow-worker"]["environment"][key] == "phoenix_fleet.celery_worker_config.CELERY_CONFIG"
+    assert [n for n in AIRFLOW_SERVICES if n != "airflow-worker" and key in services[n]["environment"]] == []
+    code = (
+        "import sys; from airflow.configuration import conf; "
+        "from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG; "
+        "options = conf.getimport('celery', 'celery_config_options'); "
+        "assert options is DEFAULT_CELERY_CONFIG, options; "
+        "assert {'phoenix_fleet.worker_preload', 'boto3', 'phoenix_fleet.operators.recycle_operators'} <= set(sys.modules)"
+    )
+    env = {**os.environ, key: services["airflow-worker"]["environment"][key]}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=240, capture_output=True)
 
 
 # ------------------------------------------------------------------------------------------ packaging
