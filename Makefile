@@ -29,7 +29,9 @@ $(CURDIR)/.tools/bin/uv:
 	$(CURDIR)/.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --locked
+	# bytecode at install: with PYTHONDONTWRITEBYTECODE (set on CI machines) every process that imports Airflow
+	# and boto3 would compile them from source again (~2.5 CPU-s each; the tests start hundreds)
+	$(UV) sync --locked --compile-bytecode
 	@touch $@
 
 setup: .venv/.synced
