@@ -3,6 +3,7 @@
     uv run python bench/rollout/run.py                      # 40 instances, L=2 s boot, W=1 s health checks
     uv run python bench/rollout/run.py --size 40 --boot 4 --warmup 2 --batch 10
     uv run python bench/rollout/run.py --skip-baseline      # skip the slow one-at-a-time run
+    uv run python bench/rollout/run.py --skip-baseline --repeat 5 --profile   # + where each run's time goes
 
 Setup (not measured): the sandbox server in **its own process** (``python -m sandbox serve``; ``--in-process`` serves
 it from a thread of this one instead, sharing the GIL with the operator), a VPC, an ALB target group, launch
@@ -205,6 +206,38 @@ def fleet(handle: Any, size: int, boot: float, warmup: float) -> Any:
     return f
 
 
+#: (monotonic start, monotonic end) of every trigger run by run_task (``--profile``)
+TRIGGER_SPANS: list[tuple[float, float]] = []
+
+
+def time_triggers() -> None:
+    """Record when each trigger run by run_task starts and fires (``--profile``): the time between two is the
+    operator's own steps, the time inside one the wait."""
+    import tests.helpers.airflow_run as airflow_run
+
+    first_event = airflow_run.first_event
+
+    async def timed(trigger: Any, timeout: float) -> Any:
+        start = time.monotonic()
+        try:
+            return await first_event(trigger, timeout)
+        finally:
+            TRIGGER_SPANS.append((start, time.monotonic()))
+
+    airflow_run.first_event = timed  # type: ignore[assignment]
+
+
+def phases(start: float, wall: float) -> str:
+    """``start 0.86  waits 3.13 3.28 3.15 3.14  between 0.39 0.33 0.34  end 0.30`` (seconds): to the first wait,
+    each wait (trigger start to its event), between two waits (the operator's steps), after the last."""
+    spans = [(a - start, b - start) for a, b in TRIGGER_SPANS if a >= start]
+    if not spans:
+        return "no waits"
+    waits = " ".join(f"{b - a:.2f}" for a, b in spans)
+    between = " ".join(f"{spans[k + 1][0] - spans[k][1]:.2f}" for k in range(len(spans) - 1))
+    return f"start {spans[0][0]:.2f}  waits {waits}  between {between}  end {wall - spans[-1][1]:.2f}"
+
+
 def rollout(f: Any, policy: dict[str, Any], **kwargs: Any) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
     from phoenix_fleet.operators.recycle_operators import AsgRecycleOperator
 
@@ -270,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="deferrable runs (the median is compared)")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--poll-sizes", default="40,250,1000", help="fleet sizes for the calls-per-poll check")
+    parser.add_argument("--profile", action="store_true",
+                        help="per deferrable run, seconds to the first wait, in each wait, between waits, after the last")
     parser.add_argument("--in-process", action="store_true",
                         help="serve the sandbox from a thread of this process (shares the GIL with the operator)")
     args = parser.parse_args(argv)
@@ -288,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     _env(handle)
     counter = CallCounter()
     counter.install()
+    if args.profile:
+        time_triggers()
     L, W, N = args.boot, args.warmup, args.size
     tgs = 1
     lines: list[str] = []
@@ -316,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(args.repeat):
             f = fleet(handle, N, L, W)
             counter.reset()
+            began = time.monotonic()
             wall, result, deferrals = rollout(f, policy, inline_wait_seconds=0, **fast)
             check_converged(handle, f, N)
             walls.append(wall)
@@ -329,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             trigger_ops = dict(sorted(counter.trigger.items()))
             out(f"{f'phoenix deferrable (run_task) #{k + 1}':<34} {wall:>7.2f} {batches:>7} {bound:>7.1f} "
                 f"{wall / bound:>6.3f} {len(deferrals):>6} {polls:>5} {per_poll:>10.2f}")
+            if args.profile:
+                out(f"  seconds: {phases(began, wall)}  (load {os.getloadavg()[0]:.2f})")
         wall = statistics.median(walls)
         bound = batches * (L + W)
         out(f"{'phoenix deferrable, median':<34} {wall:>7.2f} {batches:>7} {bound:>7.1f} {wall / bound:>6.3f}"
