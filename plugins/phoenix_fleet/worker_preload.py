@@ -17,15 +17,15 @@ What it does, and only this:
   no request is sent, no connection is opened;
 * discovers Airflow's plugins and builds the listener manager (the SDK caches both in the process), as a
   worker forked from the scheduler would have inherited them: every task start asks for them;
-* ``gc.freeze()`` at the end, as Airflow does before it forks the LocalExecutor's workers from the scheduler;
 * reads the fleet config once (``config.cached_fleet_config``, keyed by the file's mtime: a changed file is read
-  again by the task) when ``PHOENIX_FLEET_CONFIG`` (or the default path) is readable.
+  again by the task) when ``PHOENIX_FLEET_CONFIG`` (or the default path) is readable;
+* ``gc.freeze()`` at the end, as Airflow does before it forks the LocalExecutor's workers from the scheduler.
 
-Wire it (docs/scale.md, "What a deployment sets"):
+Wire it (docs/scale.md, "What a deployment sets (workers)"):
 
 * LocalExecutor: ``[scheduler] mp_start_method = forkserver`` and ``[core] mp_forkserver_preload =
   phoenix_fleet.worker_preload``: the executor's workers come from a fork server that imported this module;
-* Celery: import it from the module ``[celery] celery_config_options`` names (``tests/e2e/celery_preload.py``).
+* Celery, on the workers only: ``[celery] celery_config_options = phoenix_fleet.celery_worker_config.CELERY_CONFIG``.
 """
 
 from __future__ import annotations
