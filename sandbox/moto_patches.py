@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,7 +112,14 @@ def advance_instance(instance: Any) -> None:
         return
     if tick(req, rec.boot, req.config.instance_boot, ("boot", instance.id), R.BOOT_ACTIONS):
         instance._state = Ec2InstanceState("running", 16)
-        rec.status, rec.target = Clock(), Clock()
+        # on AWS the status checks and the target's health checks start when the instance is running, whether or
+        # not anyone looks: with a boot in seconds, that is when the boot was due, not this (later) observation
+        # (else a poller's lateness would count twice: once seeing the boot end, again in the checks)
+        running_since = time.time()
+        boot = req.config.instance_boot
+        if boot.seconds is not None and not req.force:
+            running_since = min(running_since, rec.boot.started + boot.seconds)
+        rec.status, rec.target = Clock(started=running_since), Clock(started=running_since)
 
 
 def _track_new_instance(req: RequestState, instance: Any) -> None:

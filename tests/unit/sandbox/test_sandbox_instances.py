@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sandbox.realism import TAG_STATUS_CHECK
@@ -82,6 +83,18 @@ def test_status_checks_initializing_then_ok(ec2: Any, run_instance: Any) -> None
         (s["InstanceStatus"]["Status"], s["SystemStatus"]["Status"]) for s in (status()[0], status()[0])
     ]
     assert checks == [("initializing", "initializing"), ("ok", "ok")]
+
+
+def test_status_checks_start_when_the_boot_was_due_not_when_someone_looks(
+    sandbox_clean: Any, ec2: Any, run_instance: Any
+) -> None:
+    # AWS: running at launch + boot, status ok at launch + boot + checks, however late the first look
+    sandbox_clean.update_config(instance_boot={"seconds": 0.5}, instance_status_checks={"seconds": 0.5})
+    instance_id = run_instance()
+    time.sleep(1.2)  # nobody looked while it booted (0.5 s) and while its checks ran (0.5 s more)
+    found = ec2.describe_instance_status(InstanceIds=[instance_id], IncludeAllInstances=True)["InstanceStatuses"][0]
+    assert found["InstanceState"]["Name"] == "running"
+    assert (found["InstanceStatus"]["Status"], found["SystemStatus"]["Status"]) == ("ok", "ok")
 
 
 def test_status_check_injected_by_tag(ec2: Any, running_instance: Any) -> None:
