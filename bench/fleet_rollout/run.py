@@ -235,8 +235,8 @@ def start_airflow(sb: Sandbox, home: Path, config: Path, args: argparse.Namespac
         "PHOENIX_BENCH_BASELINE": json.dumps(
             {"role": ROLE, "concurrency": args.concurrency, "poke_interval": args.poke_interval}),
     })
-    if args.as_before:  # what the harness did before: workers forked from the scheduler, no bytecode cache
-        for k in ("AIRFLOW__SCHEDULER__MP_START_METHOD", "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD", "PYTHONPYCACHEPREFIX"):
+    if args.as_before:  # what the harness did before: workers forked from the scheduler, no bytecode written
+        for k in ("AIRFLOW__SCHEDULER__MP_START_METHOD", "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD"):
             env.pop(k, None)
         if os.environ.get("PYTHONDONTWRITEBYTECODE"):
             env["PYTHONDONTWRITEBYTECODE"] = os.environ["PYTHONDONTWRITEBYTECODE"]
@@ -533,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
                    "cProfile) in DIR (profile_hook/sitecustomize.py) and print the CPU per task start")
     p.add_argument("--as-before", action="store_true", help="run Airflow as the harness did before issue 16 item 4's "
                    "work: LocalExecutor workers forked from the scheduler (no phoenix_fleet.worker_preload) and, "
-                   "when this shell sets PYTHONDONTWRITEBYTECODE, no bytecode cache (to compare)")
+                   "when this shell sets PYTHONDONTWRITEBYTECODE, no bytecode written (to compare; the venv's own "
+                   "bytecode is whatever make setup installed)")
     p.add_argument("--cprofile", action="store_true", help="with --profile: also cProfile each task process")
     args = p.parse_args(argv)
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -37,9 +36,6 @@ LOCAL_WORKER_PRELOAD = {
     "AIRFLOW__CORE__MP_FORKSERVER_PRELOAD": "phoenix_fleet.worker_preload",
     "AIRFLOW__CORE__EXECUTE_TASKS_NEW_PYTHON_INTERPRETER": "False",
 }
-
-#: bytecode of the Airflow processes the harness starts, shared by every run (Python writes it atomically)
-PYCACHE = os.path.join(tempfile.gettempdir(), f"phoenix-pycache-{os.getuid()}")
 
 # no proxy for 127.0.0.1, whatever the environment says
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -84,10 +80,9 @@ def fast_env(env: dict[str, str]) -> dict[str, str]:
         }
     )
     env["no_proxy"] = env["NO_PROXY"]
-    # bytecode, as an installed deployment has it: this machine sets PYTHONDONTWRITEBYTECODE, so without a cache
-    # every Airflow process (each task process included) compiles every module it imports from source
+    # bytecode, as an installed deployment has it: `make setup` compiles the venv's; this lets the Airflow processes
+    # write the rest (plugins/, dags/: __pycache__, git-ignored) once instead of each task process compiling them
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.setdefault("PYTHONPYCACHEPREFIX", PYCACHE)
     return env
 
 
