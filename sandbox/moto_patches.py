@@ -97,6 +97,20 @@ def _wrap(owner: type, name: str, make: Callable[[Any], Any]) -> None:
     setattr(owner, name, make(original))
 
 
+def _lt_version_json(response: Any, template: Any, version: Any) -> dict[str, Any]:
+    """A LaunchTemplateVersion as the EC2 API answers it (moto's EC2 ``response`` gives the account)."""
+    return {
+        "CreateTime": version.create_time,
+        "CreatedBy": f"arn:{response.partition}:iam::{response.current_account}:root",
+        "DefaultVersion": template.is_default(version),
+        "LaunchTemplateData": version.data,
+        "LaunchTemplateId": template.id,
+        "LaunchTemplateName": template.name,
+        "VersionDescription": version.description,
+        "VersionNumber": version.number,
+    }
+
+
 def _instance_record(instance: Any) -> _InstanceRecord | None:
     return getattr(instance, "_phx", None)
 
@@ -1442,16 +1456,7 @@ def _patch_terraform_fidelity() -> None:
             tokens: dict[str, int] = template.__dict__.setdefault("_phx_tokens", {})
             if token and token in tokens:
                 version = template.get_version(tokens[token])
-                return ActionResult({"LaunchTemplateVersion": {
-                    "CreateTime": version.create_time,
-                    "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
-                    "DefaultVersion": template.is_default(version),
-                    "LaunchTemplateData": version.data,
-                    "LaunchTemplateId": template.id,
-                    "LaunchTemplateName": template.name,
-                    "VersionDescription": version.description,
-                    "VersionNumber": version.number,
-                }})
+                return ActionResult({"LaunchTemplateVersion": _lt_version_json(self, template, version)})
             source = self._get_param("SourceVersion")
             plain = self._get_param
             if source:
@@ -1521,18 +1526,7 @@ def _patch_launch_template_versions() -> None:
                 if (template.id, version.number) in seen:
                     continue
                 seen.add((template.id, version.number))
-                rows.append(
-                    {
-                        "CreateTime": version.create_time,
-                        "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
-                        "DefaultVersion": template.is_default(version),
-                        "LaunchTemplateData": version.data,
-                        "LaunchTemplateId": template.id,
-                        "LaunchTemplateName": template.name,
-                        "VersionDescription": version.description,
-                        "VersionNumber": version.number,
-                    }
-                )
+                rows.append(_lt_version_json(self, template, version))
             result: dict[str, Any] = {"LaunchTemplateVersions": rows[start : start + size]}
             if start + size < len(rows):
                 result["NextToken"] = str(start + size)
