@@ -430,7 +430,7 @@ def celery_env(env: dict[str, str], db_url: str, broker_url: str, *, api_port: i
     from cryptography.fernet import Fernet
 
     env = fast_env(env)
-    for key in LOCAL_WORKER_PRELOAD:  # the LocalExecutor's; Celery workers preload through celery_preload.py
+    for key in LOCAL_WORKER_PRELOAD:  # the LocalExecutor's; Celery workers preload through their Celery config
         env.pop(key, None)
     env.update(
         {
@@ -518,9 +518,9 @@ class CeleryAirflow(RealAirflow):
                 "PHOENIX_REPORT_DIR": str(worker.home / "reports"),
                 # the hostname callable lives in this module
                 "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
-                # Airflow's Celery config, after importing what every task imports (boto3, the provider's and our
-                # hooks) before the pool forks: each task process shares them instead of importing them again
-                "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "tests.e2e.celery_preload.CELERY_CONFIG",
+                # as docker-compose.yml's workers: Airflow's Celery config, after phoenix_fleet.worker_preload (what
+                # every task imports and parses) before the pool forks: each task process shares it
+                "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "phoenix_fleet.celery_worker_config.CELERY_CONFIG",
             }
         )
         return env
