@@ -87,6 +87,36 @@ def test_many_concurrent_pollers_never_exceed_the_rate_over_any_window() -> None
     assert len(granted) / span >= 0.95 * rate
 
 
+def test_waiters_woken_late_by_a_busy_loop_are_still_granted_at_the_rate() -> None:
+    # a triggerer's event loop busy with other triggers wakes some sleepers late: their grants must not bunch up
+    # with the on-time ones behind them
+    rate = 10.0
+
+    async def main(loop: VirtualTimeLoop) -> list[float]:
+        rnd = random.Random(7)
+
+        async def late_sleep(seconds: float) -> None:
+            await asyncio.sleep(seconds + rnd.choice([0.0, 0.0, 0.0, 0.25, 0.6]))
+
+        limiter = RegionLimiter(rate, clock=loop.time, sleep=late_sleep)
+        granted: list[float] = []
+
+        async def poller() -> None:
+            await asyncio.sleep(rnd.uniform(0, 3))
+            for _ in range(8):
+                await limiter.acquire()
+                granted.append(loop.time())
+                await asyncio.sleep(rnd.uniform(0.0, 1.0))
+
+        await asyncio.gather(*(poller() for _ in range(60)))
+        return granted
+
+    granted = run_virtual(main)
+    assert len(granted) == 60 * 8
+    for window in (0.5, 1.0, 5.0):
+        assert max_in_window(granted, window) <= rate * window + 1, window
+
+
 def test_waiters_are_served_in_the_order_they_asked() -> None:
     async def main(loop: VirtualTimeLoop) -> list[int]:
         limiter = RegionLimiter(2.0, clock=loop.time)
