@@ -4,7 +4,7 @@ Off until asked (``POST /phoenix-sandbox/calls`` ``{"enabled": true}``); then ev
 answers (faults and expired-credential refusals included; the control endpoints not) is kept as
 ``[t, region, service, action, status, client]``: ``t`` the wall-clock second it arrived (``time.time()``), region
 and service from the SigV4 credential scope, the action from ``X-Amz-Target`` (JSON protocol) or the ``Action``
-form field (query protocol), ``status`` the HTTP status code of the answer, ``client`` ``async`` when the
+form field (query protocol), else (REST: S3) the HTTP method, ``status`` the HTTP status code of the answer, ``client`` ``async`` when the
 User-Agent names aiobotocore (Airflow's triggers) else ``sync`` (boto3: tasks, the scheduler's processes, tools). ``GET /phoenix-sandbox/calls`` returns
 them (``?since=<t>``: only later ones), ``DELETE`` forgets them and stops recording. Memory: ~100 bytes a call,
 kept until forgotten.
@@ -55,6 +55,8 @@ def request_identity(environ: dict[str, Any]) -> tuple[str | None, str | None, s
         form.update({k: v for k, v in parse_qs(environ.get("QUERY_STRING") or "").items() if k not in form})
         params = {k: v[0] for k, v in form.items() if v}
         action = params.get("Action")
+        if action is None and service is not None:  # REST (S3): no action name on the wire, the method says it
+            action = environ.get("REQUEST_METHOD")
     return region, service, action, params
 
 
@@ -98,14 +100,18 @@ def client_of(user_agent: str) -> str:
 
 def call_rates(
     calls: Iterable[Sequence[Any]], *, start: float | None = None, end: float | None = None,
-    client: str | None = None,
+    client: str | None = None, services: Iterable[str] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Calls per second, per region and API (``"<service>:<action>"``, and ``"*"`` for all of the region's calls):
     ``{"count", "peak", "mean"}``. ``peak`` is the most calls in one one-second window ``[start + k, start + k +
     1)``; ``mean`` is the count over the span ``end - start`` (default: the first call's second to the last's, at
     least one second). Calls outside ``[start, end)`` are left out; with ``client`` (``sync``/``async``) only that
-client's calls count."""
-    rows = [(float(c[0]), str(c[1]), f"{c[2]}:{c[3]}") for c in calls if client is None or c[5:6] == [client]]
+client's calls count; with ``services`` only calls to those services."""
+    wanted = None if services is None else set(services)
+    rows = [
+        (float(c[0]), str(c[1]), f"{c[2]}:{c[3]}") for c in calls
+        if (client is None or c[5:6] == [client]) and (wanted is None or c[2] in wanted)
+    ]
     if start is None:
         start = math.floor(min((r[0] for r in rows), default=0.0))
     if end is None:

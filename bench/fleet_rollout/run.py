@@ -23,8 +23,10 @@ reschedule mode, ``baseline_dag.py``):
   to the last recycle's end) and for the whole run (trigger to success; it also holds plan, apply, check, the
   canary, the health gate and the summary). Goal for the recycle: <= 1.25;
 * **AWS calls per second per region, by API**, counted at the sandbox server (``/phoenix-sandbox/calls``): peak
-  (one-second windows) and mean over the run, all callers and the triggerer's alone (aiobotocore), against the
-  triggerer's configured budget (``environments.<env>.api_budget.calls_per_second``);
+  (one-second windows) and mean over the run, all callers and the triggers' polls alone (aiobotocore calls to the
+  services they poll: autoscaling, ec2, elbv2, cloudwatch), against the triggerer's configured budget
+  (``environments.<env>.api_budget.calls_per_second``). S3 calls through aiobotocore are not the triggers' (they
+  call no S3 API): s3fs under the object-storage XCom backend, in the processes that read and write XComs;
 * **worker slots**: sampled every ``--sample`` s through REST (task instances running / deferred / up for
   reschedule), integrated to slot-seconds; the seconds the recycle tasks held a slot polling waits in the worker
   (their summaries' ``inline_wait_seconds``); goal zero;
@@ -390,12 +392,18 @@ def measure(sb: Sandbox, af: Any, dag_id: str, conf: dict[str, Any], args: argpa
 
 
 def print_calls(m: dict[str, Any], budget: float | None, out: Any) -> None:
+    from phoenix_fleet.hooks.asg_hook import SERVICES
+
     from sandbox.call_log import call_rates
 
     every = call_rates(m["calls"], start=math.floor(m["t0"]), end=math.ceil(m["t1"]))
-    trig = call_rates(m["calls"], start=math.floor(m["t0"]), end=math.ceil(m["t1"]), client="async")
+    # the triggers' polls: aiobotocore calls to the services they poll (s3fs, under the object-storage XCom
+    # backend, is aiobotocore too, in the processes that read and write XComs: not the triggers')
+    trig = call_rates(m["calls"], start=math.floor(m["t0"]), end=math.ceil(m["t1"]), client="async",
+                      services=SERVICES)
     out(f"  AWS calls at the sandbox server over the run ({len(m['calls'])} in all; per region: peak calls in one "
-        "second / mean calls a second; 'triggerer' = aiobotocore calls)")
+        f"second / mean calls a second; 'triggerer' = aiobotocore calls to {', '.join(SERVICES)}; S3 calls through "
+        "aiobotocore are s3fs under the object-storage XCom backend)")
     shown = (f"{budget:g} calls/s per region (environments.sandbox.api_budget.calls_per_second; the limiter allows "
              f"{budget:g} x w + 1 in any w seconds: at most {budget + 1:g} in a one-second window)"
              if budget else "not configured")

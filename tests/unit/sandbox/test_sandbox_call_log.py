@@ -20,6 +20,7 @@ def test_the_call_log_records_each_answered_call_by_region_service_and_action(sa
     sandbox_clean.client("ec2", region_name="eu-west-1").describe_instances()
     sandbox_clean.client("autoscaling", region_name="us-west-2").describe_auto_scaling_groups()
     sandbox_clean.client("ssm").get_parameters(Names=["/nope"])  # JSON protocol: the action from X-Amz-Target
+    sandbox_clean.client("s3").list_buckets()  # REST: the HTTP method
     with pytest.raises(Exception):  # noqa: B017 - any client error: an answer is counted with its status
         sandbox_clean.client("ec2").describe_images(ImageIds=["ami-00000000000000000"])
     status, log = call(sandbox_clean, "calls")
@@ -29,11 +30,12 @@ def test_the_call_log_records_each_answered_call_by_region_service_and_action(sa
         ["eu-west-1", "ec2", "DescribeInstances", 200, "sync"],
         ["us-west-2", "autoscaling", "DescribeAutoScalingGroups", 200, "sync"],
         ["us-east-1", "ssm", "GetParameters", 200, "sync"],
+        ["us-east-1", "s3", "GET", 200, "sync"],
         ["us-east-1", "ec2", "DescribeImages", 400, "sync"],
     ]
     assert all(t0 - 1 <= c[0] <= time.time() + 1 for c in log["calls"])
     last = log["calls"][1][0]
-    assert [c[3] for c in call(sandbox_clean, f"calls?since={last}")[1]["calls"]] == ["GetParameters", "DescribeImages"]
+    assert [c[3] for c in call(sandbox_clean, f"calls?since={last}")[1]["calls"]] == ["GetParameters", "GET", "DescribeImages"]
 
 
     async def trigger_like() -> None:  # aiobotocore, as Airflow's triggers call AWS
@@ -76,5 +78,12 @@ def test_call_rates_peak_and_mean_per_region_and_api() -> None:
     assert call_rates([]) == {}
     # one client's calls: the triggerer's (aiobotocore) against its budget
     assert call_rates(calls, start=100.0, end=104.0, client="async") == {
+        "us-east-1": {"ec2:DescribeInstances": {"count": 1, "peak": 1, "mean": 0.25}, "*": {"count": 1, "peak": 1, "mean": 0.25}}
+    }
+    # some services' calls only: the triggers' polls, not S3 (s3fs under the object-storage XCom backend is
+    # aiobotocore too)
+    calls.append([100.2, "us-east-1", "s3", "GET", 200, "async"])
+    assert call_rates(calls, start=100.0, end=104.0, client="async")["us-east-1"]["*"]["count"] == 2
+    assert call_rates(calls, start=100.0, end=104.0, client="async", services=("ec2", "autoscaling")) == {
         "us-east-1": {"ec2:DescribeInstances": {"count": 1, "peak": 1, "mean": 0.25}, "*": {"count": 1, "peak": 1, "mean": 0.25}}
     }
