@@ -38,8 +38,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,8 +72,13 @@ DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 10}
 INSTANCES_PER_DESCRIBE = 200  # values in one DescribeInstances instance-id filter
 IDS_PER_STATUS = 100  # DescribeInstanceStatus: at most 100 explicit instance ids
 ALARMS_PER_DESCRIBE = 100
-#: concurrent calls of one observation batch (boto3 clients are thread-safe)
+#: concurrent calls of one observation batch, or terminations of one batch (boto3 clients are thread-safe)
 MAX_PARALLEL = 5
+#: Auto Scaling's answers to a write that meets another change of the same group under way (ScalingActivityInProgress,
+#: 400: botocore does not retry it; ResourceContention, 500: botocore's retries may run out): tried again after
+#: these pauses (seconds), then the write fails as any other
+CONTENTION_CODES = frozenset({"ScalingActivityInProgress", "ResourceContention"})
+CONTENTION_PAUSES = (0.2, 0.5, 1.0, 2.0, 4.0)
 #: instance refresh statuses during which another rollout must not start
 REFRESH_ACTIVE = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
 _NOT_FOUND_ID = re.compile(r"i-[0-9a-f]+")
@@ -783,7 +789,7 @@ class AsgHook(LimitedAsyncConnMixin, StrictAwsConnMixin, AwsBaseHook):  # an unk
 
     def _checked(self, what: str, write: Callable[[], Any], done: Callable[[], bool]) -> Any:
         try:
-            return write()
+            return self._through_contention(what, write)
         except (ClientError, BotoCoreError, ResponseParserError) as exc:
             try:
                 landed = done()
@@ -794,6 +800,20 @@ class AsgHook(LimitedAsyncConnMixin, StrictAwsConnMixin, AwsBaseHook):  # an unk
             log.warning("%s failed (%s) but the group shows it done (a lost reply): going on", what,
                         error_code(exc) or type(exc).__name__)
             return None
+
+    @staticmethod
+    def _through_contention(what: str, write: Callable[[], Any]) -> Any:
+        """``write()``, tried again after each of CONTENTION_PAUSES while Auto Scaling answers that another change
+        of the group is under way (e.g. the terminations of one batch, sent concurrently)."""
+        for pause in (*CONTENTION_PAUSES, None):
+            try:
+                return write()
+            except ClientError as exc:
+                if pause is None or error_code(exc) not in CONTENTION_CODES:
+                    raise
+                log.info("%s: %s; trying again in %.1fs", what, error_code(exc), pause)
+                time.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _group_now(self, asg_name: str) -> dict[str, Any]:
         return self.describe_group(asg_name)
@@ -852,9 +872,41 @@ class AsgHook(LimitedAsyncConnMixin, StrictAwsConnMixin, AwsBaseHook):  # an unk
             raise
 
     def terminate_instances(self, instance_ids: Sequence[str], *, decrement_desired: bool) -> list[str]:
-        """``terminate_instance`` for each id, one after the other (there is no batch API, and concurrent
-        terminations in one group race inside moto: the sandbox answers InvalidTarget); the ids terminated."""
-        return [i for i in instance_ids if self.terminate_instance(i, decrement_desired=decrement_desired)]
+        """``terminate_instance`` for each id (one instance a call), up to MAX_PARALLEL at once; the ids
+        terminated, in the order given. After a failure no further termination starts (those under way finish),
+        then the first failure is raised: what landed is for the next observation to see."""
+        ids = list(instance_ids)
+        if len(ids) <= 1:
+            return [i for i in ids if self.terminate_instance(i, decrement_desired=decrement_desired)]
+        self.client("autoscaling")  # created here, not racing in the threads
+        results: dict[str, bool] = {}
+        failure: BaseException | None = None
+        queue = iter(ids)
+        running: dict[Any, str] = {}
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(ids))) as pool:
+
+            def start_next() -> None:
+                instance_id = next(queue, None)
+                if instance_id is not None:
+                    running[pool.submit(self.terminate_instance, instance_id, decrement_desired=decrement_desired)] = (
+                        instance_id
+                    )
+
+            for _ in range(min(MAX_PARALLEL, len(ids))):
+                start_next()
+            while running:
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    instance_id = running.pop(future)
+                    try:
+                        results[instance_id] = future.result()
+                    except BaseException as exc:  # noqa: BLE001 - a worker's kill too: stop, then raise it
+                        failure = failure or exc
+                    if failure is None:
+                        start_next()
+        if failure is not None:
+            raise failure
+        return [i for i in ids if results.get(i)]
 
     def _suspended(self, asg_name: str) -> set[str]:
         return {p["ProcessName"] for p in self._group_now(asg_name).get("SuspendedProcesses") or []}

@@ -432,3 +432,59 @@ def test_a_poll_that_knows_the_group_asks_everything_in_one_round():
     assert rounds[1] == ["describe_instances", "describe_instance_status"]
     assert {i.instance_id for i in moved.state.instances} == set(ids[1:]) | {"i-new"}
     assert all(i.status == "ok" for i in moved.state.instances)
+
+
+def test_a_batch_is_terminated_concurrently_through_contention_answers(sandbox_clean, monkeypatch):
+    """The terminations of one batch go out together (one instance a call); an answer that another change of
+    the group is under way (ScalingActivityInProgress, ResourceContention) is tried again, not a failure."""
+    import threading
+
+    import phoenix_fleet.hooks.asg_hook as H
+
+    pauses: list[float] = []
+    monkeypatch.setattr(H.time, "sleep", pauses.append)
+    F.build_fleet(sandbox_clean, desired=8, max_size=10)
+    victims = sorted(F.fleet_images(sandbox_clean))[:6]
+    sandbox_clean.update_config(api_faults=[
+        {"action": "TerminateInstanceInAutoScalingGroup", "params": {"InstanceId": victims[1]},
+         "code": "ScalingActivityInProgress", "message": "Scaling activity 1 is in progress and blocks this action",
+         "times": 2},
+        {"action": "TerminateInstanceInAutoScalingGroup", "params": {"InstanceId": victims[4]},
+         "code": "ResourceContention", "status": 500, "times": 1},
+    ])
+    hook = AsgHook(aws_conn_id="aws_default", region_name=F.REGION,
+                   config={"retries": {"mode": "standard", "total_max_attempts": 1}})
+    threads: set[str] = set()
+    hook.client("autoscaling").meta.events.register(
+        "before-call.auto-scaling.TerminateInstanceInAutoScalingGroup",
+        lambda **_: threads.add(threading.current_thread().name),
+    )
+    assert hook.terminate_instances(victims, decrement_desired=True) == victims
+    assert len(threads) > 1  # concurrently
+    first, second = H.CONTENTION_PAUSES[:2]
+    assert sorted(pauses) == sorted([first, second, first])  # twice for one instance, once for another
+    g = F.group(sandbox_clean)
+    assert g["DesiredCapacity"] == 2 and not set(victims) & set(F.fleet_images(sandbox_clean))
+
+
+def test_a_failed_termination_stops_the_batch_and_is_raised(sandbox_clean, monkeypatch):
+    """A termination that fails for good (past the contention pauses) starts no further termination of the
+    batch; those under way finish, and the failure is raised: the next observation sees what landed."""
+    import phoenix_fleet.hooks.asg_hook as H
+    import pytest
+
+    monkeypatch.setattr(H.time, "sleep", lambda _: None)
+    monkeypatch.setattr(H, "MAX_PARALLEL", 1)  # one at a time: which ones did not start is then known
+    f = F.build_fleet(sandbox_clean, desired=6, max_size=8)
+    victims = sorted(F.fleet_images(sandbox_clean))[:4]
+    sandbox_clean.update_config(api_faults=[
+        {"action": "TerminateInstanceInAutoScalingGroup", "params": {"InstanceId": victims[1]},
+         "code": "ScalingActivityInProgress", "message": "Scaling activity 1 is in progress"},
+    ])
+    hook = AsgHook(aws_conn_id="aws_default", region_name=F.REGION,
+                   config={"retries": {"mode": "standard", "total_max_attempts": 1}})
+    with pytest.raises(ClientError, match="ScalingActivityInProgress"):
+        hook.terminate_instances(victims, decrement_desired=True)
+    left = set(F.fleet_images(sandbox_clean, f.asg))
+    assert victims[0] not in left and set(victims[1:]) <= left
+    assert F.group(sandbox_clean)["DesiredCapacity"] == 5
