@@ -63,6 +63,17 @@ def endpoint_for(port: int) -> str:
 # --------------------------------------------------------------------------------------------- WSGI app
 
 
+_AUTOSCALING_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/,\s]+/autoscaling/aws4_request")
+
+
+def _is_autoscaling_write(environ: dict[str, Any]) -> bool:
+    """An Auto Scaling call that is not a Describe (the body is read once and put back)."""
+    if not _AUTOSCALING_SCOPE.search(environ.get("HTTP_AUTHORIZATION") or ""):
+        return False
+    action = request_identity(environ)[2] or ""
+    return not action.startswith("Describe")
+
+
 class SandboxApp:
     """moto's WSGI app plus the ``/phoenix-sandbox/*`` control endpoints.
 
@@ -105,6 +116,10 @@ class SandboxApp:
         }
         self.info.update(info or {})
         self.call_log = CallLog()
+        #: Auto Scaling changes are applied one at a time, as AWS orders the changes of a group: moto's are
+        #: read-modify-write (DetachInstances reads desired and the member list, then writes both back), so two
+        #: concurrent terminations in one group lose one decrement
+        self._autoscaling_writes = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or ""
@@ -140,6 +155,9 @@ class SandboxApp:
                 status, headers, body = answer
                 start_response(status, headers)
                 return [body]
+        if _is_autoscaling_write(environ):
+            with self._autoscaling_writes, request_scope(self.realism):
+                return self.moto(environ, start_response)
         with request_scope(self.realism):
             return self.moto(environ, start_response)
 
