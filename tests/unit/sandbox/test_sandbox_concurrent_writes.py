@@ -47,7 +47,7 @@ def test_concurrent_terminations_in_one_group_each_take_their_decrement(sandbox_
 
 
 @pytest.mark.parametrize("action", ["DescribeAutoScalingGroups", "DescribeAutoScalingInstances"])
-def test_reads_are_not_held_behind_a_write(sandbox_clean: Any, action: str) -> None:
+def test_only_autoscaling_writes_take_the_lock_not_its_describes(action: str) -> None:
     from sandbox.server import _is_autoscaling_write
 
     def environ(service: str, body: str) -> dict[str, Any]:
