@@ -26,6 +26,12 @@ from typing import Any
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
 
 
+def credential_scope(environ: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``(region, service)`` from a request's SigV4 credential scope (the Authorization header)."""
+    scope = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION") or "")
+    return (scope.group(1), scope.group(2)) if scope else (None, None)
+
+
 def request_identity(environ: dict[str, Any]) -> tuple[str | None, str | None, str | None, dict[str, Any]]:
     """``(region, service, action, params)`` of an AWS request as the SDKs send it: region and service from the
     SigV4 credential scope, the action from ``X-Amz-Target`` or the ``Action`` form field, the parameters from the
@@ -38,8 +44,7 @@ def request_identity(environ: dict[str, Any]) -> tuple[str | None, str | None, s
         length = 0
     body = environ["wsgi.input"].read(length) if length else b""
     environ["wsgi.input"] = io.BytesIO(body)
-    scope = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION") or "")
-    region, service = (scope.group(1), scope.group(2)) if scope else (None, None)
+    region, service = credential_scope(environ)
     target = environ.get("HTTP_X_AMZ_TARGET") or ""
     params: dict[str, Any] = {}
     action: str | None

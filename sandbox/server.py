@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from .call_log import CallLog, client_of, request_identity
+from .call_log import CallLog, client_of, credential_scope, request_identity
 from .realism import MOTO_VERSION, Realism, RealismConfig, install, request_scope
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,12 +63,9 @@ def endpoint_for(port: int) -> str:
 # --------------------------------------------------------------------------------------------- WSGI app
 
 
-_AUTOSCALING_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/,\s]+/autoscaling/aws4_request")
-
-
 def _is_autoscaling_write(environ: dict[str, Any]) -> bool:
-    """An Auto Scaling call that is not a Describe (the body is read once and put back)."""
-    if not _AUTOSCALING_SCOPE.search(environ.get("HTTP_AUTHORIZATION") or ""):
+    """An Auto Scaling call that is not a Describe (the body, read only for Auto Scaling, is put back)."""
+    if credential_scope(environ)[1] != "autoscaling":
         return False
     action = request_identity(environ)[2] or ""
     return not action.startswith("Describe")
